@@ -1,0 +1,182 @@
+"""The ranking form (one rank, rating and flag field per completion) and the skip and import forms."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from string import ascii_uppercase
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from labeling.formats import FORMATS
+from labeling.models import (
+    RATING_MAX,
+    RATING_MIN,
+    Assignment,
+    Completion,
+    Criterion,
+    Flag,
+    Strength,
+)
+
+# helpful and honest share their first letter, so each criterion has its own key.
+CRITERION_KEYS = {"helpful": "h", "honest": "o", "harmless": "a"}
+RATING_CHOICES = [(value, str(value)) for value in range(RATING_MIN, RATING_MAX + 1)]
+
+
+def display_order(
+    completions: list[Completion], *, labeler_id: int, prompt_id: int
+) -> list[Completion]:
+    """The completions shuffled the same way every time for one labeler and prompt.
+
+    Position bias is real, so each labeler sees their own order; a string seed is hashed
+    deterministically by `random`, so every process agrees on it.
+    """
+    shuffled = sorted(completions, key=lambda completion: completion.pk)
+    random.Random(f"{labeler_id}:{prompt_id}").shuffle(shuffled)
+    return shuffled
+
+
+@dataclass
+class Card:
+    letter: str
+    number: int
+    completion: Completion
+    rank: forms.BoundField
+    ratings: list[tuple[str, forms.BoundField]]
+    flags: forms.BoundField
+
+
+class RankingForm(forms.Form):
+    """Ranks are numbers 1..K, best first; completions given the same number are tied."""
+
+    request_id = forms.UUIDField(widget=forms.HiddenInput)
+    seconds_spent = forms.FloatField(required=False, min_value=0, widget=forms.HiddenInput)
+    strength = forms.ChoiceField(
+        choices=Strength.choices,
+        required=False,
+        widget=forms.RadioSelect,
+        label="How much better is your first choice?",
+    )
+    all_unacceptable = forms.BooleanField(required=False, label="All of them are unacceptable")
+    rationale = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="Rationale (optional)",
+        max_length=10_000,
+    )
+
+    def __init__(self, *args: Any, assignment: Assignment, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", {"request_id": uuid.uuid4()})
+        super().__init__(*args, **kwargs)
+        self.assignment = assignment
+        prompt = assignment.prompt
+        self.criteria = prompt.dataset.criteria
+        self.completions = display_order(
+            list(prompt.completions.all()), labeler_id=assignment.labeler_id, prompt_id=prompt.pk
+        )
+        count = len(self.completions)
+        for completion in self.completions:
+            cid = completion.pk
+            self.fields[f"rank_{cid}"] = forms.IntegerField(
+                min_value=1,
+                max_value=count,
+                label="Rank",
+                widget=forms.NumberInput(attrs={"class": "rank-input"}),
+                error_messages={"required": "Give every completion a rank."},
+            )
+            for criterion in self.criteria:
+                self.fields[f"{criterion}_{cid}"] = forms.TypedChoiceField(
+                    choices=RATING_CHOICES,
+                    coerce=int,
+                    widget=forms.RadioSelect,
+                    label=Criterion(criterion).label,
+                    error_messages={"required": f"Rate every completion on {criterion}."},
+                )
+            self.fields[f"flags_{cid}"] = forms.MultipleChoiceField(
+                choices=Flag.choices,
+                required=False,
+                widget=forms.CheckboxSelectMultiple,
+                label="Flags",
+            )
+        if count != 2:
+            del self.fields["strength"]
+
+    @property
+    def criterion_keys(self) -> list[tuple[str, str]]:
+        return [(criterion, CRITERION_KEYS[criterion]) for criterion in self.criteria]
+
+    def cards(self) -> list[Card]:
+        return [
+            Card(
+                letter=ascii_uppercase[index],
+                number=index + 1,
+                completion=completion,
+                rank=self[f"rank_{completion.pk}"],
+                ratings=[(c, self[f"{c}_{completion.pk}"]) for c in self.criteria],
+                flags=self[f"flags_{completion.pk}"],
+            )
+            for index, completion in enumerate(self.completions)
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.errors:
+            return data
+        ranks = {c.pk: data[f"rank_{c.pk}"] for c in self.completions}
+        order = [
+            [cid for cid, rank in ranks.items() if rank == value]
+            for value in sorted(set(ranks.values()))
+        ]
+        return {
+            "order": order,
+            "ratings": {
+                c.pk: {criterion: data[f"{criterion}_{c.pk}"] for criterion in self.criteria}
+                for c in self.completions
+            }
+            if self.criteria
+            else {},
+            "flags": {c.pk: data[f"flags_{c.pk}"] for c in self.completions},
+            "request_id": data["request_id"],
+            "seconds_spent": data.get("seconds_spent"),
+            "all_unacceptable": data["all_unacceptable"],
+            "rationale": data["rationale"],
+            "strength": data.get("strength") or "",
+        }
+
+
+class SkipForm(forms.Form):
+    REASONS = [
+        ("unsure", "I am not sure how to judge this"),
+        ("distressing", "The content is too distressing for me"),
+        ("broken", "The prompt or completions are broken"),
+        ("expertise", "It needs expertise I do not have"),
+    ]
+    reason = forms.ChoiceField(choices=REASONS)
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="PrefLab JSON Lines, Anthropic HH JSON Lines or CSV; .gz too.")
+    format = forms.ChoiceField(
+        choices=[("", "Tell from the file")] + [(f, f) for f in FORMATS], required=False
+    )
+    strict = forms.BooleanField(
+        required=False,
+        help_text="Refuse the whole file if an HH pair cannot be split, instead of skipping it.",
+    )
+
+    def clean_format(self) -> str | None:
+        return self.cleaned_data["format"] or None
+
+
+def errors_as_text(error: ValidationError) -> list[str]:
+    if hasattr(error, "error_dict"):
+        return [
+            f"{name}: {message}"
+            for name, messages in error.message_dict.items()
+            for message in messages
+        ]
+    return list(error.messages)

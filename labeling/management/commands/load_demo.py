@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from labeling import services
+from labeling.models import Dataset
+
+DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "hhh_demo.jsonl"
+DEMO_GUIDELINES = """\
+Rank the responses **best to worst** as a reply to the whole conversation.
+
+1. **Harmless** comes first: a response that helps someone cause serious harm is worse than a
+   polite refusal, however helpful it looks.
+2. **Honest**: a correct "I am not sure" beats a confident made-up fact, citation or function.
+3. **Helpful**: among safe, honest responses, prefer the one that does what was asked, clearly.
+
+Rate each response from 1 (worst) to 7 (best) on each criterion, and flag what applies. Give two
+responses the same rank only when you truly cannot tell them apart.
+"""
+DEMO_USERS = [("admin", True), ("labeler1", False), ("labeler2", False)]
+
+
+class Command(BaseCommand):
+    help = "Load the HHH demo dataset and the demo accounts (admin, labeler1, labeler2). Safe to rerun."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with transaction.atomic():
+            dataset = Dataset.objects.filter(slug="hhh-demo").first()
+            if dataset is None:
+                dataset = services.create_dataset(
+                    slug="hhh-demo",
+                    name="HHH demo",
+                    description="Thirty prompts that show what helpful, honest and harmless mean.",
+                    guidelines=DEMO_GUIDELINES,
+                    labels_per_prompt=2,
+                    gold_rate=0.1,
+                    status=Dataset.Status.ACTIVE,
+                )
+            with DEMO_FILE.open("rb") as stream:
+                result = services.import_dataset(
+                    dataset=dataset, stream=stream, filename=DEMO_FILE.name
+                )
+            self.stdout.write(f"Demo dataset {dataset.slug!r}: {result.summary()}.")
+            created = self.create_users()
+        if created:
+            self.stdout.write(self.style.WARNING("Demo accounts (shown once, write them down):"))
+            for username, password in created:
+                self.stdout.write(f"  {username:10} {password}")
+        else:
+            self.stdout.write(
+                "Demo accounts already exist (admin, labeler1, labeler2); "
+                "reset one with: python manage.py changepassword USERNAME"
+            )
+
+    def create_users(self) -> list[tuple[str, str]]:
+        User = get_user_model()
+        created = []
+        for username, is_admin in DEMO_USERS:
+            if User.objects.filter(username=username).exists():
+                continue
+            password = secrets.token_urlsafe(9)
+            User.objects.create_user(
+                username=username, password=password, is_staff=is_admin, is_superuser=is_admin
+            )
+            created.append((username, password))
+        return created

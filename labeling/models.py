@@ -1,0 +1,326 @@
+"""Datasets of prompts and completions, the labelers' assignments, rankings and comparisons."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+
+
+class Criterion(models.TextChoices):
+    HELPFUL = "helpful", "Helpful"
+    HONEST = "honest", "Honest"
+    HARMLESS = "harmless", "Harmless"
+
+
+class Flag(models.TextChoices):
+    # The InstructGPT labeling interface's per-output metadata (Ouyang et al. 2022, appendix B).
+    FAILS_INSTRUCTION = "fails_instruction", "Fails to follow the instruction"
+    HALLUCINATION = "hallucination", "Makes up facts (hallucination)"
+    HARMFUL_ADVICE = "harmful_advice", "Harmful or dangerous advice"
+    SEXUAL_CONTENT = "sexual_content", "Sexual content"
+    VIOLENT_CONTENT = "violent_content", "Violent content"
+    DENIGRATES_GROUP = "denigrates_group", "Denigrates a protected group"
+    INAPPROPRIATE_FOR_CUSTOMER = "inappropriate", "Inappropriate for a customer assistant"
+
+
+class Strength(models.TextChoices):
+    # Llama 2's four levels for how much better the chosen response is.
+    SIGNIFICANTLY = "significantly", "Significantly better"
+    BETTER = "better", "Better"
+    SLIGHTLY = "slightly", "Slightly better"
+    NEGLIGIBLY = "negligibly", "Negligibly better / unsure"
+
+
+RATING_MIN = 1
+RATING_MAX = 7
+MIN_COMPLETIONS = 2
+MAX_COMPLETIONS = 9
+
+
+def all_criteria() -> list[str]:
+    return list(Criterion.values)
+
+
+class DatasetQuerySet(models.QuerySet["Dataset"]):
+    def active(self) -> DatasetQuerySet:
+        return self.filter(status=Dataset.Status.ACTIVE)
+
+    def with_progress(self) -> DatasetQuerySet:
+        """Annotate `prompt_count` (gold left out) and `label_count` (their submitted rankings)."""
+        prompts = (
+            Prompt.objects.filter(dataset=OuterRef("pk"), is_gold=False)
+            .values("dataset")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        labels = (
+            Assignment.objects.filter(
+                prompt__dataset=OuterRef("pk"),
+                prompt__is_gold=False,
+                status=Assignment.Status.SUBMITTED,
+            )
+            .values("prompt__dataset")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        return self.annotate(
+            prompt_count=Coalesce(Subquery(prompts), 0),
+            label_count=Coalesce(Subquery(labels), 0),
+        )
+
+
+class Dataset(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        ARCHIVED = "archived", "Archived"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown, shown to labelers.")
+    guidelines_version = models.PositiveIntegerField(
+        default=1, help_text="Raised each time the guidelines change; rankings record it."
+    )
+    criteria = models.JSONField(
+        default=all_criteria, blank=True, help_text="Which of helpful, honest, harmless are rated."
+    )
+    labels_per_prompt = models.PositiveSmallIntegerField(
+        default=3, help_text="How many distinct labelers rank each prompt."
+    )
+    gold_rate = models.FloatField(
+        default=0.0, help_text="Share of each labeler's tasks drawn from gold prompts (0 to 1)."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DatasetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(labels_per_prompt__gte=1), name="dataset_labels_per_prompt_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="dataset_gold_rate_share"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def percent_labeled(self) -> int:
+        """Needs `with_progress()`: submitted labels over prompts x labels_per_prompt."""
+        needed = self.prompt_count * self.labels_per_prompt  # type: ignore[attr-defined]
+        if not needed:
+            return 0
+        return min(100, round(100 * self.label_count / needed))  # type: ignore[attr-defined]
+
+    def clean(self) -> None:
+        if not isinstance(self.criteria, list) or not set(self.criteria) <= set(Criterion.values):
+            raise ValidationError(
+                {"criteria": f"Choose from {', '.join(Criterion.values)} (a list, maybe empty)."}
+            )
+        # Keep the canonical order so pages and exports list criteria the same way.
+        self.criteria = [c for c in Criterion.values if c in self.criteria]
+
+
+class PromptQuerySet(models.QuerySet["Prompt"]):
+    def with_taken(self) -> PromptQuerySet:
+        """Annotate `taken`: assignments that hold a label slot (a live lease or a submission)."""
+        return self.annotate(
+            taken=Count(
+                "assignments",
+                filter=Q(assignments__status__in=Assignment.SLOT_HOLDING_STATUSES),
+            )
+        )
+
+    def not_seen_by(self, user: Any) -> PromptQuerySet:
+        """Prompts the labeler has no live lease, submission or skip on (an expired lease is fine)."""
+        mine = Assignment.objects.filter(
+            prompt=OuterRef("pk"),
+            labeler=user,
+        ).exclude(status=Assignment.Status.EXPIRED)
+        return self.filter(~Exists(mine))
+
+
+class Prompt(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=200)
+    messages = models.JSONField(help_text='The conversation: [{"role": ..., "content": ...}].')
+    metadata = models.JSONField(default=dict, blank=True)
+    content_hash = models.CharField(
+        max_length=64, help_text="sha256 of the messages and completions, to spot re-imports."
+    )
+    is_gold = models.BooleanField(default=False)
+    gold_order = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Expected order for a gold prompt: tie groups of completion external ids.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PromptQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset", "external_id"], name="prompt_external_id_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(is_gold=False) | Q(gold_order__isnull=False),
+                name="prompt_gold_has_order",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.slug}/{self.external_id}"
+
+    @property
+    def last_user_message(self) -> str:
+        for message in reversed(self.messages):
+            if message["role"] == "user":
+                return str(message["content"])
+        return ""
+
+
+class Completion(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
+    external_id = models.CharField(max_length=200)
+    text = models.TextField()
+    model_name = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    position = models.PositiveSmallIntegerField(help_text="Order in the imported file.")
+
+    class Meta:
+        ordering = ["prompt", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "external_id"], name="completion_external_id_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prompt}/{self.external_id}"
+
+
+class AssignmentQuerySet(models.QuerySet["Assignment"]):
+    def leased_to(self, user: Any) -> AssignmentQuerySet:
+        """The user's leases that have not been submitted, skipped or reclaimed."""
+        return self.filter(labeler=user, status=Assignment.Status.LEASED)
+
+    def stale(self, now: datetime) -> AssignmentQuerySet:
+        return self.filter(status=Assignment.Status.LEASED, expires_at__lte=now)
+
+
+class Assignment(models.Model):
+    class Status(models.TextChoices):
+        LEASED = "leased", "Leased"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    SLOT_HOLDING_STATUSES = (Status.LEASED, Status.SUBMITTED)
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="assignments")
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.LEASED)
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=200, blank=True)
+
+    objects = AssignmentQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "labeler"], name="assignment_once_per_labeler"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["labeler", "status"], name="assignment_labeler_status"),
+            models.Index(fields=["status", "expires_at"], name="assignment_status_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prompt} -> {self.labeler} ({self.status})"
+
+
+class Ranking(models.Model):
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="ranking")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="rankings")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="rankings")
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rankings"
+    )
+    order = models.JSONField(
+        help_text="Completion ids best to worst, as tie groups: [[3], [1, 2]]."
+    )
+    ratings = models.JSONField(
+        default=dict, blank=True, help_text='{"<completion id>": {"helpful": 1..7, ...}}'
+    )
+    flags = models.JSONField(default=dict, blank=True, help_text='{"<completion id>": [flag]}')
+    all_unacceptable = models.BooleanField(default=False)
+    rationale = models.TextField(blank=True)
+    seconds_spent = models.FloatField()
+    guidelines_version = models.PositiveIntegerField()
+    request_id = models.UUIDField(unique=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(seconds_spent__gte=0), name="ranking_seconds_spent"),
+        ]
+        indexes = [
+            models.Index(fields=["labeler", "created_at"], name="ranking_labeler_created"),
+            models.Index(fields=["dataset", "id"], name="ranking_dataset_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"ranking {self.pk} of {self.prompt} by {self.labeler}"
+
+
+class Comparison(models.Model):
+    # dataset is copied from the prompt so an export scans one index: (dataset, id).
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    chosen = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    rejected = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    margin = models.PositiveSmallIntegerField(help_text="Rank distance between the two.")
+    strength = models.CharField(
+        max_length=15,
+        choices=Strength.choices,
+        blank=True,
+        help_text="How much better, asked when the prompt has exactly two completions.",
+    )
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comparisons"
+    )
+    ranking = models.ForeignKey(Ranking, on_delete=models.CASCADE, related_name="comparisons")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(chosen=models.F("rejected")), name="comparison_distinct_completions"
+            ),
+            models.CheckConstraint(condition=Q(margin__gte=1), name="comparison_margin_positive"),
+            models.UniqueConstraint(
+                fields=["ranking", "chosen", "rejected"], name="comparison_once_per_ranking"
+            ),
+        ]
+        indexes = [models.Index(fields=["dataset", "id"], name="comparison_dataset_id")]
+
+    def __str__(self) -> str:
+        return f"{self.chosen_id} > {self.rejected_id} ({self.prompt})"

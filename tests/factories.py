@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import Any
+
+import factory
+from django.contrib.auth import get_user_model
+
+from labeling.models import Completion, Dataset, Prompt
+
+PASSWORD = "pass-word-123"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+
+    username = factory.Sequence(lambda n: f"labeler{n}")
+    password = factory.django.Password(PASSWORD)
+
+
+class DatasetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Dataset
+
+    name = factory.Sequence(lambda n: f"Dataset {n}")
+    slug = factory.Sequence(lambda n: f"dataset-{n}")
+    status = Dataset.Status.ACTIVE
+    labels_per_prompt = 2
+    guidelines = "Prefer **honest** answers."
+
+
+class PromptFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Prompt
+
+    dataset = factory.SubFactory(DatasetFactory)
+    external_id = factory.Sequence(lambda n: f"p{n}")
+    messages = factory.LazyAttribute(
+        lambda prompt: [{"role": "user", "content": f"Question {prompt.external_id}?"}]
+    )
+    content_hash = factory.Sequence(lambda n: f"{n:064d}")
+
+
+class CompletionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Completion
+
+    prompt = factory.SubFactory(PromptFactory)
+    external_id = factory.Sequence(lambda n: f"c{n}")
+    text = factory.Sequence(lambda n: f"Answer number {n}.")
+    model_name = "model-x"
+    position = factory.Sequence(lambda n: n % 9)
+
+
+def make_prompt(dataset: Dataset, completions: int = 3, **fields: Any) -> Prompt:
+    prompt = PromptFactory(dataset=dataset, **fields)
+    for position in range(completions):
+        CompletionFactory(prompt=prompt, position=position, external_id=f"c{position}")
+    return prompt
