@@ -345,8 +345,6 @@ def validate_record(record: ParsedPrompt, *, max_text_chars: int) -> None:
     seen: set[str] = set()
     for index, completion in enumerate(record.completions):
         where = f"field 'completions[{index}]'"
-        if not completion.text.strip():
-            raise line_error(line, f"{where} is empty")
         if len(completion.text) > max_text_chars:
             raise line_error(line, f"{where} is longer than {max_text_chars} characters")
         if len(completion.external_id) > MAX_ID_CHARS:

@@ -141,7 +141,6 @@ def test_blank_lines_are_ignored_and_keep_line_numbers():
         ),
         ({"prompt": "Hi", "completions": [str(i) for i in range(10)]}, "has 10"),
         ({"prompt": "Hi", "completions": ["same", "same"]}, "repeats the id"),
-        ({"prompt": "Hi", "completions": ["ok", "   "]}, "field 'completions[1]' is empty"),
         ({"prompt": "Hi", "completions": ["x" * 1001, "b"]}, "longer than 1000 characters"),
         (
             {"prompt": [{"role": "bot", "content": "Hi"}], "completions": ["a", "b"]},
@@ -166,6 +165,12 @@ def test_limits_are_checked_with_line_and_field(row, message):
     with pytest.raises(ValidationError, match="line 3") as error:
         validated(record)
     assert message in str(error.value)
+
+
+def test_an_empty_reply_is_a_completion_like_any_other():
+    # Real HH data has replies where the assistant said nothing; they are ranked, not refused.
+    [record] = read(jsonl({"prompt": "Hi", "completions": ["Hello", ""]}))
+    assert validated(record).completions[1].text == ""
 
 
 def test_unknown_format_lists_the_accepted_ones():

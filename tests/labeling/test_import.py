@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from labeling import services
+from labeling.models import Completion, Dataset, Prompt
+
+SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
+
+
+def jsonl(*rows: dict) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def run_import(dataset, content: bytes, filename: str = "data.jsonl", **options):
+    return services.import_dataset(
+        dataset=dataset, stream=io.BytesIO(content), filename=filename, **options
+    )
+
+
+def rows(count: int, start: int = 0) -> list[dict]:
+    return [
+        {"id": f"q{i}", "prompt": f"Question {i}?", "completions": [f"yes {i}", f"no {i}", f"maybe {i}"]}
+        for i in range(start, start + count)
+    ]
+
+
+def test_import_creates_prompts_and_completions_in_file_order(dataset):
+    result = run_import(dataset, jsonl(*rows(3)))
+    assert (result.created, result.unchanged) == (3, 0)
+    prompt = Prompt.objects.get(dataset=dataset, external_id="q1")
+    assert prompt.messages == [{"role": "user", "content": "Question 1?"}]
+    assert [c.text for c in prompt.completions.order_by("position")] == ["yes 1", "no 1", "maybe 1"]
+
+
+def test_reimporting_the_same_file_changes_nothing(dataset):
+    run_import(dataset, jsonl(*rows(5)))
+    result = run_import(dataset, jsonl(*rows(5)))
+    assert (result.created, result.unchanged) == (0, 5)
+    assert Prompt.objects.filter(dataset=dataset).count() == 5
+    assert Completion.objects.filter(prompt__dataset=dataset).count() == 15
+
+
+def test_a_grown_file_adds_only_the_new_prompts(dataset):
+    run_import(dataset, jsonl(*rows(5)))
+    result = run_import(dataset, jsonl(*rows(8)))
+    assert (result.created, result.unchanged) == (3, 5)
+
+
+def test_same_id_with_other_content_is_refused_and_changes_nothing(dataset):
+    run_import(dataset, jsonl(*rows(2)))
+    changed = rows(2)
+    changed[1]["completions"][0] = "edited"
+    with pytest.raises(ValidationError, match="line 5: field 'id': prompt 'q1' is already in the dataset"):
+        run_import(dataset, jsonl(*rows(3, start=10), *changed))
+    assert Prompt.objects.filter(dataset=dataset).count() == 2
+
+
+def test_bad_line_after_several_batches_rolls_back_everything(dataset, monkeypatch):
+    monkeypatch.setattr(services, "IMPORT_BATCH_SIZE", 10)
+    bad = {"id": "bad", "prompt": "Hi", "completions": ["only one"]}
+    with pytest.raises(ValidationError, match="line 36: field 'completions' has 1"):
+        run_import(dataset, jsonl(*rows(35), bad, *rows(5, start=100)))
+    assert not Prompt.objects.filter(dataset=dataset).exists()
+    assert not Completion.objects.exists()
+
+
+def test_duplicate_id_within_one_file_with_other_content_is_refused(dataset):
+    twin = rows(1)[0] | {"completions": ["a", "b"]}
+    with pytest.raises(ValidationError, match="line 2: field 'id'"):
+        run_import(dataset, jsonl(rows(1)[0], twin))
+    assert not Prompt.objects.exists()
+
+
+def test_hh_import_skips_and_reports_pairs_without_shared_prefix(dataset):
+    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    odd = {"chosen": "\n\nHuman: a\n\nAssistant: x", "rejected": "\n\nHuman: b\n\nAssistant: y"}
+    result = run_import(dataset, jsonl(good, odd))
+    assert result.created == 1
+    assert [s.line for s in result.skipped] == [2]
+    assert "1 lines skipped (lines 2)" in result.summary()
+    prompt = Prompt.objects.get()
+    assert not prompt.rankings.exists()
+    assert prompt.completions.count() == 2
+
+
+def test_hh_import_in_strict_mode_refuses_the_file(dataset):
+    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    odd = {"chosen": "\n\nHuman: a\n\nAssistant: x", "rejected": "\n\nHuman: b\n\nAssistant: y"}
+    with pytest.raises(ValidationError, match="line 2: 'chosen' and 'rejected' do not share"):
+        run_import(dataset, jsonl(good, odd), strict=True)
+    assert not Prompt.objects.exists()
+
+
+def test_csv_and_gzip_import(dataset):
+    content = gzip.compress(b"id,prompt,completion_1,completion_2\nr1,Hi?,Hello,Hey\nr2,Bye?,Ciao,See you\n")
+    result = run_import(dataset, content, filename="prompts.csv.gz")
+    assert result.created == 2
+    assert set(Completion.objects.values_list("external_id", flat=True)) == {"completion_1", "completion_2"}
+
+
+def test_gold_order_marks_the_prompt_gold(dataset):
+    row = {"id": "g", "prompt": "2+2?", "completions": [{"id": "a", "text": "4"}, {"id": "b", "text": "5"}], "gold_order": [["a"], ["b"]]}
+    run_import(dataset, jsonl(row))
+    prompt = Prompt.objects.get()
+    assert prompt.is_gold
+    assert prompt.gold_order == [["a"], ["b"]]
+
+
+def test_file_over_the_size_limit_is_refused(dataset, settings):
+    settings.PREFLAB_IMPORT_MAX_BYTES = 10
+    with pytest.raises(ValidationError, match="the limit is 10 bytes"):
+        run_import(dataset, jsonl(*rows(1)), size=100)
+
+
+def test_command_creates_the_dataset_and_reports(tmp_path, db):
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(jsonl(*rows(4)))
+    out = io.StringIO()
+    call_command("import_dataset", str(path), "--dataset", "fresh", stdout=out)
+    assert "Created dataset 'fresh'" in out.getvalue()
+    assert "4 prompts imported, 0 already present" in out.getvalue()
+    assert Dataset.objects.get(slug="fresh").prompts.count() == 4
+
+
+def test_command_names_the_bad_line(tmp_path, dataset):
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(jsonl(*rows(2)) + b'{"prompt": "Hi", "completions": []}\n')
+    with pytest.raises(CommandError, match="line 3: field 'completions' has 0"):
+        call_command("import_dataset", str(path), "--dataset", dataset.slug)
+    assert not Prompt.objects.exists()
+
+
+def test_staff_upload_form_imports(client, staff, dataset):
+    client.force_login(staff)
+    url = reverse("admin:labeling_dataset_import", args=[dataset.pk])
+    upload = io.BytesIO(jsonl(*rows(3)))
+    upload.name = "up.jsonl"
+    response = client.post(url, {"file": upload, "format": ""})
+    assert response.status_code == 302
+    assert dataset.prompts.count() == 3
+
+
+def test_upload_form_shows_the_line_error_and_stores_nothing(client, staff, dataset):
+    client.force_login(staff)
+    url = reverse("admin:labeling_dataset_import", args=[dataset.pk])
+    upload = io.BytesIO(jsonl(*rows(3)) + b"oops\n")
+    upload.name = "up.jsonl"
+    response = client.post(url, {"file": upload})
+    assert response.status_code == 200
+    assert "line 4: is not valid JSON" in response.content.decode()
+    assert not dataset.prompts.exists()
+
+
+def test_labelers_cannot_reach_the_upload_form(client, labeler, dataset):
+    client.force_login(labeler)
+    response = client.get(reverse("admin:labeling_dataset_import", args=[dataset.pk]))
+    assert response.status_code == 302
+    assert "/admin/login/" in response.url
+
+
+@pytest.mark.skipif(not SHARED_HH.exists(), reason="../shared/data/hh_harmless_dev.jsonl.gz is absent")
+def test_real_hh_file_imports_with_its_two_unpaired_lines_reported(dataset):
+    with SHARED_HH.open("rb") as stream:
+        result = services.import_dataset(dataset=dataset, stream=stream, filename=SHARED_HH.name)
+    assert result.created + result.unchanged == 1154
+    assert [s.line for s in result.skipped] == [840, 971]
+    assert Completion.objects.filter(prompt__dataset=dataset).count() == 2 * result.created
