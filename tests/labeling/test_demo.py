@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import io
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from labeling.models import Completion, Dataset, Prompt
+
+
+def test_demo_loads_once_and_prints_credentials_once(db):
+    first = io.StringIO()
+    call_command("load_demo", stdout=first)
+    second = io.StringIO()
+    call_command("load_demo", stdout=second)
+
+    dataset = Dataset.objects.get(slug="hhh-demo")
+    assert dataset.status == Dataset.Status.ACTIVE
+    assert Prompt.objects.filter(dataset=dataset).count() == 30
+    counts = [p.completions.count() for p in Prompt.objects.filter(dataset=dataset)]
+    assert min(counts) >= 2
+    assert max(counts) <= 4
+    assert Prompt.objects.filter(dataset=dataset, is_gold=True).count() == 2
+    assert any(len(p.messages) > 1 for p in Prompt.objects.all())
+    assert Completion.objects.count() == sum(counts)
+
+    users = get_user_model().objects.order_by("username")
+    assert [(u.username, u.is_staff) for u in users] == [
+        ("admin", True),
+        ("labeler1", False),
+        ("labeler2", False),
+    ]
+    assert "labeler1" in first.getvalue()
+    assert "0 prompts imported, 30 already present" in second.getvalue()
+    assert "already exist" in second.getvalue()
+    password = first.getvalue().split("labeler1")[1].split()[0]
+    assert users.get(username="labeler1").check_password(password)
