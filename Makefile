@@ -37,8 +37,9 @@ browser-deps:
 test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-postgres: $(STAMP)
-	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} $(BIN)/python -m pytest $(PYTEST_ARGS)
+test-postgres: $(STAMP) browser-deps
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} PREFLAB_EXPECT_POSTGRES=1 \
+	  $(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
 """Import benchmark: how fast `services.import_dataset` loads files into SQLite and PostgreSQL.
 
-Run from the repo root: .venv/bin/python bench/import_bench.py [--prompts N] [--only sqlite|postgres]
+Run from the repo root:
+    .venv/bin/python bench/import_bench.py [--prompts N] [--only sqlite|postgres] [--profile]
 
 Each (database, file) measurement runs in its own child process with a fresh database, so Django
 reads its settings for that database and the peak RSS is that run's alone. The children run with
@@ -28,11 +29,11 @@ HH_FILE = ROOT.parent / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 TARGET_PROMPTS_PER_S = 10_000
 FLAT_MEMORY_SLACK_MIB = 25.0  # the big file may peak at most this much above the one 10x smaller
-WORDS = (
+VOCABULARY = (
     "the model should answer question about data user assistant explain why how when where "
     "reward ranking preference safe helpful honest harmless label prompt completion policy "
     "training gradient sample token context reason example better worse clear short long"
-).split()
+)
 
 
 # --- Inputs ----------------------------------------------------------------------------------
@@ -41,7 +42,8 @@ WORDS = (
 def write_synthetic(path: Path, prompts: int, seed: int = 7) -> Path:
     """A PrefLab JSONL file: `prompts` lines, ~200-char prompt, 3 completions of ~400 chars."""
     rng = random.Random(seed)
-    corpus = " ".join(rng.choice(WORDS) for _ in range(200_000))
+    words = VOCABULARY.split()
+    corpus = " ".join(rng.choice(words) for _ in range(200_000))
     with path.open("w", encoding="utf-8") as out:
         for i in range(prompts):
             cuts = [rng.randrange(len(corpus) - 400) for _ in range(4)]
@@ -180,12 +182,18 @@ def main() -> None:
             print(f"skipping HH input: {HH_FILE} is absent")
         started = time.perf_counter()
         for count in (small, big):
-            inputs.append((f"synthetic {count:,}", write_synthetic(workdir / f"s{count}.jsonl", count)))
-        print(f"wrote synthetic files in {time.perf_counter() - started:.1f}s: " + ", ".join(
-            f"{p.name} {p.stat().st_size / 2**20:.0f} MiB" for _, p in inputs[-2:]))
+            path = write_synthetic(workdir / f"synthetic_{count}.jsonl", count)
+            inputs.append((f"synthetic {count:,}", path))
+        print(
+            f"wrote synthetic files in {time.perf_counter() - started:.1f}s: "
+            + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.0f} MiB" for _, p in inputs[-2:])
+        )
 
-        header = (f"{'database':<9} {'input':<18} {'prompts':>8} {'compl.':>8} {'seconds':>8} "
-                  f"{'prompts/s':>10} {'rows/s':>8} {'RSS MiB':>8} {'(+import)':>9} {'re-import':>14}")
+        header = (
+            f"{'database':<9} {'input':<18} {'prompts':>8} {'compl.':>8} {'seconds':>8} "
+            f"{'prompts/s':>10} {'rows/s':>8} {'RSS MiB':>8} {'(+import)':>9} "
+            f"{'re-import':>14}"
+        )
         print(header + "\n" + "-" * len(header))
         results: dict[tuple[str, str], dict[str, Any]] = {}
         for database in databases:
@@ -194,18 +202,23 @@ def main() -> None:
                 results[database, label] = r
                 rows = r["prompts"] + r["completions"]
                 again = f"{r['again_seconds']:.2f}s +{r['again_created']}"
-                print(f"{database:<9} {label:<18} {r['prompts']:>8,} {r['completions']:>8,} "
-                      f"{r['seconds']:>8.2f} {r['prompts'] / r['seconds']:>10,.0f} "
-                      f"{rows / r['seconds']:>8,.0f} {r['peak_rss']:>8.1f} "
-                      f"{r['peak_rss'] - r['rss_before']:>+9.1f} {again:>14}", flush=True)
+                print(
+                    f"{database:<9} {label:<18} {r['prompts']:>8,} {r['completions']:>8,} "
+                    f"{r['seconds']:>8.2f} {r['prompts'] / r['seconds']:>10,.0f} "
+                    f"{rows / r['seconds']:>8,.0f} {r['peak_rss']:>8.1f} "
+                    f"{r['peak_rss'] - r['rss_before']:>+9.1f} {again:>14}",
+                    flush=True,
+                )
                 if r["skipped"]:
                     print(f"{'':<9} ({r['skipped']} lines skipped by the importer)")
     report_target(results, f"synthetic {small:,}", f"synthetic {big:,}")
 
 
 def report_target(results: dict[tuple[str, str], dict[str, Any]], small: str, big: str) -> None:
-    print(f"\ntarget: >= {TARGET_PROMPTS_PER_S:,} prompts/s into PostgreSQL, "
-          "memory flat as the file grows")
+    print(
+        f"\ntarget: >= {TARGET_PROMPTS_PER_S:,} prompts/s into PostgreSQL, "
+        "memory flat as the file grows"
+    )
     if ("postgres", big) not in results:
         print("not checked: no PostgreSQL run")
         return
@@ -214,9 +227,11 @@ def report_target(results: dict[tuple[str, str], dict[str, Any]], small: str, bi
     growth = r["peak_rss"] - s["peak_rss"]
     fast, flat = rate >= TARGET_PROMPTS_PER_S, growth <= FLAT_MEMORY_SLACK_MIB
     print(f"speed:  {rate:,.0f} prompts/s on {big} -> {'met' if fast else 'NOT met'}")
-    print(f"memory: peak {s['peak_rss']:.0f} MiB ({small}) -> {r['peak_rss']:.0f} MiB ({big}), "
-          f"{growth:+.0f} MiB for 10x the file (allowed +{FLAT_MEMORY_SLACK_MIB:.0f}) -> "
-          f"{'met' if flat else 'NOT met'}")
+    print(
+        f"memory: peak {s['peak_rss']:.0f} MiB ({small}) -> {r['peak_rss']:.0f} MiB ({big}), "
+        f"{growth:+.0f} MiB for 10x the file (allowed +{FLAT_MEMORY_SLACK_MIB:.0f}) -> "
+        f"{'met' if flat else 'NOT met'}"
+    )
     print("target met" if fast and flat else "target NOT met")
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -11,6 +12,10 @@ from tests.factories import DatasetFactory, UserFactory, make_prompt
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if connection.vendor == "postgresql":
         return
+    if os.environ.get("PREFLAB_EXPECT_POSTGRES"):
+        raise pytest.UsageError(
+            "PREFLAB_EXPECT_POSTGRES is set but the database is not PostgreSQL: set DATABASE_URL"
+        )
     skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL (make test-postgres)")
     for item in items:
         if "postgres" in item.keywords:
