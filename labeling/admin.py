@@ -94,7 +94,7 @@ class DatasetAdmin(admin.ModelAdmin):
 class CompletionInline(admin.TabularInline):
     model = Completion
     extra = 0
-    fields = ["position", "external_id", "model_name", "text"]
+    fields = ("position", "external_id", "model_name", "text")
     readonly_fields = fields
     can_delete = False
 

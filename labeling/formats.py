@@ -80,7 +80,7 @@ HH_NAMES = {"user": "Human", "assistant": "Assistant", "system": "System"}
 
 
 def parse_hh_dialogue(text: str) -> list[dict[str, str]]:
-    """'\\n\\nHuman: hi\\n\\nAssistant: hello' -> [{"role": "user", ...}, {"role": "assistant", ...}].
+    """'\\n\\nHuman: hi\\n\\nAssistant: hello' -> [{"role": "user", ...}, {"role": ...}].
 
     The single space after each speaker's colon belongs to the format, not to the message, so
     `render_hh_dialogue` gives back the original text.
@@ -254,7 +254,7 @@ def csv_records(text: IO[str]) -> Iterator[ParsedPrompt]:
 
 def open_binary(stream: IO[bytes]) -> IO[bytes]:
     """The stream itself, or a decompressing view of it when it starts like a gzip file."""
-    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
+    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
     if buffered.peek(2)[:2] == GZIP_MAGIC:  # type: ignore[attr-defined]
         return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
     return buffered

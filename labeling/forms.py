@@ -1,4 +1,4 @@
-"""The ranking form (one rank, rating and flag field per completion) and the skip and import forms."""
+"""The ranking form (a rank, ratings and flags per completion), the skip and import forms."""
 
 from __future__ import annotations
 
@@ -123,7 +123,8 @@ class RankingForm(forms.Form):
         ]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if self.errors:
             return data
         ranks = {c.pk: data[f"rank_{c.pk}"] for c in self.completions}

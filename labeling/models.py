@@ -144,7 +144,7 @@ class PromptQuerySet(models.QuerySet["Prompt"]):
         )
 
     def not_seen_by(self, user: Any) -> PromptQuerySet:
-        """Prompts the labeler has no live lease, submission or skip on (an expired lease is fine)."""
+        """Prompts the labeler has no lease, submission or skip on (an expired lease is fine)."""
         mine = Assignment.objects.filter(
             prompt=OuterRef("pk"),
             labeler=user,

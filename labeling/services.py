@@ -15,7 +15,7 @@ from typing import IO, Any
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -183,7 +183,7 @@ def expire_stale_leases(*, now: datetime | None = None) -> int:
     return Assignment.objects.stale(now).update(status=Assignment.Status.EXPIRED)
 
 
-def gold_is_due(*, dataset: Dataset, labeler: AbstractBaseUser) -> bool:
+def gold_is_due(*, dataset: Dataset, labeler: User) -> bool:
     """Gold comes at the dataset's rate: the n-th task is gold while gold < floor(rate * n)."""
     if dataset.gold_rate <= 0:
         return False
@@ -196,7 +196,7 @@ def gold_is_due(*, dataset: Dataset, labeler: AbstractBaseUser) -> bool:
 
 
 def lease_next_assignment(
-    *, dataset: Dataset, labeler: AbstractBaseUser, now: datetime | None = None
+    *, dataset: Dataset, labeler: User, now: datetime | None = None
 ) -> Assignment | None:
     """The labeler's current lease on the dataset, or a new one; None when no work is left.
 
@@ -223,7 +223,7 @@ def lease_next_assignment(
     regular = (
         unseen.filter(is_gold=False)
         .with_taken()
-        .filter(taken__lt=dataset.labels_per_prompt)
+        .filter(taken__lt=dataset.labels_per_prompt)  # type: ignore[misc]
         .order_by("-taken", "pk")
     )
     pools = [gold, regular] if gold_is_due(dataset=dataset, labeler=labeler) else [regular]
@@ -237,7 +237,7 @@ def lease_next_assignment(
 
 
 def _lease_prompt(
-    prompt_id: int, *, dataset: Dataset, labeler: AbstractBaseUser, now: datetime
+    prompt_id: int, *, dataset: Dataset, labeler: User, now: datetime
 ) -> Assignment | None:
     with transaction.atomic():
         prompt = Prompt.objects.select_for_update(skip_locked=True).filter(pk=prompt_id).first()

@@ -6,6 +6,7 @@ from datetime import datetime, time
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,14 +18,18 @@ from labeling.forms import RankingForm, SkipForm, errors_as_text
 from labeling.models import Assignment, Dataset, Ranking
 
 
-def done_today(user: object) -> int:
+class AuthenticatedRequest(HttpRequest):
+    user: User
+
+
+def done_today(user: User) -> int:
     midnight = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
     return Ranking.objects.filter(labeler=user, created_at__gte=midnight).count()
 
 
 @require_GET
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthenticatedRequest) -> HttpResponse:
     datasets = Dataset.objects.active().with_progress()
     return render(
         request,
@@ -34,7 +39,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def next_task(request: HttpRequest, slug: str) -> HttpResponse:
+def next_task(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     dataset = get_object_or_404(Dataset.objects.active(), slug=slug)
     assignment = services.lease_next_assignment(dataset=dataset, labeler=request.user)
     if assignment is None:
@@ -43,7 +48,7 @@ def next_task(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def render_rank(
-    request: HttpRequest, assignment: Assignment, form: RankingForm, status: int = 200
+    request: AuthenticatedRequest, assignment: Assignment, form: RankingForm, status: int = 200
 ) -> HttpResponse:
     dataset = Dataset.objects.with_progress().get(pk=assignment.prompt.dataset_id)
     return render(
@@ -63,7 +68,7 @@ def render_rank(
 
 @require_GET
 @login_required
-def rank(request: HttpRequest, assignment_id: int) -> HttpResponse:
+def rank(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
     assignment = get_object_or_404(
         Assignment.objects.leased_to(request.user).select_related("prompt__dataset"),
         pk=assignment_id,
@@ -73,7 +78,7 @@ def rank(request: HttpRequest, assignment_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
+def submit(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
     assignment = get_object_or_404(
         Assignment.objects.filter(labeler=request.user).select_related("prompt__dataset"),
         pk=assignment_id,
@@ -95,7 +100,7 @@ def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def skip(request: HttpRequest, assignment_id: int) -> HttpResponse:
+def skip(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
     assignment = get_object_or_404(
         Assignment.objects.filter(labeler=request.user).select_related("prompt__dataset"),
         pk=assignment_id,

@@ -53,7 +53,9 @@ def test_labeler_never_gets_a_ranked_prompt_again(dataset, prompt, labeler):
     assert services.lease_next_assignment(dataset=dataset, labeler=labeler) is None
 
 
-def test_skipped_prompt_is_not_offered_again_and_frees_its_slot(dataset, prompt, labeler, other_labeler):
+def test_skipped_prompt_is_not_offered_again_and_frees_its_slot(
+    dataset, prompt, labeler, other_labeler
+):
     dataset.labels_per_prompt = 1
     dataset.save()
     assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
@@ -71,7 +73,9 @@ def test_prompt_stops_being_offered_at_labels_per_prompt(dataset, prompt):
     assert services.lease_next_assignment(dataset=dataset, labeler=labelers[2]) is None
 
 
-def test_expired_lease_returns_the_prompt_to_the_pool(dataset, prompt, labeler, other_labeler, settings):
+def test_expired_lease_returns_the_prompt_to_the_pool(
+    dataset, prompt, labeler, other_labeler, settings
+):
     dataset.labels_per_prompt = 1
     dataset.save()
     now = timezone.now()
@@ -99,17 +103,25 @@ def test_prompts_closest_to_complete_come_first(dataset):
     dataset.save()
     fresh = make_prompt(dataset)
     half_done = make_prompt(dataset)
-    rank_in_given_order(Assignment.objects.create(
-        prompt=half_done, labeler=UserFactory(), leased_at=timezone.now(),
-        expires_at=timezone.now() + timedelta(minutes=5),
-    ))
-    assert services.lease_next_assignment(dataset=dataset, labeler=UserFactory()).prompt == half_done
+    rank_in_given_order(
+        Assignment.objects.create(
+            prompt=half_done,
+            labeler=UserFactory(),
+            leased_at=timezone.now(),
+            expires_at=timezone.now() + timedelta(minutes=5),
+        )
+    )
+    assert (
+        services.lease_next_assignment(dataset=dataset, labeler=UserFactory()).prompt == half_done
+    )
     assert fresh.pk < half_done.pk
 
 
 def test_gold_prompts_come_at_the_dataset_rate(labeler):
     dataset = DatasetFactory(gold_rate=0.25, labels_per_prompt=1)
-    gold = [make_prompt(dataset, is_gold=True, gold_order=[["c0"], ["c1"], ["c2"]]) for _ in range(3)]
+    gold = [
+        make_prompt(dataset, is_gold=True, gold_order=[["c0"], ["c1"], ["c2"]]) for _ in range(3)
+    ]
     for _ in range(12):
         make_prompt(dataset)
     served = []
@@ -148,7 +160,7 @@ def test_skip_needs_a_reason_and_a_live_task(dataset, prompt, labeler):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_parallel_labelers_drain_a_dataset_without_overlap_or_loss():
-    """16 labelers in threads, each with its own PostgreSQL connection, lease and rank until done."""
+    """16 labelers in threads, each with its own database connection, lease and rank until done."""
     dataset = DatasetFactory(labels_per_prompt=3)
     prompts = [make_prompt(dataset, completions=3) for _ in range(40)]
     labelers = UserFactory.create_batch(16)
@@ -158,7 +170,9 @@ def test_parallel_labelers_drain_a_dataset_without_overlap_or_loss():
     def work(user) -> None:
         try:
             start.wait()
-            while (assignment := services.lease_next_assignment(dataset=dataset, labeler=user)) is not None:
+            while (
+                assignment := services.lease_next_assignment(dataset=dataset, labeler=user)
+            ) is not None:
                 rank_in_given_order(assignment)
         except BaseException as error:  # reported to the main thread below
             errors.append(error)

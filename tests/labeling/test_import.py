@@ -28,7 +28,11 @@ def run_import(dataset, content: bytes, filename: str = "data.jsonl", **options)
 
 def rows(count: int, start: int = 0) -> list[dict]:
     return [
-        {"id": f"q{i}", "prompt": f"Question {i}?", "completions": [f"yes {i}", f"no {i}", f"maybe {i}"]}
+        {
+            "id": f"q{i}",
+            "prompt": f"Question {i}?",
+            "completions": [f"yes {i}", f"no {i}", f"maybe {i}"],
+        }
         for i in range(start, start + count)
     ]
 
@@ -59,7 +63,9 @@ def test_same_id_with_other_content_is_refused_and_changes_nothing(dataset):
     run_import(dataset, jsonl(*rows(2)))
     changed = rows(2)
     changed[1]["completions"][0] = "edited"
-    with pytest.raises(ValidationError, match="line 5: field 'id': prompt 'q1' is already in the dataset"):
+    with pytest.raises(
+        ValidationError, match="line 5: field 'id': prompt 'q1' is already in the dataset"
+    ):
         run_import(dataset, jsonl(*rows(3, start=10), *changed))
     assert Prompt.objects.filter(dataset=dataset).count() == 2
 
@@ -81,7 +87,10 @@ def test_duplicate_id_within_one_file_with_other_content_is_refused(dataset):
 
 
 def test_hh_import_skips_and_reports_pairs_without_shared_prefix(dataset):
-    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    good = {
+        "chosen": "\n\nHuman: hi\n\nAssistant: hello",
+        "rejected": "\n\nHuman: hi\n\nAssistant: go away",
+    }
     odd = {"chosen": "\n\nHuman: a\n\nAssistant: x", "rejected": "\n\nHuman: b\n\nAssistant: y"}
     result = run_import(dataset, jsonl(good, odd))
     assert result.created == 1
@@ -93,7 +102,10 @@ def test_hh_import_skips_and_reports_pairs_without_shared_prefix(dataset):
 
 
 def test_hh_import_in_strict_mode_refuses_the_file(dataset):
-    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    good = {
+        "chosen": "\n\nHuman: hi\n\nAssistant: hello",
+        "rejected": "\n\nHuman: hi\n\nAssistant: go away",
+    }
     odd = {"chosen": "\n\nHuman: a\n\nAssistant: x", "rejected": "\n\nHuman: b\n\nAssistant: y"}
     with pytest.raises(ValidationError, match="line 2: 'chosen' and 'rejected' do not share"):
         run_import(dataset, jsonl(good, odd), strict=True)
@@ -101,14 +113,24 @@ def test_hh_import_in_strict_mode_refuses_the_file(dataset):
 
 
 def test_csv_and_gzip_import(dataset):
-    content = gzip.compress(b"id,prompt,completion_1,completion_2\nr1,Hi?,Hello,Hey\nr2,Bye?,Ciao,See you\n")
+    content = gzip.compress(
+        b"id,prompt,completion_1,completion_2\nr1,Hi?,Hello,Hey\nr2,Bye?,Ciao,See you\n"
+    )
     result = run_import(dataset, content, filename="prompts.csv.gz")
     assert result.created == 2
-    assert set(Completion.objects.values_list("external_id", flat=True)) == {"completion_1", "completion_2"}
+    assert set(Completion.objects.values_list("external_id", flat=True)) == {
+        "completion_1",
+        "completion_2",
+    }
 
 
 def test_gold_order_marks_the_prompt_gold(dataset):
-    row = {"id": "g", "prompt": "2+2?", "completions": [{"id": "a", "text": "4"}, {"id": "b", "text": "5"}], "gold_order": [["a"], ["b"]]}
+    row = {
+        "id": "g",
+        "prompt": "2+2?",
+        "completions": [{"id": "a", "text": "4"}, {"id": "b", "text": "5"}],
+        "gold_order": [["a"], ["b"]],
+    }
     run_import(dataset, jsonl(row))
     prompt = Prompt.objects.get()
     assert prompt.is_gold
@@ -167,7 +189,9 @@ def test_labelers_cannot_reach_the_upload_form(client, labeler, dataset):
     assert "/admin/login/" in response.url
 
 
-@pytest.mark.skipif(not SHARED_HH.exists(), reason="../shared/data/hh_harmless_dev.jsonl.gz is absent")
+@pytest.mark.skipif(
+    not SHARED_HH.exists(), reason="../shared/data/hh_harmless_dev.jsonl.gz is absent"
+)
 def test_real_hh_file_imports_with_its_two_unpaired_lines_reported(dataset):
     with SHARED_HH.open("rb") as stream:
         result = services.import_dataset(dataset=dataset, stream=stream, filename=SHARED_HH.name)

@@ -127,7 +127,9 @@ def test_request_id_of_another_task_is_refused(dataset, labeler, ids, assignment
         (lambda a, b, c: [["x"], [b], [c]], "non-empty groups"),
     ],
 )
-def test_order_that_is_not_a_permutation_is_refused_and_stores_nothing(assignment, ids, make_order, message):
+def test_order_that_is_not_a_permutation_is_refused_and_stores_nothing(
+    assignment, ids, make_order, message
+):
     with pytest.raises(ValidationError, match=message) as error:
         submit(assignment, make_order(*ids), ids)
     assert "order" in error.value.message_dict
@@ -143,7 +145,10 @@ def test_order_that_is_not_a_permutation_is_refused_and_stores_nothing(assignmen
         (lambda ids: ratings_for(ids, value=8), "from 1 to 7"),
         (lambda ids: ratings_for(ids, value=0), "from 1 to 7"),
         (lambda ids: ratings_for(ids[:2]), "Rate every completion"),
-        (lambda ids: ratings_for(ids, criteria=("helpful", "honest")), "rate exactly helpful, honest, harmless"),
+        (
+            lambda ids: ratings_for(ids, criteria=("helpful", "honest")),
+            "rate exactly helpful, honest, harmless",
+        ),
         (lambda ids: ratings_for(ids, value=4.5), "whole number"),
     ],
 )
@@ -201,7 +206,9 @@ def test_late_submit_is_kept_when_the_slot_is_still_free(assignment, ids, settin
     assert assignment.status == Assignment.Status.SUBMITTED
 
 
-def test_late_submit_is_refused_when_the_slot_went_to_someone_else(dataset, assignment, ids, settings):
+def test_late_submit_is_refused_when_the_slot_went_to_someone_else(
+    dataset, assignment, ids, settings
+):
     dataset.labels_per_prompt = 1
     dataset.save()
     later = timezone.now() + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES + 5)

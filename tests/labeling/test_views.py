@@ -176,7 +176,9 @@ def test_invalid_form_says_what_is_wrong_and_stores_nothing(client, labeler, ass
 
 def test_skip_with_a_reason_moves_on(client, labeler, assignment, dataset):
     client.force_login(labeler)
-    response = client.post(reverse("labeling:skip", args=[assignment.pk]), {"reason": "distressing"})
+    response = client.post(
+        reverse("labeling:skip", args=[assignment.pk]), {"reason": "distressing"}
+    )
     assert response.status_code == 302
     assignment.refresh_from_db()
     assert (assignment.status, assignment.skip_reason) == (Assignment.Status.SKIPPED, "distressing")
@@ -208,7 +210,9 @@ def test_progress_counts_todays_work(client, labeler, assignment, dataset):
     assert re.search(r"1 done today, dataset 25% labeled", page)
 
 
-def test_task_page_query_count_does_not_grow_with_completions(client, labeler, dataset, django_assert_max_num_queries):
+def test_task_page_query_count_does_not_grow_with_completions(
+    client, labeler, dataset, django_assert_max_num_queries
+):
     make_prompt(dataset, completions=9)
     assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
     client.force_login(labeler)

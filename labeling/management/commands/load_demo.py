@@ -27,7 +27,7 @@ DEMO_USERS = [("admin", True), ("labeler1", False), ("labeler2", False)]
 
 
 class Command(BaseCommand):
-    help = "Load the HHH demo dataset and the demo accounts (admin, labeler1, labeler2). Safe to rerun."
+    help = "Load the HHH demo dataset and accounts (admin, labeler1, labeler2). Safe to rerun."
 
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
