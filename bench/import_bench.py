@@ -153,7 +153,7 @@ def postgres_problem() -> str | None:
     try:
         postgres_admin("SELECT 1")
     except Exception as error:  # any failure to connect means: skip PostgreSQL
-        return str(error).strip().splitlines()[0]
+        return (str(error).strip() or type(error).__name__).splitlines()[0]
     return None
 
 
