@@ -72,6 +72,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "labeling",
 ]
 
@@ -138,6 +141,8 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = False
 USE_TZ = True
 
+MEDIA_ROOT = DATA_DIR / "media"
+
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -146,9 +151,59 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 PREFLAB_LEASE_MINUTES = env_int("PREFLAB_LEASE_MINUTES", 30)
 PREFLAB_MAX_TEXT_CHARS = env_int("PREFLAB_MAX_TEXT_CHARS", 100_000)
 PREFLAB_IMPORT_MAX_BYTES = env_int("PREFLAB_IMPORT_MAX_BYTES", 1024 * 1024 * 1024)
+# Key of the pseudonymous labeler ids in exports; change it and every pseudonym changes.
+PREFLAB_PSEUDONYM_KEY = env_str("PREFLAB_PSEUDONYM_KEY", SECRET_KEY)
 # Uploads above this size are streamed to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+
+# REST API
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+    # ?format= names an export format, not a renderer.
+    "URL_FORMAT_OVERRIDE": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "PrefLab API",
+    "DESCRIPTION": "Datasets, labeling and streamed preference exports for training pipelines.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "DatasetStatusEnum": "labeling.models.Dataset.Status",
+        "ImportStatusEnum": "labeling.models.ImportJob.Status",
+        "AssignmentStatusEnum": "labeling.models.Assignment.Status",
+    },
+}
+
+# Celery. Without CELERY_BROKER_URL, a broker that needs no server: kombu's filesystem transport,
+# whose queue is a folder under the data directory shared by the web server and the worker.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_QUEUE_DIR = DATA_DIR / "celery"
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {
+        "data_folder_in": str(CELERY_QUEUE_DIR / "queue"),
+        "data_folder_out": str(CELERY_QUEUE_DIR / "queue"),
+        "control_folder": str(CELERY_QUEUE_DIR / "control"),
+    }
+    if CELERY_BROKER_URL.startswith("filesystem")
+    else {}
+)
+for _folder in CELERY_BROKER_TRANSPORT_OPTIONS.values():
+    Path(_folder).mkdir(parents=True, exist_ok=True)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 60 * 60)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 LOGGING = {
     "version": 1,

@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
 
 from labeling import services
-from labeling.forms import ImportForm, errors_as_text
+from labeling.forms import ImportForm
 from labeling.models import Assignment, Comparison, Completion, Dataset, Prompt, Ranking
 
 
@@ -76,7 +76,7 @@ class DatasetAdmin(admin.ModelAdmin):
                     strict=form.cleaned_data["strict"],
                 )
             except ValidationError as error:
-                for message in errors_as_text(error):
+                for message in services.errors_text(error):
                     form.add_error("file", message)
             else:
                 messages.success(request, f"{upload.name}: {result.summary()}.")

@@ -253,11 +253,10 @@ def csv_records(text: IO[str]) -> Iterator[ParsedPrompt]:
 
 
 def open_binary(stream: IO[bytes]) -> IO[bytes]:
-    """The stream itself, or a decompressing view of it when it starts like a gzip file."""
-    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
-    if buffered.peek(2)[:2] == GZIP_MAGIC:  # type: ignore[attr-defined]
-        return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
-    return buffered
+    """The stream, decompressed when it starts like a gzip file. Needs a stream with `peek`."""
+    if stream.peek(2)[:2] == GZIP_MAGIC:  # type: ignore[attr-defined]
+        return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
+    return stream
 
 
 def guess_format(filename: str) -> str:
@@ -296,7 +295,9 @@ def read_records(
     """
     if format is not None and format not in FORMATS:
         raise ValidationError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
-    binary = open_binary(stream)
+    # A buffer gives `peek`; it is detached at the end so that the caller's stream stays open.
+    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
+    binary = open_binary(buffered)
     try:
         if format == "csv" or (format is None and guess_format(filename) == "csv"):
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")  # type: ignore[type-var]
@@ -306,11 +307,16 @@ def read_records(
                 raise ValidationError("the CSV file is not valid UTF-8") from None
             except csv.Error as error:
                 raise ValidationError(f"the CSV file is malformed: {error}") from None
+            finally:
+                text.detach()
         else:
             yield from json_records(binary, format)
     except (OSError, EOFError) as error:
         # gzip raises these for a truncated or corrupt archive.
         raise ValidationError(f"the file cannot be read: {error}") from None
+    finally:
+        if buffered is not stream:
+            buffered.detach()
 
 
 def validate_record(record: ParsedPrompt, *, max_text_chars: int) -> None:

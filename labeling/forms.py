@@ -9,7 +9,6 @@ from string import ascii_uppercase
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ValidationError
 
 from labeling.formats import FORMATS
 from labeling.models import (
@@ -171,13 +170,3 @@ class ImportForm(forms.Form):
 
     def clean_format(self) -> str | None:
         return self.cleaned_data["format"] or None
-
-
-def errors_as_text(error: ValidationError) -> list[str]:
-    if hasattr(error, "error_dict"):
-        return [
-            f"{name}: {message}"
-            for name, messages in error.message_dict.items()
-            for message in messages
-        ]
-    return list(error.messages)

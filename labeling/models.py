@@ -143,6 +143,9 @@ class PromptQuerySet(models.QuerySet["Prompt"]):
             )
         )
 
+    def multi_turn(self) -> PromptQuerySet:
+        return self.filter(messages__1__isnull=False)
+
     def not_seen_by(self, user: Any) -> PromptQuerySet:
         """Prompts the labeler has no lease, submission or skip on (an expired lease is fine)."""
         mine = Assignment.objects.filter(
@@ -324,3 +327,44 @@ class Comparison(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chosen_id} > {self.rejected_id} ({self.prompt})"
+
+
+class ImportJob(models.Model):
+    """An uploaded file waiting for, or done with, its import by a Celery worker."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    file = models.FileField(upload_to="imports/", blank=True)
+    filename = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    format = models.CharField(max_length=10, blank=True)
+    strict = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    created_count = models.PositiveIntegerField(default=0)
+    unchanged_count = models.PositiveIntegerField(default=0)
+    skipped = models.JSONField(default=list, blank=True, help_text='[{"line": 4, "reason": ...}]')
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=50, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1), name="importjob_progress_share"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} of {self.filename} into {self.dataset_id} ({self.status})"

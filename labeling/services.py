@@ -7,18 +7,22 @@ rule lives in one place and each write has one transaction boundary.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
+from pathlib import Path
 from typing import IO, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
-from django.db import connection, reset_queries, transaction
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.files import File
+from django.db import connection, connections, reset_queries, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from labeling import formats
@@ -30,10 +34,13 @@ from labeling.models import (
     Completion,
     Dataset,
     Flag,
+    ImportJob,
     Prompt,
     Ranking,
     Strength,
 )
+
+logger = logging.getLogger(__name__)
 
 IMPORT_BATCH_SIZE = 2000
 RATIONALE_MAX_CHARS = 10_000
@@ -94,6 +101,7 @@ def import_dataset(
     format: str | None = None,
     size: int | None = None,
     strict: bool = False,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Import prompts and completions from a PrefLab JSONL, Anthropic HH or CSV file (.gz too).
 
@@ -101,7 +109,8 @@ def import_dataset(
     the transaction leaves the dataset as it was. Idempotent: a prompt whose external id is already
     in the dataset with the same content is counted as unchanged; with other content, it is an
     error. HH lines that cannot be split into one conversation and two replies are skipped and
-    reported, or are errors when `strict`.
+    reported, or are errors when `strict`. `on_progress` is called after each batch with the
+    number of (compressed) bytes read so far.
     """
     limit = settings.PREFLAB_IMPORT_MAX_BYTES
     if size is not None and size > limit:
@@ -122,7 +131,133 @@ def import_dataset(
             created, unchanged = _import_batch(dataset, parsed)
             result.created += created
             result.unchanged += unchanged
+            if on_progress is not None:
+                on_progress(stream.tell())
     return result
+
+
+def queue_import(
+    *,
+    dataset: Dataset,
+    upload: IO[bytes],
+    filename: str,
+    size: int,
+    format: str | None = None,
+    strict: bool = False,
+    user: User | None = None,
+) -> ImportJob:
+    """Store an uploaded file and queue its import; the worker runs `run_import_job`."""
+    limit = settings.PREFLAB_IMPORT_MAX_BYTES
+    if size > limit:
+        raise ValidationError({"file": f"The file is {size} bytes; the limit is {limit} bytes."})
+    if format is not None and format not in formats.FORMATS:
+        raise ValidationError({"format": f"Use one of {', '.join(formats.FORMATS)}."})
+    from labeling.tasks import import_file
+
+    task_id = str(uuid4())
+    job = ImportJob(
+        dataset=dataset,
+        created_by=user,
+        filename=filename[:255],
+        size=size,
+        format=format or "",
+        strict=strict,
+        task_id=task_id,
+    )
+    job.file.save(f"{task_id}-{Path(filename).name[:100]}", File(upload), save=False)
+    job.save()
+    transaction.on_commit(lambda: import_file.apply_async((job.pk,), task_id=task_id))
+    return job
+
+
+def run_import_job(*, job_id: int, now: datetime | None = None) -> ImportJob | None:
+    """Import a queued file. Returns None, with a log line, when there is nothing to do.
+
+    The job is claimed by a conditional update, so a second delivery of the task does nothing; a
+    job left running by a worker that died is claimed again after the task time limit. A failed
+    import stores its error on the job (the import itself changed nothing) and re-raises.
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    claimed = ImportJob.objects.filter(
+        Q(status=ImportJob.Status.QUEUED)
+        | Q(status=ImportJob.Status.RUNNING, started_at__lt=stale),
+        pk=job_id,
+    ).update(status=ImportJob.Status.RUNNING, started_at=now, progress=0.0)
+    if not claimed:
+        logger.info("import job %s: not queued (gone, running or finished); nothing to do", job_id)
+        return None
+    job = ImportJob.objects.select_related("dataset").get(pk=job_id)
+    progress = _ProgressWriter(job)
+    try:
+        with job.file.open("rb") as stream:
+            result = import_dataset(
+                dataset=job.dataset,
+                stream=stream,
+                filename=job.filename,
+                format=job.format or None,
+                size=job.size,
+                strict=job.strict,
+                on_progress=progress,
+            )
+    except Exception as error:
+        message = (
+            "; ".join(errors_text(error)) if isinstance(error, ValidationError) else repr(error)
+        )
+        ImportJob.objects.filter(pk=job_id).update(
+            status=ImportJob.Status.FAILED, error=message, finished_at=timezone.now()
+        )
+        raise
+    finally:
+        progress.close()
+    job.file.delete(save=False)
+    job.status = ImportJob.Status.SUCCEEDED
+    job.progress = 1.0
+    job.created_count = result.created
+    job.unchanged_count = result.unchanged
+    job.skipped = [{"line": s.line, "reason": s.reason} for s in result.skipped]
+    job.finished_at = timezone.now()
+    job.save()
+    return job
+
+
+class _ProgressWriter:
+    """Writes an import's progress while its transaction is still open.
+
+    The import runs in one transaction, so progress goes through a second connection that
+    commits each write. SQLite allows one writer at a time, so there it is left at 0 until done.
+    """
+
+    def __init__(self, job: ImportJob) -> None:
+        self.job = job
+        self.side = (
+            connections.create_connection("default") if connection.vendor == "postgresql" else None
+        )
+
+    def __call__(self, bytes_read: int) -> None:
+        if self.side is None or not self.job.size:
+            return
+        share = min(0.99, bytes_read / self.job.size)
+        with self.side.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {ImportJob._meta.db_table} SET progress = %s WHERE id = %s",
+                [share, self.job.pk],
+            )
+
+    def close(self) -> None:
+        if self.side is not None:
+            self.side.close()
+
+
+def errors_text(error: ValidationError) -> list[str]:
+    """A ValidationError's messages as lines, each prefixed by its field when it has one."""
+    if hasattr(error, "error_dict"):
+        return [
+            f"{name}: {message}" if name != NON_FIELD_ERRORS else message
+            for name, messages in error.message_dict.items()
+            for message in messages
+        ]
+    return list(error.messages)
 
 
 def _import_batch(dataset: Dataset, records: list[formats.ParsedPrompt]) -> tuple[int, int]:
@@ -389,6 +524,9 @@ def submit_ranking(
         _check_assignment_is_live(assignment)
         prompt = assignment.prompt
         dataset = prompt.dataset
+        # Submissions to a dataset commit one at a time, so an export's cursor (`export_cursor`)
+        # never passes an id that a transaction still in flight is about to commit below it.
+        _lock_dataset(dataset.pk)
         completion_ids = list(prompt.completions.values_list("pk", flat=True))
         _check_order(order, completion_ids)
         _check_ratings(ratings, completion_ids, dataset.criteria)
@@ -440,6 +578,23 @@ def submit_ranking(
         assignment.finished_at = now
         assignment.save(update_fields=["status", "finished_at"])
     return ranking
+
+
+def export_cursor(*, dataset: Dataset, model: type[Ranking] | type[Comparison]) -> int:
+    """The highest id of `model` in the dataset that an export may include.
+
+    Taking the dataset's lock waits for submissions in flight, so every row at or below the
+    returned id is committed, and every later row gets a higher id: pulling `since` this cursor
+    next time returns each row exactly once.
+    """
+    with transaction.atomic():
+        _lock_dataset(dataset.pk)
+        top = model.objects.filter(dataset=dataset).order_by("-pk").values_list("pk", flat=True)
+        return top.first() or 0
+
+
+def _lock_dataset(dataset_id: int) -> None:
+    list(Dataset.objects.select_for_update(no_key=True).filter(pk=dataset_id).values_list("pk"))
 
 
 def comparison_pairs(order: list[list[int]]) -> Iterator[tuple[int, int, int]]:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling import services
-from labeling.forms import RankingForm, SkipForm, errors_as_text
+from labeling.forms import RankingForm, SkipForm
 from labeling.models import Assignment, Dataset, Ranking
 
 
@@ -91,7 +91,7 @@ def submit(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
         try:
             services.submit_ranking(assignment=assignment, **data)
         except ValidationError as error:
-            for message in errors_as_text(error):
+            for message in services.errors_text(error):
                 form.add_error(None, message)
         else:
             return redirect("labeling:next", slug=assignment.prompt.dataset.slug)
@@ -112,5 +112,5 @@ def skip(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
     try:
         services.skip_assignment(assignment=assignment, reason=form.cleaned_data["reason"])
     except ValidationError as error:
-        messages.error(request, " ".join(errors_as_text(error)))
+        messages.error(request, " ".join(services.errors_text(error)))
     return redirect("labeling:next", slug=assignment.prompt.dataset.slug)

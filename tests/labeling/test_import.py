@@ -198,3 +198,26 @@ def test_real_hh_file_imports_with_its_two_unpaired_lines_reported(dataset):
     assert result.created + result.unchanged == 1154
     assert [s.line for s in result.skipped] == [840, 971]
     assert Completion.objects.filter(prompt__dataset=dataset).count() == 2 * result.created
+
+
+@pytest.mark.parametrize(
+    ("content", "filename"),
+    [
+        (b"id,prompt,completion_1,completion_2\nr1,Hi?,Hello,Hey\n", "p.csv"),
+        (gzip.compress(b"id,prompt,completion_1,completion_2\nr1,Hi?,Hello,Hey\n"), "p.csv.gz"),
+        (jsonl(*rows(3)), "p.jsonl"),
+        (gzip.compress(jsonl(*rows(3))), "p.jsonl.gz"),
+    ],
+)
+def test_the_callers_stream_stays_open_and_progress_is_reported(
+    tmp_path, dataset, content, filename
+):
+    path = tmp_path / filename
+    path.write_bytes(content)
+    seen: list[int] = []
+    with path.open("rb", buffering=0) as stream:
+        services.import_dataset(
+            dataset=dataset, stream=stream, filename=filename, on_progress=seen.append
+        )
+        assert not stream.closed
+    assert seen == [len(content)]

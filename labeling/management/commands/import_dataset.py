@@ -9,7 +9,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling import services
 from labeling.formats import FORMATS
-from labeling.forms import errors_as_text
 from labeling.models import Dataset
 
 
@@ -48,5 +47,5 @@ class Command(BaseCommand):
                     strict=options["strict"],
                 )
         except ValidationError as error:
-            raise CommandError(f"{path}: " + "; ".join(errors_as_text(error))) from None
+            raise CommandError(f"{path}: " + "; ".join(services.errors_text(error))) from None
         self.stdout.write(self.style.SUCCESS(f"{path}: {result.summary()}."))

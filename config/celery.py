@@ -1,0 +1,13 @@
+"""The Celery app: `celery -A config worker` runs the tasks of every installed app."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("preflab")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,383 @@
+"""REST API for training pipelines, scripts and custom front ends (under /api/v1/)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.decorators import api_view, parser_classes, permission_classes
+from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from labeling import exports, services
+from labeling.forms import display_order
+from labeling.models import Assignment, Comparison, Dataset, ImportJob, Prompt, Ranking, Strength
+from labeling.permissions import IsLabeler, IsStaff, IsStaffOrService, is_service, pseudonym
+from labeling.serializers import (
+    AssignmentSerializer,
+    DatasetSerializer,
+    DatasetWriteSerializer,
+    ImportCreateSerializer,
+    ImportJobSerializer,
+    PromptSerializer,
+    RankingInputSerializer,
+    RankingSerializer,
+    SkipSerializer,
+    TaskSerializer,
+)
+
+
+def api_errors(error: ValidationError) -> ApiValidationError:
+    """A service's ValidationError as a 400 whose body names the field."""
+    if hasattr(error, "error_dict"):
+        return ApiValidationError(error.message_dict)
+    return ApiValidationError({"detail": error.messages})
+
+
+def visible_datasets(request: Request) -> QuerySet[Dataset]:
+    datasets = Dataset.objects.with_progress()
+    if request.user.is_staff or is_service(request.user):
+        return datasets
+    return datasets.active()
+
+
+# --- Datasets --------------------------------------------------------------------------------
+
+
+@extend_schema(methods=["GET"], responses=DatasetSerializer(many=True), summary="List datasets")
+@extend_schema(
+    methods=["POST"],
+    request=DatasetWriteSerializer,
+    responses={201: DatasetSerializer},
+    summary="Create a dataset (staff)",
+)
+@api_view(["GET", "POST"])
+def dataset_list(request: Request) -> Response:
+    if request.method == "GET":
+        datasets = visible_datasets(request).order_by("name")
+        return Response(DatasetSerializer(datasets, many=True).data)
+    if not IsStaff().has_permission(request, None):
+        return Response({"detail": IsStaff.message}, status=status.HTTP_403_FORBIDDEN)
+    serializer = DatasetWriteSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    try:
+        dataset = services.create_dataset(**serializer.validated_data)
+    except ValidationError as error:
+        raise api_errors(error) from None
+    return Response(
+        DatasetSerializer(Dataset.objects.with_progress().get(pk=dataset.pk)).data,
+        status=status.HTTP_201_CREATED,
+    )
+
+
+@extend_schema(methods=["GET"], responses=DatasetSerializer, summary="Read a dataset")
+@extend_schema(
+    methods=["PATCH"],
+    request=DatasetWriteSerializer(partial=True),
+    responses=DatasetSerializer,
+    summary="Update a dataset (staff); new guidelines raise guidelines_version",
+)
+@api_view(["GET", "PATCH"])
+def dataset_detail(request: Request, slug: str) -> Response:
+    dataset = get_object_or_404(visible_datasets(request), slug=slug)
+    if request.method == "PATCH":
+        if not IsStaff().has_permission(request, None):
+            return Response({"detail": IsStaff.message}, status=status.HTTP_403_FORBIDDEN)
+        serializer = DatasetWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.update_dataset(dataset=dataset, **serializer.validated_data)
+        except ValidationError as error:
+            raise api_errors(error) from None
+        dataset = Dataset.objects.with_progress().get(pk=dataset.pk)
+    return Response(DatasetSerializer(dataset).data)
+
+
+# --- Imports ---------------------------------------------------------------------------------
+
+
+@extend_schema(
+    request={"multipart/form-data": ImportCreateSerializer},
+    responses={202: ImportJobSerializer},
+    summary="Upload a file to import (staff); a worker imports it",
+)
+@api_view(["POST"])
+@permission_classes([IsStaff])
+@parser_classes([MultiPartParser, FormParser])
+def import_create(request: Request, slug: str) -> Response:
+    dataset = get_object_or_404(Dataset, slug=slug)
+    serializer = ImportCreateSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    upload = serializer.validated_data["file"]
+    try:
+        job = services.queue_import(
+            dataset=dataset,
+            upload=upload,
+            filename=upload.name,
+            size=upload.size,
+            format=serializer.validated_data.get("format"),
+            strict=serializer.validated_data["strict"],
+            user=request.user,
+        )
+    except ValidationError as error:
+        raise api_errors(error) from None
+    return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(responses=ImportJobSerializer, summary="Status, progress and result of an import")
+@api_view(["GET"])
+@permission_classes([IsStaff])
+def import_detail(request: Request, import_id: int) -> Response:
+    job = get_object_or_404(ImportJob.objects.select_related("dataset"), pk=import_id)
+    return Response(ImportJobSerializer(job).data)
+
+
+# --- Prompts ---------------------------------------------------------------------------------
+
+
+@extend_schema(responses=PromptSerializer(many=True), summary="Prompts with their completions")
+@api_view(["GET"])
+@permission_classes([IsStaffOrService])
+def prompt_list(request: Request, slug: str) -> Response:
+    dataset = get_object_or_404(Dataset, slug=slug)
+    prompts = Prompt.objects.filter(dataset=dataset).order_by("pk").prefetch_related("completions")
+    paginator = PageNumberPagination()
+    page = paginator.paginate_queryset(prompts, request)
+    return paginator.get_paginated_response(PromptSerializer(page, many=True).data)
+
+
+# --- Labeling --------------------------------------------------------------------------------
+
+
+@extend_schema(
+    request=None,
+    responses={200: TaskSerializer, 204: OpenApiResponse(description="No task is left.")},
+    summary="Lease the next task for the calling labeler",
+)
+@api_view(["POST"])
+@permission_classes([IsLabeler])
+def next_task(request: Request, slug: str) -> Response:
+    dataset = get_object_or_404(Dataset.objects.active(), slug=slug)
+    assignment = services.lease_next_assignment(dataset=dataset, labeler=request.user)
+    if assignment is None:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    assignment = Assignment.objects.select_related("prompt__dataset").get(pk=assignment.pk)
+    completions = display_order(
+        list(assignment.prompt.completions.all()),
+        labeler_id=request.user.pk,
+        prompt_id=assignment.prompt_id,
+    )
+    task = {
+        "assignment": assignment,
+        "completions": completions,
+        "strength_levels": list(Strength.values) if len(completions) == 2 else [],
+    }
+    return Response(TaskSerializer(task).data)
+
+
+def own_assignment(request: Request, assignment_id: int) -> Assignment:
+    return get_object_or_404(
+        Assignment.objects.filter(labeler=request.user).select_related("prompt__dataset"),
+        pk=assignment_id,
+    )
+
+
+@extend_schema(
+    request=RankingInputSerializer,
+    responses={201: RankingSerializer},
+    summary="Submit the ranking of a leased task (a retry with the same request_id is harmless)",
+)
+@api_view(["POST"])
+@permission_classes([IsLabeler])
+def submit_ranking(request: Request, assignment_id: int) -> Response:
+    assignment = own_assignment(request, assignment_id)
+    serializer = RankingInputSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    try:
+        ranking = services.submit_ranking(assignment=assignment, **serializer.validated_data)
+    except ValidationError as error:
+        raise api_errors(error) from None
+    return Response(RankingSerializer(ranking).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(request=SkipSerializer, responses=AssignmentSerializer, summary="Skip a task")
+@api_view(["POST"])
+@permission_classes([IsLabeler])
+def skip_task(request: Request, assignment_id: int) -> Response:
+    assignment = own_assignment(request, assignment_id)
+    serializer = SkipSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    try:
+        assignment = services.skip_assignment(
+            assignment=assignment, reason=serializer.validated_data["reason"]
+        )
+    except ValidationError as error:
+        raise api_errors(error) from None
+    return Response(AssignmentSerializer(assignment).data)
+
+
+# --- Exports ---------------------------------------------------------------------------------
+
+CURSOR_HEADER = "X-PrefLab-Cursor"
+EXPORT_PARAMETERS = [
+    OpenApiParameter("since", str, description=f"The {CURSOR_HEADER} of the previous pull."),
+    OpenApiParameter("include_ids", bool, description="Add the ids that trace each row back."),
+    OpenApiParameter("exclude_gold", bool, description="Leave out gold prompts (default true)."),
+    OpenApiParameter("labeler", str, description="Only this pseudonymous labeler id."),
+]
+EXPORT_RESPONSES = {
+    (200, "application/jsonl"): OpenApiResponse(
+        OpenApiTypes.STR,
+        description=f"JSON Lines, gzip when accepted; the next cursor is in {CURSOR_HEADER}.",
+    ),
+    400: OpenApiResponse(
+        description="Unknown format, bad cursor or filter; lists what is accepted."
+    ),
+}
+
+
+def flag(request: Request, name: str, default: bool) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if value.lower() in {"true", "1", "yes"}:
+        return True
+    if value.lower() in {"false", "0", "no"}:
+        return False
+    raise ApiValidationError({name: f"Use true or false, not {value!r}."})
+
+
+def whole_number(request: Request, name: str, meaning: str) -> int | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ApiValidationError({name: f"Must be {meaning}, not {value!r}."})
+    return int(value)
+
+
+def labeler_filter(request: Request) -> int | None:
+    wanted = request.query_params.get("labeler")
+    if wanted is None:
+        return None
+    for user_id in get_user_model().objects.values_list("pk", flat=True):
+        if pseudonym(user_id) == wanted:
+            return int(user_id)
+    raise ApiValidationError({"labeler": f"No labeler has the pseudonymous id {wanted!r}."})
+
+
+def jsonl_response(
+    request: Request, lines: Any, cursor: int, filename: str
+) -> StreamingHttpResponse:
+    gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+    response = StreamingHttpResponse(
+        exports.gzipped(lines) if gzip else lines, content_type="application/jsonl"
+    )
+    if gzip:
+        response["Content-Encoding"] = "gzip"
+    response["Vary"] = "Accept-Encoding"
+    response[CURSOR_HEADER] = str(cursor)
+    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    return response
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "format", str, enum=list(exports.COMPARISON_FORMATS), description="Default trl."
+        ),
+        OpenApiParameter(
+            "min_margin", int, description="Only pairs at least this many ranks apart."
+        ),
+        OpenApiParameter(
+            "render", str, enum=["text"], description="trl: multi-turn prompts as text."
+        ),
+        *EXPORT_PARAMETERS,
+    ],
+    responses=EXPORT_RESPONSES,
+    summary="Stream preference pairs (chosen, rejected) as JSON Lines",
+)
+@api_view(["GET"])
+@permission_classes([IsStaffOrService])
+def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
+    dataset = get_object_or_404(Dataset, slug=slug)
+    format = request.query_params.get("format", "trl")
+    if format not in exports.COMPARISON_FORMATS:
+        raise ApiValidationError(
+            {
+                "format": f"Unknown format {format!r}; use one of {', '.join(exports.COMPARISON_FORMATS)} "
+                "(or the rankings endpoint for one row per ranking)."
+            }
+        )
+    render_text = request.query_params.get("render") == "text"
+    since = whole_number(request, "since", f"a cursor from the {CURSOR_HEADER} header") or 0
+    min_margin = whole_number(request, "min_margin", "a whole number of ranks")
+    labeler_id = labeler_filter(request)
+    comparisons = Comparison.objects.filter(dataset=dataset)
+    if flag(request, "exclude_gold", True):
+        comparisons = comparisons.filter(prompt__is_gold=False)
+    if min_margin:
+        comparisons = comparisons.filter(margin__gte=min_margin)
+    if labeler_id is not None:
+        comparisons = comparisons.filter(labeler_id=labeler_id)
+    if (
+        format == "trl"
+        and not render_text
+        and Prompt.objects.multi_turn().filter(dataset=dataset).exists()
+    ):
+        raise ApiValidationError(
+            {
+                "format": "This dataset has multi-turn prompts: use format=trl-conversational, "
+                "or render=text to flatten conversations into the prompt text."
+            }
+        )
+    cursor = max(since, services.export_cursor(dataset=dataset, model=Comparison))
+    lines = exports.comparison_lines(
+        comparisons.filter(pk__gt=since, pk__lte=cursor),
+        format=format,
+        include_ids=flag(request, "include_ids", False),
+        render_text=render_text,
+    )
+    return jsonl_response(request, lines, cursor, f"{dataset.slug}-{format}.jsonl")
+
+
+@extend_schema(
+    parameters=EXPORT_PARAMETERS,
+    responses=EXPORT_RESPONSES,
+    summary="Stream rankings, one row each with every completion, order, ratings and flags",
+)
+@api_view(["GET"])
+@permission_classes([IsStaffOrService])
+def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
+    dataset = get_object_or_404(Dataset, slug=slug)
+    format = request.query_params.get("format", "rankings")
+    if format != "rankings":
+        raise ApiValidationError(
+            {
+                "format": f"Unknown format {format!r}; this endpoint has one: rankings "
+                f"(pairs in {', '.join(exports.COMPARISON_FORMATS)} are at comparisons/)."
+            }
+        )
+    since = whole_number(request, "since", f"a cursor from the {CURSOR_HEADER} header") or 0
+    labeler_id = labeler_filter(request)
+    rankings = Ranking.objects.filter(dataset=dataset)
+    if flag(request, "exclude_gold", True):
+        rankings = rankings.filter(prompt__is_gold=False)
+    if labeler_id is not None:
+        rankings = rankings.filter(labeler_id=labeler_id)
+    cursor = max(since, services.export_cursor(dataset=dataset, model=Ranking))
+    lines = exports.ranking_lines(
+        rankings.filter(pk__gt=since, pk__lte=cursor),
+        include_ids=flag(request, "include_ids", False),
+    )
+    return jsonl_response(request, lines, cursor, f"{dataset.slug}-rankings.jsonl")

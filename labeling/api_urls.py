@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from labeling import api
+
+app_name = "labeling-api"
+urlpatterns = [
+    path("datasets/", api.dataset_list, name="datasets"),
+    path("datasets/<slug:slug>/", api.dataset_detail, name="dataset"),
+    path("datasets/<slug:slug>/imports/", api.import_create, name="imports"),
+    path("imports/<int:import_id>/", api.import_detail, name="import"),
+    path("datasets/<slug:slug>/prompts/", api.prompt_list, name="prompts"),
+    path("datasets/<slug:slug>/next-task/", api.next_task, name="next-task"),
+    path("assignments/<int:assignment_id>/ranking/", api.submit_ranking, name="ranking"),
+    path("assignments/<int:assignment_id>/skip/", api.skip_task, name="skip"),
+    path("datasets/<slug:slug>/comparisons/", api.comparison_export, name="comparisons"),
+    path("datasets/<slug:slug>/rankings/", api.ranking_export, name="rankings"),
+]

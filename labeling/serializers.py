@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from labeling.models import (
+    Assignment,
+    Completion,
+    Criterion,
+    Dataset,
+    Flag,
+    ImportJob,
+    Prompt,
+    Ranking,
+    Strength,
+)
+
+
+class ProgressSerializer(serializers.Serializer):
+    prompts = serializers.IntegerField(help_text="Prompts to label (gold left out).")
+    labels_needed = serializers.IntegerField(help_text="prompts x labels_per_prompt")
+    labels_done = serializers.IntegerField()
+    percent = serializers.IntegerField()
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "slug",
+            "name",
+            "description",
+            "guidelines",
+            "guidelines_version",
+            "criteria",
+            "labels_per_prompt",
+            "gold_rate",
+            "status",
+            "created_at",
+            "progress",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, dataset: Dataset) -> dict[str, int]:
+        prompts: int = dataset.prompt_count  # type: ignore[attr-defined]
+        return {
+            "prompts": prompts,
+            "labels_needed": prompts * dataset.labels_per_prompt,
+            "labels_done": dataset.label_count,  # type: ignore[attr-defined]
+            "percent": dataset.percent_labeled,
+        }
+
+
+class DatasetWriteSerializer(serializers.Serializer):
+    slug = serializers.SlugField(max_length=100)
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    guidelines = serializers.CharField(required=False, allow_blank=True)
+    criteria = serializers.ListField(
+        child=serializers.ChoiceField(choices=Criterion.choices), required=False
+    )
+    labels_per_prompt = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    gold_rate = serializers.FloatField(min_value=0, max_value=1, required=False)
+    status = serializers.ChoiceField(choices=Dataset.Status.choices, required=False)
+
+
+class ImportCreateSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="PrefLab JSONL, Anthropic HH JSONL or CSV; .gz too.")
+    format = serializers.ChoiceField(
+        choices=["preflab", "hh", "csv"], required=False, help_text="Default: told from the file."
+    )
+    strict = serializers.BooleanField(
+        default=False, help_text="Refuse the file if an HH pair cannot be split."
+    )
+
+
+class SkippedLineSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    dataset = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    skipped = SkippedLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "dataset",
+            "filename",
+            "size",
+            "format",
+            "strict",
+            "status",
+            "progress",
+            "created_count",
+            "unchanged_count",
+            "skipped",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "user", "assistant"])
+    content = serializers.CharField(allow_blank=True)
+
+
+class CompletionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_name")
+
+    class Meta:
+        model = Completion
+        fields = ["id", "external_id", "text", "model", "metadata", "position"]
+        read_only_fields = fields
+
+
+class PromptSerializer(serializers.ModelSerializer):
+    messages = MessageSerializer(many=True)
+    completions = CompletionSerializer(many=True)
+
+    class Meta:
+        model = Prompt
+        fields = [
+            "id",
+            "external_id",
+            "messages",
+            "metadata",
+            "is_gold",
+            "gold_order",
+            "completions",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class TaskCompletionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField(allow_blank=True)
+
+
+class TaskSerializer(serializers.Serializer):
+    """A leased task as the labeler sees it: completions shuffled, no model names."""
+
+    assignment = serializers.IntegerField(source="assignment.pk")
+    expires_at = serializers.DateTimeField(source="assignment.expires_at")
+    dataset = serializers.CharField(source="assignment.prompt.dataset.slug")
+    guidelines = serializers.CharField(source="assignment.prompt.dataset.guidelines")
+    guidelines_version = serializers.IntegerField(
+        source="assignment.prompt.dataset.guidelines_version"
+    )
+    criteria = serializers.ListField(
+        child=serializers.CharField(), source="assignment.prompt.dataset.criteria"
+    )
+    messages = MessageSerializer(many=True, source="assignment.prompt.messages")
+    completions = TaskCompletionSerializer(many=True)
+    flags = serializers.ListField(child=serializers.CharField(), default=list(Flag.values))
+    strength_levels = serializers.ListField(
+        child=serializers.CharField(), help_text="Asked when there are exactly two completions."
+    )
+
+
+class RankingInputSerializer(serializers.Serializer):
+    order = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(), allow_empty=False),
+        allow_empty=False,
+        help_text="Completion ids best to worst, in tie groups: [[12], [10, 11]].",
+    )
+    ratings = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()),
+        required=False,
+        default=dict,
+        help_text='{"<completion id>": {"helpful": 1-7, "honest": 1-7, "harmless": 1-7}}',
+    )
+    flags = serializers.DictField(
+        child=serializers.ListField(child=serializers.ChoiceField(choices=Flag.choices)),
+        required=False,
+        default=dict,
+        help_text='{"<completion id>": ["hallucination", ...]}',
+    )
+    request_id = serializers.UUIDField(help_text="Retrying with the same id stores one ranking.")
+    seconds_spent = serializers.FloatField(min_value=0)
+    all_unacceptable = serializers.BooleanField(default=False)
+    rationale = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=10_000
+    )
+    strength = serializers.ChoiceField(
+        choices=Strength.choices, required=False, allow_blank=True, default=""
+    )
+
+    def _int_keys(self, value: dict[str, Any], field: str) -> dict[int, Any]:
+        try:
+            return {int(key): item for key, item in value.items()}
+        except ValueError:
+            raise serializers.ValidationError(f"{field} must be keyed by completion id.") from None
+
+    def validate_ratings(self, value: dict[str, Any]) -> dict[int, Any]:
+        return self._int_keys(value, "ratings")
+
+    def validate_flags(self, value: dict[str, Any]) -> dict[int, Any]:
+        return self._int_keys(value, "flags")
+
+
+class RankingSerializer(serializers.ModelSerializer):
+    comparisons = serializers.IntegerField(source="comparisons.count")
+
+    class Meta:
+        model = Ranking
+        fields = [
+            "id",
+            "assignment",
+            "order",
+            "ratings",
+            "flags",
+            "all_unacceptable",
+            "rationale",
+            "seconds_spent",
+            "guidelines_version",
+            "request_id",
+            "created_at",
+            "comparisons",
+        ]
+        read_only_fields = fields
+
+
+class SkipSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=200)
+
+
+class AssignmentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Assignment
+        fields = ["id", "status", "skip_reason", "leased_at", "expires_at", "finished_at"]
+        read_only_fields = fields

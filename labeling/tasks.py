@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from labeling import services
+
+
+@shared_task(name="labeling.import_file", acks_late=True, reject_on_worker_lost=True)
+def import_file(job_id: int) -> None:
+    """Idempotent: the job is claimed by a conditional update, and the import is all or nothing."""
+    services.run_import_job(job_id=job_id)
