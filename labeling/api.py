@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.exceptions import ValidationError as ApiValidationError
@@ -25,16 +26,24 @@ from labeling.models import Assignment, Comparison, Dataset, ImportJob, Prompt, 
 from labeling.permissions import IsLabeler, IsStaff, IsStaffOrService, is_service, pseudonym
 from labeling.serializers import (
     AssignmentSerializer,
+    ComparisonExportParamsSerializer,
     DatasetSerializer,
     DatasetWriteSerializer,
+    ExportParamsSerializer,
     ImportCreateSerializer,
     ImportJobSerializer,
     PromptSerializer,
+    RankingExportParamsSerializer,
     RankingInputSerializer,
     RankingSerializer,
     SkipSerializer,
     TaskSerializer,
 )
+
+
+def caller(request: Request) -> User:
+    """The signed-in user: the permission classes let no anonymous request this far."""
+    return cast(User, request.user)
 
 
 def api_errors(error: ValidationError) -> ApiValidationError:
@@ -46,7 +55,7 @@ def api_errors(error: ValidationError) -> ApiValidationError:
 
 def visible_datasets(request: Request) -> QuerySet[Dataset]:
     datasets = Dataset.objects.with_progress()
-    if request.user.is_staff or is_service(request.user):
+    if request.user.is_staff or is_service(caller(request)):
         return datasets
     return datasets.active()
 
@@ -127,7 +136,7 @@ def import_create(request: Request, slug: str) -> Response:
             size=upload.size,
             format=serializer.validated_data.get("format"),
             strict=serializer.validated_data["strict"],
-            user=request.user,
+            user=caller(request),
         )
     except ValidationError as error:
         raise api_errors(error) from None
@@ -168,13 +177,13 @@ def prompt_list(request: Request, slug: str) -> Response:
 @permission_classes([IsLabeler])
 def next_task(request: Request, slug: str) -> Response:
     dataset = get_object_or_404(Dataset.objects.active(), slug=slug)
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=request.user)
+    assignment = services.lease_next_assignment(dataset=dataset, labeler=caller(request))
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
     assignment = Assignment.objects.select_related("prompt__dataset").get(pk=assignment.pk)
     completions = display_order(
         list(assignment.prompt.completions.all()),
-        labeler_id=request.user.pk,
+        labeler_id=caller(request).pk,
         prompt_id=assignment.prompt_id,
     )
     task = {
@@ -187,7 +196,7 @@ def next_task(request: Request, slug: str) -> Response:
 
 def own_assignment(request: Request, assignment_id: int) -> Assignment:
     return get_object_or_404(
-        Assignment.objects.filter(labeler=request.user).select_related("prompt__dataset"),
+        Assignment.objects.filter(labeler=caller(request)).select_related("prompt__dataset"),
         pk=assignment_id,
     )
 
@@ -229,12 +238,6 @@ def skip_task(request: Request, assignment_id: int) -> Response:
 # --- Exports ---------------------------------------------------------------------------------
 
 CURSOR_HEADER = "X-PrefLab-Cursor"
-EXPORT_PARAMETERS = [
-    OpenApiParameter("since", str, description=f"The {CURSOR_HEADER} of the previous pull."),
-    OpenApiParameter("include_ids", bool, description="Add the ids that trace each row back."),
-    OpenApiParameter("exclude_gold", bool, description="Leave out gold prompts (default true)."),
-    OpenApiParameter("labeler", str, description="Only this pseudonymous labeler id."),
-]
 EXPORT_RESPONSES = {
     (200, "application/jsonl"): OpenApiResponse(
         OpenApiTypes.STR,
@@ -246,34 +249,23 @@ EXPORT_RESPONSES = {
 }
 
 
-def flag(request: Request, name: str, default: bool) -> bool:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    if value.lower() in {"true", "1", "yes"}:
-        return True
-    if value.lower() in {"false", "0", "no"}:
-        return False
-    raise ApiValidationError({name: f"Use true or false, not {value!r}."})
-
-
-def whole_number(request: Request, name: str, meaning: str) -> int | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise ApiValidationError({name: f"Must be {meaning}, not {value!r}."})
-    return int(value)
-
-
-def labeler_filter(request: Request) -> int | None:
-    wanted = request.query_params.get("labeler")
-    if wanted is None:
-        return None
-    for user_id in get_user_model().objects.values_list("pk", flat=True):
-        if pseudonym(user_id) == wanted:
-            return int(user_id)
-    raise ApiValidationError({"labeler": f"No labeler has the pseudonymous id {wanted!r}."})
+def export_params(
+    request: Request, serializer_class: type[ExportParamsSerializer]
+) -> dict[str, Any]:
+    """The export's validated query parameters, with `labeler` resolved to a user id."""
+    params = serializer_class(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    data = dict(params.validated_data)
+    if "labeler" in data:
+        wanted = data["labeler"]
+        users = get_user_model().objects.values_list("pk", flat=True)
+        matches = [user_id for user_id in users if pseudonym(user_id) == wanted]
+        if not matches:
+            raise ApiValidationError(
+                {"labeler": [f"No labeler has the pseudonymous id {wanted!r}."]}
+            )
+        data["labeler"] = matches[0]
+    return data
 
 
 def jsonl_response(
@@ -292,18 +284,7 @@ def jsonl_response(
 
 
 @extend_schema(
-    parameters=[
-        OpenApiParameter(
-            "format", str, enum=list(exports.COMPARISON_FORMATS), description="Default trl."
-        ),
-        OpenApiParameter(
-            "min_margin", int, description="Only pairs at least this many ranks apart."
-        ),
-        OpenApiParameter(
-            "render", str, enum=["text"], description="trl: multi-turn prompts as text."
-        ),
-        *EXPORT_PARAMETERS,
-    ],
+    parameters=[ComparisonExportParamsSerializer],
     responses=EXPORT_RESPONSES,
     summary="Stream preference pairs (chosen, rejected) as JSON Lines",
 )
@@ -311,48 +292,36 @@ def jsonl_response(
 @permission_classes([IsStaffOrService])
 def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
-    format = request.query_params.get("format", "trl")
-    if format not in exports.COMPARISON_FORMATS:
+    params = export_params(request, ComparisonExportParamsSerializer)
+    render_text = params.get("render") == "text"
+    if params["format"] == "trl" and not render_text and dataset.prompts.multi_turn().exists():
         raise ApiValidationError(
             {
-                "format": f"Unknown format {format!r}; use one of {', '.join(exports.COMPARISON_FORMATS)} "
-                "(or the rankings endpoint for one row per ranking)."
+                "format": [
+                    "This dataset has multi-turn prompts: use format=trl-conversational, "
+                    "or render=text to flatten conversations into the prompt text."
+                ]
             }
         )
-    render_text = request.query_params.get("render") == "text"
-    since = whole_number(request, "since", f"a cursor from the {CURSOR_HEADER} header") or 0
-    min_margin = whole_number(request, "min_margin", "a whole number of ranks")
-    labeler_id = labeler_filter(request)
-    comparisons = Comparison.objects.filter(dataset=dataset)
-    if flag(request, "exclude_gold", True):
-        comparisons = comparisons.filter(prompt__is_gold=False)
-    if min_margin:
-        comparisons = comparisons.filter(margin__gte=min_margin)
-    if labeler_id is not None:
-        comparisons = comparisons.filter(labeler_id=labeler_id)
-    if (
-        format == "trl"
-        and not render_text
-        and Prompt.objects.multi_turn().filter(dataset=dataset).exists()
-    ):
-        raise ApiValidationError(
-            {
-                "format": "This dataset has multi-turn prompts: use format=trl-conversational, "
-                "or render=text to flatten conversations into the prompt text."
-            }
-        )
-    cursor = max(since, services.export_cursor(dataset=dataset, model=Comparison))
+    cursor = max(params["since"], services.export_cursor(dataset=dataset, model=Comparison))
+    comparisons = Comparison.objects.filter(dataset=dataset).exported(
+        cursor=cursor,
+        since=params["since"],
+        exclude_gold=params["exclude_gold"],
+        labeler=params.get("labeler"),
+        min_margin=params.get("min_margin"),
+    )
     lines = exports.comparison_lines(
-        comparisons.filter(pk__gt=since, pk__lte=cursor),
-        format=format,
-        include_ids=flag(request, "include_ids", False),
+        comparisons,
+        format=params["format"],
+        include_ids=params["include_ids"],
         render_text=render_text,
     )
-    return jsonl_response(request, lines, cursor, f"{dataset.slug}-{format}.jsonl")
+    return jsonl_response(request, lines, cursor, f"{dataset.slug}-{params['format']}.jsonl")
 
 
 @extend_schema(
-    parameters=EXPORT_PARAMETERS,
+    parameters=[RankingExportParamsSerializer],
     responses=EXPORT_RESPONSES,
     summary="Stream rankings, one row each with every completion, order, ratings and flags",
 )
@@ -360,24 +329,13 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
 @permission_classes([IsStaffOrService])
 def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
-    format = request.query_params.get("format", "rankings")
-    if format != "rankings":
-        raise ApiValidationError(
-            {
-                "format": f"Unknown format {format!r}; this endpoint has one: rankings "
-                f"(pairs in {', '.join(exports.COMPARISON_FORMATS)} are at comparisons/)."
-            }
-        )
-    since = whole_number(request, "since", f"a cursor from the {CURSOR_HEADER} header") or 0
-    labeler_id = labeler_filter(request)
-    rankings = Ranking.objects.filter(dataset=dataset)
-    if flag(request, "exclude_gold", True):
-        rankings = rankings.filter(prompt__is_gold=False)
-    if labeler_id is not None:
-        rankings = rankings.filter(labeler_id=labeler_id)
-    cursor = max(since, services.export_cursor(dataset=dataset, model=Ranking))
-    lines = exports.ranking_lines(
-        rankings.filter(pk__gt=since, pk__lte=cursor),
-        include_ids=flag(request, "include_ids", False),
+    params = export_params(request, RankingExportParamsSerializer)
+    cursor = max(params["since"], services.export_cursor(dataset=dataset, model=Ranking))
+    rankings = Ranking.objects.filter(dataset=dataset).exported(
+        cursor=cursor,
+        since=params["since"],
+        exclude_gold=params["exclude_gold"],
+        labeler=params.get("labeler"),
     )
+    lines = exports.ranking_lines(rankings, include_ids=params["include_ids"])
     return jsonl_response(request, lines, cursor, f"{dataset.slug}-rankings.jsonl")

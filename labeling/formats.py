@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -287,7 +287,7 @@ def json_records(binary: IO[bytes], format: str | None) -> Iterator[ParsedPrompt
 
 def read_records(
     stream: IO[bytes], *, filename: str, format: str | None = None
-) -> Iterator[ParsedPrompt | SkippedLine]:
+) -> Generator[ParsedPrompt | SkippedLine, None, None]:
     """Parse an import file, line by line; `format` is one of FORMATS or None to tell from it.
 
     Raises ValidationError naming the line on the first malformed line. Checks of limits
@@ -296,8 +296,8 @@ def read_records(
     if format is not None and format not in FORMATS:
         raise ValidationError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     # A buffer gives `peek`; it is detached at the end so that the caller's stream stays open.
-    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
-    binary = open_binary(buffered)
+    wrapper = None if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
+    binary = open_binary(wrapper or stream)
     try:
         if format == "csv" or (format is None and guess_format(filename) == "csv"):
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")  # type: ignore[type-var]
@@ -315,8 +315,8 @@ def read_records(
         # gzip raises these for a truncated or corrupt archive.
         raise ValidationError(f"the file cannot be read: {error}") from None
     finally:
-        if buffered is not stream:
-            buffered.detach()
+        if wrapper is not None:
+            wrapper.detach()
 
 
 def validate_record(record: ParsedPrompt, *, max_text_chars: int) -> None:

@@ -260,6 +260,27 @@ class Assignment(models.Model):
         return f"{self.prompt} -> {self.labeler} ({self.status})"
 
 
+class ExportQuerySet(models.QuerySet[Any]):
+    def exported(
+        self,
+        *,
+        cursor: int,
+        since: int = 0,
+        exclude_gold: bool = True,
+        labeler: int | None = None,
+        min_margin: int | None = None,
+    ) -> ExportQuerySet:
+        """Rows of one export pull: after `since`, up to `cursor`, with the export's filters."""
+        rows = self.filter(pk__gt=since, pk__lte=cursor)
+        if exclude_gold:
+            rows = rows.filter(prompt__is_gold=False)
+        if labeler is not None:
+            rows = rows.filter(labeler_id=labeler)
+        if min_margin:
+            rows = rows.filter(margin__gte=min_margin)
+        return rows
+
+
 class Ranking(models.Model):
     assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="ranking")
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="rankings")
@@ -280,6 +301,8 @@ class Ranking(models.Model):
     guidelines_version = models.PositiveIntegerField()
     request_id = models.UUIDField(unique=True)
     created_at = models.DateTimeField()
+
+    objects = ExportQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -312,6 +335,8 @@ class Comparison(models.Model):
     )
     ranking = models.ForeignKey(Ranking, on_delete=models.CASCADE, related_name="comparisons")
     created_at = models.DateTimeField()
+
+    objects = ExportQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -85,7 +85,7 @@ class SkippedLineSerializer(serializers.Serializer):
 
 
 class ImportJobSerializer(serializers.ModelSerializer):
-    dataset = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    dataset = serializers.CharField(source="dataset.slug", read_only=True)
     skipped = SkippedLineSerializer(many=True, read_only=True)
 
     class Meta:
@@ -241,3 +241,56 @@ class AssignmentSerializer(serializers.ModelSerializer):
         model = Assignment
         fields = ["id", "status", "skip_reason", "leased_at", "expires_at", "finished_at"]
         read_only_fields = fields
+
+
+class ExportParamsSerializer(serializers.Serializer):
+    """Query parameters of the exports; the errors list what is accepted."""
+
+    since = serializers.IntegerField(
+        min_value=0,
+        required=False,
+        default=0,
+        help_text="The X-PrefLab-Cursor header of the previous pull: only newer rows.",
+        error_messages={
+            "invalid": "Must be a cursor from the X-PrefLab-Cursor header (a whole number).",
+            "min_value": "Must be a cursor from the X-PrefLab-Cursor header (a whole number).",
+        },
+    )
+    include_ids = serializers.BooleanField(
+        default=False,
+        help_text="Add the ids that trace each row back to its ranking.",
+        error_messages={"invalid": "Use true or false."},
+    )
+    exclude_gold = serializers.BooleanField(
+        default=True,
+        help_text="Leave out gold prompts.",
+        error_messages={"invalid": "Use true or false."},
+    )
+    labeler = serializers.CharField(required=False, help_text="Only this pseudonymous labeler.")
+
+
+def format_field(formats: tuple[str, ...], default: str) -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=formats,
+        default=default,
+        error_messages={
+            "invalid_choice": f'Unknown format "{{input}}"; use one of {", ".join(formats)}.'
+        },
+    )
+
+
+class ComparisonExportParamsSerializer(ExportParamsSerializer):
+    format = format_field(("trl", "trl-conversational", "hh", "openai"), "trl")
+    min_margin = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="Only pairs at least this many ranks apart.",
+        error_messages={"invalid": "Must be a whole number of ranks."},
+    )
+    render = serializers.ChoiceField(
+        choices=["text"], required=False, help_text="trl: write multi-turn prompts as text."
+    )
+
+
+class RankingExportParamsSerializer(ExportParamsSerializer):
+    format = format_field(("rankings",), "rankings")

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -117,7 +118,8 @@ def import_dataset(
         raise ValidationError(f"the file is {size} bytes; the limit is {limit} bytes")
     result = ImportResult()
     records = formats.read_records(stream, filename=filename, format=format)
-    with transaction.atomic():
+    # closing(): a failed import stops the reader now, while the caller's stream is still open.
+    with closing(records), transaction.atomic():
         for batch in batched(records, IMPORT_BATCH_SIZE):
             parsed = []
             for record in batch:
@@ -512,7 +514,7 @@ def submit_ranking(
     with transaction.atomic():
         # The lock serialises double submits of the same task.
         assignment = (
-            Assignment.objects.select_for_update()
+            Assignment.objects.select_for_update(of=("self",))
             .select_related("prompt__dataset")
             .get(pk=assignment.pk)
         )

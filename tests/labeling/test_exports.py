@@ -1,0 +1,334 @@
+"""Streamed exports: every format, the filters, the cursor, gzip, and the row builders."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import uuid
+
+import pytest
+from django.db import connection, transaction
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from labeling import exports, services
+from labeling.models import Assignment, Comparison, Ranking
+from labeling.permissions import pseudonym
+from tests.factories import DatasetFactory, PromptFactory, UserFactory, make_prompt
+
+CONVERSATION = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Name a color."},
+]
+
+
+def test_row_builders_on_plain_values():
+    single = [{"role": "user", "content": "2+2?"}]
+    assert exports.comparison_row("trl", single, "4", "5") == {
+        "prompt": "2+2?",
+        "chosen": "4",
+        "rejected": "5",
+    }
+    assert exports.comparison_row("trl-conversational", CONVERSATION, "Red", "No") == {
+        "prompt": CONVERSATION,
+        "chosen": [{"role": "assistant", "content": "Red"}],
+        "rejected": [{"role": "assistant", "content": "No"}],
+    }
+    assert exports.comparison_row("hh", CONVERSATION, "Red", "No") == {
+        "chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a color.\n\nAssistant: Red",
+        "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a color.\n\nAssistant: No",
+    }
+    assert exports.comparison_row("openai", single, "4", "5") == {
+        "input": {"messages": single},
+        "preferred_output": [{"role": "assistant", "content": "4"}],
+        "non_preferred_output": [{"role": "assistant", "content": "5"}],
+    }
+    text = exports.trl_text_row(CONVERSATION, "Red", "No")
+    assert (
+        text["prompt"] + text["chosen"]
+        == exports.comparison_row("hh", CONVERSATION, "Red", "No")["chosen"]
+    )
+
+
+def test_gzipped_stream_decompresses_to_the_same_bytes():
+    chunks = [b'{"a": 1}\n', b'{"b": 2}\n' * 1000]
+    assert gzip.decompress(b"".join(exports.gzipped(chunks))) == b"".join(chunks)
+
+
+# --- Through the API -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(staff):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
+    return client
+
+
+def rank(dataset, labeler, *, order=None, prompt=None):
+    """Lease for `labeler` and rank the completions in position order (or by `order` positions)."""
+    assignment = (
+        Assignment.objects.create(
+            prompt=prompt,
+            labeler=labeler,
+            leased_at="2026-01-01T00:00Z",
+            expires_at="2099-01-01T00:00Z",
+        )
+        if prompt is not None
+        else services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    )
+    ids = list(assignment.prompt.completions.order_by("position").values_list("pk", flat=True))
+    groups = [[ids[i] for i in group] for group in (order or [[i] for i in range(len(ids))])]
+    return services.submit_ranking(
+        assignment=assignment,
+        order=groups,
+        ratings={cid: {c: 4 for c in dataset.criteria} for cid in ids},
+        flags={},
+        request_id=uuid.uuid4(),
+        seconds_spent=5,
+        strength="better" if len(ids) == 2 else "",
+    )
+
+
+def pull(client, dataset, endpoint="comparisons", **params):
+    response = client.get(reverse(f"labeling-api:{endpoint}", args=[dataset.slug]), params)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/jsonl"
+    body = b"".join(response.streaming_content)
+    rows = [json.loads(line) for line in body.decode().splitlines()]
+    return rows, response["X-PrefLab-Cursor"]
+
+
+def test_trl_rows_follow_the_ranking(client, dataset, labeler):
+    prompt = make_prompt(dataset, completions=3)
+    rank(dataset, labeler, order=[[2], [0], [1]])
+    rows, cursor = pull(client, dataset, format="trl")
+    texts = {c.position: c.text for c in prompt.completions.all()}
+    assert sorted((r["chosen"], r["rejected"]) for r in rows) == sorted(
+        [(texts[2], texts[0]), (texts[2], texts[1]), (texts[0], texts[1])]
+    )
+    assert all(r["prompt"] == prompt.messages[0]["content"] for r in rows)
+    assert cursor == str(Comparison.objects.order_by("pk").last().pk)
+
+
+@pytest.mark.parametrize("format", ["trl-conversational", "hh", "openai"])
+def test_conversational_formats(client, dataset, labeler, format):
+    prompt = PromptFactory(dataset=dataset, messages=CONVERSATION)
+    for position, text in enumerate(["Red", "No"]):
+        prompt.completions.create(external_id=str(position), text=text, position=position)
+    rank(dataset, labeler, order=[[0], [1]])
+    [row], _ = pull(client, dataset, format=format)
+    assert row == exports.comparison_row(format, CONVERSATION, "Red", "No")
+
+
+def test_trl_refuses_multi_turn_unless_rendered_as_text(client, dataset, labeler):
+    prompt = PromptFactory(dataset=dataset, messages=CONVERSATION)
+    for position, text in enumerate(["Red", "No"]):
+        prompt.completions.create(external_id=str(position), text=text, position=position)
+    rank(dataset, labeler, order=[[0], [1]])
+    response = client.get(
+        reverse("labeling-api:comparisons", args=[dataset.slug]), {"format": "trl"}
+    )
+    assert response.status_code == 400
+    assert "trl-conversational" in response.json()["format"][0]
+    [row], _ = pull(client, dataset, format="trl", render="text")
+    assert row == exports.trl_text_row(CONVERSATION, "Red", "No")
+
+
+def test_include_ids_traces_each_row_to_its_ranking(client, dataset, labeler):
+    prompt = make_prompt(dataset, completions=2)
+    ranking = rank(dataset, labeler, order=[[1], [0]])
+    [row], _ = pull(client, dataset, include_ids="true")
+    comparison = Comparison.objects.get()
+    assert row["ids"] == {
+        "comparison": comparison.pk,
+        "ranking": ranking.pk,
+        "prompt": prompt.pk,
+        "chosen": comparison.chosen_id,
+        "rejected": comparison.rejected_id,
+        "chosen_external": "c1",
+        "rejected_external": "c0",
+    }
+    assert (row["margin"], row["strength"]) == (1, "better")
+
+
+def test_filters_gold_margin_and_labeler(client, dataset, labeler, other_labeler):
+    dataset.labels_per_prompt = 2
+    dataset.save()
+    make_prompt(dataset, completions=3)
+    gold = make_prompt(dataset, completions=3, is_gold=True, gold_order=[["c0"], ["c1"], ["c2"]])
+    rank(dataset, labeler, prompt=gold)
+    rank(dataset, labeler)
+    rank(dataset, other_labeler)
+    assert len(pull(client, dataset)[0]) == 6
+    assert len(pull(client, dataset, exclude_gold="false")[0]) == 9
+    assert len(pull(client, dataset, min_margin=2)[0]) == 2
+    assert len(pull(client, dataset, labeler=pseudonym(other_labeler.pk))[0]) == 3
+
+
+def test_rankings_export_uses_pseudonyms_never_usernames(client, dataset, labeler):
+    make_prompt(dataset, completions=3)
+    ranking = rank(dataset, labeler, order=[[1, 2], [0]])
+    response = client.get(
+        reverse("labeling-api:rankings", args=[dataset.slug]), {"include_ids": "true"}
+    )
+    body = b"".join(response.streaming_content).decode()
+    assert labeler.username not in body
+    [row] = [json.loads(line) for line in body.splitlines()]
+    assert row["labeler"] == pseudonym(labeler.pk) == pseudonym(labeler.pk)
+    assert row["order"] == ranking.order
+    assert len(row["completions"]) == 3
+    assert row["ids"]["ranking"] == ranking.pk
+    assert row["guidelines_version"] == 1
+
+
+def test_incremental_pulls_return_each_row_once(client, dataset, labeler, other_labeler):
+    dataset.labels_per_prompt = 2
+    dataset.save()
+    for _ in range(3):
+        make_prompt(dataset, completions=3)
+    rank(dataset, labeler)
+    first, cursor = pull(client, dataset, include_ids="true")
+    rank(dataset, labeler)
+    rank(dataset, other_labeler)
+    second, cursor2 = pull(client, dataset, include_ids="true", since=cursor)
+    third, cursor3 = pull(client, dataset, include_ids="true", since=cursor2)
+    ids = [r["ids"]["comparison"] for r in first + second]
+    assert len(ids) == len(set(ids)) == Comparison.objects.count() == 9
+    assert (third, cursor3) == ([], cursor2)
+
+
+def test_submissions_during_a_streamed_export_come_in_the_next_pull(
+    client, dataset, labeler, monkeypatch
+):
+    monkeypatch.setattr(exports, "CHUNK_SIZE", 2)
+    dataset.labels_per_prompt = 1
+    dataset.save()
+    for _ in range(4):
+        make_prompt(dataset, completions=3)
+    rank(dataset, labeler)
+    rank(dataset, labeler)
+    response = client.get(
+        reverse("labeling-api:comparisons", args=[dataset.slug]), {"include_ids": "true"}
+    )
+    stream = iter(response.streaming_content)
+    started = [next(stream)]
+    rank(dataset, labeler)  # while the export is half read
+    rows = [json.loads(line) for line in b"".join(started + list(stream)).decode().splitlines()]
+    later, _ = pull(client, dataset, include_ids="true", since=response["X-PrefLab-Cursor"])
+    ids = [r["ids"]["comparison"] for r in rows + later]
+    assert (len(rows), len(later)) == (6, 3)
+    assert sorted(ids) == sorted(Comparison.objects.values_list("pk", flat=True))
+
+
+def test_gzip_when_the_client_accepts_it(client, dataset, labeler):
+    make_prompt(dataset, completions=3)
+    rank(dataset, labeler)
+    response = client.get(
+        reverse("labeling-api:comparisons", args=[dataset.slug]), HTTP_ACCEPT_ENCODING="gzip, br"
+    )
+    assert response["Content-Encoding"] == "gzip"
+    lines = gzip.decompress(b"".join(response.streaming_content)).decode().splitlines()
+    assert len(lines) == 3
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "hint"),
+    [
+        ({"format": "xml"}, "format", "trl, trl-conversational, hh, openai"),
+        ({"since": "abc"}, "since", "X-PrefLab-Cursor"),
+        ({"since": "-5"}, "since", "X-PrefLab-Cursor"),
+        ({"min_margin": "x"}, "min_margin", "whole number"),
+        ({"exclude_gold": "maybe"}, "exclude_gold", "true or false"),
+        ({"labeler": "lab-nobody"}, "labeler", "pseudonymous"),
+    ],
+)
+def test_bad_parameters_are_400_listing_what_is_accepted(client, dataset, params, field, hint):
+    response = client.get(reverse("labeling-api:comparisons", args=[dataset.slug]), params)
+    assert response.status_code == 400
+    assert hint in str(response.json()[field])
+
+
+def test_rankings_endpoint_lists_its_format(client, dataset):
+    response = client.get(reverse("labeling-api:rankings", args=[dataset.slug]), {"format": "hh"})
+    assert response.status_code == 400
+    assert "rankings" in response.json()["format"][0]
+
+
+def test_export_reads_a_fixed_number_of_queries_per_chunk(
+    client, dataset, django_assert_max_num_queries
+):
+    dataset.labels_per_prompt = 3
+    dataset.save()
+    for _ in range(10):
+        make_prompt(dataset, completions=4)
+    for user in UserFactory.create_batch(3):
+        for _ in range(10):
+            rank(dataset, user)
+    with django_assert_max_num_queries(12):
+        rows, _ = pull(client, dataset)
+    assert len(rows) == 10 * 3 * 6
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_cursor_never_passes_a_submission_still_in_flight(staff):
+    """A submission that took a lower id but commits after a later one is not skipped."""
+    dataset = DatasetFactory(labels_per_prompt=1)
+    for _ in range(3):
+        make_prompt(dataset, completions=3)
+    slow, fast = UserFactory(), UserFactory()
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_submit() -> None:
+        try:
+            with transaction.atomic():
+                rank(dataset, slow)
+                holding.set()
+                release.wait(30)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def fast_submit() -> None:
+        try:
+            rank(dataset, fast)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    seen: dict[str, object] = {}
+
+    def export() -> None:
+        # What a pull would stream: the rows at or below its cursor that it can read then.
+        try:
+            cursor = services.export_cursor(dataset=dataset, model=Comparison)
+            seen["cursor"] = cursor
+            seen["rows"] = set(
+                Comparison.objects.filter(pk__lte=cursor).values_list("pk", flat=True)
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=f) for f in (slow_submit, fast_submit, export)]
+    threads[0].start()
+    assert holding.wait(30)
+    # Without the lock, the fast submission commits and the export runs while the slow one, with
+    # the lower ids, is still open; with it, both wait. The joins only give them the chance.
+    for thread in threads[1:]:
+        thread.start()
+        thread.join(1)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert Ranking.objects.count() == 2
+    # Nothing at or below the cursor may show up after the pull: the next pull would miss it.
+    committed = set(Comparison.objects.filter(pk__lte=seen["cursor"]).values_list("pk", flat=True))
+    assert committed == seen["rows"]
