@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-postgres lint format migrate demo browser-deps bench clean
+worker: migrate
+	$(BIN)/celery -A config worker --loglevel=INFO
+
+.PHONY: worker run test test-postgres lint format migrate demo browser-deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +24,11 @@ migrate: $(STAMP)
 demo: migrate
 	$(BIN)/python manage.py load_demo
 
+# The web server and a Celery worker; stopping one (Ctrl-C) stops both.
 run: demo
-	@echo "PrefLab on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
+	@echo "PrefLab on http://$(HOST):$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
+	@trap 'kill 0' EXIT INT TERM; \
+	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 & \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Debian's Chromium and its driver, for the real-browser test; skipped when not root.

@@ -12,10 +12,9 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import generics, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.exceptions import ValidationError as ApiValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -154,15 +153,14 @@ def import_detail(request: Request, import_id: int) -> Response:
 # --- Prompts ---------------------------------------------------------------------------------
 
 
-@extend_schema(responses=PromptSerializer(many=True), summary="Prompts with their completions")
-@api_view(["GET"])
-@permission_classes([IsStaffOrService])
-def prompt_list(request: Request, slug: str) -> Response:
-    dataset = get_object_or_404(Dataset, slug=slug)
-    prompts = Prompt.objects.filter(dataset=dataset).order_by("pk").prefetch_related("completions")
-    paginator = PageNumberPagination()
-    page = paginator.paginate_queryset(prompts, request)
-    return paginator.get_paginated_response(PromptSerializer(page, many=True).data)
+@extend_schema(summary="Prompts with their completions, paginated")
+class PromptList(generics.ListAPIView):
+    serializer_class = PromptSerializer
+    permission_classes = [IsStaffOrService]
+
+    def get_queryset(self) -> QuerySet[Prompt]:
+        dataset = get_object_or_404(Dataset, slug=self.kwargs["slug"])
+        return dataset.prompts.order_by("pk").prefetch_related("completions")
 
 
 # --- Labeling --------------------------------------------------------------------------------
