@@ -6,9 +6,6 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-worker: migrate
-	$(BIN)/celery -A config worker --loglevel=INFO
-
 .PHONY: worker run test test-postgres lint format migrate demo browser-deps bench clean
 
 $(STAMP): pyproject.toml
@@ -30,6 +27,9 @@ run: demo
 	@trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 & \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+worker: migrate
+	$(BIN)/celery -A config worker --loglevel=INFO
 
 # Debian's Chromium and its driver, for the real-browser test; skipped when not root.
 browser-deps:
