@@ -63,6 +63,56 @@ def is_multi_turn(messages: Messages) -> bool:
     return len(messages) > 1
 
 
+# JSON string escaping works character by character, so encoded pieces can be joined: the
+# streaming path encodes each prompt and completion text once per chunk, then builds its lines
+# from those pieces. `comparison_row` stays the readable definition; a test pins the two equal.
+encode = json.encoder.encode_basestring  # type: ignore[attr-defined]
+ASSISTANT_TURN = encode("\n\nAssistant: ")[1:-1]
+
+
+class EncodedPrompt:
+    """The JSON pieces of one prompt that every format's lines are made of."""
+
+    def __init__(self, messages: Messages) -> None:
+        self.messages = json.dumps(messages, ensure_ascii=False)
+        self.last = encode(messages[-1]["content"])
+        self.dialogue = encode(render_hh_dialogue(messages))
+        self.text_prompt = encode(render_hh_dialogue(messages) + "\n\nAssistant:")
+        self.multi_turn = is_multi_turn(messages)
+
+
+def assistant_json(text: str) -> str:
+    return f'[{{"role": "assistant", "content": {text}}}]'
+
+
+def comparison_line(
+    format: str, prompt: EncodedPrompt, chosen: str, rejected: str, render_text: bool = False
+) -> str:
+    """`comparison_row` as a JSON line, from already encoded pieces (`chosen`, `rejected`)."""
+    if format == "trl":
+        if render_text and prompt.multi_turn:
+            return (
+                f'{{"prompt": {prompt.text_prompt}, "chosen": "{" " + chosen[1:]}, '
+                f'"rejected": "{" " + rejected[1:]}}}'
+            )
+        return f'{{"prompt": {prompt.last}, "chosen": {chosen}, "rejected": {rejected}}}'
+    if format == "trl-conversational":
+        return (
+            f'{{"prompt": {prompt.messages}, "chosen": {assistant_json(chosen)}, '
+            f'"rejected": {assistant_json(rejected)}}}'
+        )
+    if format == "hh":
+        head = prompt.dialogue[:-1] + ASSISTANT_TURN
+        return f'{{"chosen": {head}{chosen[1:]}, "rejected": {head}{rejected[1:]}}}'
+    if format == "openai":
+        return (
+            f'{{"input": {{"messages": {prompt.messages}}}, '
+            f'"preferred_output": {assistant_json(chosen)}, '
+            f'"non_preferred_output": {assistant_json(rejected)}}}'
+        )
+    raise ValueError(f"unknown comparison format {format!r}")
+
+
 def comparison_lines(
     comparisons: QuerySet[Comparison],
     *,
@@ -77,25 +127,31 @@ def comparison_lines(
         comparisons.filter(pk__gt=last).order_by("pk").values_list(*columns)[:CHUNK_SIZE]
     ):
         last = chunk[-1][0]
-        prompts = dict(
-            Prompt.objects.filter(pk__in={row[2] for row in chunk}).values_list("pk", "messages")
-        )
+        prompts = {
+            pk: EncodedPrompt(messages)
+            for pk, messages in Prompt.objects.filter(pk__in={row[2] for row in chunk})
+            .order_by()
+            .values_list("pk", "messages")
+        }
         completions = {
-            pk: (external_id, text)
+            pk: (external_id, encode(text))
             for pk, external_id, text in Completion.objects.filter(
                 pk__in={cid for row in chunk for cid in (row[3], row[4])}
-            ).values_list("pk", "external_id", "text")
+            )
+            .order_by()
+            .values_list("pk", "external_id", "text")
         }
         lines = []
         for pk, ranking_id, prompt_id, chosen_id, rejected_id, margin, strength in chunk:
-            messages = prompts[prompt_id]
-            chosen, rejected = completions[chosen_id][1], completions[rejected_id][1]
-            if format == "trl" and render_text and is_multi_turn(messages):
-                row: dict[str, Any] = trl_text_row(messages, chosen, rejected)
-            else:
-                row = comparison_row(format, messages, chosen, rejected)
+            line = comparison_line(
+                format,
+                prompts[prompt_id],
+                completions[chosen_id][1],
+                completions[rejected_id][1],
+                render_text,
+            )
             if include_ids:
-                row["ids"] = {
+                ids = {
                     "comparison": pk,
                     "ranking": ranking_id,
                     "prompt": prompt_id,
@@ -104,54 +160,89 @@ def comparison_lines(
                     "chosen_external": completions[chosen_id][0],
                     "rejected_external": completions[rejected_id][0],
                 }
-                row["margin"] = margin
-                if strength:
-                    row["strength"] = strength
-            lines.append(json.dumps(row, ensure_ascii=False))
+                extra = {"ids": ids, "margin": margin} | (
+                    {"strength": strength} if strength else {}
+                )
+                line = line[:-1] + ", " + json.dumps(extra, ensure_ascii=False)[1:]
+            lines.append(line)
         yield ("\n".join(lines) + "\n").encode()
 
 
 def ranking_lines(rankings: QuerySet[Ranking], *, include_ids: bool) -> Iterator[bytes]:
     """One JSON line per ranking: every completion, the order with ties, ratings, flags."""
+    columns = (
+        "pk",
+        "prompt_id",
+        "labeler_id",
+        "order",
+        "ratings",
+        "flags",
+        "all_unacceptable",
+        "rationale",
+        "seconds_spent",
+        "guidelines_version",
+        "created_at",
+    )
+    pseudonyms: dict[int, str] = {}
     last = 0
     while chunk := list(
-        rankings.filter(pk__gt=last)
-        .order_by("pk")
-        .select_related("prompt")
-        .prefetch_related("prompt__completions")[: CHUNK_SIZE // 5]
+        rankings.filter(pk__gt=last).order_by("pk").values_list(*columns)[: CHUNK_SIZE // 5]
     ):
-        last = chunk[-1].pk
+        last = chunk[-1][0]
+        prompt_ids = {row[1] for row in chunk}
+        prompts = {
+            pk: (external_id, json.dumps(messages, ensure_ascii=False))
+            for pk, external_id, messages in Prompt.objects.filter(pk__in=prompt_ids)
+            .order_by()
+            .values_list("pk", "external_id", "messages")
+        }
+        completions: dict[int, list[dict[str, Any]]] = {pk: [] for pk in prompt_ids}
+        for pk, prompt_id, external_id, text, model in (
+            Completion.objects.filter(prompt_id__in=prompt_ids)
+            .order_by("prompt_id", "position")
+            .values_list("pk", "prompt_id", "external_id", "text", "model_name")
+        ):
+            completions[prompt_id].append(
+                {"id": pk, "external_id": external_id, "text": text, "model": model}
+            )
+        encoded = {pk: json.dumps(rows, ensure_ascii=False) for pk, rows in completions.items()}
         lines = []
-        for ranking in chunk:
-            prompt = ranking.prompt
+        for (
+            pk,
+            prompt_id,
+            labeler_id,
+            order,
+            ratings,
+            flags,
+            all_unacceptable,
+            rationale,
+            seconds,
+            guidelines_version,
+            created_at,
+        ) in chunk:
+            if labeler_id not in pseudonyms:
+                pseudonyms[labeler_id] = pseudonym(labeler_id)
             row: dict[str, Any] = {
-                "prompt": prompt.messages,
-                "completions": [
-                    {
-                        "id": c.pk,
-                        "external_id": c.external_id,
-                        "text": c.text,
-                        "model": c.model_name,
-                    }
-                    for c in prompt.completions.all()
-                ],
-                "order": ranking.order,
-                "ratings": ranking.ratings,
-                "flags": ranking.flags,
-                "all_unacceptable": ranking.all_unacceptable,
-                "rationale": ranking.rationale,
-                "seconds_spent": ranking.seconds_spent,
-                "guidelines_version": ranking.guidelines_version,
-                "labeler": pseudonym(ranking.labeler_id),
-                "created_at": ranking.created_at.isoformat(),
+                "order": order,
+                "ratings": ratings,
+                "flags": flags,
+                "all_unacceptable": all_unacceptable,
+                "rationale": rationale,
+                "seconds_spent": seconds,
+                "guidelines_version": guidelines_version,
+                "labeler": pseudonyms[labeler_id],
+                "created_at": created_at.isoformat(),
             }
             if include_ids:
                 row["ids"] = {
-                    "ranking": ranking.pk,
-                    "prompt": prompt.pk,
-                    "prompt_external": prompt.external_id,
+                    "ranking": pk,
+                    "prompt": prompt_id,
+                    "prompt_external": prompts[prompt_id][0],
                 }
-            lines.append(json.dumps(row, ensure_ascii=False))
+            lines.append(
+                f'{{"prompt": {prompts[prompt_id][1]}, "completions": {encoded[prompt_id]}, '
+                + json.dumps(row, ensure_ascii=False)[1:]
+            )
         yield ("\n".join(lines) + "\n").encode()
 
 

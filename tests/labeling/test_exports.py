@@ -332,3 +332,25 @@ def test_cursor_never_passes_a_submission_still_in_flight(staff):
     # Nothing at or below the cursor may show up after the pull: the next pull would miss it.
     committed = set(Comparison.objects.filter(pk__lte=seen["cursor"]).values_list("pk", flat=True))
     assert committed == seen["rows"]
+
+
+TRICKY = [
+    {"role": "system", "content": 'Quote " backslash \\ tab\t'},
+    {"role": "user", "content": "Ünïcödé ✓ and a\nnewline and \u2028 and emoji 🙂"},
+]
+
+
+@pytest.mark.parametrize("format", exports.COMPARISON_FORMATS)
+def test_streamed_lines_equal_the_row_definition(format):
+    prompt = exports.EncodedPrompt(TRICKY)
+    chosen, rejected = 'She said "hi"\\n', "</script> ü\r\n"
+    line = exports.comparison_line(format, prompt, exports.encode(chosen), exports.encode(rejected))
+    assert json.loads(line) == exports.comparison_row(format, TRICKY, chosen, rejected)
+
+
+def test_streamed_text_rendering_equals_the_row_definition():
+    prompt = exports.EncodedPrompt(TRICKY)
+    line = exports.comparison_line(
+        "trl", prompt, exports.encode('a"b'), exports.encode("c"), render_text=True
+    )
+    assert json.loads(line) == exports.trl_text_row(TRICKY, 'a"b', "c")
