@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "labeling",
+    "rewards",
 ]
 
 MIDDLEWARE = [
@@ -156,6 +157,11 @@ PREFLAB_PSEUDONYM_KEY = env_str("PREFLAB_PSEUDONYM_KEY", SECRET_KEY)
 # Uploads above this size are streamed to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+
+# Reward models
+# A running training run whose worker has not reported for this long is marked failed.
+PREFLAB_RUN_STALE_SECONDS = env_int("PREFLAB_RUN_STALE_SECONDS", 120)
+PREFLAB_SCORE_BATCH_MAX = 1000
 
 # REST API
 REST_FRAMEWORK = {

@@ -50,3 +50,11 @@ def dataset(db: None) -> Any:
 @pytest.fixture
 def prompt(dataset: Any) -> Any:
     return make_prompt(dataset, completions=3)
+
+
+def use_broker(url: str, **transport_options: str) -> None:
+    """Point the Celery app at another broker, dropping connections made for the previous one."""
+    from config.celery import app
+
+    app.conf.update(broker_url=url, broker_transport_options=transport_options)
+    app.close()

@@ -20,7 +20,9 @@ from tests.factories import DatasetFactory, UserFactory
 SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
 
 
-@pytest.mark.skipif(not SHARED_HH.exists(), reason="../shared/data/hh_harmless_dev.jsonl.gz is absent")
+@pytest.mark.skipif(
+    not SHARED_HH.exists(), reason="../shared/data/hh_harmless_dev.jsonl.gz is absent"
+)
 def test_hh_export_gives_back_the_original_pairs(staff):
     dataset = DatasetFactory(labels_per_prompt=1, criteria=[])
     with SHARED_HH.open("rb") as stream:
@@ -30,14 +32,18 @@ def test_hh_export_gives_back_the_original_pairs(staff):
         prompt_id: metadata["hh_preferred"]
         for prompt_id, metadata in dataset.prompts.values_list("pk", "metadata")
     }
-    external = dict(Completion.objects.filter(prompt__dataset=dataset).values_list("pk", "external_id"))
+    external = dict(
+        Completion.objects.filter(prompt__dataset=dataset).values_list("pk", "external_id")
+    )
 
     labeler = APIClient()
     labeler.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=UserFactory()).key}")
     next_url = reverse("labeling-api:next-task", args=[dataset.slug])
     while (response := labeler.post(next_url)).status_code == 200:
         task = response.json()
-        prompt_id = Assignment.objects.values_list("prompt_id", flat=True).get(pk=task["assignment"])
+        prompt_id = Assignment.objects.values_list("prompt_id", flat=True).get(
+            pk=task["assignment"]
+        )
         ids = [c["id"] for c in task["completions"]]
         order = sorted(ids, key=lambda cid: external[cid] != preferred[prompt_id])
         body = {
@@ -52,7 +58,9 @@ def test_hh_export_gives_back_the_original_pairs(staff):
 
     exporter = APIClient()
     exporter.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
-    export = exporter.get(reverse("labeling-api:comparisons", args=[dataset.slug]), {"format": "hh"})
+    export = exporter.get(
+        reverse("labeling-api:comparisons", args=[dataset.slug]), {"format": "hh"}
+    )
     rows = [json.loads(line) for line in b"".join(export.streaming_content).decode().splitlines()]
 
     with gzip.open(SHARED_HH, "rt", encoding="utf-8") as lines:
@@ -63,4 +71,3 @@ def test_hh_export_gives_back_the_original_pairs(staff):
     )
     assert len(skipped) == 2
     assert Counter((row["chosen"], row["rejected"]) for row in rows) == expected
-

@@ -29,7 +29,9 @@ def client_for(user) -> APIClient:
 
 
 def check(spec, response) -> None:
-    spec.validate_response(DjangoOpenAPIRequest(response.wsgi_request), DjangoOpenAPIResponse(response))
+    spec.validate_response(
+        DjangoOpenAPIRequest(response.wsgi_request), DjangoOpenAPIResponse(response)
+    )
 
 
 def test_schema_and_docs_are_served(client, db):
@@ -43,9 +45,13 @@ def test_staff_responses_match_the_schema(spec, staff, dataset):
     client = client_for(staff)
     for response in [
         client.get(reverse("labeling-api:datasets")),
-        client.post(reverse("labeling-api:datasets"), {"slug": "made", "name": "Made"}, format="json"),
+        client.post(
+            reverse("labeling-api:datasets"), {"slug": "made", "name": "Made"}, format="json"
+        ),
         client.get(reverse("labeling-api:dataset", args=[dataset.slug])),
-        client.patch(reverse("labeling-api:dataset", args=[dataset.slug]), {"gold_rate": 0.1}, format="json"),
+        client.patch(
+            reverse("labeling-api:dataset", args=[dataset.slug]), {"gold_rate": 0.1}, format="json"
+        ),
         client.get(reverse("labeling-api:prompts", args=[dataset.slug])),
         client.get(reverse("labeling-api:import", args=[job.pk])),
     ]:
@@ -66,7 +72,9 @@ def test_labeling_responses_match_the_schema(spec, labeler, dataset):
         "seconds_spent": 4,
         "strength": "slightly",
     }
-    ranking = client.post(reverse("labeling-api:ranking", args=[task.json()["assignment"]]), body, format="json")
+    ranking = client.post(
+        reverse("labeling-api:ranking", args=[task.json()["assignment"]]), body, format="json"
+    )
     assert ranking.status_code == 201
     check(spec, ranking)
     check(spec, client.post(reverse("labeling-api:next-task", args=[dataset.slug])))
@@ -76,5 +84,7 @@ def test_skip_and_error_responses_match_the_schema(spec, labeler, dataset):
     make_prompt(dataset, completions=2)
     client = client_for(labeler)
     assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
-    skip = client.post(reverse("labeling-api:skip", args=[assignment.pk]), {"reason": "unsure"}, format="json")
+    skip = client.post(
+        reverse("labeling-api:skip", args=[assignment.pk]), {"reason": "unsure"}, format="json"
+    )
     check(spec, skip)

@@ -15,11 +15,12 @@ from rest_framework.test import APIClient
 
 from config.celery import app
 from labeling.models import ImportJob, Prompt
+from tests.conftest import use_broker
 
 
 @pytest.fixture
 def worker():
-    app.conf.update(broker_url="memory://", broker_transport_options={})
+    use_broker("memory://")
     with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
         yield app
 

@@ -1,0 +1,93 @@
+"""REST API of reward models: list, card, scoring and artifact download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from labeling.permissions import IsStaff, IsStaffOrService
+from rewards import artifacts, features
+from rewards.models import RewardModel
+from rewards.serializers import (
+    RewardModelSerializer,
+    ScoreRequestSerializer,
+    ScoreResponseSerializer,
+)
+from rewards.views import artifact_response
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("dataset", str, description="Only models trained on this dataset."),
+        OpenApiParameter("active", bool, description="Only active models."),
+    ],
+    summary="Reward models, newest first",
+)
+class RewardModelList(generics.ListAPIView):
+    serializer_class = RewardModelSerializer
+    permission_classes = [IsStaffOrService]
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        models = RewardModel.objects.prefetch_related("datasets")
+        if dataset := self.request.query_params.get("dataset"):
+            models = models.filter(datasets__slug=dataset)
+        if self.request.query_params.get("active") in ("true", "1"):
+            models = models.filter(is_active=True)
+        return models
+
+
+@extend_schema(responses=RewardModelSerializer, summary="A reward model and its model card")
+@api_view(["GET"])
+@permission_classes([IsStaffOrService])
+def reward_model_detail(request: Request, version: int) -> Response:
+    model = get_object_or_404(RewardModel.objects.prefetch_related("datasets"), version=version)
+    return Response(RewardModelSerializer(model).data)
+
+
+@extend_schema(
+    request=ScoreRequestSerializer,
+    responses=ScoreResponseSerializer,
+    summary=f"Score up to {settings.PREFLAB_SCORE_BATCH_MAX} (prompt, completion) pairs",
+)
+@api_view(["POST"])
+@permission_classes([IsStaffOrService])
+def score(request: Request, version: int) -> Response:
+    model = get_object_or_404(RewardModel, version=version)
+    serializer = ScoreRequestSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    items = [(item["prompt"], item["completion"]) for item in serializer.validated_data["items"]]
+    estimator = artifacts.load_model(Path(settings.MEDIA_ROOT) / model.directory)
+    config = features.FeatureConfig.from_dict(model.card["config"]["features"])
+    rewards = artifacts.score(estimator, items, config)
+    return Response({"model": model.version, "rewards": [float(r) for r in rewards]})
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "format", str, enum=list(artifacts.FILES), description="Which file (default onnx)."
+        )
+    ],
+    responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY)},
+    summary="Download a reward model file (staff)",
+)
+@api_view(["GET"])
+@permission_classes([IsStaff])
+def artifact(request: Request, version: int) -> FileResponse:
+    model = get_object_or_404(RewardModel, version=version)
+    kind = request.query_params.get("format", "onnx")
+    if kind not in artifacts.FILES:
+        raise ValidationError(
+            {"format": [f"Unknown format {kind!r}; use one of {', '.join(artifacts.FILES)}."]}
+        )
+    return artifact_response(model, kind)

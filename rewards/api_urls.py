@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from rewards import api
+
+app_name = "rewards-api"
+urlpatterns = [
+    path("reward-models/", api.RewardModelList.as_view(), name="models"),
+    path("reward-models/<int:version>/", api.reward_model_detail, name="model"),
+    path("reward-models/<int:version>/score", api.score, name="score"),
+    path("reward-models/<int:version>/artifact", api.artifact, name="artifact"),
+]

@@ -1,0 +1,115 @@
+"""Reward model files: skops (never pickle), ONNX, the featurizer's source and a model card.
+
+A model is a linear map over the features of `rewards.features`, stored as a scikit-learn
+LinearRegression without intercept, so one estimator serves the skops file, the ONNX graph
+(skl2onnx) and the Python scorer. The featurizer ships beside the ONNX file as `featurizer.py`
+(the very module PrefLab uses, which needs only numpy, scipy and scikit-learn) with its
+configuration in the model card, so raw text can be scored without PrefLab.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import skops.io
+from scipy import sparse
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.linear_model import LinearRegression
+
+from rewards import features
+
+FORMAT_VERSION = 1
+FILES = {
+    "skops": "model.skops",
+    "onnx": "model.onnx",
+    "featurizer": "featurizer.py",
+    "card": "model_card.json",
+}
+TRUSTED_TYPES = ["sklearn.linear_model._base.LinearRegression"]
+
+
+def linear_model(weights: np.ndarray) -> LinearRegression:
+    model = LinearRegression(fit_intercept=False)
+    model.coef_ = np.asarray(weights, dtype=np.float64)
+    model.intercept_ = 0.0
+    model.n_features_in_ = len(weights)
+    return model
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_model(model: LinearRegression) -> onnx.ModelProto:
+    width = model.n_features_in_
+    return convert_sklearn(
+        model,
+        initial_types=[("features", FloatTensorType([None, width]))],
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+
+
+def write_artifacts(
+    directory: Path, *, weights: np.ndarray, card: dict[str, Any]
+) -> dict[str, Any]:
+    """Write the four files into `directory`, which must not exist yet, all or nothing.
+
+    Everything goes into a temporary folder beside it that is renamed at the end, so a failure
+    leaves no files and a reader never sees half a model. Returns name, sha256 and size per file.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        model = linear_model(weights)
+        skops.io.dump(model, staging / FILES["skops"])
+        onnx.save_model(onnx_model(model), str(staging / FILES["onnx"]))
+        shutil.copyfile(features.__file__, staging / FILES["featurizer"])
+        card_path = staging / FILES["card"]
+        card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
+        files = {
+            kind: {
+                "name": name,
+                "sha256": sha256(staging / name),
+                "bytes": (staging / name).stat().st_size,
+            }
+            for kind, name in FILES.items()
+        }
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return files
+
+
+def load_model(directory: Path) -> LinearRegression:
+    """Load the skops file, refusing any type but the linear model it should hold."""
+    path = directory / FILES["skops"]
+    untrusted = set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES)
+    if untrusted:
+        raise ValueError(f"{path} holds unexpected types: {sorted(untrusted)}")
+    model = skops.io.load(path, trusted=TRUSTED_TYPES)
+    if not isinstance(model, LinearRegression):
+        raise ValueError(f"{path} does not hold a linear model")
+    return model
+
+
+def score(
+    model: LinearRegression,
+    items: list[tuple[list[features.Message], str]],
+    config: features.FeatureConfig,
+) -> np.ndarray:
+    matrix: sparse.csr_matrix = features.featurize(items, config)
+    return np.asarray(matrix @ model.coef_, dtype=np.float64)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from labeling.serializers import MessageSerializer
+from rewards.models import RewardModel
+
+
+class RewardModelSerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(source="version", help_text="The model's version number.")
+    datasets = serializers.SlugRelatedField(  # type: ignore[var-annotated]
+        slug_field="slug", many=True, read_only=True
+    )
+    card = serializers.JSONField()
+    files = serializers.JSONField()
+
+    class Meta:
+        model = RewardModel
+        fields = ["id", "run", "datasets", "is_active", "created_at", "files", "card"]
+        read_only_fields = fields
+
+
+class ScoreItemSerializer(serializers.Serializer):
+    prompt = serializers.JSONField(
+        help_text='A user message as a string, or the conversation: [{"role", "content"}, ...].'
+    )
+    completion = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+    def validate_prompt(self, value: object) -> list[dict[str, str]]:
+        if isinstance(value, str):
+            return [{"role": "user", "content": value}]
+        messages = MessageSerializer(data=value, many=True)
+        if not isinstance(value, list) or not value or not messages.is_valid():
+            raise serializers.ValidationError(
+                'Must be a string or a non-empty list of {"role", "content"} messages.'
+            )
+        return [dict(message) for message in messages.validated_data]
+
+
+class ScoreRequestSerializer(serializers.Serializer):
+    items = ScoreItemSerializer(  # type: ignore[call-arg]
+        many=True, allow_empty=False, max_length=settings.PREFLAB_SCORE_BATCH_MAX
+    )
+
+
+class ScoreResponseSerializer(serializers.Serializer):
+    model = serializers.IntegerField(help_text="The version that scored.")
+    rewards = serializers.ListField(child=serializers.FloatField())

@@ -1,0 +1,440 @@
+"""Training runs: start, run (in a worker), reclaim when a worker dies, retry; reward models."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import shutil
+from array import array
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import scipy
+import skl2onnx
+import sklearn
+import skops
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+from scipy import sparse
+
+from labeling.models import Comparison, Completion, Dataset, Prompt
+from rewards import artifacts, features, fitting
+from rewards.evaluation import labeler_agreement
+from rewards.models import RewardModel, TrainingRun
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 20_000
+DEFAULT_HELD_OUT_SHARE = 0.2
+LEARNING_CURVE_SHARES = (0.1, 0.3, 1.0)
+# Where each stage starts and ends on the run's progress bar.
+STAGES = {
+    "loading": (0.0, 0.1),
+    "featurizing": (0.1, 0.35),
+    "fitting": (0.35, 0.8),
+    "evaluating": (0.8, 0.95),
+    "exporting": (0.95, 1.0),
+}
+
+
+def run_config(data: dict[str, Any]) -> dict[str, Any]:
+    """Validate a run's options and fill in the defaults; a ValidationError names the field."""
+    known = {"features", "fit", "held_out_share", "seed"}
+    unknown = set(data) - known
+    if unknown:
+        raise ValidationError(
+            {"config": f"Unknown options {sorted(unknown)}; use {sorted(known)}."}
+        )
+    try:
+        feature_config = features.FeatureConfig.from_dict(data.get("features") or {})
+    except (TypeError, ValueError) as error:
+        raise ValidationError({"features": str(error)}) from None
+    try:
+        fit_config = fitting.FitConfig.from_dict(data.get("fit") or {})
+    except (TypeError, ValueError) as error:
+        raise ValidationError({"fit": str(error)}) from None
+    share = data.get("held_out_share", DEFAULT_HELD_OUT_SHARE)
+    if not isinstance(share, int | float) or not 0 < share < 1:
+        raise ValidationError({"held_out_share": "Must be a number between 0 and 1."})
+    seed = data.get("seed", 0)
+    if type(seed) is not int or seed < 0:
+        raise ValidationError({"seed": "Must be a whole number, 0 or more."})
+    return {
+        "features": feature_config.to_dict(),
+        "fit": fit_config.to_dict(),
+        "held_out_share": float(share),
+        "seed": seed,
+    }
+
+
+def start_training_run(
+    *,
+    datasets: list[Dataset],
+    config: dict[str, Any] | None = None,
+    user: User | None = None,
+    retry_of: TrainingRun | None = None,
+    enqueue: bool = True,
+) -> TrainingRun:
+    """Create a queued run and, after commit, hand it to a worker (unless `enqueue` is False)."""
+    if not datasets:
+        raise ValidationError({"datasets": "Choose at least one dataset."})
+    from rewards.tasks import train_reward_model
+
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            config=run_config(config or {}), created_by=user, retry_of=retry_of
+        )
+        run.datasets.set(datasets)
+        if enqueue:
+            run.task_id = f"train-{run.pk}"
+            run.save(update_fields=["task_id"])
+            transaction.on_commit(
+                lambda: train_reward_model.apply_async((run.pk,), task_id=run.task_id)
+            )
+    return run
+
+
+def retry_training_run(*, run: TrainingRun, user: User | None = None) -> TrainingRun:
+    """A failed run again, as a new run with the same datasets and options."""
+    if run.status != TrainingRun.Status.FAILED:
+        raise ValidationError("Only a failed run can be retried.")
+    return start_training_run(
+        datasets=list(run.datasets.all()), config=run.config, user=user, retry_of=run
+    )
+
+
+def reclaim_stale_runs(*, now: datetime | None = None) -> int:
+    """Mark failed the runs whose worker stopped sending heartbeats (killed, out of memory...)."""
+    now = now or timezone.now()
+    return TrainingRun.objects.stale(now).update(
+        status=TrainingRun.Status.FAILED,
+        finished_at=now,
+        error=(
+            f"The worker stopped reporting for over {settings.PREFLAB_RUN_STALE_SECONDS} seconds "
+            "(killed or out of memory?). Retry the run."
+        ),
+    )
+
+
+class _Reporter:
+    """Writes stage, progress and a heartbeat on the run row; the row is the truth."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.last = 0.0
+
+    def __call__(self, stage: str, share: float = 0.0) -> None:
+        start, end = STAGES[stage]
+        progress = min(1.0, start + (end - start) * max(0.0, min(1.0, share)))
+        now = timezone.now()
+        # Finished runs (e.g. reclaimed as stale) are left alone.
+        TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(
+            stage=stage, progress=progress, heartbeat_at=now
+        )
+
+
+@dataclass
+class TrainingData:
+    comparison_ids: np.ndarray
+    prompts: np.ndarray
+    chosen_rows: np.ndarray
+    rejected_rows: np.ndarray
+    margins: np.ndarray
+    features: sparse.csr_matrix
+    completion_ids: np.ndarray
+
+    @property
+    def ids_sha256(self) -> str:
+        return hashlib.sha256(np.sort(self.comparison_ids).astype("<i8").tobytes()).hexdigest()
+
+
+def load_training_data(
+    *, datasets: list[Dataset], feature_config: features.FeatureConfig, report: Any
+) -> TrainingData:
+    """Stream the comparisons (gold and deactivated labelers left out) in primary key chunks,
+    then featurize each distinct completion once: pairs are rows indices into that matrix."""
+    comparisons = Comparison.objects.filter(
+        dataset__in=datasets, prompt__is_gold=False, labeler__is_active=True
+    )
+    total = comparisons.count()
+    columns: dict[str, array[int]] = {
+        n: array("q") for n in ("pk", "prompt", "chosen", "rejected", "margin")
+    }
+    last = 0
+    while chunk := list(
+        comparisons.filter(pk__gt=last)
+        .order_by("pk")
+        .values_list("pk", "prompt_id", "chosen_id", "rejected_id", "margin")[:CHUNK_SIZE]
+    ):
+        for name, values in zip(columns, zip(*chunk, strict=True), strict=True):
+            columns[name].extend(values)
+        last = chunk[-1][0]
+        report("loading", len(columns["pk"]) / max(total, 1))
+    arrays = {
+        name: np.frombuffer(values, dtype=np.int64) if values else np.zeros(0, np.int64)
+        for name, values in columns.items()
+    }
+    if len(arrays["pk"]) == 0:
+        raise ValidationError("There are no comparisons to train on in these datasets yet.")
+    if len(np.unique(arrays["prompt"])) < 2:
+        raise ValidationError("Training needs comparisons from at least two prompts.")
+
+    completion_ids = np.unique(np.concatenate([arrays["chosen"], arrays["rejected"]]))
+    blocks = []
+    for start in range(0, len(completion_ids), CHUNK_SIZE):
+        ids = completion_ids[start : start + CHUNK_SIZE].tolist()
+        rows = dict(
+            (pk, (prompt_id, text))
+            for pk, prompt_id, text in Completion.objects.filter(pk__in=ids).values_list(
+                "pk", "prompt_id", "text"
+            )
+        )
+        messages = dict(
+            Prompt.objects.filter(pk__in={p for p, _ in rows.values()}).values_list(
+                "pk", "messages"
+            )
+        )
+        items = [(messages[rows[pk][0]], rows[pk][1]) for pk in ids]
+        blocks.append(features.featurize(items, feature_config))
+        report("featurizing", (start + len(ids)) / len(completion_ids))
+    return TrainingData(
+        comparison_ids=arrays["pk"],
+        prompts=arrays["prompt"],
+        chosen_rows=np.searchsorted(completion_ids, arrays["chosen"]),
+        rejected_rows=np.searchsorted(completion_ids, arrays["rejected"]),
+        margins=arrays["margin"],
+        features=sparse.vstack(blocks, format="csr"),
+        completion_ids=completion_ids,
+    )
+
+
+def run_training(*, run_id: int, now: datetime | None = None) -> TrainingRun | None:
+    """Train, evaluate and export the reward model of a queued run, reporting on its row.
+
+    Idempotent: the run is claimed by a conditional update, so a second delivery, a deleted or
+    a finished run return None with a log line. On failure the run is marked failed with the
+    error, any half-written files are removed, and the exception is raised again.
+    """
+    now = now or timezone.now()
+    reclaim_stale_runs(now=now)
+    claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        stage="loading",
+        progress=0.0,
+        error="",
+    )
+    if not claimed:
+        logger.info(
+            "training run %s: not queued (gone, running or finished); nothing to do", run_id
+        )
+        return None
+    run = TrainingRun.objects.get(pk=run_id)
+    try:
+        metrics, model = _train(run, _Reporter(run_id))
+    except Exception as error:
+        message = "; ".join(error.messages) if isinstance(error, ValidationError) else repr(error)
+        TrainingRun.objects.filter(pk=run_id).update(
+            status=TrainingRun.Status.FAILED, error=message, finished_at=timezone.now()
+        )
+        logger.exception("training run %s failed", run_id)
+        raise
+    TrainingRun.objects.filter(pk=run_id).update(
+        status=TrainingRun.Status.SUCCEEDED,
+        stage="done",
+        progress=1.0,
+        metrics=metrics,
+        finished_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+    )
+    activate_reward_model(model=model)
+    return TrainingRun.objects.get(pk=run_id)
+
+
+def _train(run: TrainingRun, report: _Reporter) -> tuple[dict[str, Any], RewardModel]:
+    config = run.config
+    feature_config = features.FeatureConfig.from_dict(config["features"])
+    fit_config = fitting.FitConfig.from_dict(config["fit"])
+    seed = config["seed"]
+    datasets = list(run.datasets.all())
+    report("loading")
+    data = load_training_data(datasets=datasets, feature_config=feature_config, report=report)
+
+    held_out = fitting.group_split(data.prompts, config["held_out_share"], seed)
+    if held_out.all() or not held_out.any():
+        raise ValidationError("Too few prompts to hold some out for evaluation; label more.")
+    train = ~held_out
+    weights = fitting.fit_bradley_terry(
+        data.features,
+        data.chosen_rows[train],
+        data.rejected_rows[train],
+        fit_config,
+        seed,
+        on_progress=lambda share: report("fitting", share),
+    )
+
+    report("evaluating")
+    scores = fitting.rewards(data.features, weights)
+    chosen, rejected = scores[data.chosen_rows], scores[data.rejected_rows]
+    held_out_metrics = fitting.pairwise_metrics(
+        chosen[held_out], rejected[held_out], data.margins[held_out]
+    )
+    train_metrics = fitting.pairwise_metrics(chosen[train], rejected[train], data.margins[train])
+    curve = _learning_curve(
+        data, train, held_out, fit_config, seed, held_out_metrics["accuracy"], report
+    )
+    metrics = {
+        "comparisons": {
+            "total": len(data.comparison_ids),
+            "train": int(train.sum()),
+            "held_out": int(held_out.sum()),
+        },
+        "prompts": {
+            "total": len(np.unique(data.prompts)),
+            "held_out": len(np.unique(data.prompts[held_out])),
+        },
+        "completions": len(data.completion_ids),
+        "train": train_metrics,
+        "held_out": held_out_metrics,
+        "labeler_agreement": labeler_agreement(
+            data.prompts,
+            data.completion_ids[data.chosen_rows],
+            data.completion_ids[data.rejected_rows],
+        ),
+        "learning_curve": curve,
+        "reward_samples": {
+            "chosen": _sample(chosen[held_out], seed),
+            "rejected": _sample(rejected[held_out], seed),
+        },
+    }
+
+    report("exporting")
+    return metrics, _save_reward_model(
+        run, datasets, data, weights, config, metrics, feature_config
+    )
+
+
+def _learning_curve(
+    data: TrainingData,
+    train: np.ndarray,
+    held_out: np.ndarray,
+    fit_config: fitting.FitConfig,
+    seed: int,
+    full_accuracy: float,
+    report: _Reporter,
+) -> list[dict[str, float]]:
+    """Held-out accuracy of models fitted on growing shares of the training prompts."""
+    points = []
+    train_prompts = np.unique(data.prompts[train])
+    shuffled = np.random.default_rng(seed).permutation(train_prompts)
+    for index, share in enumerate(LEARNING_CURVE_SHARES):
+        if share >= 1.0:
+            points.append({"comparisons": int(train.sum()), "accuracy": full_accuracy})
+            continue
+        subset = train & np.isin(data.prompts, shuffled[: max(1, int(len(shuffled) * share))])
+        weights = fitting.fit_bradley_terry(
+            data.features, data.chosen_rows[subset], data.rejected_rows[subset], fit_config, seed
+        )
+        scores = fitting.rewards(data.features, weights)
+        metrics = fitting.pairwise_metrics(
+            scores[data.chosen_rows[held_out]], scores[data.rejected_rows[held_out]]
+        )
+        points.append({"comparisons": int(subset.sum()), "accuracy": metrics["accuracy"]})
+        report("evaluating", (index + 1) / len(LEARNING_CURVE_SHARES))
+    return points
+
+
+def _sample(values: np.ndarray, seed: int, size: int = 2000) -> list[float]:
+    """At most `size` values, for the reward histogram, so the metrics row stays small."""
+    if len(values) > size:
+        values = np.random.default_rng(seed).choice(values, size, replace=False)
+    return [round(float(v), 5) for v in values]
+
+
+def _save_reward_model(
+    run: TrainingRun,
+    datasets: list[Dataset],
+    data: TrainingData,
+    weights: np.ndarray,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    feature_config: features.FeatureConfig,
+) -> RewardModel:
+    directory = f"reward_models/run-{run.pk}"
+    card = {
+        "format_version": artifacts.FORMAT_VERSION,
+        "run": run.pk,
+        "created_at": timezone.now().isoformat(),
+        "datasets": [d.slug for d in datasets],
+        "data": {
+            "comparisons": len(data.comparison_ids),
+            "prompts": metrics["prompts"]["total"],
+            "completions": len(data.completion_ids),
+            "comparison_ids_sha256": data.ids_sha256,
+            "excluded": "gold prompts; labelers whose account is deactivated",
+        },
+        "config": config,
+        "featurizer": features.describe(feature_config),
+        "metrics": {k: v for k, v in metrics.items() if k != "reward_samples"},
+        "libraries": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__,
+            "skops": skops.__version__,
+            "onnx": onnx.__version__,
+            "skl2onnx": skl2onnx.__version__,
+        },
+        "usage": (
+            "reward = model.onnx(featurizer.featurize([(messages, completion)], "
+            "featurizer.FeatureConfig.from_dict(card['config']['features'])).toarray()"
+            ".astype('float32')); P(a beats b) = sigmoid(reward_a - reward_b)"
+        ),
+    }
+    target = Path(settings.MEDIA_ROOT) / directory
+    if target.exists():
+        shutil.rmtree(target)  # left by an earlier attempt of this run that died before its row
+    files = artifacts.write_artifacts(target, weights=weights, card=card)
+    try:
+        for _ in range(5):
+            try:
+                with transaction.atomic():
+                    version = (RewardModel.objects.aggregate(top=Max("version"))["top"] or 0) + 1
+                    model = RewardModel.objects.create(
+                        run=run,
+                        version=version,
+                        directory=directory,
+                        files=files,
+                        card=card | {"version": version},
+                    )
+                    model.datasets.set(datasets)
+                    return model
+            except IntegrityError:
+                continue  # another run took this version number at the same moment
+        raise RuntimeError("could not assign a version number to the reward model")
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+def activate_reward_model(*, model: RewardModel) -> RewardModel:
+    """Make `model` the active one for each of its datasets; others on them are deactivated."""
+    with transaction.atomic():
+        dataset_ids = list(model.datasets.values_list("pk", flat=True))
+        list(Dataset.objects.select_for_update().filter(pk__in=dataset_ids).values_list("pk"))
+        RewardModel.objects.filter(datasets__in=dataset_ids, is_active=True).exclude(
+            pk=model.pk
+        ).update(is_active=False)
+        RewardModel.objects.filter(pk=model.pk).update(is_active=True)
+    model.refresh_from_db()
+    return model

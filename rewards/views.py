@@ -1,0 +1,109 @@
+"""Staff pages: start a training run, watch it, see its metrics and plots, download the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from rewards import plots, services
+from rewards.forms import TrainingRunForm
+from rewards.models import RewardModel, TrainingRun
+
+
+def staff_user(request: HttpRequest) -> User:
+    """The signed-in staff member: `staff_member_required` lets nobody else this far."""
+    return cast(User, request.user)
+
+
+@staff_member_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    services.reclaim_stale_runs()
+    form = TrainingRunForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = services.start_training_run(
+                datasets=list(form.cleaned_data["datasets"]),
+                config=form.config(),
+                user=staff_user(request),
+            )
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            return redirect("rewards:run", run_id=run.pk)
+    runs = TrainingRun.objects.prefetch_related("datasets").select_related("reward_model")[:50]
+    return render(request, "rewards/run_list.html", {"form": form, "runs": runs})
+
+
+@require_GET
+@staff_member_required
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    services.reclaim_stale_runs()
+    run = get_object_or_404(TrainingRun.objects.prefetch_related("datasets"), pk=run_id)
+    model = RewardModel.objects.filter(run=run).first()
+    return render(request, "rewards/run_detail.html", {"run": run, "model": model})
+
+
+@require_POST
+@staff_member_required
+def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(TrainingRun, pk=run_id)
+    try:
+        retry = services.retry_training_run(run=run, user=staff_user(request))
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("rewards:run", run_id=run.pk)
+    return redirect("rewards:run", run_id=retry.pk)
+
+
+@require_GET
+@staff_member_required
+def run_plot(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
+    run = get_object_or_404(TrainingRun, pk=run_id, status=TrainingRun.Status.SUCCEEDED)
+    metrics = run.metrics
+    if name == "reliability":
+        svg = plots.reliability_svg(metrics["held_out"]["reliability"])
+    elif name == "rewards":
+        svg = plots.histogram_svg(metrics["reward_samples"])
+    elif name == "learning-curve":
+        svg = plots.learning_curve_svg(
+            metrics["learning_curve"], metrics["labeler_agreement"]["rate"]
+        )
+    else:
+        raise Http404("No such plot.")
+    return HttpResponse(svg, content_type="image/svg+xml")
+
+
+@require_POST
+@staff_member_required
+def model_activate(request: HttpRequest, version: int) -> HttpResponse:
+    model = get_object_or_404(RewardModel, version=version)
+    services.activate_reward_model(model=model)
+    messages.success(request, f"Reward model v{model.version} is now active for its datasets.")
+    return redirect("rewards:run", run_id=model.run_id)
+
+
+@require_GET
+@staff_member_required
+def model_download(request: HttpRequest, version: int, kind: str) -> FileResponse:
+    model = get_object_or_404(RewardModel, version=version)
+    return artifact_response(model, kind)
+
+
+def artifact_response(model: RewardModel, kind: str) -> FileResponse:
+    if kind not in model.files:
+        raise Http404(f"No such file; use one of {', '.join(model.files)}.")
+    path = Path(settings.MEDIA_ROOT) / model.directory / model.files[kind]["name"]
+    response = FileResponse(
+        path.open("rb"), as_attachment=True, filename=f"reward-model-v{model.version}-{path.name}"
+    )
+    response["X-Checksum-SHA256"] = model.files[kind]["sha256"]
+    return response

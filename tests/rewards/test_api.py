@@ -1,0 +1,187 @@
+"""Reward model endpoints: roles, model card, scoring, downloads; and the staff pages."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from labeling.permissions import SERVICE_GROUP
+from rewards import artifacts, services
+from tests.factories import UserFactory
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def model(trained_on):
+    run = services.start_training_run(datasets=[trained_on], enqueue=False)
+    return services.run_training(run_id=run.pk).reward_model
+
+
+@pytest.fixture
+def api(staff, labeler):
+    service = UserFactory(username="trainer")
+    service.groups.add(Group.objects.create(name=SERVICE_GROUP))
+    return {
+        "staff": client_for(staff),
+        "service": client_for(service),
+        "labeler": client_for(labeler),
+        "anonymous": client_for(None),
+    }
+
+
+def score_body(count: int = 2) -> dict:
+    return {
+        "items": [
+            {
+                "prompt": "How do I boil an egg?",
+                "completion": "Happy to help: here are careful steps.",
+            },
+            {
+                "prompt": [{"role": "user", "content": "How do I boil an egg?"}],
+                "completion": "No. Figure it out yourself, idiot.",
+            },
+        ][:count]
+    }
+
+
+@pytest.mark.parametrize(
+    ("role", "codes"),
+    [
+        ("staff", (200, 200, 200, 200)),
+        ("service", (200, 200, 200, 403)),
+        ("labeler", (403, 403, 403, 403)),
+        ("anonymous", (401, 401, 401, 401)),
+    ],
+)
+def test_role_matrix(api, model, role, codes):
+    client = api[role]
+    responses = (
+        client.get(reverse("rewards-api:models")),
+        client.get(reverse("rewards-api:model", args=[model.version])),
+        client.post(
+            reverse("rewards-api:score", args=[model.version]), score_body(), format="json"
+        ),
+        client.get(reverse("rewards-api:artifact", args=[model.version]), {"format": "onnx"}),
+    )
+    for response in responses:
+        response.close()
+    assert tuple(r.status_code for r in responses) == codes
+
+
+def test_scores_follow_what_was_learned(api, model):
+    response = api["service"].post(
+        reverse("rewards-api:score", args=[model.version]), score_body(), format="json"
+    )
+    body = response.json()
+    assert body["model"] == model.version
+    polite, rude = body["rewards"]
+    assert polite > rude
+
+
+def test_score_batch_is_limited_and_validated(api, model, settings):
+    url = reverse("rewards-api:score", args=[model.version])
+    too_many = {
+        "items": [{"prompt": "q", "completion": "a"}] * (settings.PREFLAB_SCORE_BATCH_MAX + 1)
+    }
+    response = api["staff"].post(url, too_many, format="json")
+    assert response.status_code == 400
+    assert "items" in response.json()
+    bad = api["staff"].post(
+        url, {"items": [{"prompt": [{"role": "bot"}], "completion": "a"}]}, format="json"
+    )
+    assert bad.status_code == 400
+    assert "prompt" in str(bad.json())
+
+
+def test_model_card_and_download_with_checksum(api, model):
+    card = api["service"].get(reverse("rewards-api:model", args=[model.version])).json()
+    assert card["id"] == model.version
+    assert (
+        card["card"]["data"]["comparison_ids_sha256"] == model.card["data"]["comparison_ids_sha256"]
+    )
+    for kind in artifacts.FILES:
+        response = api["staff"].get(
+            reverse("rewards-api:artifact", args=[model.version]), {"format": kind}
+        )
+        body = b"".join(response.streaming_content)
+        assert response["X-Checksum-SHA256"] == model.files[kind]["sha256"]
+        assert len(body) == model.files[kind]["bytes"]
+    bad = api["staff"].get(
+        reverse("rewards-api:artifact", args=[model.version]), {"format": "pickle"}
+    )
+    assert bad.status_code == 400
+    assert "onnx" in bad.json()["format"][0]
+
+
+def test_active_filter(api, model, trained_on):
+    body = (
+        api["service"]
+        .get(reverse("rewards-api:models"), {"active": "true", "dataset": trained_on.slug})
+        .json()
+    )
+    assert [m["id"] for m in body["results"]] == [model.version]
+
+
+# --- Staff pages -----------------------------------------------------------------------------
+
+
+def test_pages_are_staff_only(client, labeler, model):
+    client.force_login(labeler)
+    for url in (
+        reverse("rewards:runs"),
+        reverse("rewards:run", args=[model.run_id]),
+        reverse("rewards:run-plot", args=[model.run_id, "reliability"]),
+    ):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert "/admin/login/" in response.url
+
+
+def test_staff_starts_a_run_from_the_web(
+    client, staff, trained_on, django_capture_on_commit_callbacks
+):
+    client.force_login(staff)
+    assert "Start training" in client.get(reverse("rewards:runs")).content.decode()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(
+            reverse("rewards:runs"), {"datasets": [trained_on.pk], "held_out_share": 0.2, "seed": 0}
+        )
+    assert response.status_code == 302
+    assert len(callbacks) == 1
+    page = client.get(response.url).content.decode()
+    assert "Queued" in page
+    assert 'http-equiv="refresh"' in page
+
+
+def test_run_page_shows_metrics_plots_and_files(client, staff, model):
+    client.force_login(staff)
+    page = client.get(reverse("rewards:run", args=[model.run_id])).content.decode()
+    assert "Pairwise accuracy" in page
+    assert "http-equiv" not in page
+    for name in ("reliability", "rewards", "learning-curve"):
+        assert reverse("rewards:run-plot", args=[model.run_id, name]) in page
+        svg = client.get(reverse("rewards:run-plot", args=[model.run_id, name]))
+        assert svg["Content-Type"] == "image/svg+xml"
+        assert svg.content.startswith(b"<svg")
+    assert "model.onnx" in page
+
+
+def test_failed_run_page_offers_a_retry(client, staff, trained_on):
+    run = services.start_training_run(datasets=[trained_on], enqueue=False)
+    run.status, run.error = "failed", "boom"
+    run.save()
+    client.force_login(staff)
+    page = client.get(reverse("rewards:run", args=[run.pk])).content.decode()
+    assert "boom" in page
+    response = client.post(reverse("rewards:run-retry", args=[run.pk]))
+    assert response.status_code == 302
+    assert run.retries.count() == 1
