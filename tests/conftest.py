@@ -57,4 +57,7 @@ def use_broker(url: str, **transport_options: str) -> None:
     from config.celery import app
 
     app.conf.update(broker_url=url, broker_transport_options=transport_options)
-    app.close()
+    # Forget the pools made for the previous broker (not app.close(): that also unregisters the
+    # app, so tasks imported later never reach it; nor closing them: kombu may share them).
+    app._pool = None
+    app.amqp._producer_pool = None

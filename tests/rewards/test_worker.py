@@ -173,6 +173,7 @@ def test_killed_worker_leaves_a_failed_run_that_a_retry_finishes(tmp_path, setti
         worker.wait(30)
     finally:
         worker.kill()
+        worker.wait(30)
     run.refresh_from_db()
     assert run.status == "running"  # until the lost heartbeat is noticed
     later = timezone.now() + timedelta(seconds=settings.PREFLAB_RUN_STALE_SECONDS + 1)
