@@ -50,7 +50,7 @@ test-postgres: $(STAMP) browser-deps
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy config labeling
+	$(BIN)/mypy config labeling rewards
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 format: $(STAMP)
@@ -59,6 +59,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/export_bench.py
+	$(BIN)/python bench/reward_quality.py
+	$(BIN)/python bench/reward_scale.py
 
 clean:
 	rm -rf $(VENV) var staticfiles
