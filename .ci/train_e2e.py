@@ -28,7 +28,7 @@ from labeling import services as labeling  # noqa: E402
 from labeling.models import Dataset  # noqa: E402
 from rewards import services as rewards  # noqa: E402
 from rewards.models import TrainingRun  # noqa: E402
-from tests.factories import UserFactory  # noqa: E402
+from tests.factories import UserFactory, rank_as_the_file_prefers  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
 
@@ -55,22 +55,7 @@ def main() -> int:
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
         with path.open("rb") as stream:
             labeling.import_dataset(dataset=dataset, stream=stream, filename=path.name)
-    labeler = UserFactory(username=f"{slug}-labeler")
-    while (
-        assignment := labeling.lease_next_assignment(dataset=dataset, labeler=labeler)
-    ) is not None:
-        completions = list(assignment.prompt.completions.all())
-        preferred = assignment.prompt.metadata.get("hh_preferred", completions[0].external_id)
-        completions.sort(key=lambda c: c.external_id != preferred)
-        labeling.submit_ranking(
-            assignment=assignment,
-            order=[[c.pk] for c in completions],
-            ratings={},
-            flags={},
-            request_id=uuid.uuid4(),
-            seconds_spent=1.0,
-            strength="better",
-        )
+    rank_as_the_file_prefers(dataset, UserFactory(username=f"{slug}-labeler"))
     run = rewards.start_training_run(datasets=[dataset])
     print(
         f"queued training run {run.pk} on {dataset.prompts.count()} prompts; waiting for the worker"

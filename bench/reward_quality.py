@@ -15,7 +15,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,28 +44,13 @@ def ranked_hh_dataset():  # type: ignore[no-untyped-def]
     from django.core.management import call_command
 
     from labeling import services
+    from tests.factories import rank_as_the_file_prefers
 
     call_command("migrate", verbosity=0)
     dataset = services.create_dataset(slug="hh", status="active", labels_per_prompt=1, criteria=[])
     with HH_FILE.open("rb") as stream:
         result = services.import_dataset(dataset=dataset, stream=stream, filename=HH_FILE.name)
-    labeler = User.objects.create(username="simulated")
-    while (
-        assignment := services.lease_next_assignment(dataset=dataset, labeler=labeler)
-    ) is not None:
-        completions = sorted(
-            assignment.prompt.completions.all(),
-            key=lambda c: c.external_id != assignment.prompt.metadata["hh_preferred"],
-        )
-        services.submit_ranking(
-            assignment=assignment,
-            order=[[c.pk] for c in completions],
-            ratings={},
-            flags={},
-            request_id=uuid.uuid4(),
-            seconds_spent=1.0,
-            strength="better",
-        )
+    rank_as_the_file_prefers(dataset, User.objects.create(username="simulated"))
     print(f"imported {result.created} pairs ({len(result.skipped)} lines skipped by the importer)")
     return dataset
 

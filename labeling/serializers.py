@@ -5,6 +5,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from labeling.exports import COMPARISON_FORMATS
+from labeling.formats import FORMATS as IMPORT_FORMATS
 from labeling.models import (
     Assignment,
     Completion,
@@ -72,7 +74,7 @@ class DatasetWriteSerializer(serializers.Serializer):
 class ImportCreateSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="PrefLab JSONL, Anthropic HH JSONL or CSV; .gz too.")
     format = serializers.ChoiceField(
-        choices=["preflab", "hh", "csv"], required=False, help_text="Default: told from the file."
+        choices=IMPORT_FORMATS, required=False, help_text="Default: told from the file."
     )
     strict = serializers.BooleanField(
         default=False, help_text="Refuse the file if an HH pair cannot be split."
@@ -280,7 +282,7 @@ def format_field(formats: tuple[str, ...], default: str) -> serializers.ChoiceFi
 
 
 class ComparisonExportParamsSerializer(ExportParamsSerializer):
-    format = format_field(("trl", "trl-conversational", "hh", "openai"), "trl")
+    format = format_field(COMPARISON_FORMATS, "trl")
     min_margin = serializers.IntegerField(
         min_value=1,
         required=False,

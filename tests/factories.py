@@ -57,3 +57,41 @@ def make_prompt(dataset: Dataset, completions: int = 3, **fields: Any) -> Prompt
     for position in range(completions):
         CompletionFactory(prompt=prompt, position=position, external_id=f"c{position}")
     return prompt
+
+
+def rank_as_the_file_prefers(dataset: Dataset, labeler: Any) -> int:
+    """A simulated labeler ranks every prompt it can lease, preferring the completion an HH
+    import marked as preferred (`hh_preferred`), else the first; returns how many it ranked."""
+    import uuid
+
+    from labeling import services
+
+    done = 0
+    while (
+        assignment := services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    ) is not None:
+        completions = list(assignment.prompt.completions.all())
+        preferred = assignment.prompt.metadata.get("hh_preferred", completions[0].external_id)
+        completions.sort(key=lambda completion: completion.external_id != preferred)
+        services.submit_ranking(
+            assignment=assignment,
+            order=[[completion.pk] for completion in completions],
+            ratings={},
+            flags={},
+            request_id=uuid.uuid4(),
+            seconds_spent=1.0,
+            strength="better" if len(completions) == 2 else "",
+        )
+        done += 1
+    return done
+
+
+def token_client(user: Any) -> Any:
+    """A DRF test client sending `user`'s API token (no token for None: anonymous)."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client

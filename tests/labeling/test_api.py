@@ -15,14 +15,7 @@ from rest_framework.test import APIClient
 from labeling import services
 from labeling.models import Assignment, Comparison, Dataset, ImportJob, Prompt, Ranking
 from labeling.permissions import SERVICE_GROUP
-from tests.factories import UserFactory, make_prompt
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
+from tests.factories import UserFactory, make_prompt, token_client
 
 
 @pytest.fixture
@@ -35,10 +28,10 @@ def service_user(db):
 @pytest.fixture
 def api(staff, service_user, labeler):
     return {
-        "staff": client_for(staff),
-        "service": client_for(service_user),
-        "labeler": client_for(labeler),
-        "anonymous": client_for(None),
+        "staff": token_client(staff),
+        "service": token_client(service_user),
+        "labeler": token_client(labeler),
+        "anonymous": token_client(None),
     }
 
 

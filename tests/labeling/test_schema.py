@@ -9,23 +9,15 @@ from django.urls import reverse
 from drf_spectacular.generators import SchemaGenerator
 from openapi_core import OpenAPI
 from openapi_core.contrib.django import DjangoOpenAPIRequest, DjangoOpenAPIResponse
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from labeling import services
 from labeling.models import ImportJob
-from tests.factories import make_prompt
+from tests.factories import make_prompt, token_client
 
 
 @pytest.fixture(scope="module")
 def spec():
     return OpenAPI.from_dict(SchemaGenerator().get_schema(request=None, public=True))
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
 
 
 def check(spec, response) -> None:
@@ -42,7 +34,7 @@ def test_schema_and_docs_are_served(client, db):
 def test_staff_responses_match_the_schema(spec, staff, dataset):
     make_prompt(dataset, completions=3, metadata={"topic": "x"})
     job = ImportJob.objects.create(dataset=dataset, filename="x.jsonl", size=3)
-    client = client_for(staff)
+    client = token_client(staff)
     for response in [
         client.get(reverse("labeling-api:datasets")),
         client.post(
@@ -61,7 +53,7 @@ def test_staff_responses_match_the_schema(spec, staff, dataset):
 
 def test_labeling_responses_match_the_schema(spec, labeler, dataset):
     make_prompt(dataset, completions=2)
-    client = client_for(labeler)
+    client = token_client(labeler)
     task = client.post(reverse("labeling-api:next-task", args=[dataset.slug]))
     check(spec, task)
     ids = [c["id"] for c in task.json()["completions"]]
@@ -82,7 +74,7 @@ def test_labeling_responses_match_the_schema(spec, labeler, dataset):
 
 def test_skip_and_error_responses_match_the_schema(spec, labeler, dataset):
     make_prompt(dataset, completions=2)
-    client = client_for(labeler)
+    client = token_client(labeler)
     assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
     skip = client.post(
         reverse("labeling-api:skip", args=[assignment.pk]), {"reason": "unsure"}, format="json"

@@ -5,19 +5,10 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from labeling.permissions import SERVICE_GROUP
 from rewards import artifacts, services
-from tests.factories import UserFactory
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
+from tests.factories import UserFactory, token_client
 
 
 @pytest.fixture
@@ -31,10 +22,10 @@ def api(staff, labeler):
     service = UserFactory(username="trainer")
     service.groups.add(Group.objects.create(name=SERVICE_GROUP))
     return {
-        "staff": client_for(staff),
-        "service": client_for(service),
-        "labeler": client_for(labeler),
-        "anonymous": client_for(None),
+        "staff": token_client(staff),
+        "service": token_client(service),
+        "labeler": token_client(labeler),
+        "anonymous": token_client(None),
     }
 
 
