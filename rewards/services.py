@@ -274,6 +274,7 @@ def _train(run: TrainingRun, report: _Reporter) -> tuple[dict[str, Any], RewardM
     if held_out.all() or not held_out.any():
         raise ValidationError("Too few prompts to hold some out for evaluation; label more.")
     train = ~held_out
+    report("fitting")
     weights = fitting.fit_bradley_terry(
         data.features,
         data.chosen_rows[train],
@@ -342,6 +343,7 @@ def _learning_curve(
             points.append({"comparisons": int(train.sum()), "accuracy": full_accuracy})
             continue
         subset = train & np.isin(data.prompts, shuffled[: max(1, int(len(shuffled) * share))])
+        report("evaluating", index / len(LEARNING_CURVE_SHARES))
         weights = fitting.fit_bradley_terry(
             data.features, data.chosen_rows[subset], data.rejected_rows[subset], fit_config, seed
         )
