@@ -5,7 +5,7 @@ labeler rank every prompt as the file prefers, loads the comparisons the way a t
 (`rewards.services.load_training_data`) and fits the default configuration on four folds of the
 prompts, scoring pairwise accuracy on the fifth. Run from the repo root:
 
-    .venv/bin/python bench/reward_quality.py [--seeds 0 1 2]
+    .venv/bin/python bench/reward_quality.py [--seeds 0 1 2 3 4]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def ranked_hh_dataset():  # type: ignore[no-untyped-def]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
     if not HH_FILE.exists():
