@@ -1,0 +1,474 @@
+"""Label-quality statistics: pairwise agreement, Krippendorff's alpha, consensus by ranked pairs.
+
+Plain data in and out (lists, dicts, numpy arrays); reading rankings from the database is the
+caller's business. Shapes:
+
+- an `Order` is a list of tie groups of completion ids, best first: `[[3], [1, 2]]` means 3 is
+  best and 1 and 2 tie;
+- a prompt's rankings are a list of `(labeler_id, order)`;
+- a pair relation (`pair_relations`) is +1, -1 or 0 for a completion pair `(a, b)` with a < b.
+
+Bootstraps resample clusters (prompts) with replacement, are seeded and deterministic, and give
+percentile intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, combinations
+from typing import Literal, TypeAlias, TypedDict
+
+import numpy as np
+
+Order: TypeAlias = list[list[int]]
+Rankings: TypeAlias = list[tuple[int, Order]]
+Metric: TypeAlias = Literal["nominal", "ordinal", "interval"]
+
+METRICS: tuple[Metric, ...] = ("nominal", "ordinal", "interval")
+# Bootstrap draws per batch: a batch holds a few int64/float64 arrays of this many entries.
+DRAWS_PER_BATCH = 2**22
+# Largest clusters x values x values matrix `alpha` accepts (about 400 MB of float64).
+MAX_COINCIDENCE_CELLS = 50_000_000
+
+
+class AlphaResult(TypedDict):
+    alpha: float | None
+    low: float | None
+    high: float | None
+    units: int
+    values: int
+
+
+class RatioResult(TypedDict):
+    rate: float | None
+    low: float | None
+    high: float | None
+    count: int
+
+
+class PairVotes(TypedDict):
+    a: int
+    b: int
+    a_votes: float
+    b_votes: float
+    voters: int
+
+
+class Consensus(TypedDict):
+    order: Order
+    pairs: list[PairVotes]
+
+
+class ConsensusPair(TypedDict):
+    chosen: int
+    rejected: int
+    vote_share: float
+    voters: int
+
+
+# Pairwise agreement ---------------------------------------------------------------------------
+
+
+def pair_relations(order: Order) -> dict[tuple[int, int], int]:
+    """The relation of every two completion ids a < b in `order`.
+
+    +1 if a is in an earlier (better) tie group than b, -1 if in a later one, 0 if in the same.
+    Raises ValueError if an id appears twice.
+    """
+    group_of: dict[int, int] = {}
+    for position, group in enumerate(order):
+        for completion_id in group:
+            if completion_id in group_of:
+                raise ValueError(f"completion {completion_id} appears twice in {order}")
+            group_of[completion_id] = position
+    return {
+        (a, b): (group_of[a] < group_of[b]) - (group_of[a] > group_of[b])
+        for a, b in combinations(sorted(group_of), 2)
+    }
+
+
+def pair_score(x: int, y: int) -> float:
+    """Agreement of two relations on one completion pair, ties counted as half.
+
+    1.0 if equal (both a>b, both a<b or both tied), 0.0 if strictly opposite, 0.5 if exactly one
+    of them is a tie.
+    """
+    if x == y:
+        return 1.0
+    if x == 0 or y == 0:
+        return 0.5
+    return 0.0
+
+
+def _relations_agreement(
+    x: dict[tuple[int, int], int], y: dict[tuple[int, int], int]
+) -> tuple[float, int]:
+    """(sum of pair_score, count) over the completion pairs present in both."""
+    common = x.keys() & y.keys()
+    return sum(pair_score(x[pair], y[pair]) for pair in common), len(common)
+
+
+def prompt_agreement(rankings: Rankings) -> tuple[float, int]:
+    """(sum, count) of pair_score over one prompt's rankings.
+
+    Sums over every two labelers who ranked the prompt and every completion pair that both
+    ordered; the agreement rate is sum / count. Count 0 when fewer than two labelers.
+    """
+    relations = [pair_relations(order) for _, order in rankings]
+    total, count = 0.0, 0
+    for x, y in combinations(relations, 2):
+        pair_sum, pair_count = _relations_agreement(x, y)
+        total += pair_sum
+        count += pair_count
+    return total, count
+
+
+def labeler_agreement(prompts: Iterable[Rankings]) -> dict[int, tuple[float, int]]:
+    """Per labeler, (sum, count) of pair_score against every other labeler on the same prompts.
+
+    Each comparison of two labelers on a prompt (as in `prompt_agreement`) is added to both
+    labelers. A labeler who never shared a completion pair with another gets (0.0, 0).
+    """
+    totals: dict[int, tuple[float, int]] = {}
+    for rankings in prompts:
+        relations = [(labeler, pair_relations(order)) for labeler, order in rankings]
+        for labeler, _ in relations:
+            totals.setdefault(labeler, (0.0, 0))
+        for (first, x), (second, y) in combinations(relations, 2):
+            pair_sum, pair_count = _relations_agreement(x, y)
+            for labeler in (first, second):
+                old_sum, old_count = totals[labeler]
+                totals[labeler] = (old_sum + pair_sum, old_count + pair_count)
+    return totals
+
+
+def gold_agreement(order: Order, gold_order: Order) -> tuple[float, int]:
+    """(sum, count) of pair_score between `order` and `gold_order` over pairs in both.
+
+    `gold_order` uses completion ids and tie groups like `order`.
+    """
+    return _relations_agreement(pair_relations(order), pair_relations(gold_order))
+
+
+# Bootstrap ------------------------------------------------------------------------------------
+
+
+def _check_bootstrap(bootstrap: int, confidence: float) -> None:
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap must be >= 0, not {bootstrap}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+
+
+def _resample_counts(clusters: int, bootstrap: int, seed: int) -> Iterator[np.ndarray]:
+    """Batches of (replicates, clusters) float arrays: how often each cluster was drawn.
+
+    Each replicate draws `clusters` clusters uniformly with replacement.
+    """
+    rng = np.random.default_rng(seed)
+    batch = max(1, min(bootstrap, DRAWS_PER_BATCH // clusters))
+    for start in range(0, bootstrap, batch):
+        size = min(batch, bootstrap - start)
+        picks = rng.integers(0, clusters, size=(size, clusters))
+        picks += np.arange(size)[:, np.newaxis] * clusters
+        counts = np.bincount(picks.ravel(), minlength=size * clusters)
+        yield counts.reshape(size, clusters).astype(np.float64)
+
+
+def _interval(replicates: np.ndarray, confidence: float) -> tuple[float | None, float | None]:
+    """Percentile interval of the finite replicates; (None, None) if there are none."""
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return None, None
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(finite, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_ratio(
+    sums: np.ndarray,
+    counts: np.ndarray,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> RatioResult:
+    """A ratio of sums, sum(sums) / sum(counts), with a cluster percentile bootstrap.
+
+    Each row is a cluster (for the pairwise agreement rate: one prompt's (sum, count) from
+    `prompt_agreement`). A replicate draws as many rows as there are with replacement and
+    recomputes the ratio; replicates whose counts sum to 0 are left out. `count` is
+    sum(counts); rate, low and high are None when it is 0, low and high when bootstrap is 0.
+    """
+    _check_bootstrap(bootstrap, confidence)
+    sums = np.asarray(sums, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if sums.ndim != 1 or sums.shape != counts.shape:
+        raise ValueError("sums and counts must be 1-D arrays of the same length")
+    total = float(counts.sum())
+    if total == 0:
+        return {"rate": None, "low": None, "high": None, "count": 0}
+    rate = float(sums.sum()) / total
+    replicates = [np.empty(0)]
+    for weights in _resample_counts(len(counts), bootstrap, seed):
+        numerators = weights @ sums
+        denominators = weights @ counts
+        ratios = np.full(len(weights), np.nan)
+        np.divide(numerators, denominators, out=ratios, where=denominators > 0)
+        replicates.append(ratios)
+    low, high = _interval(np.concatenate(replicates), confidence)
+    return {"rate": rate, "low": low, "high": high, "count": round(total)}
+
+
+# Krippendorff's alpha -------------------------------------------------------------------------
+
+
+def _ordinal_delta(n_g: np.ndarray) -> np.ndarray:
+    """Krippendorff's ordinal delta for each row of value counts n_g (B, V) -> (B, V, V).
+
+    delta_ck = (sum_{g=c..k} n_g - (n_c + n_k) / 2) ** 2 over the sorted value domain.
+    """
+    values = n_g.shape[1]
+    cumulative = np.concatenate([np.zeros((len(n_g), 1)), np.cumsum(n_g, axis=1)], axis=1)
+    index = np.arange(values)
+    low = np.minimum(index[:, np.newaxis], index[np.newaxis, :])
+    high = np.maximum(index[:, np.newaxis], index[np.newaxis, :])
+    between = cumulative[:, high + 1] - cumulative[:, low]
+    halves = (n_g[:, :, np.newaxis] + n_g[:, np.newaxis, :]) / 2
+    return np.asarray((between - halves) ** 2)
+
+
+def _alphas(coincidences: np.ndarray, domain: np.ndarray, metric: Metric) -> np.ndarray:
+    """Alpha of each coincidence matrix in (B, V, V); nan where D_e is 0 or n < 2."""
+    n_c = coincidences.sum(axis=2)
+    n = n_c.sum(axis=1)
+    if metric == "ordinal":
+        delta = _ordinal_delta(n_c)
+    elif metric == "interval":
+        delta = ((domain[:, np.newaxis] - domain[np.newaxis, :]) ** 2)[np.newaxis]
+    else:
+        delta = (1.0 - np.eye(len(domain)))[np.newaxis]
+    observed = (coincidences * delta).sum(axis=(1, 2))  # n * D_o
+    expected = np.einsum("bc,bk,bck->b", n_c, n_c, delta)  # n * (n - 1) * D_e
+    result = np.full(len(coincidences), np.nan)
+    defined = (expected > 0) & (n >= 2)
+    result[defined] = 1 - (n[defined] - 1) * observed[defined] / expected[defined]
+    return result
+
+
+def _cluster_coincidences(
+    units: Sequence[Sequence[float]], clusters: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Per-cluster coincidence matrices of the pairable units.
+
+    Returns (matrices of shape (K, V * V), sorted value domain (V,), pairable units, pairable
+    values); K is the number of clusters with a pairable unit.
+    """
+    lengths = np.fromiter((len(unit) for unit in units), dtype=np.int64, count=len(units))
+    pairable = np.flatnonzero(lengths >= 2)
+    lengths = lengths[pairable]
+    flat = np.fromiter(
+        chain.from_iterable(unit for unit in units if len(unit) >= 2),
+        dtype=np.float64,
+        count=int(lengths.sum()),
+    )
+    if flat.size == 0:
+        return np.zeros((0, 0)), np.zeros(0), 0, 0
+    domain, value_index = np.unique(flat, return_inverse=True)
+    _, cluster_index = np.unique(np.asarray(clusters)[pairable], return_inverse=True)
+    n_clusters, n_values = int(cluster_index.max()) + 1, len(domain)
+    cells = n_clusters * n_values * n_values
+    if cells > MAX_COINCIDENCE_CELLS:
+        raise ValueError(
+            f"{n_clusters} clusters x {n_values}^2 values is too large: alpha is meant for "
+            "small value domains (ratings, ranks)"
+        )
+    starts = np.cumsum(lengths) - lengths
+    matrices = np.zeros(cells)
+    for m in np.unique(lengths):
+        rows = np.flatnonzero(lengths == m)
+        values = value_index[starts[rows, np.newaxis] + np.arange(m)]  # (units, m)
+        first, second = np.nonzero(~np.eye(m, dtype=bool))  # every ordered pair of coders
+        cell = (cluster_index[rows, np.newaxis] * n_values + values[:, first]) * n_values
+        cell += values[:, second]
+        matrices += np.bincount(cell.ravel(), minlength=cells) / (m - 1)
+    return matrices.reshape(n_clusters, n_values**2), domain, len(pairable), int(lengths.sum())
+
+
+def alpha(
+    units: Sequence[Sequence[float]],
+    metric: Metric,
+    clusters: Sequence[int] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> AlphaResult:
+    """Krippendorff's alpha with a cluster percentile bootstrap.
+
+    `units[i]` holds the values the coders gave unit i (missing values left out); only
+    pairable units (two values or more) count. Coincidence-matrix formulation (Krippendorff
+    2011, "Computing Krippendorff's alpha-reliability"): over the sorted domain of pairable
+    values, o_ck = sum over units of (number of ordered c-k value pairs from different coders)
+    / (m_u - 1); n_c = sum_k o_ck; n = sum_c n_c; D_o = sum o_ck delta_ck / n;
+    D_e = sum n_c n_k delta_ck / (n (n - 1)); alpha = 1 - D_o / D_e, None when D_e is 0 or
+    fewer than two values are pairable. delta_ck is 0/1 (nominal), (c - k)^2 (interval) or
+    (sum_{g=c..k} n_g - (n_c + n_k) / 2)^2 (ordinal).
+
+    Bootstrap: `clusters[i]` is unit i's cluster (all units of one prompt; default each unit
+    its own). Each replicate draws as many clusters as there are (with pairable units) with
+    replacement, sums their coincidence matrices and recomputes alpha on the full data's value
+    domain, the ordinal delta from the replicate's own n_g. Replicates with D_e = 0 are left
+    out; low and high are the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles (None
+    when bootstrap is 0). `units` and `values` count the pairable units and values.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
+    _check_bootstrap(bootstrap, confidence)
+    if clusters is None:
+        clusters = range(len(units))
+    elif len(clusters) != len(units):
+        raise ValueError(f"{len(clusters)} cluster ids for {len(units)} units")
+    matrices, domain, n_units, n_values = _cluster_coincidences(units, clusters)
+    undefined: AlphaResult = {
+        "alpha": None,
+        "low": None,
+        "high": None,
+        "units": n_units,
+        "values": n_values,
+    }
+    if n_values < 2:
+        return undefined
+    shape = (len(domain), len(domain))
+    point = _alphas(matrices.sum(axis=0).reshape(1, *shape), domain, metric)[0]
+    if np.isnan(point):
+        return undefined
+    replicates = [np.empty(0)]
+    for weights in _resample_counts(len(matrices), bootstrap, seed):
+        resampled = (weights @ matrices).reshape(len(weights), *shape)
+        replicates.append(_alphas(resampled, domain, metric))
+    low, high = _interval(np.concatenate(replicates), confidence)
+    return {"alpha": float(point), "low": low, "high": high, "units": n_units, "values": n_values}
+
+
+def _fractional_ranks(order: Order) -> dict[int, float]:
+    """1-based rank of each completion; a tie group shares the mean of the positions it takes.
+
+    [[3], [1, 2]] -> {3: 1.0, 1: 2.5, 2: 2.5}.
+    """
+    ranks: dict[int, float] = {}
+    taken = 0
+    for group in order:
+        for completion_id in group:
+            ranks[completion_id] = taken + (len(group) + 1) / 2
+        taken += len(group)
+    return ranks
+
+
+def ranking_units(
+    prompts: Iterable[tuple[list[int], Rankings]],
+) -> tuple[list[list[float]], list[int]]:
+    """Rankings as alpha units: one unit per (prompt, completion), cluster id = prompt index.
+
+    Each prompt is (its completion ids, its rankings). A unit holds, for each labeler whose
+    order contains the completion, the completion's fractional rank in that order.
+    """
+    units: list[list[float]] = []
+    clusters: list[int] = []
+    for index, (completion_ids, rankings) in enumerate(prompts):
+        ranks = [_fractional_ranks(order) for _, order in rankings]
+        for completion_id in completion_ids:
+            units.append([r[completion_id] for r in ranks if completion_id in r])
+            clusters.append(index)
+    return units, clusters
+
+
+# Consensus ------------------------------------------------------------------------------------
+
+
+def _pair_votes(completion_ids: list[int], orders: list[Order]) -> list[PairVotes]:
+    relations = [pair_relations(order) for order in orders]
+    pairs: list[PairVotes] = []
+    for a, b in combinations(sorted(set(completion_ids)), 2):
+        a_votes = b_votes = 0.0
+        voters = 0
+        for relation in (r[(a, b)] for r in relations if (a, b) in r):
+            voters += 1
+            a_votes += (1 + relation) / 2
+            b_votes += (1 - relation) / 2
+        pairs.append({"a": a, "b": b, "a_votes": a_votes, "b_votes": b_votes, "voters": voters})
+    return pairs
+
+
+def _reaches(edges: dict[int, set[int]], start: int, target: int) -> bool:
+    """Whether a path of locked edges leads from start to target."""
+    seen, stack = {start}, [start]
+    while stack:
+        node = stack.pop()
+        if node == target:
+            return True
+        for following in edges[node] - seen:
+            seen.add(following)
+            stack.append(following)
+    return False
+
+
+def consensus(completion_ids: list[int], orders: list[Order]) -> Consensus:
+    """Consensus order of several labelers' orders by ranked pairs (Tideman).
+
+    Votes: for each pair a < b of `completion_ids`, a_votes counts the orders that put a above
+    b plus half of those that tie them, b_votes likewise, so a_votes + b_votes = voters = the
+    orders that contain both.
+
+    Ranked pairs: the pairs whose winner has strictly more votes are sorted by margin (winner
+    votes - loser votes) descending, then winner votes descending, then winner id and loser id
+    ascending. In that order each pair is locked (an edge winner -> loser) unless a path of
+    locked edges already leads from the loser to the winner (it would close a cycle).
+
+    Order: repeatedly take, among the remaining completions, those with no locked edge from
+    another remaining completion (the sources) as the next tie group, best first. So
+    completions with equal votes (e.g. 50/50 on a two-completion prompt) share a tie group, and
+    so do completions with no locked path between them that become sources together (one that
+    nobody ranked joins the first group). Ids in a group are sorted.
+    """
+    pairs = _pair_votes(completion_ids, orders)
+    majorities: list[tuple[float, float, int, int]] = []
+    for pair in pairs:
+        a, b, a_votes, b_votes = pair["a"], pair["b"], pair["a_votes"], pair["b_votes"]
+        if a_votes > b_votes:
+            majorities.append((a_votes - b_votes, a_votes, a, b))
+        elif b_votes > a_votes:
+            majorities.append((b_votes - a_votes, b_votes, b, a))
+    majorities.sort(key=lambda m: (-m[0], -m[1], m[2], m[3]))
+    edges: dict[int, set[int]] = {completion_id: set() for completion_id in completion_ids}
+    for _, _, winner, loser in majorities:
+        if not _reaches(edges, loser, winner):
+            edges[winner].add(loser)
+    remaining = set(completion_ids)
+    order: Order = []
+    while remaining:
+        beaten = {loser for winner in remaining for loser in edges[winner]}
+        group = sorted(remaining - beaten)
+        order.append(group)
+        remaining -= set(group)
+    return {"order": order, "pairs": pairs}
+
+
+def consensus_pairs(completion_ids: list[int], orders: list[Order]) -> list[ConsensusPair]:
+    """The majority direction of each pair a < b with a strict majority (votes as in consensus).
+
+    vote_share = winner votes / voters. Pairs are in (a, b) order.
+    """
+    result: list[ConsensusPair] = []
+    for pair in _pair_votes(completion_ids, orders):
+        a, b, a_votes, b_votes = pair["a"], pair["b"], pair["a_votes"], pair["b_votes"]
+        if a_votes == b_votes:
+            continue
+        chosen, rejected, votes = (a, b, a_votes) if a_votes > b_votes else (b, a, b_votes)
+        result.append(
+            {
+                "chosen": chosen,
+                "rejected": rejected,
+                "vote_share": votes / pair["voters"],
+                "voters": pair["voters"],
+            }
+        )
+    return result
