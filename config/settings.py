@@ -162,6 +162,10 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 # A running training run whose worker has not reported for this long is marked failed.
 PREFLAB_RUN_STALE_SECONDS = env_int("PREFLAB_RUN_STALE_SECONDS", 120)
 PREFLAB_SCORE_BATCH_MAX = 1000
+# The quality dashboard reads a precomputed report; a view asks a worker to refresh it when newer
+# rankings exist and it is older than this. Up to INLINE rankings, the view computes it at once.
+PREFLAB_QUALITY_REFRESH_SECONDS = env_int("PREFLAB_QUALITY_REFRESH_SECONDS", 60)
+PREFLAB_QUALITY_INLINE_RANKINGS = env_int("PREFLAB_QUALITY_INLINE_RANKINGS", 5000)
 
 # REST API
 REST_FRAMEWORK = {

@@ -309,12 +309,26 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
         labeler=params.get("labeler"),
         min_margin=params.get("min_margin"),
     )
-    lines = exports.comparison_lines(
-        comparisons,
-        format=params["format"],
-        include_ids=params["include_ids"],
-        render_text=render_text,
-    )
+    if params["consensus"]:
+        prompts = dataset.prompts.all()
+        if params["exclude_gold"]:
+            prompts = prompts.filter(is_gold=False)
+        lines = exports.consensus_lines(
+            prompts,
+            cursor=cursor,
+            format=params["format"],
+            include_ids=params["include_ids"],
+            render_text=render_text,
+            min_agreement=params.get("min_agreement"),
+        )
+    else:
+        lines = exports.comparison_lines(
+            comparisons,
+            format=params["format"],
+            include_ids=params["include_ids"],
+            render_text=render_text,
+            min_agreement=params.get("min_agreement"),
+        )
     return jsonl_response(request, lines, cursor, f"{dataset.slug}-{params['format']}.jsonl")
 
 

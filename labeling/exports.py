@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.db.models import QuerySet
 
+from labeling import quality
 from labeling.formats import render_hh_dialogue
 from labeling.models import Comparison, Completion, Prompt, Ranking
 from labeling.permissions import pseudonym
@@ -23,6 +25,7 @@ FORMATS = (*COMPARISON_FORMATS, "rankings")
 CHUNK_SIZE = 5000
 
 Messages = list[dict[str, str]]
+Order = list[list[int]]
 
 
 def assistant(text: str) -> list[dict[str, str]]:
@@ -113,34 +116,73 @@ def comparison_line(
     raise ValueError(f"unknown comparison format {format!r}")
 
 
+def _encoded_chunk(
+    prompt_ids: Iterable[int], completion_ids: Iterable[int]
+) -> tuple[dict[int, EncodedPrompt], dict[int, tuple[str, str]]]:
+    """A chunk's prompts and completions, each encoded once: completion -> (external id, JSON)."""
+    prompts = {
+        pk: EncodedPrompt(messages)
+        for pk, messages in Prompt.objects.filter(pk__in=set(prompt_ids))
+        .order_by()
+        .values_list("pk", "messages")
+    }
+    completions = {
+        pk: (external_id, encode(text))
+        for pk, external_id, text in Completion.objects.filter(pk__in=set(completion_ids))
+        .order_by()
+        .values_list("pk", "external_id", "text")
+    }
+    return prompts, completions
+
+
+def counted_orders(prompt_ids: Iterable[int], cursor: int | None = None) -> dict[int, list[Order]]:
+    """The orders that count for each prompt: rankings of labelers who are not excluded."""
+    rankings = Ranking.objects.filter(prompt_id__in=set(prompt_ids), labeler__is_active=True)
+    if cursor is not None:
+        rankings = rankings.filter(pk__lte=cursor)
+    orders: dict[int, list[Order]] = defaultdict(list)
+    for prompt_id, order in rankings.order_by("pk").values_list("prompt_id", "order"):
+        orders[prompt_id].append(order)
+    return orders
+
+
+def vote_shares(orders: dict[int, list[Order]]) -> dict[tuple[int, int, int], float]:
+    """(prompt, winner, loser) -> the share of the prompt's labelers who put winner above loser,
+    a tie counting half."""
+    shares: dict[tuple[int, int, int], float] = {}
+    for prompt_id, prompt_orders in orders.items():
+        completion_ids = sorted(cid for group in prompt_orders[0] for cid in group)
+        for pair in quality.consensus(completion_ids, prompt_orders)["pairs"]:
+            a, b, voters = pair["a"], pair["b"], pair["voters"]
+            shares[(prompt_id, a, b)] = pair["a_votes"] / voters
+            shares[(prompt_id, b, a)] = pair["b_votes"] / voters
+    return shares
+
+
 def comparison_lines(
     comparisons: QuerySet[Comparison],
     *,
     format: str,
     include_ids: bool,
     render_text: bool = False,
+    min_agreement: float | None = None,
 ) -> Iterator[bytes]:
-    """JSON Lines of `comparisons` (already filtered and bounded), in primary key order."""
+    """JSON Lines of `comparisons` (already filtered and bounded), in primary key order.
+
+    With `min_agreement`, only comparisons whose direction at least that share of the prompt's
+    counted labelers gave (`vote_shares`, every counted ranking at the time of the pull)."""
     columns = ("pk", "ranking_id", "prompt_id", "chosen_id", "rejected_id", "margin", "strength")
     last = 0
     while chunk := list(
         comparisons.filter(pk__gt=last).order_by("pk").values_list(*columns)[:CHUNK_SIZE]
     ):
         last = chunk[-1][0]
-        prompts = {
-            pk: EncodedPrompt(messages)
-            for pk, messages in Prompt.objects.filter(pk__in={row[2] for row in chunk})
-            .order_by()
-            .values_list("pk", "messages")
-        }
-        completions = {
-            pk: (external_id, encode(text))
-            for pk, external_id, text in Completion.objects.filter(
-                pk__in={cid for row in chunk for cid in (row[3], row[4])}
-            )
-            .order_by()
-            .values_list("pk", "external_id", "text")
-        }
+        if min_agreement is not None:
+            shares = vote_shares(counted_orders(row[2] for row in chunk))
+            chunk = [row for row in chunk if shares[(row[2], row[3], row[4])] >= min_agreement]
+        prompts, completions = _encoded_chunk(
+            (row[2] for row in chunk), (cid for row in chunk for cid in (row[3], row[4]))
+        )
         lines = []
         for pk, ranking_id, prompt_id, chosen_id, rejected_id, margin, strength in chunk:
             line = comparison_line(
@@ -165,7 +207,70 @@ def comparison_lines(
                 )
                 line = line[:-1] + ", " + json.dumps(extra, ensure_ascii=False)[1:]
             lines.append(line)
-        yield ("\n".join(lines) + "\n").encode()
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
+
+
+def consensus_lines(
+    prompts: QuerySet[Prompt],
+    *,
+    cursor: int,
+    format: str,
+    include_ids: bool,
+    render_text: bool = False,
+    min_agreement: float | None = None,
+) -> Iterator[bytes]:
+    """One JSON line per completion pair of each prompt with a strict majority among its counted
+    labelers (rankings up to the comparison `cursor`'s ranking), in the majority's direction.
+
+    The direction is the pair's majority vote (`labeling.quality.consensus_pairs`); with
+    `include_ids`, each row adds its `vote_share` and `voters`."""
+    top_ranking = (
+        Comparison.objects.filter(pk__lte=cursor)
+        .order_by("-pk")
+        .values_list("ranking_id", flat=True)
+    ).first() or 0
+    last = 0
+    while chunk := list(
+        prompts.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[: CHUNK_SIZE // 5]
+    ):
+        last = chunk[-1]
+        orders = counted_orders(chunk, cursor=top_ranking)
+        pairs = []
+        for prompt_id, prompt_orders in orders.items():
+            completion_ids = sorted(cid for group in prompt_orders[0] for cid in group)
+            for pair in quality.consensus_pairs(completion_ids, prompt_orders):
+                if min_agreement is None or pair["vote_share"] >= min_agreement:
+                    pairs.append((prompt_id, pair))
+        encoded_prompts, completions = _encoded_chunk(
+            orders, (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"]))
+        )
+        lines = []
+        for prompt_id, pair in pairs:
+            chosen, rejected = pair["chosen"], pair["rejected"]
+            line = comparison_line(
+                format,
+                encoded_prompts[prompt_id],
+                completions[chosen][1],
+                completions[rejected][1],
+                render_text,
+            )
+            if include_ids:
+                extra = {
+                    "ids": {
+                        "prompt": prompt_id,
+                        "chosen": chosen,
+                        "rejected": rejected,
+                        "chosen_external": completions[chosen][0],
+                        "rejected_external": completions[rejected][0],
+                    },
+                    "vote_share": pair["vote_share"],
+                    "voters": pair["voters"],
+                }
+                line = line[:-1] + ", " + json.dumps(extra, ensure_ascii=False)[1:]
+            lines.append(line)
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
 
 
 def ranking_lines(rankings: QuerySet[Ranking], *, include_ids: bool) -> Iterator[bytes]:

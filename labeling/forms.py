@@ -170,3 +170,28 @@ class ImportForm(forms.Form):
 
     def clean_format(self) -> str | None:
         return self.cleaned_data["format"] or None
+
+
+class GoldOrderForm(forms.Form):
+    """A gold prompt's expected order typed as text: `c2 > c1 = c3` (best first, `=` ties)."""
+
+    order = forms.CharField(
+        max_length=2000,
+        help_text="Completion ids best first: 'c2 > c1 = c3' (= ties two completions).",
+    )
+
+    def clean_order(self) -> list[list[str]]:
+        groups = [
+            [name.strip() for name in group.split("=")]
+            for group in self.cleaned_data["order"].split(">")
+        ]
+        if any(not name for group in groups for name in group):
+            raise forms.ValidationError(
+                "Write completion ids separated by '>' (better) or '=' (tie), e.g. 'c2 > c1 = c3'."
+            )
+        return groups
+
+
+def order_text(order: list[list[str]]) -> str:
+    """The inverse of GoldOrderForm's parsing: [["c2"], ["c1", "c3"]] -> 'c2 > c1 = c3'."""
+    return " > ".join(" = ".join(group) for group in order)

@@ -64,6 +64,7 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
                 prompt__dataset=OuterRef("pk"),
                 prompt__is_gold=False,
                 status=Assignment.Status.SUBMITTED,
+                labeler__is_active=True,
             )
             .values("prompt__dataset")
             .annotate(n=Count("pk"))
@@ -135,11 +136,17 @@ class Dataset(models.Model):
 
 class PromptQuerySet(models.QuerySet["Prompt"]):
     def with_taken(self) -> PromptQuerySet:
-        """Annotate `taken`: assignments that hold a label slot (a live lease or a submission)."""
+        """Annotate `taken`: assignments that hold a label slot (a live lease or a submission).
+
+        An excluded (deactivated) labeler's assignments hold no slot: their prompts need labels
+        again."""
         return self.annotate(
             taken=Count(
                 "assignments",
-                filter=Q(assignments__status__in=Assignment.SLOT_HOLDING_STATUSES),
+                filter=Q(
+                    assignments__status__in=Assignment.SLOT_HOLDING_STATUSES,
+                    assignments__labeler__is_active=True,
+                ),
             )
         )
 
@@ -270,8 +277,10 @@ class ExportQuerySet(models.QuerySet[Any]):
         labeler: int | None = None,
         min_margin: int | None = None,
     ) -> ExportQuerySet:
-        """Rows of one export pull: after `since`, up to `cursor`, with the export's filters."""
-        rows = self.filter(pk__gt=since, pk__lte=cursor)
+        """Rows of one export pull: after `since`, up to `cursor`, with the export's filters.
+
+        Rows of excluded (deactivated) labelers are never exported."""
+        rows = self.filter(pk__gt=since, pk__lte=cursor, labeler__is_active=True)
         if exclude_gold:
             rows = rows.filter(prompt__is_gold=False)
         if labeler is not None:
@@ -393,3 +402,26 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.pk} of {self.filename} into {self.dataset_id} ({self.status})"
+
+
+class QualityReport(models.Model):
+    """A dataset's label-quality statistics, computed by a worker and read by the dashboard.
+
+    Agreement with bootstrap intervals over 100k rankings takes seconds, so the dashboard reads
+    this row instead of computing on every request. `ranking_cursor` is the newest ranking it
+    covers; the dashboard asks for a refresh when newer rankings exist and the row is older than
+    `PREFLAB_QUALITY_REFRESH_SECONDS`, or at once after an exclusion or a gold change
+    (`invalidated`).
+    """
+
+    dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, related_name="quality")
+    data = models.JSONField(default=dict, blank=True)
+    ranking_cursor = models.BigIntegerField(default=0)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(default=0.0, help_text="How long the last computation took.")
+    invalidated = models.BooleanField(default=True)
+    refresh_queued_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"quality of {self.dataset_id} at {self.computed_at}"

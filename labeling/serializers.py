@@ -292,6 +292,41 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
     render = serializers.ChoiceField(
         choices=["text"], required=False, help_text="trl: write multi-turn prompts as text."
     )
+    consensus = serializers.BooleanField(
+        default=False,
+        help_text=(
+            "One row per completion pair with the labelers' majority direction instead of one "
+            "row per labeler's comparison; with include_ids, each row has its vote_share."
+        ),
+        error_messages={"invalid": "Use true or false."},
+    )
+    min_agreement = serializers.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        help_text=(
+            "Only pairs whose direction this share of the prompt's labelers gave, ties counted "
+            "half (0.5 to 1)."
+        ),
+        error_messages={
+            "invalid": "Must be a share between 0 and 1.",
+            "min_value": "Must be a share between 0 and 1.",
+            "max_value": "Must be a share between 0 and 1.",
+        },
+    )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data["consensus"]:
+            if data["since"]:
+                raise serializers.ValidationError(
+                    {"since": "Consensus rows change as labels arrive: pull them whole, no since."}
+                )
+            for name in ("labeler", "min_margin"):
+                if name in data:
+                    raise serializers.ValidationError(
+                        {name: "Applies to single labelers' comparisons, not to consensus=true."}
+                    )
+        return data
 
 
 class RankingExportParamsSerializer(ExportParamsSerializer):

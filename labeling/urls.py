@@ -11,4 +11,29 @@ urlpatterns = [
     path("tasks/<int:assignment_id>/", views.rank, name="rank"),
     path("tasks/<int:assignment_id>/submit/", views.submit, name="submit"),
     path("tasks/<int:assignment_id>/skip/", views.skip, name="skip"),
+    path("quality/", views.quality_index, name="quality-index"),
+    path("quality/<slug:slug>/", views.quality_dashboard, name="quality"),
+    path("quality/<slug:slug>/refresh/", views.quality_refresh, name="quality-refresh"),
+    path(
+        "quality/<slug:slug>/prompts/<int:prompt_id>/",
+        views.quality_prompt,
+        name="quality-prompt",
+    ),
+    path(
+        "quality/<slug:slug>/prompts/<int:prompt_id>/gold/",
+        views.quality_gold,
+        name="quality-gold",
+    ),
+    path(
+        "labelers/<int:user_id>/exclude/",
+        views.labeler_exclusion,
+        {"action": "exclude"},
+        name="labeler-exclude",
+    ),
+    path(
+        "labelers/<int:user_id>/reinstate/",
+        views.labeler_exclusion,
+        {"action": "reinstate"},
+        name="labeler-reinstate",
+    ),
 ]

@@ -1,21 +1,28 @@
-"""Labeler pages: the list of datasets, the ranking page, submit and skip."""
+"""Labeler pages (the list of datasets, the ranking page, submit and skip) and the staff's
+label-quality pages (dashboard, a prompt's votes, excluding labelers, gold prompts)."""
 
 from __future__ import annotations
 
 from datetime import datetime, time
+from typing import Any, cast
 
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from labeling import services
-from labeling.forms import RankingForm, SkipForm
-from labeling.models import Assignment, Dataset, Ranking
+from labeling import charts, quality, services
+from labeling.forms import GoldOrderForm, RankingForm, SkipForm, order_text
+from labeling.models import Assignment, Dataset, Prompt, Ranking
+from labeling.services import quality as quality_services
 
 
 class AuthenticatedRequest(HttpRequest):
@@ -114,3 +121,177 @@ def skip(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
     except ValidationError as error:
         messages.error(request, " ".join(services.errors_text(error)))
     return redirect("labeling:next", slug=assignment.prompt.dataset.slug)
+
+
+# --- Staff: label quality ----------------------------------------------------------------------
+
+LABELER_COLUMNS = {
+    "username": "Labeler",
+    "rankings": "Rankings",
+    "median_seconds": "Median s/task",
+    "agreement": "Agreement",
+    "gold": "Gold accuracy",
+    "flag_rate": "Flag rate",
+    "reliability": "Reliability",
+}
+
+
+def sorted_labelers(rows: list[dict[str, Any]], key: str, descending: bool) -> list[dict[str, Any]]:
+    """The labeler table sorted by one column; rows without a value go last either way."""
+    present = [row for row in rows if row.get(key) is not None]
+    missing = [row for row in rows if row.get(key) is None]
+    present.sort(key=lambda row: (row[key], row["username"]), reverse=descending)
+    return present + sorted(missing, key=lambda row: row["username"])
+
+
+@require_GET
+@staff_member_required
+def quality_index(request: HttpRequest) -> HttpResponse:
+    datasets = Dataset.objects.with_progress().select_related("quality").order_by("name")
+    return render(request, "labeling/quality_index.html", {"datasets": datasets})
+
+
+@require_GET
+@staff_member_required
+def quality_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    dataset = get_object_or_404(Dataset, slug=slug)
+    report, refreshing = quality_services.current_report(dataset=dataset)
+    sort = request.GET.get("sort", "reliability")
+    sort = sort if sort in LABELER_COLUMNS else "reliability"
+    descending = request.GET.get("dir") == "desc"
+    data = report.data if report and report.computed_at else {}
+    context: dict[str, Any] = {
+        "dataset": dataset,
+        "report": report,
+        "data": data,
+        "refreshing": refreshing,
+        "sort": sort,
+        "descending": descending,
+        "columns": LABELER_COLUMNS.items(),
+    }
+    if data:
+        agreement = data["agreement"]
+        pairwise, ranks = agreement["pairwise"], agreement["alpha_rankings"]
+        rows = [
+            ("Pairwise agreement", pairwise["rate"], pairwise["low"], pairwise["high"]),
+            ("Alpha, rankings (ordinal)", ranks["alpha"], ranks["low"], ranks["high"]),
+            *(
+                (f"Alpha, {criterion} (interval)", value["alpha"], value["low"], value["high"])
+                for criterion, value in agreement["alpha_ratings"].items()
+            ),
+        ]
+        # Both charts are built from numbers and escaped labels by labeling.charts.
+        context["agreement_chart"] = mark_safe(charts.intervals_svg(rows))
+        context["rate_chart"] = mark_safe(charts.daily_rate_svg(data["rate"]))
+        context["labelers"] = sorted_labelers(data["labelers"], sort, descending)
+        context["progress"] = progress_shares(data["progress"])
+    return render(request, "labeling/quality.html", context)
+
+
+def progress_shares(progress: dict[str, int]) -> dict[str, float]:
+    total = progress["prompts"] or 1
+    return {key: 100 * progress[key] / total for key in ("done", "partly", "not_started")}
+
+
+@require_POST
+@staff_member_required
+def quality_refresh(request: HttpRequest, slug: str) -> HttpResponse:
+    dataset = get_object_or_404(Dataset, slug=slug)
+    quality_services.invalidate_reports([dataset.pk])
+    messages.success(request, "The statistics are being recomputed.")
+    return redirect("labeling:quality", slug=dataset.slug)
+
+
+@require_GET
+@staff_member_required
+def quality_prompt(request: HttpRequest, slug: str, prompt_id: int) -> HttpResponse:
+    prompt = get_object_or_404(
+        Prompt.objects.select_related("dataset"), pk=prompt_id, dataset__slug=slug
+    )
+    return render_quality_prompt(request, prompt, GoldOrderForm())
+
+
+def render_quality_prompt(
+    request: HttpRequest, prompt: Prompt, form: GoldOrderForm, status: int = 200
+) -> HttpResponse:
+    completions = list(prompt.completions.all())
+    names = {completion.pk: completion.external_id for completion in completions}
+    rankings = list(
+        Ranking.objects.filter(prompt=prompt).select_related("labeler").order_by("created_at")
+    )
+    counted = [r for r in rankings if r.labeler.is_active]
+    result = quality.consensus(sorted(names), [r.order for r in counted])
+    consensus_order = [[names[c] for c in group] for group in result["order"]]
+    if not form.is_bound:
+        form = GoldOrderForm(initial={"order": order_text(prompt.gold_order or consensus_order)})
+    context = {
+        "prompt": prompt,
+        "dataset": prompt.dataset,
+        "completions": completions,
+        "rankings": [
+            (ranking, order_text([[names[c] for c in group] for group in ranking.order]))
+            for ranking in rankings
+        ],
+        "consensus": order_text(consensus_order) if counted else "",
+        "pairs": [
+            pair | {"a_name": names[pair["a"]], "b_name": names[pair["b"]]}
+            for pair in result["pairs"]
+        ],
+        "unanimous": quality_services.unanimous_order(prompt),
+        "gold_text": order_text(prompt.gold_order) if prompt.gold_order else "",
+        "form": form,
+    }
+    return render(request, "labeling/quality_prompt.html", context, status=status)
+
+
+@require_POST
+@staff_member_required
+def quality_gold(request: HttpRequest, slug: str, prompt_id: int) -> HttpResponse:
+    prompt = get_object_or_404(
+        Prompt.objects.select_related("dataset"), pk=prompt_id, dataset__slug=slug
+    )
+    action = request.POST.get("action")
+    form = GoldOrderForm(request.POST if action == "set" else None)
+    try:
+        if action == "promote":
+            quality_services.promote_to_gold(prompt=prompt)
+        elif action == "unmark":
+            quality_services.set_gold(prompt=prompt, order=None)
+        elif action == "set" and form.is_valid():
+            quality_services.set_gold(prompt=prompt, order=form.cleaned_data["order"])
+        else:
+            return render_quality_prompt(request, prompt, form, status=400)
+    except ValidationError as error:
+        form = GoldOrderForm(request.POST) if action == "set" else GoldOrderForm()
+        form.is_valid()
+        for message in services.errors_text(error):
+            form.add_error(None, message)
+        return render_quality_prompt(request, prompt, form, status=400)
+    messages.success(
+        request, f"{prompt.external_id} is {'gold' if prompt.is_gold else 'a regular prompt'} now."
+    )
+    return redirect("labeling:quality-prompt", slug=slug, prompt_id=prompt.pk)
+
+
+@require_POST
+@staff_member_required
+def labeler_exclusion(request: HttpRequest, user_id: int, action: str) -> HttpResponse:
+    labeler = get_object_or_404(User, pk=user_id)
+    by = cast(User, request.user)
+    try:
+        if action == "exclude":
+            quality_services.exclude_labeler(labeler=labeler, by=by)
+            messages.success(
+                request,
+                f"{labeler.username} is excluded: their rankings are left out of exports, "
+                "training and statistics. Reinstate them to undo.",
+            )
+        else:
+            quality_services.reinstate_labeler(labeler=labeler, by=by)
+            messages.success(request, f"{labeler.username} is reinstated.")
+    except ValidationError as error:
+        messages.error(request, " ".join(services.errors_text(error)))
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = reverse("labeling:quality-index")
+    return redirect(target)

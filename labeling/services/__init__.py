@@ -445,7 +445,9 @@ def _lease_prompt(
         if prompt is None:
             return None
         taken = Assignment.objects.filter(
-            prompt=prompt, status__in=Assignment.SLOT_HOLDING_STATUSES
+            prompt=prompt,
+            status__in=Assignment.SLOT_HOLDING_STATUSES,
+            labeler__is_active=True,
         ).count()
         if not prompt.is_gold and taken >= dataset.labels_per_prompt:
             return None
