@@ -4,37 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 
 import pytest
-from celery.contrib.testing.worker import start_worker
-from celery.signals import task_postrun
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from config.celery import app
 from labeling.models import ImportJob, Prompt
-from tests.conftest import use_broker
-
-
-@pytest.fixture
-def worker():
-    use_broker("memory://")
-    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
-        yield app
-
-
-@pytest.fixture
-def finished():
-    done = threading.Event()
-
-    def on_postrun(**kwargs: object) -> None:
-        done.set()
-
-    task_postrun.connect(on_postrun, weak=False)
-    yield done
-    task_postrun.disconnect(on_postrun)
 
 
 @pytest.mark.django_db(transaction=True)
