@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/reward_quality.py
 	$(BIN)/python bench/reward_scale.py
+	$(BIN)/python bench/dashboard_bench.py
 
 clean:
 	rm -rf $(VENV) var staticfiles
