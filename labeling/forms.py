@@ -177,6 +177,7 @@ class GoldOrderForm(forms.Form):
 
     order = forms.CharField(
         max_length=2000,
+        widget=forms.TextInput(attrs={"size": 40}),
         help_text="Completion ids best first: 'c2 > c1 = c3' (= ties two completions).",
     )
 

@@ -397,11 +397,11 @@ def _labeler_table(
 def _disputed(
     prompt_rows: list[tuple[int, list[int], list[tuple[int, Order]]]], agreement_rows: np.ndarray
 ) -> list[dict[str, Any]]:
-    """The prompts whose labelers agreed least, with each pair's votes."""
+    """The prompts whose labelers agreed least (any disagreement), with each pair's votes."""
     scored = [
         (score / count, index)
         for index, (score, count) in enumerate(agreement_rows)
-        if count and len(prompt_rows[index][2]) >= 2
+        if count and score < count and len(prompt_rows[index][2]) >= 2
     ]
     scored.sort()
     chosen = scored[:DISPUTED_SHOWN]
