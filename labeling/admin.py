@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -12,6 +15,7 @@ from django.urls import URLPattern, path, reverse
 from labeling import services
 from labeling.forms import ImportForm
 from labeling.models import Assignment, Comparison, Completion, Dataset, Prompt, Ranking
+from labeling.services import quality
 
 
 @admin.register(Dataset)
@@ -99,8 +103,30 @@ class CompletionInline(admin.TabularInline):
     can_delete = False
 
 
+class PromptForm(forms.ModelForm):
+    """Checks a gold prompt's expected order against the prompt's completions."""
+
+    class Meta:
+        model = Prompt
+        fields = ["dataset", "external_id", "messages", "metadata", "is_gold", "gold_order"]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        if data.get("is_gold") and self.instance.pk:
+            try:
+                quality.check_gold_order(self.instance, data.get("gold_order"))
+            except ValidationError as error:
+                self.add_error("gold_order", error.message_dict["gold_order"])
+        elif data.get("is_gold"):
+            self.add_error("is_gold", "Import the prompt first, then mark it gold.")
+        return data
+
+
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
+    form = PromptForm
+    actions = ["promote_unanimous"]
     list_display = [
         "external_id",
         "dataset",
@@ -126,6 +152,27 @@ class PromptAdmin(admin.ModelAdmin):
     @admin.display(description="Completions", ordering="completion_count")
     def completion_count(self, prompt: Prompt) -> int:
         return prompt.completion_count  # type: ignore[attr-defined,no-any-return]
+
+    def save_model(self, request: HttpRequest, obj: Prompt, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and {"is_gold", "gold_order"} & set(form.changed_data):
+            quality.set_gold(prompt=obj, order=obj.gold_order if obj.is_gold else None)
+
+    @admin.action(description="Promote to gold where the labelers agreed unanimously")
+    def promote_unanimous(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> None:
+        promoted = refused = 0
+        for prompt in queryset.filter(is_gold=False):
+            try:
+                quality.promote_to_gold(prompt=prompt)
+            except ValidationError:
+                refused += 1
+            else:
+                promoted += 1
+        messages.info(
+            request,
+            f"{promoted} promoted to gold; {refused} left as they are "
+            "(fewer than two labelers, or they did not all agree).",
+        )
 
 
 @admin.register(Completion)
@@ -189,3 +236,34 @@ class ComparisonAdmin(ReadOnlyAdmin):
     list_filter = ["dataset", "margin", "strength"]
     search_fields = ["labeler__username", "prompt__external_id"]
     list_select_related = ["prompt__dataset", "labeler", "chosen", "rejected"]
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class LabelerAdmin(UserAdmin):
+    """Django's user admin with the label-quality actions: exclude and reinstate labelers."""
+
+    actions = ["exclude_labelers", "reinstate_labelers"]
+
+    @admin.action(description="Exclude: deactivate and leave their rankings out")
+    def exclude_labelers(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        done = []
+        for user in queryset.filter(is_active=True):
+            try:
+                quality.exclude_labeler(labeler=user, by=request.user)  # type: ignore[arg-type]
+            except ValidationError as error:
+                messages.error(request, f"{user.username}: {' '.join(error.messages)}")
+            else:
+                done.append(user.username)
+        if done:
+            messages.success(request, f"Excluded {', '.join(done)}; nothing was deleted.")
+
+    @admin.action(description="Reinstate: their account and rankings count again")
+    def reinstate_labelers(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        names = []
+        for user in queryset.filter(is_active=False):
+            quality.reinstate_labeler(labeler=user, by=request.user)  # type: ignore[arg-type]
+            names.append(user.username)
+        messages.success(request, f"Reinstated {', '.join(names) or 'nobody'}.")

@@ -32,12 +32,14 @@ from labeling.serializers import (
     ImportCreateSerializer,
     ImportJobSerializer,
     PromptSerializer,
+    QualityReportSerializer,
     RankingExportParamsSerializer,
     RankingInputSerializer,
     RankingSerializer,
     SkipSerializer,
     TaskSerializer,
 )
+from labeling.services import quality as quality_services
 
 
 def caller(request: Request) -> User:
@@ -351,3 +353,25 @@ def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
     )
     lines = exports.ranking_lines(rankings, include_ids=params["include_ids"])
     return jsonl_response(request, lines, cursor, f"{dataset.slug}-rankings.jsonl")
+
+
+@extend_schema(
+    responses=QualityReportSerializer,
+    summary="The dataset's label-quality report: agreement, labelers, flags (staff)",
+)
+@api_view(["GET"])
+@permission_classes([IsStaff])
+def quality_report(request: Request, slug: str) -> Response:
+    dataset = get_object_or_404(Dataset, slug=slug)
+    report, refreshing = quality_services.current_report(dataset=dataset)
+    ready = report is not None and report.computed_at is not None
+    return Response(
+        QualityReportSerializer(
+            {
+                "status": ("refreshing" if refreshing else "ready") if ready else "computing",
+                "computed_at": report.computed_at if report else None,
+                "ranking_cursor": report.ranking_cursor if ready and report else 0,
+                "report": report.data if ready and report else None,
+            }
+        ).data
+    )

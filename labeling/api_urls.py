@@ -16,4 +16,5 @@ urlpatterns = [
     path("assignments/<int:assignment_id>/skip/", api.skip_task, name="skip"),
     path("datasets/<slug:slug>/comparisons/", api.comparison_export, name="comparisons"),
     path("datasets/<slug:slug>/rankings/", api.ranking_export, name="rankings"),
+    path("datasets/<slug:slug>/quality/", api.quality_report, name="quality"),
 ]

@@ -331,3 +331,21 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
 
 class RankingExportParamsSerializer(ExportParamsSerializer):
     format = format_field(("rankings",), "rankings")
+
+
+class QualityReportSerializer(serializers.Serializer):
+    """A dataset's label-quality report, as on the staff dashboard."""
+
+    status = serializers.ChoiceField(
+        choices=["ready", "refreshing", "computing"],
+        help_text="computing: no report yet; refreshing: this one, while a newer one is made.",
+    )
+    computed_at = serializers.DateTimeField(allow_null=True)
+    ranking_cursor = serializers.IntegerField(help_text="The newest ranking id it covers.")
+    report = serializers.JSONField(
+        allow_null=True,
+        help_text=(
+            "progress, rate (rankings per day), agreement (pairwise rate and Krippendorff's "
+            "alpha with 95% bootstrap intervals), labelers, flags, disputed prompts."
+        ),
+    )

@@ -491,6 +491,34 @@ def _log_change(by: User, labeler: User, message: str) -> None:
 # --- Gold prompts ----------------------------------------------------------------------------
 
 
+def check_gold_order(prompt: Prompt, order: Any) -> None:
+    """Refuse, naming the problem, an order that is not tie groups naming every completion of
+    the prompt exactly once by external id."""
+    external_ids = list(prompt.completions.values_list("external_id", flat=True))
+    if (
+        not isinstance(order, list)
+        or not order
+        or any(not isinstance(group, list) or not group for group in order)
+        or any(not isinstance(name, str) for group in order for name in group)
+    ):
+        raise ValidationError(
+            {"gold_order": 'Give the order as non-empty tie groups: [["c2"], ["c1", "c3"]].'}
+        )
+    named = [name for group in order for name in group]
+    unknown = sorted(set(named) - set(external_ids))
+    if unknown:
+        raise ValidationError(
+            {
+                "gold_order": f"{', '.join(unknown)} not completions of this prompt; "
+                f"use {', '.join(external_ids)}."
+            }
+        )
+    if len(named) != len(set(named)) or set(named) != set(external_ids):
+        raise ValidationError(
+            {"gold_order": f"Name every completion exactly once: {', '.join(external_ids)}."}
+        )
+
+
 def set_gold(*, prompt: Prompt, order: list[list[str]] | None) -> Prompt:
     """Make a prompt gold with its expected order (tie groups of completion external ids), or
     with `order=None` a regular prompt again.
@@ -499,22 +527,7 @@ def set_gold(*, prompt: Prompt, order: list[list[str]] | None) -> Prompt:
     order and left out of exports and training; rankings it already has become gold rankings.
     """
     if order is not None:
-        external_ids = list(prompt.completions.values_list("external_id", flat=True))
-        named = [e for group in order for e in group]
-        if not order or any(not group for group in order):
-            raise ValidationError({"gold_order": "Give the order as non-empty tie groups."})
-        unknown = sorted(set(named) - set(external_ids))
-        if unknown:
-            raise ValidationError(
-                {
-                    "gold_order": f"{', '.join(unknown)} not completions of this prompt; "
-                    f"use {', '.join(external_ids)}."
-                }
-            )
-        if len(named) != len(set(named)) or set(named) != set(external_ids):
-            raise ValidationError(
-                {"gold_order": f"Name every completion exactly once: {', '.join(external_ids)}."}
-            )
+        check_gold_order(prompt, order)
     with transaction.atomic():
         prompt.is_gold = order is not None
         prompt.gold_order = order

@@ -64,6 +64,7 @@ ENDPOINTS = {
     "next task": (("post", "labeling-api:next-task", {}), (200, 403, 200, 401)),
     "comparisons": (("get", "labeling-api:comparisons", {}), (200, 200, 403, 401)),
     "rankings": (("get", "labeling-api:rankings", {}), (200, 200, 403, 401)),
+    "quality report": (("get", "labeling-api:quality", {}), (200, 403, 403, 401)),
 }
 
 

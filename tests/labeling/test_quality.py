@@ -414,3 +414,74 @@ def test_a_big_datasets_report_is_refreshed_by_the_worker(worker, finished, clie
     assert report.computed_at is not None and report.error == ""
     assert report.data["agreement"]["pairwise"]["rate"] == pytest.approx(2 / 3)
     assert "0.667" in client.get(url).content.decode()
+
+
+# --- Admin -----------------------------------------------------------------------------------
+
+
+def test_admin_checks_a_gold_order_and_promotes_unanimous_prompts(client, small, staff):
+    client.force_login(staff)
+    prompt = small["p4"]
+    url = reverse("admin:labeling_prompt_change", args=[prompt.pk])
+    form = {
+        "dataset": prompt.dataset_id,
+        "external_id": prompt.external_id,
+        "messages": json.dumps(prompt.messages),
+        "metadata": "{}",
+        "is_gold": "on",
+        "gold_order": '[["c0"], ["c7"]]',
+        "completions-TOTAL_FORMS": "3",
+        "completions-INITIAL_FORMS": "3",
+        "completions-MIN_NUM_FORMS": "0",
+        "completions-MAX_NUM_FORMS": "1000",
+    }
+    for i, completion in enumerate(prompt.completions.all()):
+        form[f"completions-{i}-id"] = completion.pk
+        form[f"completions-{i}-prompt"] = prompt.pk
+    response = client.post(url, form)
+    assert response.status_code == 200
+    assert "c7 not completions of this prompt" in response.content.decode()
+    prompt.refresh_from_db()
+    assert not prompt.is_gold
+    response = client.post(url, form | {"gold_order": '[["c2"], ["c0", "c1"]]'})
+    assert response.status_code == 302
+    prompt.refresh_from_db()
+    assert prompt.gold_order == [["c2"], ["c0", "c1"]]
+
+    changelist = reverse("admin:labeling_prompt_changelist")
+    client.post(
+        changelist,
+        {
+            "action": "promote_unanimous",
+            "_selected_action": [small["p1"].pk, small["p2"].pk],
+        },
+    )
+    assert Prompt.objects.get(pk=small["p1"].pk).is_gold
+    assert not Prompt.objects.get(pk=small["p2"].pk).is_gold
+
+
+def test_admin_user_actions_exclude_and_reinstate(client, small, people, staff):
+    client.force_login(staff)
+    changelist = reverse("admin:auth_user_changelist")
+    bob, cat = people["bob"], people["cat"]
+    client.post(
+        changelist, {"action": "exclude_labelers", "_selected_action": [bob.pk, cat.pk, staff.pk]}
+    )
+    bob.refresh_from_db()
+    cat.refresh_from_db()
+    staff.refresh_from_db()
+    assert (bob.is_active, cat.is_active, staff.is_active) == (False, False, True)
+    client.post(changelist, {"action": "reinstate_labelers", "_selected_action": [bob.pk]})
+    bob.refresh_from_db()
+    assert bob.is_active
+
+
+def test_quality_report_over_the_api(small, staff):
+    response = token_client(staff).get(
+        reverse("labeling-api:quality", args=[small["dataset"].slug])
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["report"]["agreement"]["pairwise"]["rate"] == pytest.approx(0.5)
+    assert body["ranking_cursor"] == Ranking.objects.order_by("-pk").first().pk
