@@ -485,3 +485,37 @@ def test_quality_report_over_the_api(small, staff):
     assert body["status"] == "ready"
     assert body["report"]["agreement"]["pairwise"]["rate"] == pytest.approx(0.5)
     assert body["ranking_cursor"] == Ranking.objects.order_by("-pk").first().pk
+
+
+def test_dashboard_of_a_dataset_without_rankings(client, dataset, prompt, staff):
+    client.force_login(staff)
+    response = client.get(reverse("labeling:quality", args=[dataset.slug]))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "not enough data" in page
+    assert "No rankings yet." in page
+    data = QualityReport.objects.get(dataset=dataset).data
+    assert data["agreement"]["pairwise"]["rate"] is None
+    assert data["progress"]["not_started"] == 1
+
+
+def test_a_failed_refresh_is_reported_and_tried_again(small, monkeypatch, client, staff):
+    dataset = small["dataset"]
+    quality.refresh_report(dataset_id=dataset.pk)
+
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(quality, "compute_report", broken)
+    with pytest.raises(RuntimeError):
+        quality.refresh_report(dataset_id=dataset.pk)
+    report = QualityReport.objects.get(dataset=dataset)
+    assert report.error == "RuntimeError: disk full"
+    assert report.refresh_queued_at is None  # the next view asks again
+    assert report.data["agreement"]["pairwise"]["rate"] == pytest.approx(0.5)  # kept
+    client.force_login(staff)
+    page = client.get(reverse("labeling:quality", args=[dataset.slug])).content.decode()
+    assert "The last computation failed: RuntimeError: disk full" in page
+    monkeypatch.undo()
+    report = quality.refresh_report(dataset_id=dataset.pk)
+    assert report is not None and report.error == ""
