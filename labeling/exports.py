@@ -116,6 +116,11 @@ def comparison_line(
     raise ValueError(f"unknown comparison format {format!r}")
 
 
+def with_fields(line: str, fields: dict[str, Any]) -> str:
+    """A JSON object line with `fields` added at its end."""
+    return line[:-1] + ", " + json.dumps(fields, ensure_ascii=False)[1:]
+
+
 def _encoded_chunk(
     prompt_ids: Iterable[int], completion_ids: Iterable[int]
 ) -> tuple[dict[int, EncodedPrompt], dict[int, tuple[str, str]]]:
@@ -205,7 +210,7 @@ def comparison_lines(
                 extra = {"ids": ids, "margin": margin} | (
                     {"strength": strength} if strength else {}
                 )
-                line = line[:-1] + ", " + json.dumps(extra, ensure_ascii=False)[1:]
+                line = with_fields(line, extra)
             lines.append(line)
         if lines:
             yield ("\n".join(lines) + "\n").encode()
@@ -267,7 +272,7 @@ def consensus_lines(
                     "vote_share": pair["vote_share"],
                     "voters": pair["voters"],
                 }
-                line = line[:-1] + ", " + json.dumps(extra, ensure_ascii=False)[1:]
+                line = with_fields(line, extra)
             lines.append(line)
         if lines:
             yield ("\n".join(lines) + "\n").encode()
