@@ -34,6 +34,7 @@ def setup_django(folder: str) -> None:
     os.environ["PREFLAB_DATA_DIR"] = folder
     os.environ.setdefault("DEBUG", "false")
     os.environ.setdefault("SECRET_KEY", "bench")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # no log line per fit
     import django
 
     django.setup()
@@ -101,7 +102,6 @@ def main() -> None:
                     data.chosen_rows[~test],
                     data.rejected_rows[~test],
                     fit_config,
-                    seed,
                 )
                 seconds.append(time.perf_counter() - started)
                 scores = fitting.rewards(data.features, weights)

@@ -9,8 +9,8 @@ of ~400 chars from a 3,000-word Zipf vocabulary, and labelers who rank by the nu
 a hidden "good" list plus Gumbel noise. A second child (DEBUG off, model files in a temp folder)
 trains the run the Celery worker would, while a thread polls the run row every 0.5 s for its
 stage and samples the RSS; --profile runs the training under cProfile (stderr). The row's stages
-are coarse (an exact fit, <= 200k training pairs, shows as "featurizing" until it ends; a stage
-under 0.5 s may be missed), so the big calls are timed too, by wrapping them in the child.
+are coarse (a stage under 0.5 s may be missed, and the learning curve's fits count as
+"evaluating"), so the big calls are timed too, by wrapping them in the child.
 """
 
 from __future__ import annotations

@@ -1,28 +1,97 @@
-"""Fitting a Bradley-Terry reward model and measuring it on pairs."""
+"""Fitting a Bradley-Terry reward model and measuring it on pairs.
+
+The model: P(a beats b) = sigmoid(r(a) - r(b)) with r(x) = features(x) . w and no intercept (it
+would cancel in every difference). `fit_bradley_terry` finds the w minimizing, over the n
+training pairs,
+
+    sum_i log(1 + exp(-(r(chosen_i) - r(rejected_i)))) + l2_penalty / 2 * |w|^2,
+
+the maximum a posteriori fit under a Gaussian prior on w that does not depend on n, with scipy's
+L-BFGS-B: one exact path for every number of pairs. It minimizes that divided by n,
+
+    L(w) = mean_i log(1 + exp(-d_i)) + lambda / 2 * |w|^2,   lambda = l2_penalty / n,
+
+(same optimum, better scaled for L-BFGS's tolerances). So the penalty's pull fades as pairs
+accumulate: a fixed lambda (per pair) tuned on 1,000 pairs gave 0.78 held-out accuracy on 1M
+synthetic comparisons where l2_penalty = 1 gave 0.83 (bench/reward_scale.py data).
+
+It works on the matrix X of the distinct completions (each featurized once) and two arrays of
+row numbers, never on a matrix of pair differences: with d = (X w)[chosen] - (X w)[rejected]
+and g_i = -sigmoid(-d_i) / n,
+
+    grad L(w) = X^T (bincount(chosen, g) - bincount(rejected, g)) + lambda * w,
+
+so memory is the completions' features plus a few numbers per pair, and each iteration costs
+two passes over the completions' nonzeros, however many pairs share a completion.
+
+This is the same optimum as a logistic regression without intercept on the differences
+x_chosen - x_rejected, all labelled 1, or on randomly sign-flipped differences with labels
+sign > 0 (the classic recipe): log(1 + exp(-d)) is the loss of a pair either way round, so the
+flips change nothing and are left out. The scikit-learn (and liblinear) equivalent is
+`LogisticRegression(C=1 / l2_penalty, fit_intercept=False)` on those differences.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
-from scipy import sparse
-from sklearn.linear_model import LogisticRegression, SGDClassifier
+from scipy import optimize, sparse
+from scipy.special import expit
+from threadpoolctl import threadpool_limits  # installed with (and required by) scikit-learn
+
+logger = logging.getLogger(__name__)
+
+# Options of the liblinear/SGD fit, kept in the configs of earlier runs (a retry reuses them):
+# `regularization` was liblinear's C, the inverse of l2_penalty; the others only chose between
+# the exact and the out-of-core solver for the same objective, so they are dropped.
+RETIRED_OPTIONS = ("regularization", "exact_limit", "epochs", "chunk_size")
 
 
 @dataclass(frozen=True)
 class FitConfig:
-    regularization: float = 1.0
-    exact_limit: int = 200_000
-    epochs: int = 5
-    chunk_size: int = 50_000
+    """Options of `fit_bradley_terry`.
+
+    - `l2_penalty`: the weight of |w|^2 / 2 against the pairs' summed loss (1 / C in
+      scikit-learn's and liblinear's terms); bigger is smoother. The default, 1, lies within
+      the best range found by prompt-grouped cross-validation on real preferences (0.7 to 2, on
+      ~900 training pairs) and on synthetic comparisons (1 to 3 at 100k, 0.25 to 8 at 1M).
+    - `max_iter`: L-BFGS iterations at most; each costs about one pass over the features.
+    - `tol`: stop when an iteration lowers the objective by less than tol * max(1, objective),
+      or when no gradient entry is above tol in size (L-BFGS-B's `ftol` and `gtol`).
+    """
+
+    l2_penalty: float = 1.0
+    max_iter: int = 150
+    tol: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name in ("l2_penalty", "tol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number")
+            if not 0 < value < math.inf:
+                raise ValueError(f"{name} must be above 0")
+            object.__setattr__(self, name, float(value))
+        if type(self.max_iter) is not int or self.max_iter < 1:
+            raise ValueError("max_iter must be a whole number, 1 or more")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FitConfig:
+        """The options in `data`; those of earlier versions (RETIRED_OPTIONS) are translated."""
+        data = {k: v for k, v in data.items() if k not in RETIRED_OPTIONS[1:]}
+        if "regularization" in data:
+            c = data.pop("regularization")
+            if isinstance(c, bool) or not isinstance(c, int | float) or not 0 < c < math.inf:
+                raise ValueError("regularization (liblinear's C) must be a number above 0")
+            data.setdefault("l2_penalty", 1 / c)
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -30,12 +99,27 @@ class FitConfig:
         return cls(**data)
 
 
-def _differences(
-    features: sparse.csr_matrix, chosen: np.ndarray, rejected: np.ndarray, signs: np.ndarray
-) -> sparse.csr_matrix:
-    # A flipped pair is the same difference the other way round: no multiply needed.
-    flip = signs < 0
-    return features[np.where(flip, rejected, chosen)] - features[np.where(flip, chosen, rejected)]
+def loss_and_gradient(
+    weights: np.ndarray,
+    matrix: sparse.csr_matrix,
+    chosen: np.ndarray,
+    rejected: np.ndarray,
+    penalty: float,
+) -> tuple[float, np.ndarray]:
+    """L(w) of the module's docstring (lambda = `penalty`) and its gradient, without a matrix
+    of differences.
+
+    The two products run in the matrix's precision (float32 from `features.featurize`: scipy
+    would otherwise copy the whole matrix to float64 on every product); the rest is float64.
+    """
+    scores = np.asarray(matrix @ weights.astype(matrix.dtype), dtype=np.float64)
+    margin = scores[chosen] - scores[rejected]
+    loss = float(np.logaddexp(0, -margin).mean()) + penalty / 2 * float(weights @ weights)
+    per_pair = -expit(-margin) / len(chosen)
+    per_row = np.bincount(chosen, per_pair, minlength=matrix.shape[0])
+    per_row -= np.bincount(rejected, per_pair, minlength=matrix.shape[0])
+    gradient = np.asarray(matrix.T @ per_row.astype(matrix.dtype), dtype=np.float64)
+    return loss, gradient + penalty * weights
 
 
 def fit_bradley_terry(
@@ -43,60 +127,84 @@ def fit_bradley_terry(
     chosen: np.ndarray,
     rejected: np.ndarray,
     config: FitConfig,
-    seed: int,
     on_progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
+    """The float64 weights minimizing L(w) (the module's docstring) for the pairs "row chosen[i]
+    of `features` beat row rejected[i]", by L-BFGS-B from w = 0.
+
+    Deterministic: nothing is random, so there is no seed. Rows that no pair uses are dropped
+    first when they are the majority (the learning curve's subsets), so a small fit does not pay
+    for the whole matrix. `on_progress` gets the share of `max_iter` done after each iteration.
+    """
+    chosen = np.asarray(chosen, dtype=np.intp)
+    rejected = np.asarray(rejected, dtype=np.intp)
     if len(chosen) == 0:
         raise ValueError("no comparisons to fit")
-    rng = np.random.default_rng(seed)
-    signs = rng.choice(np.array([-1, 1]), size=len(chosen))
-    if len(np.unique(signs)) < 2:
-        # Both classes are needed: the first pair is added again the other way round.
-        chosen, rejected = np.append(chosen, chosen[0]), np.append(rejected, rejected[0])
-        signs = np.append(signs, -signs[0])
-    labels = (signs > 0).astype(int)
-    if len(chosen) <= config.exact_limit:
+    if len(chosen) != len(rejected):
+        raise ValueError("chosen and rejected must be as long as each other")
+    matrix = sparse.csr_matrix(features)  # the same arrays, not a copy
+    if matrix.dtype not in (np.float32, np.float64):
+        matrix = matrix.astype(np.float64)
+    used = np.unique(np.concatenate([chosen, rejected]))
+    if len(used) <= matrix.shape[0] // 2:
+        matrix = matrix[used]
+        chosen, rejected = np.searchsorted(used, chosen), np.searchsorted(used, rejected)
+    # Only the weights of columns that some row uses can move: any other has gradient
+    # l2_penalty * w, 0 from w = 0 on. Leaving them out changes nothing but L-BFGS's own work
+    # per iteration, which is proportional to the number of weights.
+    touched = np.zeros(matrix.shape[1], dtype=bool)
+    touched[matrix.indices] = True
+    active = np.flatnonzero(touched)
+    weights = np.zeros(matrix.shape[1])
+
+    per_pair_penalty = config.l2_penalty / len(chosen)
+
+    def objective(active_weights: np.ndarray) -> tuple[float, np.ndarray]:
+        weights[active] = active_weights
+        loss, gradient = loss_and_gradient(weights, matrix, chosen, rejected, per_pair_penalty)
+        return loss, gradient[active]
+
+    iterations = 0
+
+    def after_iteration(_: np.ndarray) -> None:
+        nonlocal iterations
+        iterations += 1
         if on_progress:
-            on_progress(0.0)
-        # The dual problem: far fewer pairs than hashed features, ~10x faster, same solution.
-        model = LogisticRegression(
-            C=config.regularization,
-            fit_intercept=False,
-            solver="liblinear",
-            dual=True,
-            random_state=seed,
-            max_iter=1000,
+            on_progress(iterations / config.max_iter)
+
+    if on_progress:
+        on_progress(0.0)
+    # L-BFGS's vector operations are too small for threads: BLAS threads make them 2-6x slower
+    # on an idle machine and far slower on a busy one (they spin while waiting for each other).
+    with threadpool_limits(limits=1, user_api="blas"):
+        result = optimize.minimize(
+            objective,
+            np.zeros(len(active)),
+            jac=True,
+            method="L-BFGS-B",
+            callback=after_iteration,
+            options={"maxiter": config.max_iter, "ftol": config.tol, "gtol": config.tol},
         )
-        model.fit(_differences(features, chosen, rejected, signs), labels)
-        if on_progress:
-            on_progress(1.0)
-        return model.coef_.ravel().astype(np.float64)
-    model = SGDClassifier(
-        loss="log_loss",
-        fit_intercept=False,
-        alpha=1.0 / (config.regularization * len(chosen)),
-        random_state=seed,
+    logger.info(
+        "Bradley-Terry fit on %d pairs, %d rows, %d active columns: %d iterations, loss %.6f (%s)",
+        len(chosen),
+        matrix.shape[0],
+        len(active),
+        result.nit,
+        result.fun,
+        result.message,
     )
-    order = np.arange(len(chosen))
-    steps = config.epochs * ((len(chosen) + config.chunk_size - 1) // config.chunk_size)
-    done = 0
-    for _ in range(config.epochs):
-        rng.shuffle(order)
-        for start in range(0, len(order), config.chunk_size):
-            batch = order[start : start + config.chunk_size]
-            model.partial_fit(
-                _differences(features, chosen[batch], rejected[batch], signs[batch]),
-                labels[batch],
-                classes=np.array([0, 1]),
-            )
-            done += 1
-            if on_progress:
-                on_progress(done / steps)
-    return model.coef_.ravel().astype(np.float64)
+    if on_progress:
+        on_progress(1.0)
+    weights[:] = 0.0
+    weights[active] = result.x
+    return weights
 
 
 def rewards(features: sparse.csr_matrix, weights: np.ndarray) -> np.ndarray:
-    return np.asarray(features @ weights, dtype=np.float64)
+    """features @ weights, in the matrix's precision (no float64 copy of a float32 matrix)."""
+    dtype = features.dtype if features.dtype in (np.float32, np.float64) else np.float64
+    return np.asarray(features @ np.asarray(weights, dtype=dtype), dtype=np.float64)
 
 
 def pairwise_metrics(

@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 
 from labeling.models import Dataset
+from rewards import fitting
 from rewards.services import DEFAULT_HELD_OUT_SHARE
 
 
@@ -19,14 +20,26 @@ class TrainingRunForm(forms.Form):
         initial=DEFAULT_HELD_OUT_SHARE,
         help_text="Share of prompts held out for evaluation (whole prompts).",
     )
-    regularization = forms.FloatField(
-        required=False, min_value=0, help_text="Leave empty for the default."
+    l2_penalty = forms.FloatField(
+        label="L2 penalty",
+        required=False,
+        help_text=(
+            "Lambda in: summed loss of the pairs + lambda/2 |w|^2 (1/C of scikit-learn). Bigger "
+            "is smoother; its pull fades as pairs accumulate. Empty for the default, "
+            f"{fitting.FitConfig().l2_penalty:g}."
+        ),
     )
     seed = forms.IntegerField(min_value=0, initial=0)
+
+    def clean_l2_penalty(self) -> float | None:
+        value: float | None = self.cleaned_data["l2_penalty"]
+        if value is not None and value <= 0:
+            raise forms.ValidationError("Must be above 0.")
+        return value
 
     def config(self) -> dict[str, Any]:
         data = self.cleaned_data
         config: dict[str, Any] = {"held_out_share": data["held_out_share"], "seed": data["seed"]}
-        if data["regularization"] is not None:
-            config["fit"] = {"regularization": data["regularization"]}
+        if data["l2_penalty"] is not None:
+            config["fit"] = {"l2_penalty": data["l2_penalty"]}
         return config

@@ -34,6 +34,9 @@ from rewards.models import RewardModel, TrainingRun
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 20_000
+# Completions are featurized in smaller chunks: featurizing needs ~8x its result's memory for a
+# moment (token strings, hashed names, intermediate blocks), ~100 MB for 5,000 completions.
+COMPLETION_CHUNK_SIZE = 5_000
 DEFAULT_HELD_OUT_SHARE = 0.2
 LEARNING_CURVE_SHARES = (0.1, 0.3, 1.0)
 # Where each stage starts and ends on the run's progress bar.
@@ -189,9 +192,9 @@ def load_training_data(
         raise ValidationError("Training needs comparisons from at least two prompts.")
 
     completion_ids = np.unique(np.concatenate([arrays["chosen"], arrays["rejected"]]))
-    blocks = []
-    for start in range(0, len(completion_ids), CHUNK_SIZE):
-        ids = completion_ids[start : start + CHUNK_SIZE].tolist()
+    matrix = _Rows(feature_config.n_features)
+    for start in range(0, len(completion_ids), COMPLETION_CHUNK_SIZE):
+        ids = completion_ids[start : start + COMPLETION_CHUNK_SIZE].tolist()
         rows = dict(
             (pk, (prompt_id, text))
             for pk, prompt_id, text in Completion.objects.filter(pk__in=ids).values_list(
@@ -204,7 +207,7 @@ def load_training_data(
             )
         )
         items = [(messages[rows[pk][0]], rows[pk][1]) for pk in ids]
-        blocks.append(features.featurize(items, feature_config))
+        matrix.append(features.featurize(items, feature_config))
         report("featurizing", (start + len(ids)) / len(completion_ids))
     return TrainingData(
         comparison_ids=arrays["pk"],
@@ -212,9 +215,37 @@ def load_training_data(
         chosen_rows=np.searchsorted(completion_ids, arrays["chosen"]),
         rejected_rows=np.searchsorted(completion_ids, arrays["rejected"]),
         margins=arrays["margin"],
-        features=sparse.vstack(blocks, format="csr"),
+        features=matrix.csr(),
         completion_ids=completion_ids,
     )
+
+
+class _Rows:
+    """A float32 CSR matrix appended to block by block. Its arrays grow in place (`array`
+    resizes large buffers without copying them), so there is never a second copy of the whole
+    matrix, as `sparse.vstack` of the blocks would make."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.values, self.columns, self.lengths = array("f"), array("i"), array("q")
+
+    def append(self, block: sparse.csr_matrix) -> None:
+        self.values.frombytes(block.data.astype(np.float32, copy=False).tobytes())
+        self.columns.frombytes(block.indices.astype(np.intc, copy=False).tobytes())
+        self.lengths.frombytes(np.diff(block.indptr).astype(np.int64).tobytes())
+
+    def csr(self) -> sparse.csr_matrix:
+        """The matrix, on these very buffers (append no more)."""
+        index = np.intc if len(self.values) < 2**31 else np.int64
+        lengths = np.frombuffer(self.lengths, dtype=np.int64)
+        return sparse.csr_matrix(
+            (
+                np.frombuffer(self.values, dtype=np.float32),
+                np.frombuffer(self.columns, dtype=np.intc).astype(index, copy=False),
+                np.concatenate([[0], np.cumsum(lengths)]).astype(index),
+            ),
+            shape=(len(lengths), self.width),
+        )
 
 
 def run_training(*, run_id: int, now: datetime | None = None) -> TrainingRun | None:
@@ -280,7 +311,6 @@ def _train(run: TrainingRun, report: _Reporter) -> tuple[dict[str, Any], RewardM
         data.chosen_rows[train],
         data.rejected_rows[train],
         fit_config,
-        seed,
         on_progress=lambda share: report("fitting", share),
     )
 
@@ -345,7 +375,7 @@ def _learning_curve(
         subset = train & np.isin(data.prompts, shuffled[: max(1, int(len(shuffled) * share))])
         report("evaluating", index / len(LEARNING_CURVE_SHARES))
         weights = fitting.fit_bradley_terry(
-            data.features, data.chosen_rows[subset], data.rejected_rows[subset], fit_config, seed
+            data.features, data.chosen_rows[subset], data.rejected_rows[subset], fit_config
         )
         scores = fitting.rewards(data.features, weights)
         metrics = fitting.pairwise_metrics(

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from labeling.permissions import SERVICE_GROUP
 from rewards import artifacts, services
+from rewards.models import TrainingRun
 from tests.factories import UserFactory, token_client
 
 
@@ -151,6 +152,20 @@ def test_staff_starts_a_run_from_the_web(
     page = client.get(response.url).content.decode()
     assert "Queued" in page
     assert 'http-equiv="refresh"' in page
+
+
+def test_staff_sets_the_l2_penalty_which_must_be_positive(
+    client, staff, trained_on, django_capture_on_commit_callbacks
+):
+    client.force_login(staff)
+    form = {"datasets": [trained_on.pk], "held_out_share": 0.2, "seed": 0}
+    page = client.post(reverse("rewards:runs"), form | {"l2_penalty": 0}).content.decode()
+    assert "Must be above 0." in page
+    assert not TrainingRun.objects.exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(reverse("rewards:runs"), form | {"l2_penalty": 0.01})
+    assert response.status_code == 302
+    assert TrainingRun.objects.get().config["fit"]["l2_penalty"] == 0.01
 
 
 def test_run_page_shows_metrics_plots_and_files(client, staff, model):

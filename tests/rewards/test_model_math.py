@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy import sparse
+from sklearn.linear_model import LogisticRegression
 
 from rewards import features, fitting
 from rewards.evaluation import labeler_agreement
@@ -20,6 +21,47 @@ def test_featurize_is_deterministic_and_as_wide_as_configured():
     first, again = features.featurize(items, config), features.featurize(items, config)
     assert first.shape == (2, config.n_features)
     assert (first != again).nnz == 0
+
+
+def test_default_rows_are_float32_with_character_trigrams():
+    config = features.FeatureConfig()
+    matrix = features.featurize([(ASK, "No way.")], config)
+    assert matrix.dtype == np.float32
+    trigrams = features.FeatureConfig(word_weight=0, cross_weight=0, handcrafted_weight=0)
+    # " no ", " way " -> " no", "no ", " wa", "way", "ay ": five trigrams, equal weights.
+    row = features.featurize([(ASK, "No way.")], trigrams)
+    assert row.nnz == 5
+    assert np.allclose(row.data, 1 / np.sqrt(5))
+
+
+@pytest.mark.parametrize("words", [(1, 1), (1, 3), (2, 2)])
+def test_word_and_char_blocks_hash_each_word_once_with_the_same_result(words):
+    config = features.FeatureConfig(word_ngram_range=words, char_ngram_range=(2, 4))
+    texts = ["I can't, sorry!", "", "?!", "Sorry sorry SORRY: can't can't", "Ünïcode ﬁne ǅ"]
+    tokens = [features.TOKEN.findall(features.normalize(t)) for t in texts]
+    vocabulary, counts = features._word_counts(tokens)
+    fast_words = features._word_block(vocabulary, counts, tokens, config)
+    fast_chars = features._char_block(vocabulary, counts, config)
+    names = (features.word_ngrams(t, *words) for t in tokens)
+    slow_words = features._hashed_block(names, config, config.word_weight)
+    names = (features.char_ngrams(t, 2, 4) for t in tokens)
+    slow_chars = features._hashed_block(names, config, config.char_weight)
+    assert fast_words.shape == slow_words.shape == fast_chars.shape == slow_chars.shape
+    assert abs(fast_words - slow_words).max() == 0
+    assert abs(fast_chars - slow_chars).max() == 0
+    assert fast_words.nnz > 0 and fast_chars.nnz > 0
+
+
+def test_phrase_counts_match_searching_every_phrase():
+    text = "i'm sorry, i can't help. maybe you could try? sure, sure. i am not sure what you mean"
+    tokens = features.TOKEN.findall(text)
+    joined = " " + " ".join(tokens) + " "
+    expected = {
+        name: sum(joined.count(f" {phrase} ") for phrase in phrases)
+        for name, phrases in features.PHRASES.items()
+    }
+    assert features.phrase_counts(tokens) == expected
+    assert expected["refusal"] >= 2 and expected["hedge"] >= 2
 
 
 def test_refusal_phrase_fires_its_handcrafted_column():
@@ -60,28 +102,113 @@ def toy(n: int = 60) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
     return sparse.csr_matrix(dense), np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2)
 
 
-def test_fit_learns_an_obvious_preference_and_is_seeded():
+def test_fit_learns_an_obvious_preference_and_is_deterministic():
     matrix, chosen, rejected = toy()
     config = fitting.FitConfig()
-    weights = fitting.fit_bradley_terry(matrix, chosen, rejected, config, seed=1)
+    weights = fitting.fit_bradley_terry(matrix, chosen, rejected, config)
     assert weights[0] > 0
-    assert np.array_equal(
-        weights, fitting.fit_bradley_terry(matrix, chosen, rejected, config, seed=1)
-    )
+    assert np.array_equal(weights, fitting.fit_bradley_terry(matrix, chosen, rejected, config))
     scores = fitting.rewards(matrix, weights)
     assert fitting.pairwise_metrics(scores[chosen], scores[rejected])["accuracy"] == 1.0
 
 
-def test_out_of_core_path_learns_the_same_direction():
+def random_problem(
+    rows: int = 40, columns: int = 12, pairs: int = 150
+) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+    """Sparse rows and pairs whose winners follow a hidden linear reward, with some noise."""
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(rows, columns)) * (rng.random((rows, columns)) < 0.4)
+    first, second = rng.integers(0, rows, size=(2, pairs))
+    keep = first != second
+    first, second = first[keep], second[keep]
+    utility = dense @ rng.normal(size=columns) + rng.normal(size=rows)
+    better = utility[first] > utility[second]
+    chosen, rejected = np.where(better, first, second), np.where(better, second, first)
+    return sparse.csr_matrix(dense), chosen, rejected
+
+
+def test_fit_matches_logistic_regression_on_explicit_differences():
+    matrix, chosen, rejected = random_problem()
+    l2_penalty = 3.0
+    config = fitting.FitConfig(l2_penalty=l2_penalty, tol=1e-12, max_iter=1000)
+    weights = fitting.fit_bradley_terry(matrix, chosen, rejected, config)
+    # The textbook recipe: differences with random sign flips, labels = sign, no intercept.
+    signs = np.random.default_rng(0).choice([-1, 1], size=len(chosen))
+    differences = (matrix[chosen] - matrix[rejected]).toarray() * signs[:, None]
+    reference = LogisticRegression(
+        C=1 / l2_penalty, fit_intercept=False, tol=1e-12, max_iter=10_000
+    ).fit(differences, signs > 0)
+    assert np.allclose(weights, reference.coef_.ravel(), atol=1e-5)
+
+
+def test_gradient_matches_finite_differences():
+    matrix, chosen, rejected = random_problem()
+    weights = np.random.default_rng(1).normal(size=matrix.shape[1])
+    loss, gradient = fitting.loss_and_gradient(weights, matrix, chosen, rejected, 0.1)
+    step = 1e-6
+    numeric = [
+        (
+            fitting.loss_and_gradient(weights + step * e, matrix, chosen, rejected, 0.1)[0]
+            - fitting.loss_and_gradient(weights - step * e, matrix, chosen, rejected, 0.1)[0]
+        )
+        / (2 * step)
+        for e in np.eye(len(weights))
+    ]
+    assert np.allclose(gradient, numeric, atol=1e-7)
+    margin = (matrix @ weights)[chosen] - (matrix @ weights)[rejected]
+    assert loss == pytest.approx(np.mean(np.log1p(np.exp(-margin))) + 0.05 * weights @ weights)
+
+
+def test_rows_no_pair_uses_change_nothing():
+    matrix, chosen, rejected = random_problem()
+    config = fitting.FitConfig(tol=1e-10)
+    alone = fitting.fit_bradley_terry(matrix, chosen, rejected, config)
+    # 200 extra rows in front: the fit drops them and lands on the same weights.
+    padded = sparse.vstack(
+        [sparse.random(200, matrix.shape[1], density=0.5, random_state=0), matrix]
+    )
+    shifted = fitting.fit_bradley_terry(padded.tocsr(), chosen + 200, rejected + 200, config)
+    assert np.allclose(alone, shifted, atol=1e-8)
+
+
+def test_columns_no_row_uses_keep_a_zero_weight():
     matrix, chosen, rejected = toy()
-    config = fitting.FitConfig(exact_limit=10, chunk_size=16, epochs=3)
-    weights = fitting.fit_bradley_terry(matrix, chosen, rejected, config, seed=0)
-    assert weights[0] > 0
+    wide = sparse.hstack([matrix, sparse.csr_matrix((matrix.shape[0], 5))], format="csr")
+    weights = fitting.fit_bradley_terry(wide, chosen, rejected, fitting.FitConfig())
+    assert weights.shape == (wide.shape[1],)
+    assert np.all(weights[3:] == 0)
+    assert np.allclose(
+        weights[:3], fitting.fit_bradley_terry(matrix, chosen, rejected, fitting.FitConfig())
+    )
+
+
+def test_fit_reports_progress_from_0_to_1():
+    matrix, chosen, rejected = toy()
+    seen: list[float] = []
+    fitting.fit_bradley_terry(
+        matrix, chosen, rejected, fitting.FitConfig(), on_progress=seen.append
+    )
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert seen == sorted(seen) and len(seen) > 2
+
+
+def test_fit_config_checks_values_and_reads_the_options_of_the_liblinear_fit():
+    assert fitting.FitConfig.from_dict(fitting.FitConfig().to_dict()) == fitting.FitConfig()
+    for bad in ({"l2_penalty": 0}, {"l2_penalty": -1.0}, {"tol": "small"}, {"max_iter": 0}):
+        with pytest.raises(ValueError):
+            fitting.FitConfig.from_dict(bad)
+    with pytest.raises(ValueError, match="bogus"):
+        fitting.FitConfig.from_dict({"bogus": 1})
+    # liblinear's C is the inverse of the penalty; its solver switches no longer mean anything.
+    old = {"regularization": 4.0, "exact_limit": 200_000, "epochs": 5, "chunk_size": 50_000}
+    assert fitting.FitConfig.from_dict(old) == fitting.FitConfig(l2_penalty=0.25)
+    with pytest.raises(ValueError, match="above 0"):
+        fitting.FitConfig.from_dict({"regularization": 0})
 
 
 def test_no_intercept_identical_completions_score_the_same():
     matrix, chosen, rejected = toy()
-    weights = fitting.fit_bradley_terry(matrix, chosen, rejected, fitting.FitConfig(), seed=0)
+    weights = fitting.fit_bradley_terry(matrix, chosen, rejected, fitting.FitConfig())
     scores = fitting.rewards(sparse.csr_matrix(np.ones((2, 3))), weights)
     assert scores[0] == scores[1]
 
@@ -114,3 +241,28 @@ def test_labeler_agreement_counts_labeler_pairs():
     agreement = labeler_agreement(np.array([7, 7, 7]), np.array([1, 1, 2]), np.array([2, 2, 1]))
     assert agreement == {"rate": pytest.approx(1 / 3), "labeler_pairs": 3}
     assert labeler_agreement(np.array([7]), np.array([1]), np.array([2]))["rate"] is None
+
+
+def test_labeler_agreement_matches_counting_votes_pair_by_pair():
+    rng = np.random.default_rng(5)
+    prompts = rng.integers(0, 4, size=300)
+    first, second = rng.integers(0, 4, size=(2, 300))
+    keep = first != second
+    prompts, first, second = prompts[keep], first[keep], second[keep]
+    chosen, rejected = 10 * prompts + first, 10 * prompts + second
+    votes: dict[tuple[int, int, int], int] = {}
+    for vote in zip(prompts.tolist(), chosen.tolist(), rejected.tolist(), strict=True):
+        votes[vote] = votes.get(vote, 0) + 1
+    agreeing = total = 0
+    for (prompt, a, b), forward in votes.items():
+        if a < b:
+            backward = votes.get((prompt, b, a), 0)
+            agreeing += forward * (forward - 1) // 2 + backward * (backward - 1) // 2
+            total += (forward + backward) * (forward + backward - 1) // 2
+    for prompt, a, b in votes:  # pairs only ever voted the other way round
+        if a > b and (prompt, b, a) not in votes:
+            agreeing += votes[(prompt, a, b)] * (votes[(prompt, a, b)] - 1) // 2
+            total += votes[(prompt, a, b)] * (votes[(prompt, a, b)] - 1) // 2
+    result = labeler_agreement(prompts, chosen, rejected)
+    assert result == {"rate": pytest.approx(agreeing / total), "labeler_pairs": total}
+    assert labeler_agreement(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int))["rate"] is None

@@ -11,6 +11,7 @@ import onnxruntime
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from scipy import sparse
 
 from rewards import artifacts, features, services
 from rewards.models import RewardModel, TrainingRun
@@ -139,6 +140,35 @@ def test_stale_run_is_reclaimed_as_failed_and_can_be_retried(trained_on, setting
     retry = services.retry_training_run(run=run)
     assert (retry.status, retry.retry_of, retry.config) == ("queued", run, run.config)
     assert list(retry.datasets.all()) == [trained_on]
+
+
+def test_a_run_from_before_the_l_bfgs_fit_is_retried_with_the_same_penalty(trained_on):
+    run = start(trained_on)
+    old_fit = {"regularization": 2.0, "exact_limit": 200_000, "epochs": 5, "chunk_size": 50_000}
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status="failed", config=run.config | {"fit": old_fit}
+    )
+    run.refresh_from_db()
+    retry = services.retry_training_run(run=run)
+    assert retry.config["fit"] == {"l2_penalty": 0.5, "max_iter": 150, "tol": 1e-6}
+    assert services.run_training(run_id=retry.pk).status == "succeeded"
+
+
+def test_feature_rows_appended_in_blocks_make_the_stacked_matrix():
+    rng = np.random.default_rng(0)
+    blocks = [
+        sparse.random(rows, 30, density=0.2, format="csr", dtype=np.float32, random_state=rng)
+        for rows in (3, 0, 5, 1)
+    ]
+    rows = services._Rows(30)
+    for block in blocks:
+        rows.append(block)
+    matrix = rows.csr()
+    assert matrix.dtype == np.float32 and matrix.indices.dtype == np.intc
+    assert np.shares_memory(matrix.data, np.frombuffer(rows.values, dtype=np.float32))
+    expected = sparse.vstack(blocks, format="csr")
+    assert matrix.shape == expected.shape
+    assert (matrix != expected).nnz == 0
 
 
 def test_only_failed_runs_are_retried(trained_on):
