@@ -416,6 +416,11 @@ def _save_reward_model(
             "excluded": "gold prompts; labelers whose account is deactivated",
         },
         "config": config,
+        "model": (
+            "reward = featurizer row . weights (no intercept); the weights minimize, over the "
+            "training pairs, sum log(1 + exp(-(reward(chosen) - reward(rejected)))) + "
+            "config.fit.l2_penalty / 2 * |weights|^2, found by scipy's L-BFGS-B"
+        ),
         "featurizer": features.describe(feature_config),
         "metrics": {k: v for k, v in metrics.items() if k != "reward_samples"},
         "libraries": {
