@@ -150,14 +150,13 @@ def fit_bradley_terry(
         matrix = matrix[used]
         chosen, rejected = np.searchsorted(used, chosen), np.searchsorted(used, rejected)
     # Only the weights of columns that some row uses can move: any other has gradient
-    # l2_penalty * w, 0 from w = 0 on. Leaving them out changes nothing but L-BFGS's own work
+    # lambda * w, 0 from w = 0 on. Leaving them out changes nothing but L-BFGS's own work
     # per iteration, which is proportional to the number of weights.
     touched = np.zeros(matrix.shape[1], dtype=bool)
     touched[matrix.indices] = True
     active = np.flatnonzero(touched)
     weights = np.zeros(matrix.shape[1])
-
-    per_pair_penalty = config.l2_penalty / len(chosen)
+    per_pair_penalty = config.l2_penalty / len(chosen)  # lambda
 
     def objective(active_weights: np.ndarray) -> tuple[float, np.ndarray]:
         weights[active] = active_weights
