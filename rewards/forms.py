@@ -30,6 +30,11 @@ class TrainingRunForm(forms.Form):
         ),
     )
     seed = forms.IntegerField(min_value=0, initial=0)
+    include_gold = forms.BooleanField(
+        required=False,
+        label="Include gold prompts",
+        help_text="Gold prompts are quality checks and are left out unless this is ticked.",
+    )
 
     def clean_l2_penalty(self) -> float | None:
         value: float | None = self.cleaned_data["l2_penalty"]
@@ -39,7 +44,11 @@ class TrainingRunForm(forms.Form):
 
     def config(self) -> dict[str, Any]:
         data = self.cleaned_data
-        config: dict[str, Any] = {"held_out_share": data["held_out_share"], "seed": data["seed"]}
+        config: dict[str, Any] = {
+            "held_out_share": data["held_out_share"],
+            "seed": data["seed"],
+            "include_gold": data["include_gold"],
+        }
         if data["l2_penalty"] is not None:
             config["fit"] = {"l2_penalty": data["l2_penalty"]}
         return config

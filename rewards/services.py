@@ -51,7 +51,7 @@ STAGES = {
 
 def run_config(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a run's options and fill in the defaults; a ValidationError names the field."""
-    known = {"features", "fit", "held_out_share", "seed"}
+    known = {"features", "fit", "held_out_share", "seed", "include_gold"}
     unknown = set(data) - known
     if unknown:
         raise ValidationError(
@@ -71,11 +71,15 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
     seed = data.get("seed", 0)
     if type(seed) is not int or seed < 0:
         raise ValidationError({"seed": "Must be a whole number, 0 or more."})
+    include_gold = data.get("include_gold", False)
+    if not isinstance(include_gold, bool):
+        raise ValidationError({"include_gold": "Must be true or false."})
     return {
         "features": feature_config.to_dict(),
         "fit": fit_config.to_dict(),
         "held_out_share": float(share),
         "seed": seed,
+        "include_gold": include_gold,
     }
 
 
@@ -161,13 +165,18 @@ class TrainingData:
 
 
 def load_training_data(
-    *, datasets: list[Dataset], feature_config: features.FeatureConfig, report: Any
+    *,
+    datasets: list[Dataset],
+    feature_config: features.FeatureConfig,
+    report: Any,
+    include_gold: bool = False,
 ) -> TrainingData:
-    """Stream the comparisons (gold and deactivated labelers left out) in primary key chunks,
-    then featurize each distinct completion once: pairs are rows indices into that matrix."""
-    comparisons = Comparison.objects.filter(
-        dataset__in=datasets, prompt__is_gold=False, labeler__is_active=True
-    )
+    """Stream the comparisons (excluded labelers left out, and gold prompts unless asked for) in
+    primary key chunks, then featurize each distinct completion once: pairs are rows indices
+    into that matrix."""
+    comparisons = Comparison.objects.filter(dataset__in=datasets, labeler__is_active=True)
+    if not include_gold:
+        comparisons = comparisons.filter(prompt__is_gold=False)
     total = comparisons.count()
     columns: dict[str, array[int]] = {
         n: array("q") for n in ("pk", "prompt", "chosen", "rejected", "margin")
@@ -299,7 +308,12 @@ def _train(run: TrainingRun, report: _Reporter) -> tuple[dict[str, Any], RewardM
     seed = config["seed"]
     datasets = list(run.datasets.all())
     report("loading")
-    data = load_training_data(datasets=datasets, feature_config=feature_config, report=report)
+    data = load_training_data(
+        datasets=datasets,
+        feature_config=feature_config,
+        report=report,
+        include_gold=config.get("include_gold", False),
+    )
 
     held_out = fitting.group_split(data.prompts, config["held_out_share"], seed)
     if held_out.all() or not held_out.any():
@@ -413,7 +427,11 @@ def _save_reward_model(
             "prompts": metrics["prompts"]["total"],
             "completions": len(data.completion_ids),
             "comparison_ids_sha256": data.ids_sha256,
-            "excluded": "gold prompts; labelers whose account is deactivated",
+            "excluded": (
+                "labelers excluded (deactivated)"
+                if config.get("include_gold")
+                else "gold prompts; labelers excluded (deactivated)"
+            ),
         },
         "config": config,
         "model": (

@@ -205,6 +205,24 @@ def test_comparisons_of_deactivated_labelers_are_left_out(db):
     assert fewer == total // 2
 
 
+def test_gold_prompts_are_left_out_unless_asked_for(db):
+    from labeling.models import Comparison
+
+    dataset = ranked_dataset(prompts=12, labelers=2, slug="with-gold")
+    gold = dataset.prompts.order_by("pk").first()
+    gold.is_gold, gold.gold_order = True, [["0"], ["1"]]
+    gold.save()
+    on_gold = Comparison.objects.filter(prompt=gold).count()
+    assert on_gold > 0
+    everything = Comparison.objects.filter(dataset=dataset).count()
+    without = services.run_training(run_id=start(dataset).pk)
+    assert without.metrics["comparisons"]["total"] == everything - on_gold
+    assert without.reward_model.card["data"]["excluded"].startswith("gold prompts")
+    with_gold = services.run_training(run_id=start(dataset, include_gold=True).pk)
+    assert with_gold.metrics["comparisons"]["total"] == everything
+    assert with_gold.config["include_gold"] is True
+
+
 def test_command_trains_in_process(trained_on, capsys):
     from django.core.management import call_command
 

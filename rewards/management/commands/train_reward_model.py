@@ -16,6 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--dataset", action="append", required=True, help="Slug; repeatable.")
         parser.add_argument("--held-out-share", type=float, default=services.DEFAULT_HELD_OUT_SHARE)
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--include-gold", action="store_true", help="Train on gold prompts too."
+        )
         parser.add_argument("--queue", action="store_true", help="Leave the run to a worker.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -24,7 +27,11 @@ class Command(BaseCommand):
         missing = set(slugs) - {d.slug for d in datasets}
         if missing:
             raise CommandError(f"No dataset {', '.join(sorted(missing))}.")
-        config = {"held_out_share": options["held_out_share"], "seed": options["seed"]}
+        config = {
+            "held_out_share": options["held_out_share"],
+            "seed": options["seed"],
+            "include_gold": options["include_gold"],
+        }
         try:
             run = services.start_training_run(
                 datasets=datasets, config=config, enqueue=options["queue"]
