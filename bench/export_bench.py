@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import combinations
 from pathlib import Path
@@ -75,8 +76,12 @@ COLUMNS = {  # the columns each COPY gives, in the order of `synthetic_rows`' tu
 }
 
 
-def synthetic_rows(comparisons: int, seed: int = 7) -> dict[str, list[tuple[Any, ...]]]:
-    """Rows of every table: ranking r labels prompt (r - 1) // 3 + 1 and is assignment r."""
+def synthetic_rows(
+    comparisons: int, seed: int = 7, per_prompt: int = 3
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Rows of every table: ranking r labels prompt (r - 1) // per_prompt + 1 (each by another
+    of the LABELERS labelers) and is assignment r."""
+    assert 1 <= per_prompt <= LABELERS
     rng = random.Random(seed)
     corpus = " ".join(rng.choice(VOCABULARY.split()) for _ in range(100_000))
 
@@ -90,7 +95,8 @@ def synthetic_rows(comparisons: int, seed: int = 7) -> dict[str, list[tuple[Any,
         rows["auth_user"].append((u, "!", u == 1, f"user{u}", "", "", "", u == 1, True, now))
     rows["labeling_dataset"].append((1, "Bench", SLUG, "", "", 1, "[]", 3, 0.0, "active", now))
     for r in range(1, rankings + 1):
-        p, label, first = (r - 1) // 3 + 1, (r - 1) % 3, 4 * ((r - 1) // 3) + 1
+        p, label = (r - 1) // per_prompt + 1, (r - 1) % per_prompt
+        first = 4 * (p - 1) + 1
         if label == 0:
             messages = json.dumps([{"role": "user", "content": f"Q{p}: {text(190)}"}])
             rows["labeling_prompt"].append((p, f"p{p}", messages, "{}", f"{p:064x}", False, now, 1))
@@ -109,14 +115,16 @@ def synthetic_rows(comparisons: int, seed: int = 7) -> dict[str, list[tuple[Any,
     return rows
 
 
-def fill(comparisons: int) -> dict[str, Any]:
+def fill(
+    comparisons: int, per_prompt: int = 3, make_rows: Callable[..., Any] | None = None
+) -> dict[str, Any]:
     """Migrate, then COPY the synthetic rows with their ids, move the sequences on, ANALYZE."""
     import psycopg
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
-    rows = synthetic_rows(comparisons)
+    rows = (make_rows or synthetic_rows)(comparisons, per_prompt=per_prompt)
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn, conn.cursor() as cur:
         for table, columns in COLUMNS.items():
             with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[arg-type]
