@@ -154,9 +154,15 @@ class PromptAdmin(admin.ModelAdmin):
         return prompt.completion_count  # type: ignore[attr-defined,no-any-return]
 
     def save_model(self, request: HttpRequest, obj: Prompt, form: Any, change: bool) -> None:
+        if not (change and {"is_gold", "gold_order"} & set(form.changed_data)):
+            super().save_model(request, obj, form, change)
+            return
+        # The other fields are saved as they are; gold goes through its service.
+        order = obj.gold_order if obj.is_gold else None
+        stored = Prompt.objects.get(pk=obj.pk)
+        obj.is_gold, obj.gold_order = stored.is_gold, stored.gold_order
         super().save_model(request, obj, form, change)
-        if change and {"is_gold", "gold_order"} & set(form.changed_data):
-            quality.set_gold(prompt=obj, order=obj.gold_order if obj.is_gold else None)
+        quality.set_gold(prompt=obj, order=order)
 
     @admin.action(description="Promote to gold where the labelers agreed unanimously")
     def promote_unanimous(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> None:
@@ -246,6 +252,24 @@ class LabelerAdmin(UserAdmin):
     """Django's user admin with the label-quality actions: exclude and reinstate labelers."""
 
     actions = ["exclude_labelers", "reinstate_labelers"]
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        """Unticking *Active* excludes the labeler, ticking it reinstates them: the same rules
+        and effects as the actions."""
+        if not (change and "is_active" in form.changed_data):
+            super().save_model(request, obj, form, change)
+            return
+        active = obj.is_active
+        obj.is_active = not active
+        super().save_model(request, obj, form, change)
+        by = request.user
+        try:
+            if active:
+                quality.reinstate_labeler(labeler=obj, by=by)  # type: ignore[arg-type]
+            else:
+                quality.exclude_labeler(labeler=obj, by=by)  # type: ignore[arg-type]
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
 
     @admin.action(description="Exclude: deactivate and leave their rankings out")
     def exclude_labelers(self, request: HttpRequest, queryset: QuerySet[User]) -> None:

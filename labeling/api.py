@@ -322,6 +322,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
             include_ids=params["include_ids"],
             render_text=render_text,
             min_agreement=params.get("min_agreement"),
+            min_labelers=params["min_labelers"],
         )
     else:
         lines = exports.comparison_lines(
@@ -330,6 +331,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
             include_ids=params["include_ids"],
             render_text=render_text,
             min_agreement=params.get("min_agreement"),
+            min_labelers=params["min_labelers"],
         )
     return jsonl_response(request, lines, cursor, f"{dataset.slug}-{params['format']}.jsonl")
 

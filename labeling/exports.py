@@ -151,16 +151,16 @@ def counted_orders(prompt_ids: Iterable[int], cursor: int | None = None) -> dict
     return orders
 
 
-def vote_shares(orders: dict[int, list[Order]]) -> dict[tuple[int, int, int], float]:
-    """(prompt, winner, loser) -> the share of the prompt's labelers who put winner above loser,
-    a tie counting half."""
-    shares: dict[tuple[int, int, int], float] = {}
+def vote_shares(orders: dict[int, list[Order]]) -> dict[tuple[int, int, int], tuple[float, int]]:
+    """(prompt, winner, loser) -> (the share of the prompt's labelers who put winner above
+    loser, a tie counting half; how many labelers ordered the two)."""
+    shares: dict[tuple[int, int, int], tuple[float, int]] = {}
     for prompt_id, prompt_orders in orders.items():
         completion_ids = sorted(cid for group in prompt_orders[0] for cid in group)
         for pair in quality.consensus(completion_ids, prompt_orders)["pairs"]:
             a, b, voters = pair["a"], pair["b"], pair["voters"]
-            shares[(prompt_id, a, b)] = pair["a_votes"] / voters
-            shares[(prompt_id, b, a)] = pair["b_votes"] / voters
+            shares[(prompt_id, a, b)] = (pair["a_votes"] / voters, voters)
+            shares[(prompt_id, b, a)] = (pair["b_votes"] / voters, voters)
     return shares
 
 
@@ -171,20 +171,27 @@ def comparison_lines(
     include_ids: bool,
     render_text: bool = False,
     min_agreement: float | None = None,
+    min_labelers: int = 1,
 ) -> Iterator[bytes]:
     """JSON Lines of `comparisons` (already filtered and bounded), in primary key order.
 
-    With `min_agreement`, only comparisons whose direction at least that share of the prompt's
-    counted labelers gave (`vote_shares`, every counted ranking at the time of the pull)."""
+    With `min_agreement` or `min_labelers`, only comparisons whose direction at least that share
+    of at least that many of the prompt's counted labelers gave (`vote_shares`, over every
+    counted ranking at the time of the pull)."""
     columns = ("pk", "ranking_id", "prompt_id", "chosen_id", "rejected_id", "margin", "strength")
     last = 0
     while chunk := list(
         comparisons.filter(pk__gt=last).order_by("pk").values_list(*columns)[:CHUNK_SIZE]
     ):
         last = chunk[-1][0]
-        if min_agreement is not None:
+        if min_agreement is not None or min_labelers > 1:
             shares = vote_shares(counted_orders(row[2] for row in chunk))
-            chunk = [row for row in chunk if shares[(row[2], row[3], row[4])] >= min_agreement]
+            chunk = [
+                row
+                for row in chunk
+                if shares[(row[2], row[3], row[4])][0] >= (min_agreement or 0)
+                and shares[(row[2], row[3], row[4])][1] >= min_labelers
+            ]
         prompts, completions = _encoded_chunk(
             (row[2] for row in chunk), (cid for row in chunk for cid in (row[3], row[4]))
         )
@@ -224,12 +231,12 @@ def consensus_lines(
     include_ids: bool,
     render_text: bool = False,
     min_agreement: float | None = None,
+    min_labelers: int = 1,
 ) -> Iterator[bytes]:
-    """One JSON line per completion pair of each prompt with a strict majority among its counted
-    labelers (rankings up to the comparison `cursor`'s ranking), in the majority's direction.
-
-    The direction is the pair's majority vote (`labeling.quality.consensus_pairs`); with
-    `include_ids`, each row adds its `vote_share` and `voters`."""
+    """One JSON line per completion pair of each prompt that its consensus order separates and
+    a strict majority of its counted labelers (rankings up to the comparison `cursor`'s
+    ranking) ordered the same way (`labeling.quality.consensus_pairs`); with `include_ids`, each
+    row adds its `vote_share` and `voters`."""
     top_ranking = (
         Comparison.objects.filter(pk__lte=cursor)
         .order_by("-pk")
@@ -245,7 +252,7 @@ def consensus_lines(
         for prompt_id, prompt_orders in orders.items():
             completion_ids = sorted(cid for group in prompt_orders[0] for cid in group)
             for pair in quality.consensus_pairs(completion_ids, prompt_orders):
-                if min_agreement is None or pair["vote_share"] >= min_agreement:
+                if pair["vote_share"] >= (min_agreement or 0) and pair["voters"] >= min_labelers:
                     pairs.append((prompt_id, pair))
         encoded_prompts, completions = _encoded_chunk(
             orders, (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"]))

@@ -176,6 +176,12 @@ class Prompt(models.Model):
         blank=True,
         help_text="Expected order for a gold prompt: tie groups of completion external ids.",
     )
+    gold_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a prompt was made gold after import: only later rankings are scored, so "
+        "the rankings that gave its order do not score themselves.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = PromptQuerySet.as_manager()
@@ -226,6 +232,10 @@ class AssignmentQuerySet(models.QuerySet["Assignment"]):
     def leased_to(self, user: Any) -> AssignmentQuerySet:
         """The user's leases that have not been submitted, skipped or reclaimed."""
         return self.filter(labeler=user, status=Assignment.Status.LEASED)
+
+    def holding_slots(self) -> AssignmentQuerySet:
+        """Live leases and submissions of labelers who are not excluded (see `with_taken`)."""
+        return self.filter(status__in=Assignment.SLOT_HOLDING_STATUSES, labeler__is_active=True)
 
     def stale(self, now: datetime) -> AssignmentQuerySet:
         return self.filter(status=Assignment.Status.LEASED, expires_at__lte=now)
@@ -420,6 +430,11 @@ class QualityReport(models.Model):
     computed_at = models.DateTimeField(null=True, blank=True)
     seconds = models.FloatField(default=0.0, help_text="How long the last computation took.")
     invalidated = models.BooleanField(default=True)
+    generation = models.PositiveIntegerField(
+        default=0,
+        help_text="Raised by each invalidation, so a computation that began before "
+        "one does not clear it.",
+    )
     refresh_queued_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
 

@@ -453,17 +453,24 @@ def consensus(completion_ids: list[int], orders: list[Order]) -> Consensus:
 
 
 def consensus_pairs(completion_ids: list[int], orders: list[Order]) -> list[ConsensusPair]:
-    """The majority direction of each pair a < b with a strict majority (votes as in consensus).
+    """The pairs that the consensus order (`consensus`) puts one above the other and that a
+    strict majority of the voters ordered that way too, in that direction.
 
-    vote_share = winner votes / voters. Pairs are in (a, b) order.
+    vote_share = winner votes / voters. A majority that the order goes against (the weakest
+    link of a cycle, which ranked pairs skipped) is left out, so the pairs never form a cycle.
+    Pairs are in (a, b) order.
     """
-    result: list[ConsensusPair] = []
-    for pair in _pair_votes(completion_ids, orders):
+    result = consensus(completion_ids, orders)
+    place = {cid: index for index, group in enumerate(result["order"]) for cid in group}
+    pairs: list[ConsensusPair] = []
+    for pair in result["pairs"]:
         a, b, a_votes, b_votes = pair["a"], pair["b"], pair["a_votes"], pair["b_votes"]
         if a_votes == b_votes:
             continue
         chosen, rejected, votes = (a, b, a_votes) if a_votes > b_votes else (b, a, b_votes)
-        result.append(
+        if place[chosen] >= place[rejected]:
+            continue
+        pairs.append(
             {
                 "chosen": chosen,
                 "rejected": rejected,
@@ -471,4 +478,4 @@ def consensus_pairs(completion_ids: list[int], orders: list[Order]) -> list[Cons
                 "voters": pair["voters"],
             }
         )
-    return result
+    return pairs

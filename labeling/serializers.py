@@ -305,8 +305,8 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
         max_value=1,
         required=False,
         help_text=(
-            "Only pairs whose direction this share of the prompt's labelers gave, ties counted "
-            "half (0.5 to 1)."
+            "Only pairs whose direction at least this share of the prompt's labelers gave, a "
+            "tie counting half (0 to 1; shares change as labels arrive, so no since)."
         ),
         error_messages={
             "invalid": "Must be a share between 0 and 1.",
@@ -315,7 +315,22 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
         },
     )
 
+    min_labelers = serializers.IntegerField(
+        min_value=1,
+        default=1,
+        help_text="Only pairs of prompts that at least this many labelers ordered (with "
+        "consensus=true or min_agreement; a single labeler agrees with themself).",
+        error_messages={"invalid": "Must be a whole number of labelers."},
+    )
+
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data["since"] and ("min_agreement" in data or data["min_labelers"] > 1):
+            raise serializers.ValidationError(
+                {
+                    "since": "Vote shares change as labels arrive, so a pull with min_agreement "
+                    "or min_labelers is always whole: no since."
+                }
+            )
         if data["consensus"]:
             if data["since"]:
                 raise serializers.ValidationError(

@@ -40,6 +40,7 @@ from labeling.models import (
     Ranking,
     Strength,
 )
+from labeling.services.quality import invalidate_reports
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ def update_dataset(*, dataset: Dataset, **fields: Any) -> Dataset:
         dataset.guidelines_version += 1
     dataset.full_clean()
     dataset.save()
+    if {"criteria", "labels_per_prompt"} & set(fields):
+        invalidate_reports([dataset.pk])  # what is rated and what counts as done changed
     return dataset
 
 
@@ -444,11 +447,7 @@ def _lease_prompt(
         prompt = Prompt.objects.select_for_update(skip_locked=True).filter(pk=prompt_id).first()
         if prompt is None:
             return None
-        taken = Assignment.objects.filter(
-            prompt=prompt,
-            status__in=Assignment.SLOT_HOLDING_STATUSES,
-            labeler__is_active=True,
-        ).count()
+        taken = Assignment.objects.filter(prompt=prompt).holding_slots().count()
         if not prompt.is_gold and taken >= dataset.labels_per_prompt:
             return None
         expires_at = now + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES)
@@ -620,9 +619,7 @@ def _check_assignment_is_live(assignment: Assignment) -> None:
         return
     # An expired lease still counts if nobody took its slot in the meantime.
     prompt = Prompt.objects.select_for_update().get(pk=assignment.prompt_id)
-    taken = Assignment.objects.filter(
-        prompt=prompt, status__in=Assignment.SLOT_HOLDING_STATUSES
-    ).count()
+    taken = Assignment.objects.filter(prompt=prompt).holding_slots().count()
     if not prompt.is_gold and taken >= prompt.dataset.labels_per_prompt:
         raise ValidationError(
             "Your lease on this task expired and it went to another labeler; nothing was stored."

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Max
+from django.db.models import Count, F, Max
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -35,7 +35,7 @@ from labeling.models import (
     QualityReport,
     Ranking,
 )
-from labeling.permissions import pseudonym
+from labeling.permissions import is_service, pseudonym
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ MIN_EVIDENCE = 20
 PRIOR_PAIRS = 20
 DISPUTED_SHOWN = 20
 BOOTSTRAP = 1000
+# Past this many prompts, the bootstrap resamples fixed random groups of prompts instead of
+# single prompts: groups of independent prompts are independent too, and memory stays bounded.
+BOOTSTRAP_GROUPS = 10_000
 
 
 # --- The report ------------------------------------------------------------------------------
@@ -89,40 +92,45 @@ def request_refresh(*, dataset: Dataset, now: datetime | None = None) -> bool:
 def invalidate_reports(dataset_ids: list[int]) -> None:
     """Something that counts changed (an exclusion, a gold prompt): refresh at the next view."""
     QualityReport.objects.filter(dataset_id__in=dataset_ids).update(
-        invalidated=True, refresh_queued_at=None
+        invalidated=True, refresh_queued_at=None, generation=F("generation") + 1
     )
 
 
 def refresh_report(*, dataset_id: int) -> QualityReport | None:
-    """Compute and store a dataset's report; a deleted dataset returns None quietly."""
+    """Compute and store a dataset's report; a deleted dataset returns None quietly.
+
+    A failure is stored on the report (the dashboard shows it, with the last good statistics)
+    and raised; the next try waits for the refresh period, so a persistent error is not retried
+    back to back. An invalidation that arrives while computing keeps the report invalidated.
+    """
     dataset = Dataset.objects.filter(pk=dataset_id).first()
     if dataset is None:
         logger.info("quality report: dataset %s is gone", dataset_id)
         return None
     started = time.monotonic()
+    report, _ = QualityReport.objects.get_or_create(dataset=dataset)
+    generation = report.generation
     cursor = (
         Ranking.objects.filter(dataset=dataset).aggregate(top=Max("pk"))["top"] or 0
     )  # read first: rankings committed while computing make the next view refresh again
     try:
         data = compute_report(dataset=dataset, cursor=cursor)
     except Exception as error:
-        QualityReport.objects.update_or_create(
-            dataset=dataset,
-            defaults={"error": f"{type(error).__name__}: {error}", "refresh_queued_at": None},
+        QualityReport.objects.filter(pk=report.pk).update(
+            error=f"{type(error).__name__}: {error}", refresh_queued_at=timezone.now()
         )
         raise
-    report, _ = QualityReport.objects.update_or_create(
-        dataset=dataset,
-        defaults={
-            "data": data,
-            "ranking_cursor": cursor,
-            "computed_at": timezone.now(),
-            "seconds": time.monotonic() - started,
-            "invalidated": False,
-            "refresh_queued_at": None,
-            "error": "",
-        },
-    )
+    fields = {
+        "data": data,
+        "ranking_cursor": cursor,
+        "computed_at": timezone.now(),
+        "seconds": time.monotonic() - started,
+        "error": "",
+    }
+    current = QualityReport.objects.filter(pk=report.pk, generation=generation)
+    if not current.update(**fields, invalidated=False, refresh_queued_at=None):
+        QualityReport.objects.filter(pk=report.pk).update(**fields)
+    report.refresh_from_db()
     return report
 
 
@@ -143,7 +151,11 @@ def current_report(
         settings.PREFLAB_QUALITY_INLINE_RANKINGS
     )
     if small:
-        return refresh_report(dataset_id=dataset.pk), False
+        try:
+            return refresh_report(dataset_id=dataset.pk), False
+        except Exception:
+            logger.exception("quality report of %s failed", dataset.slug)
+            return QualityReport.objects.filter(dataset=dataset).first(), False
     request_refresh(dataset=dataset, now=now)
     return report, True
 
@@ -151,9 +163,9 @@ def current_report(
 def compute_report(*, dataset: Dataset, cursor: int) -> dict[str, Any]:
     """Every statistic on the dashboard, as JSON, from the rankings with ids up to `cursor`."""
     prompts = {
-        pk: (is_gold, gold_order)
-        for pk, is_gold, gold_order in Prompt.objects.filter(dataset=dataset).values_list(
-            "pk", "is_gold", "gold_order"
+        pk: (is_gold, gold_since)
+        for pk, is_gold, gold_since in Prompt.objects.filter(dataset=dataset).values_list(
+            "pk", "is_gold", "gold_since"
         )
     }
     gold_ids = _gold_orders_as_ids(dataset)
@@ -179,9 +191,9 @@ def compute_report(*, dataset: Dataset, cursor: int) -> dict[str, Any]:
 
     for prompt_id, group in groupby(_rankings(dataset, cursor), key=lambda row: row[0]):
         rows = list(group)
-        is_gold, _ = prompts[prompt_id]
+        is_gold, gold_since = prompts[prompt_id]
         completion_ids = sorted(cid for tie in rows[0][2] for cid in tie)
-        for _, labeler, order, _ratings, flags, all_unacceptable, seconds in rows:
+        for _, labeler, order, _ratings, flags, all_unacceptable, seconds, created in rows:
             stats = per_labeler[labeler]
             stats["rankings"] += 1
             stats["seconds"].append(seconds)
@@ -190,7 +202,7 @@ def compute_report(*, dataset: Dataset, cursor: int) -> dict[str, Any]:
             flag_counts.update(name for names in flags.values() for name in names)
             flagged_rankings += bool(flags)
             unacceptable += all_unacceptable
-            if is_gold and prompt_id in gold_ids:
+            if is_gold and prompt_id in gold_ids and (gold_since is None or created >= gold_since):
                 score, count = quality.gold_agreement(order, gold_ids[prompt_id])
                 stats["gold"][0] += score
                 stats["gold"][1] += count
@@ -225,12 +237,14 @@ def compute_report(*, dataset: Dataset, cursor: int) -> dict[str, Any]:
     )
     agreement = {
         "pairwise": pairwise,
-        "alpha_rankings": quality.alpha(units, "ordinal", clusters, bootstrap=BOOTSTRAP, seed=0),
+        "alpha_rankings": quality.alpha(
+            units, "ordinal", _grouped(clusters), bootstrap=BOOTSTRAP, seed=0
+        ),
         "alpha_ratings": {
             criterion: quality.alpha(
                 rating_units[criterion],
                 "interval",
-                rating_clusters[criterion],
+                _grouped(rating_clusters[criterion]),
                 bootstrap=BOOTSTRAP,
                 seed=0,
             )
@@ -284,6 +298,14 @@ def compute_report(*, dataset: Dataset, cursor: int) -> dict[str, Any]:
     }
 
 
+def _grouped(clusters: list[int]) -> list[int]:
+    """Cluster ids mapped onto at most BOOTSTRAP_GROUPS random, fixed (seeded) groups."""
+    if not clusters or max(clusters) < BOOTSTRAP_GROUPS:
+        return clusters
+    shuffled = np.random.default_rng(0).permutation(max(clusters) + 1)
+    return (shuffled[np.asarray(clusters)] % BOOTSTRAP_GROUPS).tolist()
+
+
 def _rankings(dataset: Dataset, cursor: int) -> Iterator[tuple[Any, ...]]:
     return (
         Ranking.objects.filter(dataset=dataset, pk__lte=cursor)
@@ -296,6 +318,7 @@ def _rankings(dataset: Dataset, cursor: int) -> Iterator[tuple[Any, ...]]:
             "flags",
             "all_unacceptable",
             "seconds_spent",
+            "created_at",
         )
         .iterator(chunk_size=5000)
     )
@@ -319,15 +342,22 @@ def _gold_orders_as_ids(dataset: Dataset) -> dict[int, Order]:
 
 
 def _daily_rate(dataset: Dataset, cursor: int) -> list[dict[str, Any]]:
-    """Rankings per day over the last 60 days with any, oldest first."""
-    days = (
-        Ranking.objects.filter(dataset=dataset, pk__lte=cursor)
+    """Rankings per day, oldest first, over the last 60 days up to the latest day with any;
+    days without rankings are there with 0."""
+    counts = {
+        row["day"]: row["count"]
+        for row in Ranking.objects.filter(dataset=dataset, pk__lte=cursor)
         .annotate(day=TruncDate("created_at"))
         .values("day")
         .annotate(count=Count("pk"))
         .order_by("-day")[:60]
-    )
-    return [{"day": row["day"].isoformat(), "count": row["count"]} for row in reversed(days)]
+    }
+    if not counts:
+        return []
+    last = max(counts)
+    first = max(min(counts), last - timedelta(days=59))
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    return [{"day": day.isoformat(), "count": counts.get(day, 0)} for day in days]
 
 
 def _labeler_table(
@@ -338,11 +368,12 @@ def _labeler_table(
 ) -> list[dict[str, Any]]:
     """One row per labeler who ranked in the dataset, excluded labelers included.
 
-    reliability: the labeler's agreement with the others and accuracy on gold, each pulled toward
-    the dataset's agreement rate by PRIOR_PAIRS pseudo-pairs, averaged (gold only when there is
-    some). A labeler rushes when their median seconds per task is under a third of the
-    labelers' median, and disagrees when their agreement is DISAGREE_GAP below the dataset's
-    rate, each once there is enough evidence.
+    reliability: the labeler's agreement with the others, pulled toward the dataset's agreement
+    rate by PRIOR_PAIRS pseudo-pairs, and their accuracy on gold, pulled toward the labelers'
+    median gold accuracy, averaged (gold only when there is some). A labeler rushes when their
+    median seconds per task is under a third of the labelers' median, disagrees when their
+    agreement is DISAGREE_GAP below the dataset's rate, and fails gold when their gold accuracy
+    is DISAGREE_GAP below the labelers' median, each once there is enough evidence.
     """
     medians = {
         pk: statistics.median(stats["seconds"])
@@ -351,6 +382,8 @@ def _labeler_table(
     }
     typical = statistics.median(medians.values()) if medians else None
     prior = dataset_rate if dataset_rate is not None else 0.5
+    gold_rates = [s["gold"][0] / s["gold"][1] for s in per_labeler.values() if s["gold"][1]]
+    gold_prior = statistics.median(gold_rates) if len(gold_rates) >= 2 else prior
     rows = []
     for pk, stats in per_labeler.items():
         username, is_active = labelers.get(pk, (str(pk), False))
@@ -358,7 +391,7 @@ def _labeler_table(
         gold_sum, gold_count = stats["gold"]
         parts = [(agree_sum + PRIOR_PAIRS * prior) / (agree_count + PRIOR_PAIRS)]
         if gold_count:
-            parts.append((gold_sum + PRIOR_PAIRS * prior) / (gold_count + PRIOR_PAIRS))
+            parts.append((gold_sum + PRIOR_PAIRS * gold_prior) / (gold_count + PRIOR_PAIRS))
         rate = agree_sum / agree_count if agree_count else None
         warnings = []
         if typical and stats["rankings"] >= 5 and medians[pk] < RUSH_SHARE * typical:
@@ -370,7 +403,7 @@ def _labeler_table(
             and rate < dataset_rate - DISAGREE_GAP
         ):
             warnings.append("disagrees")
-        if gold_count >= MIN_EVIDENCE and gold_sum / gold_count < prior - DISAGREE_GAP:
+        if gold_count >= MIN_EVIDENCE and gold_sum / gold_count < gold_prior - DISAGREE_GAP:
             warnings.append("fails gold")
         rows.append(
             {
@@ -446,8 +479,7 @@ def exclude_labeler(*, labeler: User, by: User, now: datetime | None = None) -> 
     """
     if labeler.pk == by.pk:
         raise ValidationError({"labeler": "You cannot exclude your own account."})
-    if labeler.is_superuser:
-        raise ValidationError({"labeler": "Superuser accounts are not excluded this way."})
+    _check_may_change(labeler, by)
     now = now or timezone.now()
     with transaction.atomic():
         User.objects.filter(pk=labeler.pk).update(is_active=False)
@@ -462,12 +494,24 @@ def exclude_labeler(*, labeler: User, by: User, now: datetime | None = None) -> 
 
 def reinstate_labeler(*, labeler: User, by: User) -> User:
     """Undo `exclude_labeler`: the account and its rankings count again."""
+    _check_may_change(labeler, by)
     with transaction.atomic():
         User.objects.filter(pk=labeler.pk).update(is_active=True)
         _log_change(by, labeler, "Reinstated: rankings count again.")
         invalidate_reports(_datasets_of(labeler))
     labeler.is_active = True
     return labeler
+
+
+def _check_may_change(labeler: User, by: User) -> None:
+    """Excluding and reinstating take the permission to change users; staff, superuser and
+    service accounts only a superuser may change this way."""
+    if not by.has_perm("auth.change_user"):
+        raise ValidationError({"labeler": "You need the permission to change users."})
+    if (labeler.is_staff or labeler.is_superuser or is_service(labeler)) and not by.is_superuser:
+        raise ValidationError(
+            {"labeler": "Only a superuser may exclude or reinstate staff and service accounts."}
+        )
 
 
 def _datasets_of(labeler: User) -> list[int]:
@@ -524,14 +568,20 @@ def set_gold(*, prompt: Prompt, order: list[list[str]] | None) -> Prompt:
     with `order=None` a regular prompt again.
 
     Gold prompts are served to every labeler at the dataset's gold rate, scored against the
-    order and left out of exports and training; rankings it already has become gold rankings.
+    order and left out of exports and training; rankings it already has become gold rankings,
+    and only rankings made from now on are scored.
     """
     if order is not None:
         check_gold_order(prompt, order)
     with transaction.atomic():
+        changed = order != prompt.gold_order or prompt.is_gold != (order is not None)
         prompt.is_gold = order is not None
         prompt.gold_order = order
-        prompt.save(update_fields=["is_gold", "gold_order"])
+        if changed:
+            # Rankings made before it was gold, e.g. those that gave a promoted prompt its
+            # order, are not scored against it.
+            prompt.gold_since = timezone.now() if order is not None else None
+        prompt.save(update_fields=["is_gold", "gold_order", "gold_since"])
         invalidate_reports([prompt.dataset_id])
     return prompt
 

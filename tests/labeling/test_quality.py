@@ -217,15 +217,19 @@ def test_a_unanimous_prompt_is_promoted_to_gold_and_leaves_the_exports(small, st
         quality.promote_to_gold(prompt=small["p2"])
     p1 = quality.promote_to_gold(prompt=small["p1"])
     assert p1.gold_order == [["c0"], ["c1"], ["c2"]]
+    assert p1.gold_since is not None
     client = token_client(staff)
     url = reverse("labeling-api:comparisons", args=[small["dataset"].slug])
     rows = lines(client.get(url, {"include_ids": "true"}))
     assert small["p1"].pk not in {row["ids"]["prompt"] for row in rows}
     rows = lines(client.get(url, {"include_ids": "true", "exclude_gold": "false"}))
     assert small["p1"].pk in {row["ids"]["prompt"] for row in rows}
-    # Gold prompts are scored: ann's ranking of p1 is now a perfect gold answer.
+    # The rankings that gave the order are not scored against it; later ones are.
     data = report_of(small["dataset"])
-    assert row_of(data, "bob")["gold"] == pytest.approx(1.0)
+    assert row_of(data, "bob")["gold"] is None
+    newcomer = UserFactory(username="dan")
+    rank(small["p1"], newcomer, "c0 > c2 > c1")
+    assert row_of(report_of(small["dataset"]), "dan")["gold"] == pytest.approx(2 / 3)
 
 
 def lines(response: Any) -> list[dict[str, Any]]:
@@ -253,6 +257,24 @@ def test_consensus_export_has_one_row_per_pair_with_its_vote_share(small, staff)
     assert [(r["vote_share"], r["voters"]) for r in by_prompt[small["p3"].pk]] == [(0.75, 2)]
     strict = lines(client.get(url, {"consensus": "true", "min_agreement": "0.8"}))
     assert len(strict) == 6  # p1's and p5's pairs, at 1.0
+    # p5 was ranked by ann alone: min_labelers=2 leaves it out.
+    reviewed = lines(client.get(url, {"consensus": "true", "min_labelers": "2"}))
+    assert len(reviewed) == 4  # p1's three pairs and p3's one
+
+
+def test_consensus_export_follows_the_consensus_order_through_a_cycle(people, staff):
+    # a > b > c, b > c > a, c > a > b: every majority is 2-1 and they form a cycle; ranked pairs
+    # orders c0 > c1 > c2 (ties broken by id), so c2 > c0, which that order goes against, is
+    # not exported, and the exported pairs form no cycle.
+    dataset = DatasetFactory(labels_per_prompt=3, criteria=[])
+    prompt = make_prompt(dataset, 3)
+    rank(prompt, people["ann"], "c0 > c1 > c2")
+    rank(prompt, people["bob"], "c1 > c2 > c0")
+    rank(prompt, people["cat"], "c2 > c0 > c1")
+    url = reverse("labeling-api:comparisons", args=[dataset.slug])
+    rows = lines(token_client(staff).get(url, {"consensus": "true", "include_ids": "true"}))
+    pairs = {(r["ids"]["chosen_external"], r["ids"]["rejected_external"]) for r in rows}
+    assert pairs == {("c0", "c1"), ("c1", "c2")}
 
 
 def test_min_agreement_keeps_comparisons_most_labelers_share(small, staff):
@@ -264,6 +286,8 @@ def test_min_agreement_keeps_comparisons_most_labelers_share(small, staff):
     assert len(rows) == 10
     assert small["p2"].pk not in prompts
     assert len(lines(client.get(url, {"min_agreement": "0.5"}))) == 16
+    # Only pairs that two or more labelers ordered: p5 (ann alone) is left out.
+    assert len(lines(client.get(url, {"min_agreement": "0.75", "min_labelers": "2"}))) == 7
 
 
 @pytest.mark.parametrize(
@@ -272,6 +296,8 @@ def test_min_agreement_keeps_comparisons_most_labelers_share(small, staff):
         ({"consensus": "true", "since": "3"}, "since"),
         ({"consensus": "true", "min_margin": "2"}, "min_margin"),
         ({"min_agreement": "1.5"}, "min_agreement"),
+        ({"min_agreement": "0.6", "since": "3"}, "since"),
+        ({"min_labelers": "0"}, "min_labelers"),
     ],
 )
 def test_consensus_options_that_do_not_fit_are_refused(small, staff, params, field):
@@ -511,7 +537,9 @@ def test_a_failed_refresh_is_reported_and_tried_again(small, monkeypatch, client
         quality.refresh_report(dataset_id=dataset.pk)
     report = QualityReport.objects.get(dataset=dataset)
     assert report.error == "RuntimeError: disk full"
-    assert report.refresh_queued_at is None  # the next view asks again
+    # A big dataset's next refresh waits for the refresh period: no retry storm.
+    assert report.refresh_queued_at is not None
+    assert not quality.request_refresh(dataset=dataset)
     assert report.data["agreement"]["pairwise"]["rate"] == pytest.approx(0.5)  # kept
     client.force_login(staff)
     page = client.get(reverse("labeling:quality", args=[dataset.slug])).content.decode()
@@ -519,3 +547,116 @@ def test_a_failed_refresh_is_reported_and_tried_again(small, monkeypatch, client
     monkeypatch.undo()
     report = quality.refresh_report(dataset_id=dataset.pk)
     assert report is not None and report.error == ""
+
+
+def test_an_invalidation_while_computing_is_not_lost(small, monkeypatch, staff, people):
+    dataset = small["dataset"]
+    quality.refresh_report(dataset_id=dataset.pk)
+    compute = quality.compute_report
+
+    def exclude_meanwhile(**kwargs: Any) -> dict[str, Any]:
+        data = compute(**kwargs)
+        quality.exclude_labeler(labeler=people["bob"], by=staff)
+        return data
+
+    monkeypatch.setattr(quality, "compute_report", exclude_meanwhile)
+    report = quality.refresh_report(dataset_id=dataset.pk)
+    assert report is not None and report.invalidated  # computed before bob's exclusion
+    monkeypatch.undo()
+    report = quality.refresh_report(dataset_id=dataset.pk)
+    assert report is not None and not report.invalidated
+    assert row_of(report.data, "bob")["active"] is False
+
+
+def test_excluding_takes_the_permission_to_change_users(small, people, staff):
+    manager = UserFactory(is_staff=True)
+    with pytest.raises(ValidationError, match="permission to change users"):
+        quality.exclude_labeler(labeler=people["bob"], by=manager)
+    from django.contrib.auth.models import Permission
+
+    manager.user_permissions.add(Permission.objects.get(codename="change_user"))
+    manager = type(manager).objects.get(pk=manager.pk)  # fresh permission cache
+    other_staff = UserFactory(is_staff=True)
+    with pytest.raises(ValidationError, match="Only a superuser"):
+        quality.exclude_labeler(labeler=other_staff, by=manager)
+    quality.exclude_labeler(labeler=people["bob"], by=manager)
+    people["bob"].refresh_from_db()
+    assert not people["bob"].is_active
+    # A deactivated superuser cannot be brought back by a non-superuser either.
+    boss = UserFactory(is_staff=True, is_superuser=True, is_active=False)
+    with pytest.raises(ValidationError, match="Only a superuser"):
+        quality.reinstate_labeler(labeler=boss, by=manager)
+
+
+def test_an_expired_lease_is_still_submittable_when_the_slot_holder_was_excluded(
+    dataset, people, staff
+):
+    prompt = make_prompt(dataset, 2)  # labels_per_prompt is 2
+    ann, bob, cat = people["ann"], people["bob"], people["cat"]
+    rank(prompt, ann, "c0 > c1")
+    now = timezone.now()
+    late = Assignment.objects.create(
+        prompt=prompt, labeler=cat, leased_at=now - timedelta(hours=2), expires_at=now
+    )
+    rank(prompt, bob, "c1 > c0")  # took the last slot while cat's lease was expired
+    late.status = Assignment.Status.EXPIRED
+    late.save()
+    quality.exclude_labeler(labeler=bob, by=staff)
+    ids = dict(prompt.completions.values_list("external_id", "pk"))
+    services.submit_ranking(
+        assignment=late,
+        order=[[ids["c0"]], [ids["c1"]]],
+        ratings={cid: {c: 4 for c in dataset.criteria} for cid in ids.values()},
+        flags={},
+        request_id=uuid.uuid4(),
+        seconds_spent=5.0,
+        strength="slightly",
+    )
+    assert Ranking.objects.filter(labeler=cat, prompt=prompt).exists()
+
+
+def test_unticking_active_in_the_user_admin_is_an_exclusion(client, small, people, staff):
+    client.force_login(staff)
+    bob = people["bob"]
+    quality.refresh_report(dataset_id=small["dataset"].pk)
+    url = reverse("admin:auth_user_change", args=[bob.pk])
+    form = {
+        "username": bob.username,
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "initial-date_joined_0": "2026-01-01",
+        "initial-date_joined_1": "00:00:00",
+    }  # is_active left out: unticked
+    response = client.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    bob.refresh_from_db()
+    assert not bob.is_active
+    assert LogEntry.objects.filter(
+        object_id=str(bob.pk), change_message__startswith="Excluded"
+    ).exists()
+    assert QualityReport.objects.get(dataset=small["dataset"]).invalidated
+
+
+def test_changing_what_is_rated_invalidates_the_report(small):
+    dataset = small["dataset"]
+    quality.refresh_report(dataset_id=dataset.pk)
+    services.update_dataset(dataset=dataset, labels_per_prompt=3)
+    assert QualityReport.objects.get(dataset=dataset).invalidated
+    data = report_of(dataset)
+    assert data["progress"]["done"] == 0 and data["progress"]["partly"] == 4
+
+
+def test_days_without_rankings_are_drawn_as_zero(small):
+    old = Ranking.objects.filter(dataset=small["dataset"]).order_by("pk").first()
+    Ranking.objects.filter(pk=old.pk).update(created_at=old.created_at - timedelta(days=3))
+    rate = report_of(small["dataset"])["rate"]
+    assert [day["count"] for day in rate] == [1, 0, 0, 7]
+
+
+def test_many_prompts_are_resampled_in_bounded_groups(monkeypatch):
+    monkeypatch.setattr(quality, "BOOTSTRAP_GROUPS", 4)
+    assert quality._grouped([0, 1, 2]) == [0, 1, 2]
+    grouped = quality._grouped([0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    assert grouped[0] == grouped[1]  # a prompt's units stay together
+    assert set(grouped) <= {0, 1, 2, 3}
+    assert grouped == quality._grouped([0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])  # seeded

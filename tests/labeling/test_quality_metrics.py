@@ -388,11 +388,11 @@ def test_consensus_condorcet_cycle_with_different_margins() -> None:
         {"a": 1, "b": 3, "a_votes": 3.0, "b_votes": 6.0, "voters": 9},
         {"a": 2, "b": 3, "a_votes": 5.0, "b_votes": 4.0, "voters": 9},
     ]
-    # The majority directions still form the cycle.
+    # The majority directions form a cycle; the pairs follow the order, so 2 > 3 (5 of 9),
+    # which the order goes against, is left out.
     assert consensus_pairs([1, 2, 3], orders) == [
         {"chosen": 1, "rejected": 2, "vote_share": 7 / 9, "voters": 9},
         {"chosen": 3, "rejected": 1, "vote_share": 6 / 9, "voters": 9},
-        {"chosen": 2, "rejected": 3, "vote_share": 5 / 9, "voters": 9},
     ]
 
 
