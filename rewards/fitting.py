@@ -22,7 +22,12 @@ and g_i = -sigmoid(-d_i) / n,
     grad L(w) = X^T (bincount(chosen, g) - bincount(rejected, g)) + lambda * w,
 
 so memory is the completions' features plus a few numbers per pair, and each iteration costs
-two passes over the completions' nonzeros, however many pairs share a completion.
+two passes over the completions' nonzeros, however many pairs share a completion. The pairs are
+walked in blocks of PAIR_BLOCK: besides the pairs' row numbers (int32 from the training data, used
+as they are), an iteration holds one float64 per pair, each pair's loss, whose mean is then summed
+over the whole array exactly as before blocks (numpy's pairwise summation), and g is added onto
+the rows by `np.add.at` in pair order, the very sums `np.bincount` made: the same bits, not an
+approximation.
 
 This is the same optimum as a logistic regression without intercept on the differences
 x_chosen - x_rejected, all labelled 1, or on randomly sign-flipped differences with labels
@@ -50,6 +55,9 @@ logger = logging.getLogger(__name__)
 # `regularization` was liblinear's C, the inverse of l2_penalty; the others only chose between
 # the exact and the out-of-core solver for the same objective, so they are dropped.
 RETIRED_OPTIONS = ("regularization", "exact_limit", "epochs", "chunk_size")
+# Pairs handled at once by the loss and the metrics: their float64 temporaries are a few times
+# 512 KiB, whatever the number of pairs.
+PAIR_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -111,13 +119,23 @@ def loss_and_gradient(
 
     The two products run in the matrix's precision (float32 from `features.featurize`: scipy
     would otherwise copy the whole matrix to float64 on every product); the rest is float64.
+    Memory per pair is one float64, the pair's loss (see the module's docstring); the margins and
+    per-pair gradients exist a block of pairs at a time.
     """
+    chosen, rejected = _row_numbers(chosen), _row_numbers(rejected)
     scores = np.asarray(matrix @ weights.astype(matrix.dtype), dtype=np.float64)
-    margin = scores[chosen] - scores[rejected]
-    loss = float(np.logaddexp(0, -margin).mean()) + penalty / 2 * float(weights @ weights)
-    per_pair = -expit(-margin) / len(chosen)
-    per_row = np.bincount(chosen, per_pair, minlength=matrix.shape[0])
-    per_row -= np.bincount(rejected, per_pair, minlength=matrix.shape[0])
+    losses = np.empty(len(chosen))
+    chosen_sums, rejected_sums = np.zeros(matrix.shape[0]), np.zeros(matrix.shape[0])
+    for start in range(0, len(chosen), PAIR_BLOCK):
+        block = slice(start, start + PAIR_BLOCK)
+        margin = reward_differences(scores, chosen[block], rejected[block])
+        np.negative(margin, out=margin)
+        np.logaddexp(0, margin, out=losses[block])
+        per_pair = -expit(margin) / len(chosen)
+        np.add.at(chosen_sums, chosen[block], per_pair)
+        np.add.at(rejected_sums, rejected[block], per_pair)
+    loss = float(losses.mean()) + penalty / 2 * float(weights @ weights)
+    per_row = chosen_sums - rejected_sums
     gradient = np.asarray(matrix.T @ per_row.astype(matrix.dtype), dtype=np.float64)
     return loss, gradient + penalty * weights
 
@@ -135,9 +153,11 @@ def fit_bradley_terry(
     Deterministic: nothing is random, so there is no seed. Rows that no pair uses are dropped
     first when they are the majority (the learning curve's subsets), so a small fit does not pay
     for the whole matrix. `on_progress` gets the share of `max_iter` done after each iteration.
+
+    Row numbers in int32 (the training data's) are used as they are, in place: an int64 copy
+    would cost 16 bytes a pair for the whole fit.
     """
-    chosen = np.asarray(chosen, dtype=np.intp)
-    rejected = np.asarray(rejected, dtype=np.intp)
+    chosen, rejected = _row_numbers(chosen), _row_numbers(rejected)
     if len(chosen) == 0:
         raise ValueError("no comparisons to fit")
     if len(chosen) != len(rejected):
@@ -145,10 +165,16 @@ def fit_bradley_terry(
     matrix = sparse.csr_matrix(features)  # the same arrays, not a copy
     if matrix.dtype not in (np.float32, np.float64):
         matrix = matrix.astype(np.float64)
-    used = np.unique(np.concatenate([chosen, rejected]))
+    # A flag per row, not np.unique of the pairs' rows: nothing as long as the pairs.
+    is_used = np.zeros(matrix.shape[0], dtype=bool)
+    is_used[chosen] = True
+    is_used[rejected] = True
+    used = np.flatnonzero(is_used)
     if len(used) <= matrix.shape[0] // 2:
         matrix = matrix[used]
-        chosen, rejected = np.searchsorted(used, chosen), np.searchsorted(used, rejected)
+        new_row = np.zeros(len(is_used), dtype=chosen.dtype)
+        new_row[used] = np.arange(len(used))
+        chosen, rejected = new_row[chosen], new_row[rejected]
     # Only the weights of columns that some row uses can move: any other has gradient
     # lambda * w, 0 from w = 0 on. Leaving them out changes nothing but L-BFGS's own work
     # per iteration, which is proportional to the number of weights.
@@ -200,6 +226,24 @@ def fit_bradley_terry(
     return weights
 
 
+def _row_numbers(rows: np.ndarray) -> np.ndarray:
+    """`rows` as they are if int32 or intp (what indexing takes without a copy), else as intp."""
+    rows = np.asarray(rows)
+    if rows.dtype in (np.int32, np.intp):
+        return rows
+    return rows.astype(np.intp)
+
+
+def reward_differences(scores: np.ndarray, chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
+    """scores[chosen] - scores[rejected] (float64), a block at a time: no temporary as long as
+    the pairs beside the result."""
+    differences = np.empty(len(chosen))
+    for start in range(0, len(chosen), PAIR_BLOCK):
+        block = slice(start, start + PAIR_BLOCK)
+        np.subtract(scores[chosen[block]], scores[rejected[block]], out=differences[block])
+    return differences
+
+
 def rewards(features: sparse.csr_matrix, weights: np.ndarray) -> np.ndarray:
     """features @ weights, in the matrix's precision (no float64 copy of a float32 matrix)."""
     dtype = features.dtype if features.dtype in (np.float32, np.float64) else np.float64
@@ -212,22 +256,52 @@ def pairwise_metrics(
     margins: np.ndarray | None = None,
     bins: int = 10,
 ) -> dict[str, Any]:
-    diff = np.asarray(reward_chosen) - np.asarray(reward_rejected)
+    """`difference_metrics` of the pairs whose completions' rewards these are."""
+    return difference_metrics(
+        np.asarray(reward_chosen) - np.asarray(reward_rejected), margins, bins
+    )
+
+
+def difference_metrics(
+    differences: np.ndarray, margins: np.ndarray | None = None, bins: int = 10
+) -> dict[str, Any]:
+    """Accuracy (a tie counts half), log loss, reliability curve and expected calibration error
+    (and accuracy by margin if `margins` are given) of pairs, from reward(chosen) -
+    reward(rejected) of each (`reward_differences`).
+
+    Calibration: each pair gives two predictions, p = sigmoid(difference) that its labelled
+    order holds (observed: 1) and 1 - p for the other order (observed: 0), binned by value.
+
+    Memory, besides `differences`: per pair one float64 (the loss, then p) and four bytes (win,
+    tie and the two bins), plus one bin's predictions at a time. Shares of outcomes are counted,
+    not averaged over arrays of 0, 1/2 and 1: those sums are exact, so the figures are the same
+    to the bit as such means.
+    """
+    diff = np.asarray(differences)
     if len(diff) == 0:
         return {"accuracy": None, "log_loss": None, "ece": None, "reliability": [], "pairs": 0}
-    correct = (diff > 0) + 0.5 * (diff == 0)
-    probability = 1 / (1 + np.exp(-diff))
-    log_loss = float(np.mean(np.logaddexp(0, -diff)))
-    predicted = np.concatenate([probability, 1 - probability])
-    observed = np.concatenate([np.ones_like(diff), np.zeros_like(diff)])
+    wins, ties = diff > 0, diff == 0
+    accuracy = (np.count_nonzero(wins) + 0.5 * np.count_nonzero(ties)) / len(diff)
+    work = np.negative(diff)
+    log_loss = float(np.logaddexp(0, work, out=work).mean())
+    probability = np.negative(diff, out=work)  # 1 / (1 + exp(-diff)), in place
+    np.exp(probability, out=probability)
+    probability += 1
+    np.divide(1, probability, out=probability)
     edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(predicted, edges) - 1, 0, bins - 1)
+    bin_of_p = _bin_numbers(probability, edges, complement=False)
+    bin_of_complement = _bin_numbers(probability, edges, complement=True)
+    predictions = 2 * len(diff)
     curve, ece = [], 0.0
     for b in range(bins):
-        mask = which == b
-        count = int(mask.sum())
-        mean_p = float(predicted[mask].mean()) if count else (edges[b] + edges[b + 1]) / 2
-        share = float(observed[mask].mean()) if count else 0.0
+        in_p, in_complement = bin_of_p == b, bin_of_complement == b
+        observed = int(np.count_nonzero(in_p))  # predictions of the labelled order: outcome 1
+        count = observed + int(np.count_nonzero(in_complement))
+        if count:
+            values = np.concatenate([probability[in_p], 1 - probability[in_complement]])
+            mean_p, share = float(values.mean()), observed / count
+        else:
+            mean_p, share = (edges[b] + edges[b + 1]) / 2, 0.0
         curve.append(
             {
                 "lower": float(edges[b]),
@@ -237,23 +311,36 @@ def pairwise_metrics(
                 "count": count,
             }
         )
-        ece += count / len(predicted) * abs(mean_p - share)
+        ece += count / predictions * abs(mean_p - share)
     result: dict[str, Any] = {
-        "accuracy": float(correct.mean()),
+        "accuracy": float(accuracy),
         "log_loss": log_loss,
         "ece": float(ece),
         "reliability": curve,
         "pairs": len(diff),
     }
     if margins is not None:
-        result["by_margin"] = {
-            str(int(m)): {
-                "accuracy": float(correct[margins == m].mean()),
-                "count": int((margins == m).sum()),
-            }
-            for m in np.unique(margins)
-        }
+        margins = np.asarray(margins)
+        result["by_margin"] = {}
+        for m in np.unique(margins):
+            at = margins == m
+            count = int(np.count_nonzero(at))
+            right = np.count_nonzero(wins & at) + 0.5 * np.count_nonzero(ties & at)
+            result["by_margin"][str(int(m))] = {"accuracy": float(right / count), "count": count}
     return result
+
+
+def _bin_numbers(probability: np.ndarray, edges: np.ndarray, complement: bool) -> np.ndarray:
+    """clip(digitize(v, edges) - 1, 0, bins - 1) of v = `probability` (or 1 - it), a block at a
+    time into the smallest integer type that holds the bins (one byte up to 256 bins)."""
+    bins = len(edges) - 1
+    numbers = np.empty(len(probability), dtype=np.min_scalar_type(bins))
+    for start in range(0, len(probability), PAIR_BLOCK):
+        values = probability[start : start + PAIR_BLOCK]
+        if complement:
+            values = 1 - values
+        numbers[start : start + PAIR_BLOCK] = np.clip(np.digitize(values, edges) - 1, 0, bins - 1)
+    return numbers
 
 
 def group_split(groups: np.ndarray, test_share: float, seed: int) -> np.ndarray:

@@ -34,6 +34,8 @@ from rewards.models import RewardModel, TrainingRun
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 20_000
+# Comparisons converted at once from loaded ids to int32 positions (`_positions`).
+POSITION_BLOCK = 1 << 16
 # Completions are featurized in smaller chunks: featurizing needs ~8x its result's memory for a
 # moment (token strings, hashed names, intermediate blocks), ~100 MB for 5,000 completions.
 COMPLETION_CHUNK_SIZE = 5_000
@@ -151,6 +153,19 @@ class _Reporter:
 
 @dataclass
 class TrainingData:
+    """The comparisons to train on and the features of the distinct completions they compare.
+
+    The per-comparison arrays (PER_COMPARISON) hold comparison i at index i, in primary key order
+    as loaded (`put_held_out_last` reorders them): 22 bytes a comparison, its id (int64), its
+    prompt as an index into `prompt_ids` (int32), the rows of its chosen and rejected completions
+    in `features` and `completion_ids` (int32; int64 from 2**31 completions on) and its margin
+    (int16, the database's smallint). Both id lists are sorted, so the indexes order, group and
+    split the comparisons as the ids would. `ids_sha256` is the SHA-256 of the sorted comparison
+    ids as little-endian int64, taken while they are in primary key order.
+    """
+
+    PER_COMPARISON = ("comparison_ids", "prompts", "chosen_rows", "rejected_rows", "margins")
+
     comparison_ids: np.ndarray
     prompts: np.ndarray
     chosen_rows: np.ndarray
@@ -158,10 +173,18 @@ class TrainingData:
     margins: np.ndarray
     features: sparse.csr_matrix
     completion_ids: np.ndarray
+    prompt_ids: np.ndarray
+    ids_sha256: str
 
-    @property
-    def ids_sha256(self) -> str:
-        return hashlib.sha256(np.sort(self.comparison_ids).astype("<i8").tobytes()).hexdigest()
+    def put_held_out_last(self, held_out: np.ndarray) -> int:
+        """Reorder the comparisons, those where `held_out` is False first and the held out ones
+        last, each group in its present order; return the size of the first group. Each group is
+        then a slice of the arrays, a view where a boolean mask would copy. The arrays are
+        replaced one at a time: the move costs 8 bytes a comparison (the order) plus one array."""
+        order = np.argsort(held_out, kind="stable")
+        for name in self.PER_COMPARISON:
+            setattr(self, name, getattr(self, name)[order])
+        return len(held_out) - int(np.count_nonzero(held_out))
 
 
 def load_training_data(
@@ -173,13 +196,21 @@ def load_training_data(
 ) -> TrainingData:
     """Stream the comparisons (excluded labelers left out, and gold prompts unless asked for) in
     primary key chunks, then featurize each distinct completion once: pairs are rows indices
-    into that matrix."""
+    into that matrix.
+
+    Loading holds 34 bytes a comparison (four int64 columns and the int16 margins); they become
+    the 22 of `TrainingData` one column at a time, before featurizing, so the featurizer's own
+    memory comes on top of those 22 only."""
     comparisons = Comparison.objects.filter(dataset__in=datasets, labeler__is_active=True)
     if not include_gold:
         comparisons = comparisons.filter(prompt__is_gold=False)
     total = comparisons.count()
     columns: dict[str, array[int]] = {
-        n: array("q") for n in ("pk", "prompt", "chosen", "rejected", "margin")
+        "pk": array("q"),
+        "prompt": array("q"),
+        "chosen": array("q"),
+        "rejected": array("q"),
+        "margin": array("h"),  # a PositiveSmallIntegerField: 1 to 32767
     }
     last = 0
     while chunk := list(
@@ -187,20 +218,31 @@ def load_training_data(
         .order_by("pk")
         .values_list("pk", "prompt_id", "chosen_id", "rejected_id", "margin")[:CHUNK_SIZE]
     ):
-        for name, values in zip(columns, zip(*chunk, strict=True), strict=True):
-            columns[name].extend(values)
+        for column, values in zip(columns.values(), zip(*chunk, strict=True), strict=True):
+            column.extend(values)
         last = chunk[-1][0]
         report("loading", len(columns["pk"]) / max(total, 1))
-    arrays = {
-        name: np.frombuffer(values, dtype=np.int64) if values else np.zeros(0, np.int64)
-        for name, values in columns.items()
-    }
-    if len(arrays["pk"]) == 0:
+    if not columns["pk"]:
         raise ValidationError("There are no comparisons to train on in these datasets yet.")
-    if len(np.unique(arrays["prompt"])) < 2:
+    # Each column becomes an array on its own buffer (np.frombuffer copies nothing); a column is
+    # freed as soon as its int32 positions exist.
+    comparison_ids = np.frombuffer(columns.pop("pk"), dtype=np.int64)
+    ids_sha256 = hashlib.sha256(comparison_ids.astype("<i8", copy=False).data).hexdigest()
+    margins = np.frombuffer(columns.pop("margin"), dtype=np.int16)
+    prompt_column = np.frombuffer(columns.pop("prompt"), dtype=np.int64)
+    prompt_ids = np.unique(prompt_column)
+    if len(prompt_ids) < 2:
         raise ValidationError("Training needs comparisons from at least two prompts.")
+    prompts = _positions(prompt_ids, prompt_column)
+    del prompt_column
+    chosen = np.frombuffer(columns.pop("chosen"), dtype=np.int64)
+    rejected = np.frombuffer(columns.pop("rejected"), dtype=np.int64)
+    completion_ids = np.union1d(np.unique(chosen), np.unique(rejected))
+    chosen_rows = _positions(completion_ids, chosen)
+    del chosen
+    rejected_rows = _positions(completion_ids, rejected)
+    del rejected
 
-    completion_ids = np.unique(np.concatenate([arrays["chosen"], arrays["rejected"]]))
     matrix = _Rows(feature_config.n_features)
     for start in range(0, len(completion_ids), COMPLETION_CHUNK_SIZE):
         ids = completion_ids[start : start + COMPLETION_CHUNK_SIZE].tolist()
@@ -219,14 +261,28 @@ def load_training_data(
         matrix.append(features.featurize(items, feature_config))
         report("featurizing", (start + len(ids)) / len(completion_ids))
     return TrainingData(
-        comparison_ids=arrays["pk"],
-        prompts=arrays["prompt"],
-        chosen_rows=np.searchsorted(completion_ids, arrays["chosen"]),
-        rejected_rows=np.searchsorted(completion_ids, arrays["rejected"]),
-        margins=arrays["margin"],
+        comparison_ids=comparison_ids,
+        prompts=prompts,
+        chosen_rows=chosen_rows,
+        rejected_rows=rejected_rows,
+        margins=margins,
         features=matrix.csr(),
         completion_ids=completion_ids,
+        prompt_ids=prompt_ids,
+        ids_sha256=ids_sha256,
     )
+
+
+def _positions(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The index in `sorted_ids` of each of `values` (all of which it holds): int32 below 2**31
+    ids, int64 from there on. Converted a block at a time, so there is no int64 array as long
+    as `values` beside the result, as `np.searchsorted` of them all at once would make."""
+    dtype = np.int32 if len(sorted_ids) <= np.iinfo(np.int32).max else np.int64
+    positions = np.empty(len(values), dtype=dtype)
+    for start in range(0, len(values), POSITION_BLOCK):
+        block = slice(start, start + POSITION_BLOCK)
+        positions[block] = np.searchsorted(sorted_ids, values[block])
+    return positions
 
 
 class _Rows:
@@ -315,10 +371,13 @@ def _train(run: TrainingRun, report: _Reporter) -> tuple[dict[str, Any], RewardM
         include_gold=config.get("include_gold", False),
     )
 
-    held_out = fitting.group_split(data.prompts, config["held_out_share"], seed)
-    if held_out.all() or not held_out.any():
+    # Training pairs first, held-out ones last: both are slices (views) of the data's arrays.
+    held_out_mask = fitting.group_split(data.prompts, config["held_out_share"], seed)
+    if held_out_mask.all() or not held_out_mask.any():
         raise ValidationError("Too few prompts to hold some out for evaluation; label more.")
-    train = ~held_out
+    train_count = data.put_held_out_last(held_out_mask)
+    del held_out_mask
+    train, held_out = slice(0, train_count), slice(train_count, len(data.comparison_ids))
     report("fitting")
     weights = fitting.fit_bradley_terry(
         data.features,
@@ -330,36 +389,37 @@ def _train(run: TrainingRun, report: _Reporter) -> tuple[dict[str, Any], RewardM
 
     report("evaluating")
     scores = fitting.rewards(data.features, weights)
-    chosen, rejected = scores[data.chosen_rows], scores[data.rejected_rows]
-    held_out_metrics = fitting.pairwise_metrics(
-        chosen[held_out], rejected[held_out], data.margins[held_out]
+    held_out_metrics = fitting.difference_metrics(
+        fitting.reward_differences(
+            scores, data.chosen_rows[held_out], data.rejected_rows[held_out]
+        ),
+        data.margins[held_out],
     )
-    train_metrics = fitting.pairwise_metrics(chosen[train], rejected[train], data.margins[train])
+    train_metrics = fitting.difference_metrics(
+        fitting.reward_differences(scores, data.chosen_rows[train], data.rejected_rows[train]),
+        data.margins[train],
+    )
     curve = _learning_curve(
         data, train, held_out, fit_config, seed, held_out_metrics["accuracy"], report
     )
     metrics = {
         "comparisons": {
             "total": len(data.comparison_ids),
-            "train": int(train.sum()),
-            "held_out": int(held_out.sum()),
+            "train": train_count,
+            "held_out": len(data.comparison_ids) - train_count,
         },
         "prompts": {
-            "total": len(np.unique(data.prompts)),
+            "total": len(data.prompt_ids),
             "held_out": len(np.unique(data.prompts[held_out])),
         },
         "completions": len(data.completion_ids),
         "train": train_metrics,
         "held_out": held_out_metrics,
-        "labeler_agreement": labeler_agreement(
-            data.prompts,
-            data.completion_ids[data.chosen_rows],
-            data.completion_ids[data.rejected_rows],
-        ),
+        "labeler_agreement": labeler_agreement(data.prompts, data.chosen_rows, data.rejected_rows),
         "learning_curve": curve,
         "reward_samples": {
-            "chosen": _sample(chosen[held_out], seed),
-            "rejected": _sample(rejected[held_out], seed),
+            "chosen": _sample(scores[data.chosen_rows[held_out]], seed),
+            "rejected": _sample(scores[data.rejected_rows[held_out]], seed),
         },
     }
 
@@ -371,8 +431,8 @@ def _train(run: TrainingRun, report: _Reporter) -> tuple[dict[str, Any], RewardM
 
 def _learning_curve(
     data: TrainingData,
-    train: np.ndarray,
-    held_out: np.ndarray,
+    train: slice,
+    held_out: slice,
     fit_config: fitting.FitConfig,
     seed: int,
     full_accuracy: float,
@@ -380,22 +440,32 @@ def _learning_curve(
 ) -> list[dict[str, float]]:
     """Held-out accuracy of models fitted on growing shares of the training prompts."""
     points = []
-    train_prompts = np.unique(data.prompts[train])
-    shuffled = np.random.default_rng(seed).permutation(train_prompts)
+    train_prompts = data.prompts[train]
+    shuffled = np.random.default_rng(seed).permutation(np.unique(train_prompts))
     for index, share in enumerate(LEARNING_CURVE_SHARES):
         if share >= 1.0:
-            points.append({"comparisons": int(train.sum()), "accuracy": full_accuracy})
+            points.append({"comparisons": len(train_prompts), "accuracy": full_accuracy})
             continue
-        subset = train & np.isin(data.prompts, shuffled[: max(1, int(len(shuffled) * share))])
+        # Prompts are indexes into data.prompt_ids: a flag per prompt marks the subset's.
+        in_subset = np.zeros(len(data.prompt_ids), dtype=bool)
+        in_subset[shuffled[: max(1, int(len(shuffled) * share))]] = True
+        subset = in_subset[train_prompts]
         report("evaluating", index / len(LEARNING_CURVE_SHARES))
         weights = fitting.fit_bradley_terry(
-            data.features, data.chosen_rows[subset], data.rejected_rows[subset], fit_config
+            data.features,
+            data.chosen_rows[train][subset],
+            data.rejected_rows[train][subset],
+            fit_config,
         )
         scores = fitting.rewards(data.features, weights)
-        metrics = fitting.pairwise_metrics(
-            scores[data.chosen_rows[held_out]], scores[data.rejected_rows[held_out]]
+        metrics = fitting.difference_metrics(
+            fitting.reward_differences(
+                scores, data.chosen_rows[held_out], data.rejected_rows[held_out]
+            )
         )
-        points.append({"comparisons": int(subset.sum()), "accuracy": metrics["accuracy"]})
+        points.append(
+            {"comparisons": int(np.count_nonzero(subset)), "accuracy": metrics["accuracy"]}
+        )
         report("evaluating", (index + 1) / len(LEARNING_CURVE_SHARES))
     return points
 

@@ -171,6 +171,51 @@ def test_feature_rows_appended_in_blocks_make_the_stacked_matrix():
     assert (matrix != expected).nnz == 0
 
 
+def test_training_data_is_compact_and_points_at_the_loaded_rows(trained_on, monkeypatch):
+    import hashlib
+
+    from labeling.models import Comparison
+
+    monkeypatch.setattr(services, "CHUNK_SIZE", 7)  # several chunks
+    monkeypatch.setattr(services, "POSITION_BLOCK", 5)  # several blocks
+    data = services.load_training_data(
+        datasets=[trained_on], feature_config=features.FeatureConfig(), report=lambda *a: None
+    )
+    ids, prompts, chosen, rejected, margins = map(
+        np.array,
+        zip(
+            *Comparison.objects.filter(dataset=trained_on)
+            .order_by("pk")
+            .values_list("pk", "prompt_id", "chosen_id", "rejected_id", "margin"),
+            strict=True,
+        ),
+    )
+    assert [getattr(data, name).dtype for name in data.PER_COMPARISON] == [
+        np.int64,
+        np.int32,
+        np.int32,
+        np.int32,
+        np.int16,
+    ]
+    assert np.array_equal(data.comparison_ids, ids)
+    assert np.array_equal(data.prompt_ids[data.prompts], prompts)
+    assert np.array_equal(data.completion_ids[data.chosen_rows], chosen)
+    assert np.array_equal(data.completion_ids[data.rejected_rows], rejected)
+    assert np.array_equal(data.margins, margins)
+    assert np.array_equal(data.prompt_ids, np.unique(prompts))
+    assert data.features.shape[0] == len(data.completion_ids)
+    expected_sha = hashlib.sha256(np.sort(ids).astype("<i8").tobytes()).hexdigest()
+    assert data.ids_sha256 == expected_sha
+
+    held_out = data.prompts % 3 == 0
+    before = {name: getattr(data, name).copy() for name in data.PER_COMPARISON}
+    train_count = data.put_held_out_last(held_out)
+    assert train_count == np.count_nonzero(~held_out)
+    for name, values in before.items():
+        expected = np.concatenate([values[~held_out], values[held_out]])
+        assert np.array_equal(getattr(data, name), expected), name
+
+
 def test_only_failed_runs_are_retried(trained_on):
     with pytest.raises(ValidationError, match="Only a failed run"):
         services.retry_training_run(run=start(trained_on))
