@@ -317,7 +317,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
             prompts = prompts.filter(is_gold=False)
         lines = exports.consensus_lines(
             prompts,
-            cursor=cursor,
+            ranking_cursor=services.export_cursor(dataset=dataset, model=Ranking),
             format=params["format"],
             include_ids=params["include_ids"],
             render_text=render_text,

@@ -121,6 +121,30 @@ def with_fields(line: str, fields: dict[str, Any]) -> str:
     return line[:-1] + ", " + json.dumps(fields, ensure_ascii=False)[1:]
 
 
+def _pair_line(
+    format: str,
+    prompt: EncodedPrompt,
+    completions: dict[int, tuple[str, str]],
+    chosen: int,
+    rejected: int,
+    render_text: bool,
+    extra: dict[str, Any] | None,
+) -> str:
+    """A pair's line; with `extra` (include_ids), its ids, external ids included, and `extra`."""
+    line = comparison_line(
+        format, prompt, completions[chosen][1], completions[rejected][1], render_text
+    )
+    if extra is None:
+        return line
+    ids = extra["ids"] | {
+        "chosen": chosen,
+        "rejected": rejected,
+        "chosen_external": completions[chosen][0],
+        "rejected_external": completions[rejected][0],
+    }
+    return with_fields(line, extra | {"ids": ids})
+
+
 def _encoded_chunk(
     prompt_ids: Iterable[int], completion_ids: Iterable[int]
 ) -> tuple[dict[int, EncodedPrompt], dict[int, tuple[str, str]]]:
@@ -157,7 +181,7 @@ def vote_shares(orders: dict[int, list[Order]]) -> dict[tuple[int, int, int], tu
     shares: dict[tuple[int, int, int], tuple[float, int]] = {}
     for prompt_id, prompt_orders in orders.items():
         completion_ids = sorted(cid for group in prompt_orders[0] for cid in group)
-        for pair in quality.consensus(completion_ids, prompt_orders)["pairs"]:
+        for pair in quality.pair_votes(completion_ids, prompt_orders):
             a, b, voters = pair["a"], pair["b"], pair["voters"]
             shares[(prompt_id, a, b)] = (pair["a_votes"] / voters, voters)
             shares[(prompt_id, b, a)] = (pair["b_votes"] / voters, voters)
@@ -195,30 +219,24 @@ def comparison_lines(
         prompts, completions = _encoded_chunk(
             (row[2] for row in chunk), (cid for row in chunk for cid in (row[3], row[4]))
         )
-        lines = []
-        for pk, ranking_id, prompt_id, chosen_id, rejected_id, margin, strength in chunk:
-            line = comparison_line(
+        lines = [
+            _pair_line(
                 format,
                 prompts[prompt_id],
-                completions[chosen_id][1],
-                completions[rejected_id][1],
+                completions,
+                chosen_id,
+                rejected_id,
                 render_text,
-            )
-            if include_ids:
-                ids = {
-                    "comparison": pk,
-                    "ranking": ranking_id,
-                    "prompt": prompt_id,
-                    "chosen": chosen_id,
-                    "rejected": rejected_id,
-                    "chosen_external": completions[chosen_id][0],
-                    "rejected_external": completions[rejected_id][0],
+                {
+                    "ids": {"comparison": pk, "ranking": ranking_id, "prompt": prompt_id},
+                    "margin": margin,
                 }
-                extra = {"ids": ids, "margin": margin} | (
-                    {"strength": strength} if strength else {}
-                )
-                line = with_fields(line, extra)
-            lines.append(line)
+                | ({"strength": strength} if strength else {})
+                if include_ids
+                else None,
+            )
+            for pk, ranking_id, prompt_id, chosen_id, rejected_id, margin, strength in chunk
+        ]
         if lines:
             yield ("\n".join(lines) + "\n").encode()
 
@@ -226,7 +244,7 @@ def comparison_lines(
 def consensus_lines(
     prompts: QuerySet[Prompt],
     *,
-    cursor: int,
+    ranking_cursor: int,
     format: str,
     include_ids: bool,
     render_text: bool = False,
@@ -234,20 +252,15 @@ def consensus_lines(
     min_labelers: int = 1,
 ) -> Iterator[bytes]:
     """One JSON line per completion pair of each prompt that its consensus order separates and
-    a strict majority of its counted labelers (rankings up to the comparison `cursor`'s
-    ranking) ordered the same way (`labeling.quality.consensus_pairs`); with `include_ids`, each
+    a strict majority of its counted labelers (rankings up to `ranking_cursor`) ordered the same
+    way (`labeling.quality.consensus_pairs`); with `include_ids`, each
     row adds its `vote_share` and `voters`."""
-    top_ranking = (
-        Comparison.objects.filter(pk__lte=cursor)
-        .order_by("-pk")
-        .values_list("ranking_id", flat=True)
-    ).first() or 0
     last = 0
     while chunk := list(
         prompts.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[: CHUNK_SIZE // 5]
     ):
         last = chunk[-1]
-        orders = counted_orders(chunk, cursor=top_ranking)
+        orders = counted_orders(chunk, cursor=ranking_cursor)
         pairs = []
         for prompt_id, prompt_orders in orders.items():
             completion_ids = sorted(cid for group in prompt_orders[0] for cid in group)
@@ -257,30 +270,24 @@ def consensus_lines(
         encoded_prompts, completions = _encoded_chunk(
             orders, (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"]))
         )
-        lines = []
-        for prompt_id, pair in pairs:
-            chosen, rejected = pair["chosen"], pair["rejected"]
-            line = comparison_line(
+        lines = [
+            _pair_line(
                 format,
                 encoded_prompts[prompt_id],
-                completions[chosen][1],
-                completions[rejected][1],
+                completions,
+                pair["chosen"],
+                pair["rejected"],
                 render_text,
-            )
-            if include_ids:
-                extra = {
-                    "ids": {
-                        "prompt": prompt_id,
-                        "chosen": chosen,
-                        "rejected": rejected,
-                        "chosen_external": completions[chosen][0],
-                        "rejected_external": completions[rejected][0],
-                    },
+                {
+                    "ids": {"prompt": prompt_id},
                     "vote_share": pair["vote_share"],
                     "voters": pair["voters"],
                 }
-                line = with_fields(line, extra)
-            lines.append(line)
+                if include_ids
+                else None,
+            )
+            for prompt_id, pair in pairs
+        ]
         if lines:
             yield ("\n".join(lines) + "\n").encode()
 

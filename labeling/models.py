@@ -373,14 +373,44 @@ class Comparison(models.Model):
         return f"{self.chosen_id} > {self.rejected_id} ({self.prompt})"
 
 
-class ImportJob(models.Model):
-    """An uploaded file waiting for, or done with, its import by a Celery worker."""
+class BackgroundJob(models.Model):
+    """What every job run by a Celery worker records: its status, progress and error."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=50, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1),
+                name="%(class)s_progress_share",
+            ),
+        ]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.progress)
+
+
+class ImportJob(BackgroundJob):
+    """An uploaded file waiting for, or done with, its import by a Celery worker."""
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="import_jobs")
     created_by = models.ForeignKey(
@@ -391,24 +421,9 @@ class ImportJob(models.Model):
     size = models.PositiveBigIntegerField()
     format = models.CharField(max_length=10, blank=True)
     strict = models.BooleanField(default=False)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0)
     created_count = models.PositiveIntegerField(default=0)
     unchanged_count = models.PositiveIntegerField(default=0)
     skipped = models.JSONField(default=list, blank=True, help_text='[{"line": 4, "reason": ...}]')
-    error = models.TextField(blank=True)
-    task_id = models.CharField(max_length=50, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(progress__gte=0) & Q(progress__lte=1), name="importjob_progress_share"
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"import {self.pk} of {self.filename} into {self.dataset_id} ({self.status})"
@@ -429,14 +444,19 @@ class QualityReport(models.Model):
     ranking_cursor = models.BigIntegerField(default=0)
     computed_at = models.DateTimeField(null=True, blank=True)
     seconds = models.FloatField(default=0.0, help_text="How long the last computation took.")
-    invalidated = models.BooleanField(default=True)
     generation = models.PositiveIntegerField(
-        default=0,
-        help_text="Raised by each invalidation, so a computation that began before "
-        "one does not clear it.",
+        default=0, help_text="Raised by each invalidation (an exclusion, a gold change, ...)."
+    )
+    computed_generation = models.PositiveIntegerField(
+        default=0, help_text="The generation the data was computed at."
     )
     refresh_queued_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
 
     def __str__(self) -> str:
         return f"quality of {self.dataset_id} at {self.computed_at}"
+
+    @property
+    def invalidated(self) -> bool:
+        """Something that counts changed since the data was computed (or it never was)."""
+        return self.computed_at is None or self.computed_generation != self.generation

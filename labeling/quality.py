@@ -384,7 +384,7 @@ def ranking_units(
 # Consensus ------------------------------------------------------------------------------------
 
 
-def _pair_votes(completion_ids: list[int], orders: list[Order]) -> list[PairVotes]:
+def pair_votes(completion_ids: list[int], orders: list[Order]) -> list[PairVotes]:
     relations = [pair_relations(order) for order in orders]
     pairs: list[PairVotes] = []
     for a, b in combinations(sorted(set(completion_ids)), 2):
@@ -429,7 +429,7 @@ def consensus(completion_ids: list[int], orders: list[Order]) -> Consensus:
     so do completions with no locked path between them that become sources together (one that
     nobody ranked joins the first group). Ids in a group are sorted.
     """
-    pairs = _pair_votes(completion_ids, orders)
+    pairs = pair_votes(completion_ids, orders)
     majorities: list[tuple[float, float, int, int]] = []
     for pair in pairs:
         a, b, a_votes, b_votes = pair["a"], pair["b"], pair["a_votes"], pair["b_votes"]

@@ -7,9 +7,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
 
-from labeling.models import Dataset
+from labeling.models import BackgroundJob, Dataset
 
 
 def default_config() -> dict[str, Any]:
@@ -23,52 +22,23 @@ class TrainingRunQuerySet(models.QuerySet["TrainingRun"]):
         return self.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=limit)
 
 
-class TrainingRun(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
+class TrainingRun(BackgroundJob):
     datasets = models.ManyToManyField(Dataset, related_name="training_runs")
     config = models.JSONField(default=default_config, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=40, blank=True)
-    progress = models.FloatField(default=0.0)
     metrics = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    task_id = models.CharField(max_length=50, blank=True)
     retry_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries"
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     objects = TrainingRunQuerySet.as_manager()
 
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(progress__gte=0) & Q(progress__lte=1), name="trainingrun_progress_share"
-            ),
-        ]
-
     def __str__(self) -> str:
         return f"training run {self.pk} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
-
-    @property
-    def percent(self) -> int:
-        return round(100 * self.progress)
 
 
 class RewardModel(models.Model):

@@ -92,7 +92,7 @@ def request_refresh(*, dataset: Dataset, now: datetime | None = None) -> bool:
 def invalidate_reports(dataset_ids: list[int]) -> None:
     """Something that counts changed (an exclusion, a gold prompt): refresh at the next view."""
     QualityReport.objects.filter(dataset_id__in=dataset_ids).update(
-        invalidated=True, refresh_queued_at=None, generation=F("generation") + 1
+        refresh_queued_at=None, generation=F("generation") + 1
     )
 
 
@@ -120,16 +120,15 @@ def refresh_report(*, dataset_id: int) -> QualityReport | None:
             error=f"{type(error).__name__}: {error}", refresh_queued_at=timezone.now()
         )
         raise
-    fields = {
-        "data": data,
-        "ranking_cursor": cursor,
-        "computed_at": timezone.now(),
-        "seconds": time.monotonic() - started,
-        "error": "",
-    }
-    current = QualityReport.objects.filter(pk=report.pk, generation=generation)
-    if not current.update(**fields, invalidated=False, refresh_queued_at=None):
-        QualityReport.objects.filter(pk=report.pk).update(**fields)
+    QualityReport.objects.filter(pk=report.pk).update(
+        data=data,
+        ranking_cursor=cursor,
+        computed_at=timezone.now(),
+        computed_generation=generation,
+        seconds=time.monotonic() - started,
+        error="",
+        refresh_queued_at=None,
+    )
     report.refresh_from_db()
     return report
 
