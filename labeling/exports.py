@@ -166,7 +166,7 @@ def _encoded_chunk(
 
 def counted_orders(prompt_ids: Iterable[int], cursor: int | None = None) -> dict[int, list[Order]]:
     """The orders that count for each prompt: rankings of labelers who are not excluded."""
-    rankings = Ranking.objects.filter(prompt_id__in=set(prompt_ids), labeler__is_active=True)
+    rankings = Ranking.objects.counted().filter(prompt_id__in=set(prompt_ids))
     if cursor is not None:
         rankings = rankings.filter(pk__lte=cursor)
     orders: dict[int, list[Order]] = defaultdict(list)

@@ -278,6 +278,10 @@ class Assignment(models.Model):
 
 
 class ExportQuerySet(models.QuerySet[Any]):
+    def counted(self) -> ExportQuerySet:
+        """Rankings or comparisons that count: their labeler is not excluded (deactivated)."""
+        return self.filter(labeler__is_active=True)
+
     def exported(
         self,
         *,
@@ -290,7 +294,7 @@ class ExportQuerySet(models.QuerySet[Any]):
         """Rows of one export pull: after `since`, up to `cursor`, with the export's filters.
 
         Rows of excluded (deactivated) labelers are never exported."""
-        rows = self.filter(pk__gt=since, pk__lte=cursor, labeler__is_active=True)
+        rows = self.counted().filter(pk__gt=since, pk__lte=cursor)
         if exclude_gold:
             rows = rows.filter(prompt__is_gold=False)
         if labeler is not None:

@@ -201,7 +201,7 @@ def load_training_data(
     Loading holds 34 bytes a comparison (four int64 columns and the int16 margins); they become
     the 22 of `TrainingData` one column at a time, before featurizing, so the featurizer's own
     memory comes on top of those 22 only."""
-    comparisons = Comparison.objects.filter(dataset__in=datasets, labeler__is_active=True)
+    comparisons = Comparison.objects.counted().filter(dataset__in=datasets)
     if not include_gold:
         comparisons = comparisons.filter(prompt__is_gold=False)
     total = comparisons.count()

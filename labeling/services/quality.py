@@ -588,11 +588,7 @@ def set_gold(*, prompt: Prompt, order: list[list[str]] | None) -> Prompt:
 def unanimous_order(prompt: Prompt) -> list[list[str]] | None:
     """The order every counted labeler gave the prompt, in external ids, if there were two or
     more of them and they all agreed exactly; otherwise None."""
-    orders = list(
-        Ranking.objects.filter(prompt=prompt, labeler__is_active=True).values_list(
-            "order", flat=True
-        )
-    )
+    orders = list(Ranking.objects.counted().filter(prompt=prompt).values_list("order", flat=True))
     if len(orders) < 2 or any(order != orders[0] for order in orders):
         return None
     names = dict(prompt.completions.values_list("pk", "external_id"))
