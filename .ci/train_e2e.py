@@ -24,10 +24,10 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
-from labeling import services as labeling  # noqa: E402
 from labeling.models import Dataset  # noqa: E402
-from rewards import services as rewards  # noqa: E402
+from labeling.services import datasets, imports  # noqa: E402
 from rewards.models import TrainingRun  # noqa: E402
+from rewards.services import runs  # noqa: E402
 from tests.factories import UserFactory, rank_as_the_file_prefers  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
@@ -36,12 +36,12 @@ HH = ROOT.parent / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
 def main() -> int:
     call_command("migrate", verbosity=0)
     slug = f"ci-{uuid.uuid4().hex[:8]}"
-    dataset = labeling.create_dataset(
+    dataset = datasets.create_dataset(
         slug=slug, status=Dataset.Status.ACTIVE, labels_per_prompt=1, criteria=[]
     )
     if HH.exists():
         with HH.open("rb") as stream:
-            labeling.import_dataset(dataset=dataset, stream=stream, filename=HH.name)
+            imports.import_dataset(dataset=dataset, stream=stream, filename=HH.name)
     else:
         rows = [
             {
@@ -54,9 +54,9 @@ def main() -> int:
         path = Path("/tmp") / f"{slug}.jsonl"
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
         with path.open("rb") as stream:
-            labeling.import_dataset(dataset=dataset, stream=stream, filename=path.name)
+            imports.import_dataset(dataset=dataset, stream=stream, filename=path.name)
     rank_as_the_file_prefers(dataset, UserFactory(username=f"{slug}-labeler"))
-    run = rewards.start_training_run(datasets=[dataset])
+    run = runs.start_training_run(datasets=[dataset])
     print(
         f"queued training run {run.pk} on {dataset.prompts.count()} prompts; waiting for the worker"
     )

@@ -41,12 +41,12 @@ def measure(renders: int) -> dict[str, Any]:
     from django.test import Client
 
     from labeling.models import Dataset
-    from labeling.services import quality
+    from labeling.services import quality_report
 
     dataset = Dataset.objects.get(slug=SLUG)
     rss_before = peak_rss_mib()
     start = time.perf_counter()
-    report = quality.refresh_report(dataset_id=dataset.pk)
+    report = quality_report.refresh_report(dataset_id=dataset.pk)
     compute = time.perf_counter() - start
     assert report is not None
     client = Client()

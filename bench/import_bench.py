@@ -1,4 +1,4 @@
-"""Import benchmark: how fast `services.import_dataset` loads files into SQLite and PostgreSQL.
+"""Import benchmark: how fast `imports.import_dataset` loads files into SQLite and PostgreSQL.
 
 Run from the repo root:
     .venv/bin/python bench/import_bench.py [--prompts N] [--only sqlite|postgres] [--profile]
@@ -75,17 +75,17 @@ def run_child(path: Path, profile: bool) -> dict[str, Any]:
     django.setup()
     from django.core.management import call_command
 
-    from labeling import services
     from labeling.models import Completion
+    from labeling.services import datasets, imports
 
     call_command("migrate", verbosity=0)
-    dataset = services.create_dataset(slug="bench", name=f"bench {path.name}")
+    dataset = datasets.create_dataset(slug="bench", name=f"bench {path.name}")
     size = path.stat().st_size
     rss_before = peak_rss_mib()
 
-    def run_import() -> services.ImportResult:
+    def run_import() -> imports.ImportResult:
         with path.open("rb") as stream:
-            return services.import_dataset(
+            return imports.import_dataset(
                 dataset=dataset, stream=stream, filename=path.name, size=size
             )
 

@@ -2,7 +2,7 @@
 
 Imports ../shared/data/hh_harmless_dev.jsonl.gz into a fresh SQLite database, has a simulated
 labeler rank every prompt as the file prefers, loads the comparisons the way a training run does
-(`rewards.services.load_training_data`) and fits the default configuration on four folds of the
+(`rewards.training_data.load_training_data`) and fits the default configuration on four folds of the
 prompts, scoring pairwise accuracy on the fifth. Run from the repo root:
 
     .venv/bin/python bench/reward_quality.py [--seeds 0 1 2 3 4]
@@ -44,13 +44,13 @@ def ranked_hh_dataset():  # type: ignore[no-untyped-def]
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from labeling import services
+    from labeling.services import datasets, imports
     from tests.factories import rank_as_the_file_prefers
 
     call_command("migrate", verbosity=0)
-    dataset = services.create_dataset(slug="hh", status="active", labels_per_prompt=1, criteria=[])
+    dataset = datasets.create_dataset(slug="hh", status="active", labels_per_prompt=1, criteria=[])
     with HH_FILE.open("rb") as stream:
-        result = services.import_dataset(dataset=dataset, stream=stream, filename=HH_FILE.name)
+        result = imports.import_dataset(dataset=dataset, stream=stream, filename=HH_FILE.name)
     rank_as_the_file_prefers(dataset, User.objects.create(username="simulated"))
     print(f"imported {result.created} pairs ({len(result.skipped)} lines skipped by the importer)")
     return dataset
@@ -68,12 +68,13 @@ def main() -> None:
         setup_django(folder)
         import numpy as np
 
-        from rewards import features, fitting, services
+        from rewards import features, fitting
+        from rewards.services import training_data
 
         dataset = ranked_hh_dataset()
         feature_config, fit_config = features.FeatureConfig(), fitting.FitConfig()
         started = time.perf_counter()
-        data = services.load_training_data(
+        data = training_data.load_training_data(
             datasets=[dataset], feature_config=feature_config, report=lambda *a: None
         )
         print(

@@ -1,4 +1,4 @@
-"""Reward model training at scale: `services.run_training` on 100k and 1M comparisons.
+"""Reward model training at scale: `runs.run_training` on 100k and 1M comparisons.
 
 Run from the repo root:
     .venv/bin/python bench/reward_scale.py [--comparisons N ...] [--profile]
@@ -118,15 +118,15 @@ def train(profile: bool) -> dict[str, Any]:
     from django.db import connection
 
     from labeling.models import Dataset
-    from rewards import services
     from rewards.models import TrainingRun
+    from rewards.services import runs
 
     calls: dict[str, list[float]] = {}
     for module_name, names in WATCHED.items():
         module = importlib.import_module(module_name)
         for name in names:
             setattr(module, name, timed(getattr(module, name), name, calls))
-    run = services.start_training_run(datasets=[Dataset.objects.get(slug=SLUG)], enqueue=False)
+    run = runs.start_training_run(datasets=[Dataset.objects.get(slug=SLUG)], enqueue=False)
     rss_before, seen, stage_rss = current_rss_mib(), dict[str, float](), dict[str, float]()
     finished = threading.Event()
 
@@ -144,7 +144,7 @@ def train(profile: bool) -> dict[str, Any]:
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     with cProfile.Profile() if profile else contextlib.nullcontext() as profiler:
-        finished_run = services.run_training(run_id=run.pk)
+        finished_run = runs.run_training(run_id=run.pk)
     seconds = time.perf_counter() - start
     finished.set()
     poller.join()

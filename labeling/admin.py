@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -12,10 +13,33 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
 
-from labeling import services
+from labeling.errors import errors_text
 from labeling.forms import ImportForm
 from labeling.models import Assignment, Comparison, Completion, Dataset, Prompt, Ranking
-from labeling.services import quality
+from labeling.services import datasets, exclusion, gold, imports, leasing
+
+
+def apply_to_each(
+    request: HttpRequest,
+    objects: QuerySet[Any],
+    service: Callable[[Any], object],
+    *,
+    done: str,
+) -> None:
+    """An admin action: `service` on each selected object. A refusal (ValidationError) becomes an
+    error message naming the object; the others are listed in one message after `done`."""
+    names = []
+    for obj in objects:
+        try:
+            service(obj)
+        except ValidationError as error:
+            messages.error(request, f"{obj}: {' '.join(errors_text(error))}")
+        else:
+            names.append(str(obj))
+    if names:
+        messages.success(request, f"{done} {', '.join(names)}.")
+    elif not objects:
+        messages.info(request, "None of the selected rows applied; nothing changed.")
 
 
 @admin.register(Dataset)
@@ -49,7 +73,7 @@ class DatasetAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Dataset, form: Any, change: bool) -> None:
         if change:
             fields = {name: form.cleaned_data[name] for name in form.changed_data}
-            services.update_dataset(dataset=obj, **fields)
+            datasets.update_dataset(dataset=obj, **fields)
         else:
             obj.save()
 
@@ -71,7 +95,7 @@ class DatasetAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             try:
-                result = services.import_dataset(
+                result = imports.import_dataset(
                     dataset=dataset,
                     stream=upload,
                     filename=upload.name,
@@ -80,7 +104,7 @@ class DatasetAdmin(admin.ModelAdmin):
                     strict=form.cleaned_data["strict"],
                 )
             except ValidationError as error:
-                for message in services.errors_text(error):
+                for message in errors_text(error):
                     form.add_error("file", message)
             else:
                 messages.success(request, f"{upload.name}: {result.summary()}.")
@@ -102,24 +126,25 @@ class CompletionInline(admin.TabularInline):
     readonly_fields = fields
     can_delete = False
 
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
 
 class PromptForm(forms.ModelForm):
     """Checks a gold prompt's expected order against the prompt's completions."""
 
     class Meta:
         model = Prompt
-        fields = ["dataset", "external_id", "messages", "metadata", "is_gold", "gold_order"]
+        fields = ["metadata", "is_gold", "gold_order"]
 
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
-        if data.get("is_gold") and self.instance.pk:
+        if data.get("is_gold"):
             try:
-                quality.check_gold_order(self.instance, data.get("gold_order"))
+                gold.check_gold_order(self.instance, data.get("gold_order"))
             except ValidationError as error:
                 self.add_error("gold_order", error.message_dict["gold_order"])
-        elif data.get("is_gold"):
-            self.add_error("is_gold", "Import the prompt first, then mark it gold.")
         return data
 
 
@@ -138,8 +163,20 @@ class PromptAdmin(admin.ModelAdmin):
     list_filter = ["dataset", "is_gold"]
     search_fields = ["external_id", "messages"]
     list_select_related = ["dataset"]
-    readonly_fields = ["content_hash", "created_at"]
+    # What labelers ranked stays as they saw it, and the re-import check (content_hash) true:
+    # prompts come from imports, and only their metadata and gold marking change here.
+    readonly_fields = [
+        "dataset",
+        "external_id",
+        "messages",
+        "content_hash",
+        "gold_since",
+        "created_at",
+    ]
     inlines = [CompletionInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Prompt]:
         return super().get_queryset(request).annotate(completion_count=Count("completions"))
@@ -162,14 +199,14 @@ class PromptAdmin(admin.ModelAdmin):
         stored = Prompt.objects.get(pk=obj.pk)
         obj.is_gold, obj.gold_order = stored.is_gold, stored.gold_order
         super().save_model(request, obj, form, change)
-        quality.set_gold(prompt=obj, order=order)
+        gold.set_gold(prompt=obj, order=order)
 
     @admin.action(description="Promote to gold where the labelers agreed unanimously")
     def promote_unanimous(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> None:
         promoted = refused = 0
         for prompt in queryset.filter(is_gold=False):
             try:
-                quality.promote_to_gold(prompt=prompt)
+                gold.promote_to_gold(prompt=prompt)
             except ValidationError:
                 refused += 1
             else:
@@ -181,33 +218,44 @@ class PromptAdmin(admin.ModelAdmin):
         )
 
 
-@admin.register(Completion)
-class CompletionAdmin(admin.ModelAdmin):
-    list_display = ["external_id", "prompt", "model_name", "position"]
-    list_filter = ["prompt__dataset", "model_name"]
-    search_fields = ["external_id", "text", "prompt__external_id"]
-    list_select_related = ["prompt__dataset"]
-    raw_id_fields = ["prompt"]
-
-
-@admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
-    list_display = ["prompt", "labeler", "status", "leased_at", "expires_at", "finished_at"]
-    list_filter = ["status", "prompt__dataset"]
-    search_fields = ["labeler__username", "prompt__external_id"]
-    list_select_related = ["prompt__dataset", "labeler"]
-    raw_id_fields = ["prompt", "labeler"]
-    date_hierarchy = "leased_at"
-
-
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rankings and comparisons are made by labelers, never edited by hand."""
+    """Made by imports and labelers, never added, edited or deleted by hand: an edit would change
+    what was ranked, and a deletion would leave label slots or rankings behind."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Completion)
+class CompletionAdmin(ReadOnlyAdmin):
+    list_display = ["external_id", "prompt", "model_name", "position"]
+    list_filter = ["prompt__dataset", "model_name"]
+    search_fields = ["external_id", "text", "prompt__external_id"]
+    list_select_related = ["prompt__dataset"]
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(ReadOnlyAdmin):
+    actions = ["release"]
+    list_display = ["prompt", "labeler", "status", "leased_at", "expires_at", "finished_at"]
+    list_filter = ["status", "prompt__dataset"]
+    search_fields = ["labeler__username", "prompt__external_id"]
+    list_select_related = ["prompt__dataset", "labeler"]
+    date_hierarchy = "leased_at"
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("labeling.change_assignment")
+
+    @admin.action(description="Return leased tasks to the pool", permissions=["release"])
+    def release(self, request: HttpRequest, queryset: QuerySet[Assignment]) -> None:
+        released = leasing.release_assignments(assignments=queryset)
+        messages.success(request, f"{released} leased tasks went back to the pool.")
 
 
 @admin.register(Ranking)
@@ -265,29 +313,28 @@ class LabelerAdmin(UserAdmin):
         by = request.user
         try:
             if active:
-                quality.reinstate_labeler(labeler=obj, by=by)  # type: ignore[arg-type]
+                exclusion.reinstate_labeler(labeler=obj, by=by)  # type: ignore[arg-type]
             else:
-                quality.exclude_labeler(labeler=obj, by=by)  # type: ignore[arg-type]
+                exclusion.exclude_labeler(labeler=obj, by=by)  # type: ignore[arg-type]
         except ValidationError as error:
-            messages.error(request, " ".join(error.messages))
+            messages.error(request, " ".join(errors_text(error)))
 
     @admin.action(description="Exclude: deactivate and leave their rankings out")
     def exclude_labelers(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        done = []
-        for user in queryset.filter(is_active=True):
-            try:
-                quality.exclude_labeler(labeler=user, by=request.user)  # type: ignore[arg-type]
-            except ValidationError as error:
-                messages.error(request, f"{user.username}: {' '.join(error.messages)}")
-            else:
-                done.append(user.username)
-        if done:
-            messages.success(request, f"Excluded {', '.join(done)}; nothing was deleted.")
+        by = request.user
+        apply_to_each(
+            request,
+            queryset.filter(is_active=True),
+            lambda user: exclusion.exclude_labeler(labeler=user, by=by),  # type: ignore[arg-type]
+            done="Excluded (nothing was deleted):",
+        )
 
     @admin.action(description="Reinstate: their account and rankings count again")
     def reinstate_labelers(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        names = []
-        for user in queryset.filter(is_active=False):
-            quality.reinstate_labeler(labeler=user, by=request.user)  # type: ignore[arg-type]
-            names.append(user.username)
-        messages.success(request, f"Reinstated {', '.join(names) or 'nobody'}.")
+        by = request.user
+        apply_to_each(
+            request,
+            queryset.filter(is_active=False),
+            lambda user: exclusion.reinstate_labeler(labeler=user, by=by),  # type: ignore[arg-type]
+            done="Reinstated:",
+        )

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -19,10 +17,10 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from labeling import exports, services
-from labeling.forms import display_order
+from labeling import exports
+from labeling.accounts import is_service, labeler_with_pseudonym
 from labeling.models import Assignment, Comparison, Dataset, ImportJob, Prompt, Ranking, Strength
-from labeling.permissions import IsLabeler, IsStaff, IsStaffOrService, is_service, pseudonym
+from labeling.permissions import IsLabeler, IsStaff, IsStaffOrService, IsStaffToChange
 from labeling.serializers import (
     AssignmentSerializer,
     ComparisonExportParamsSerializer,
@@ -39,7 +37,8 @@ from labeling.serializers import (
     SkipSerializer,
     TaskSerializer,
 )
-from labeling.services import quality as quality_services
+from labeling.services import datasets, imports, leasing, rankings
+from labeling.services.quality_report import current_report
 
 
 def caller(request: Request) -> User:
@@ -47,18 +46,11 @@ def caller(request: Request) -> User:
     return cast(User, request.user)
 
 
-def api_errors(error: ValidationError) -> ApiValidationError:
-    """A service's ValidationError as a 400 whose body names the field."""
-    if hasattr(error, "error_dict"):
-        return ApiValidationError(error.message_dict)
-    return ApiValidationError({"detail": error.messages})
-
-
 def visible_datasets(request: Request) -> QuerySet[Dataset]:
-    datasets = Dataset.objects.with_progress()
+    visible = Dataset.objects.with_progress()
     if request.user.is_staff or is_service(caller(request)):
-        return datasets
-    return datasets.active()
+        return visible
+    return visible.active()
 
 
 # --- Datasets --------------------------------------------------------------------------------
@@ -72,18 +64,15 @@ def visible_datasets(request: Request) -> QuerySet[Dataset]:
     summary="Create a dataset (staff)",
 )
 @api_view(["GET", "POST"])
+@permission_classes([IsStaffToChange])
 def dataset_list(request: Request) -> Response:
     if request.method == "GET":
-        datasets = visible_datasets(request).order_by("name")
-        return Response(DatasetSerializer(datasets, many=True).data)
-    if not IsStaff().has_permission(request, None):
-        return Response({"detail": IsStaff.message}, status=status.HTTP_403_FORBIDDEN)
+        return Response(
+            DatasetSerializer(visible_datasets(request).order_by("name"), many=True).data
+        )
     serializer = DatasetWriteSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    try:
-        dataset = services.create_dataset(**serializer.validated_data)
-    except ValidationError as error:
-        raise api_errors(error) from None
+    dataset = datasets.create_dataset(**serializer.validated_data)
     return Response(
         DatasetSerializer(Dataset.objects.with_progress().get(pk=dataset.pk)).data,
         status=status.HTTP_201_CREATED,
@@ -98,17 +87,13 @@ def dataset_list(request: Request) -> Response:
     summary="Update a dataset (staff); new guidelines raise guidelines_version",
 )
 @api_view(["GET", "PATCH"])
+@permission_classes([IsStaffToChange])
 def dataset_detail(request: Request, slug: str) -> Response:
     dataset = get_object_or_404(visible_datasets(request), slug=slug)
     if request.method == "PATCH":
-        if not IsStaff().has_permission(request, None):
-            return Response({"detail": IsStaff.message}, status=status.HTTP_403_FORBIDDEN)
         serializer = DatasetWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        try:
-            services.update_dataset(dataset=dataset, **serializer.validated_data)
-        except ValidationError as error:
-            raise api_errors(error) from None
+        datasets.update_dataset(dataset=dataset, **serializer.validated_data)
         dataset = Dataset.objects.with_progress().get(pk=dataset.pk)
     return Response(DatasetSerializer(dataset).data)
 
@@ -129,18 +114,15 @@ def import_create(request: Request, slug: str) -> Response:
     serializer = ImportCreateSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     upload = serializer.validated_data["file"]
-    try:
-        job = services.queue_import(
-            dataset=dataset,
-            upload=upload,
-            filename=upload.name,
-            size=upload.size,
-            format=serializer.validated_data.get("format"),
-            strict=serializer.validated_data["strict"],
-            user=caller(request),
-        )
-    except ValidationError as error:
-        raise api_errors(error) from None
+    job = imports.queue_import(
+        dataset=dataset,
+        upload=upload,
+        filename=upload.name,
+        size=upload.size,
+        format=serializer.validated_data.get("format"),
+        strict=serializer.validated_data["strict"],
+        user=caller(request),
+    )
     return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -177,15 +159,11 @@ class PromptList(generics.ListAPIView):
 @permission_classes([IsLabeler])
 def next_task(request: Request, slug: str) -> Response:
     dataset = get_object_or_404(Dataset.objects.active(), slug=slug)
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=caller(request))
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=caller(request))
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
     assignment = Assignment.objects.select_related("prompt__dataset").get(pk=assignment.pk)
-    completions = display_order(
-        list(assignment.prompt.completions.all()),
-        labeler_id=caller(request).pk,
-        prompt_id=assignment.prompt_id,
-    )
+    completions = assignment.display_completions()
     task = {
         "assignment": assignment,
         "completions": completions,
@@ -212,10 +190,7 @@ def submit_ranking(request: Request, assignment_id: int) -> Response:
     assignment = own_assignment(request, assignment_id)
     serializer = RankingInputSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    try:
-        ranking = services.submit_ranking(assignment=assignment, **serializer.validated_data)
-    except ValidationError as error:
-        raise api_errors(error) from None
+    ranking = rankings.submit_ranking(assignment=assignment, **serializer.validated_data)
     return Response(RankingSerializer(ranking).data, status=status.HTTP_201_CREATED)
 
 
@@ -226,12 +201,9 @@ def skip_task(request: Request, assignment_id: int) -> Response:
     assignment = own_assignment(request, assignment_id)
     serializer = SkipSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    try:
-        assignment = services.skip_assignment(
-            assignment=assignment, reason=serializer.validated_data["reason"]
-        )
-    except ValidationError as error:
-        raise api_errors(error) from None
+    assignment = leasing.skip_assignment(
+        assignment=assignment, reason=serializer.validated_data["reason"]
+    )
     return Response(AssignmentSerializer(assignment).data)
 
 
@@ -258,13 +230,11 @@ def export_params(
     data = dict(params.validated_data)
     if "labeler" in data:
         wanted = data["labeler"]
-        users = get_user_model().objects.values_list("pk", flat=True)
-        matches = [user_id for user_id in users if pseudonym(user_id) == wanted]
-        if not matches:
+        data["labeler"] = labeler_with_pseudonym(wanted)
+        if data["labeler"] is None:
             raise ApiValidationError(
                 {"labeler": [f"No labeler has the pseudonymous id {wanted!r}."]}
             )
-        data["labeler"] = matches[0]
     return data
 
 
@@ -303,7 +273,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
                 ]
             }
         )
-    cursor = max(params["since"], services.export_cursor(dataset=dataset, model=Comparison))
+    cursor = max(params["since"], rankings.export_cursor(dataset=dataset, model=Comparison))
     comparisons = Comparison.objects.filter(dataset=dataset).exported(
         cursor=cursor,
         since=params["since"],
@@ -317,7 +287,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
             prompts = prompts.filter(is_gold=False)
         lines = exports.consensus_lines(
             prompts,
-            ranking_cursor=services.export_cursor(dataset=dataset, model=Ranking),
+            ranking_cursor=rankings.export_cursor(dataset=dataset, model=Ranking),
             format=params["format"],
             include_ids=params["include_ids"],
             render_text=render_text,
@@ -346,14 +316,14 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
 def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
     params = export_params(request, RankingExportParamsSerializer)
-    cursor = max(params["since"], services.export_cursor(dataset=dataset, model=Ranking))
-    rankings = Ranking.objects.filter(dataset=dataset).exported(
+    cursor = max(params["since"], rankings.export_cursor(dataset=dataset, model=Ranking))
+    rows = Ranking.objects.filter(dataset=dataset).exported(
         cursor=cursor,
         since=params["since"],
         exclude_gold=params["exclude_gold"],
         labeler=params.get("labeler"),
     )
-    lines = exports.ranking_lines(rankings, include_ids=params["include_ids"])
+    lines = exports.ranking_lines(rows, include_ids=params["include_ids"])
     return jsonl_response(request, lines, cursor, f"{dataset.slug}-rankings.jsonl")
 
 
@@ -365,7 +335,7 @@ def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
 @permission_classes([IsStaff])
 def quality_report(request: Request, slug: str) -> Response:
     dataset = get_object_or_404(Dataset, slug=slug)
-    report, refreshing = quality_services.current_report(dataset=dataset)
+    report, refreshing = current_report(dataset=dataset)
     ready = report is not None and report.computed_at is not None
     return Response(
         QualityReportSerializer(

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.db.models import QuerySet
 
-from labeling import quality
+from labeling import orders, quality
+from labeling.accounts import pseudonym
 from labeling.formats import render_hh_dialogue
 from labeling.models import Comparison, Completion, Prompt, Ranking
-from labeling.permissions import pseudonym
 
 COMPARISON_FORMATS = ("trl", "trl-conversational", "hh", "openai")
 FORMATS = (*COMPARISON_FORMATS, "rankings")
 CHUNK_SIZE = 5000
 
 Messages = list[dict[str, str]]
-Order = list[list[int]]
 
 
 def assistant(text: str) -> list[dict[str, str]]:
@@ -164,23 +162,24 @@ def _encoded_chunk(
     return prompts, completions
 
 
-def counted_orders(prompt_ids: Iterable[int], cursor: int | None = None) -> dict[int, list[Order]]:
-    """The orders that count for each prompt: rankings of labelers who are not excluded."""
+def counted_orders(
+    prompt_ids: Iterable[int], cursor: int | None = None
+) -> dict[int, list[orders.Order]]:
+    """The orders that count for each prompt, up to the ranking `cursor`."""
     rankings = Ranking.objects.counted().filter(prompt_id__in=set(prompt_ids))
     if cursor is not None:
         rankings = rankings.filter(pk__lte=cursor)
-    orders: dict[int, list[Order]] = defaultdict(list)
-    for prompt_id, order in rankings.order_by("pk").values_list("prompt_id", "order"):
-        orders[prompt_id].append(order)
-    return orders
+    return rankings.orders_by_prompt()
 
 
-def vote_shares(orders: dict[int, list[Order]]) -> dict[tuple[int, int, int], tuple[float, int]]:
+def vote_shares(
+    by_prompt: dict[int, list[orders.Order]],
+) -> dict[tuple[int, int, int], tuple[float, int]]:
     """(prompt, winner, loser) -> (the share of the prompt's labelers who put winner above
     loser, a tie counting half; how many labelers ordered the two)."""
     shares: dict[tuple[int, int, int], tuple[float, int]] = {}
-    for prompt_id, prompt_orders in orders.items():
-        completion_ids = sorted(cid for group in prompt_orders[0] for cid in group)
+    for prompt_id, prompt_orders in by_prompt.items():
+        completion_ids = orders.members(prompt_orders[0])
         for pair in quality.pair_votes(completion_ids, prompt_orders):
             a, b, voters = pair["a"], pair["b"], pair["voters"]
             shares[(prompt_id, a, b)] = (pair["a_votes"] / voters, voters)
@@ -260,15 +259,15 @@ def consensus_lines(
         prompts.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[: CHUNK_SIZE // 5]
     ):
         last = chunk[-1]
-        orders = counted_orders(chunk, cursor=ranking_cursor)
+        by_prompt = counted_orders(chunk, cursor=ranking_cursor)
         pairs = []
-        for prompt_id, prompt_orders in orders.items():
-            completion_ids = sorted(cid for group in prompt_orders[0] for cid in group)
+        for prompt_id, prompt_orders in by_prompt.items():
+            completion_ids = orders.members(prompt_orders[0])
             for pair in quality.consensus_pairs(completion_ids, prompt_orders):
                 if pair["vote_share"] >= (min_agreement or 0) and pair["voters"] >= min_labelers:
                     pairs.append((prompt_id, pair))
         encoded_prompts, completions = _encoded_chunk(
-            orders, (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"]))
+            by_prompt, (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"]))
         )
         lines = [
             _pair_line(

@@ -1,7 +1,8 @@
 """Reading import files (PrefLab JSON Lines, Anthropic HH pairs, CSV) into plain records.
 
-Everything here works on bytes, strings and dicts; the database is `services.import_dataset`'s
-business. Files are read one line at a time, so a file of any size costs the memory of one line.
+Everything here works on bytes, strings and dicts; the database is
+`services.imports.import_dataset`'s business. Files are read one line at a time, so a file of
+any size costs the memory of one line.
 Every error names the line and the field.
 """
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from django.core.exceptions import ValidationError
+
+from labeling import orders
 
 FORMATS = ("preflab", "hh", "csv")
 ROLES = ("system", "user", "assistant")
@@ -365,8 +368,8 @@ def validate_record(record: ParsedPrompt, *, max_text_chars: int) -> None:
     if len(record.external_id) > MAX_ID_CHARS:
         raise line_error(line, f"field 'id' is longer than {MAX_ID_CHARS} characters")
     if record.gold_order is not None:
-        flat = [completion_id for group in record.gold_order for completion_id in group]
-        if sorted(flat) != sorted(seen) or not all(record.gold_order):
+        gold = record.gold_order
+        if not orders.is_order_of(gold, str) or orders.placement_problems(gold, seen):
             raise line_error(
                 line,
                 "field 'gold_order' must list every completion id exactly once "

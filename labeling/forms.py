@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import uuid
 from dataclasses import dataclass
 from string import ascii_uppercase
@@ -10,6 +9,7 @@ from typing import Any
 
 from django import forms
 
+from labeling import orders
 from labeling.formats import FORMATS
 from labeling.models import (
     RATING_MAX,
@@ -24,19 +24,6 @@ from labeling.models import (
 # helpful and honest share their first letter, so each criterion has its own key.
 CRITERION_KEYS = {"helpful": "h", "honest": "o", "harmless": "a"}
 RATING_CHOICES = [(value, str(value)) for value in range(RATING_MIN, RATING_MAX + 1)]
-
-
-def display_order(
-    completions: list[Completion], *, labeler_id: int, prompt_id: int
-) -> list[Completion]:
-    """The completions shuffled the same way every time for one labeler and prompt.
-
-    Position bias is real, so each labeler sees their own order; a string seed is hashed
-    deterministically by `random`, so every process agrees on it.
-    """
-    shuffled = sorted(completions, key=lambda completion: completion.pk)
-    random.Random(f"{labeler_id}:{prompt_id}").shuffle(shuffled)
-    return shuffled
 
 
 @dataclass
@@ -74,9 +61,7 @@ class RankingForm(forms.Form):
         self.assignment = assignment
         prompt = assignment.prompt
         self.criteria = prompt.dataset.criteria
-        self.completions = display_order(
-            list(prompt.completions.all()), labeler_id=assignment.labeler_id, prompt_id=prompt.pk
-        )
+        self.completions = assignment.display_completions()
         count = len(self.completions)
         for completion in self.completions:
             cid = completion.pk
@@ -127,12 +112,8 @@ class RankingForm(forms.Form):
         if self.errors:
             return data
         ranks = {c.pk: data[f"rank_{c.pk}"] for c in self.completions}
-        order = [
-            [cid for cid, rank in ranks.items() if rank == value]
-            for value in sorted(set(ranks.values()))
-        ]
         return {
-            "order": order,
+            "order": orders.from_ranks(ranks),
             "ratings": {
                 c.pk: {criterion: data[f"{criterion}_{c.pk}"] for criterion in self.criteria}
                 for c in self.completions
@@ -181,18 +162,8 @@ class GoldOrderForm(forms.Form):
         help_text="Completion ids best first: 'c2 > c1 = c3' (= ties two completions).",
     )
 
-    def clean_order(self) -> list[list[str]]:
-        groups = [
-            [name.strip() for name in group.split("=")]
-            for group in self.cleaned_data["order"].split(">")
-        ]
-        if any(not name for group in groups for name in group):
-            raise forms.ValidationError(
-                "Write completion ids separated by '>' (better) or '=' (tie), e.g. 'c2 > c1 = c3'."
-            )
-        return groups
-
-
-def order_text(order: list[list[str]]) -> str:
-    """The inverse of GoldOrderForm's parsing: [["c2"], ["c1", "c3"]] -> 'c2 > c1 = c3'."""
-    return " > ".join(" = ".join(group) for group in order)
+    def clean_order(self) -> orders.NamedOrder:
+        try:
+            return orders.from_text(self.cleaned_data["order"])
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
+
+from labeling.orders import Order
 
 
 class Criterion(models.TextChoices):
@@ -39,12 +43,30 @@ class Strength(models.TextChoices):
 
 RATING_MIN = 1
 RATING_MAX = 7
-MIN_COMPLETIONS = 2
-MAX_COMPLETIONS = 9
 
 
 def all_criteria() -> list[str]:
     return list(Criterion.values)
+
+
+def labeler_counts(path: str = "labeler__") -> Q:
+    """The one definition of the rows that count (in exports, training, statistics and label
+    slots): their labeler is not excluded, i.e. not deactivated. `path` leads from the model
+    queried to the labeler's fields: "labeler__" for rankings, "" for users themselves."""
+    return Q(**{f"{path}is_active": True})
+
+
+def display_order(
+    completions: list[Completion], *, labeler_id: int, prompt_id: int
+) -> list[Completion]:
+    """The completions shuffled the same way every time for one labeler and prompt.
+
+    Position bias is real, so each labeler sees their own order; a string seed is hashed
+    deterministically by `random`, so every process agrees on it.
+    """
+    shuffled = sorted(completions, key=lambda completion: completion.pk)
+    random.Random(f"{labeler_id}:{prompt_id}").shuffle(shuffled)
+    return shuffled
 
 
 class DatasetQuerySet(models.QuerySet["Dataset"]):
@@ -61,10 +83,10 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
         )
         labels = (
             Assignment.objects.filter(
+                labeler_counts("labeler__"),
                 prompt__dataset=OuterRef("pk"),
                 prompt__is_gold=False,
                 status=Assignment.Status.SUBMITTED,
-                labeler__is_active=True,
             )
             .values("prompt__dataset")
             .annotate(n=Count("pk"))
@@ -143,10 +165,8 @@ class PromptQuerySet(models.QuerySet["Prompt"]):
         return self.annotate(
             taken=Count(
                 "assignments",
-                filter=Q(
-                    assignments__status__in=Assignment.SLOT_HOLDING_STATUSES,
-                    assignments__labeler__is_active=True,
-                ),
+                filter=Q(assignments__status__in=Assignment.SLOT_HOLDING_STATUSES)
+                & labeler_counts("assignments__labeler__"),
             )
         )
 
@@ -235,7 +255,7 @@ class AssignmentQuerySet(models.QuerySet["Assignment"]):
 
     def holding_slots(self) -> AssignmentQuerySet:
         """Live leases and submissions of labelers who are not excluded (see `with_taken`)."""
-        return self.filter(status__in=Assignment.SLOT_HOLDING_STATUSES, labeler__is_active=True)
+        return self.filter(labeler_counts(), status__in=Assignment.SLOT_HOLDING_STATUSES)
 
     def stale(self, now: datetime) -> AssignmentQuerySet:
         return self.filter(status=Assignment.Status.LEASED, expires_at__lte=now)
@@ -276,11 +296,26 @@ class Assignment(models.Model):
     def __str__(self) -> str:
         return f"{self.prompt} -> {self.labeler} ({self.status})"
 
+    def display_completions(self) -> list[Completion]:
+        """The prompt's completions in the order this labeler sees them (`display_order`)."""
+        return display_order(
+            list(self.prompt.completions.all()),
+            labeler_id=self.labeler_id,
+            prompt_id=self.prompt_id,
+        )
+
 
 class ExportQuerySet(models.QuerySet[Any]):
     def counted(self) -> ExportQuerySet:
-        """Rankings or comparisons that count: their labeler is not excluded (deactivated)."""
-        return self.filter(labeler__is_active=True)
+        """Rankings or comparisons that count (`labeler_counts`)."""
+        return self.filter(labeler_counts())
+
+    def orders_by_prompt(self) -> dict[int, list[Order]]:
+        """Rankings only: each prompt's orders, oldest first, like `in_bulk` a dict."""
+        orders: dict[int, list[Order]] = defaultdict(list)
+        for prompt_id, order in self.order_by("pk").values_list("prompt_id", "order"):
+            orders[prompt_id].append(order)
+        return dict(orders)
 
     def exported(
         self,

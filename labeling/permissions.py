@@ -1,28 +1,13 @@
-"""Who may call what. Three roles: staff (manage everything), service accounts (training
-pipelines: read and export, score), and labelers (every other active user: their own tasks)."""
+"""Who may call what in the API: one permission class per role (see `labeling.accounts`)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
-from django.conf import settings
-from django.contrib.auth.models import User
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-SERVICE_GROUP = "service"
-
-
-def is_service(user: User) -> bool:
-    return user.groups.filter(name=SERVICE_GROUP).exists()
-
-
-def pseudonym(user_id: int) -> str:
-    """A labeler's stable id in exports: a keyed hash, never the username."""
-    key = settings.PREFLAB_PSEUDONYM_KEY.encode()
-    return "lab-" + hmac.new(key, str(user_id).encode(), hashlib.sha256).hexdigest()[:16]
+from labeling.accounts import is_service
 
 
 class IsStaff(BasePermission):
@@ -30,6 +15,15 @@ class IsStaff(BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return bool(request.user and request.user.is_active and request.user.is_staff)
+
+
+class IsStaffToChange(IsStaff):
+    """Anyone signed in may read; only staff may change."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in SAFE_METHODS:
+            return bool(request.user and request.user.is_authenticated)
+        return super().has_permission(request, view)
 
 
 class IsStaffOrService(BasePermission):

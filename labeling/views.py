@@ -19,10 +19,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from labeling import charts, quality, services
-from labeling.forms import GoldOrderForm, RankingForm, SkipForm, order_text
+from labeling import charts, orders, quality, report
+from labeling.errors import errors_text
+from labeling.forms import GoldOrderForm, RankingForm, SkipForm
 from labeling.models import Assignment, Dataset, Prompt, Ranking
-from labeling.services import quality as quality_services
+from labeling.services import exclusion, gold, leasing, quality_report, rankings
 
 
 class AuthenticatedRequest(HttpRequest):
@@ -48,7 +49,7 @@ def home(request: AuthenticatedRequest) -> HttpResponse:
 @login_required
 def next_task(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     dataset = get_object_or_404(Dataset.objects.active(), slug=slug)
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=request.user)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=request.user)
     if assignment is None:
         return render(request, "labeling/no_tasks.html", {"dataset": dataset})
     return redirect("labeling:rank", assignment_id=assignment.pk)
@@ -96,9 +97,9 @@ def submit(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
         if data["seconds_spent"] is None:
             data["seconds_spent"] = (timezone.now() - assignment.leased_at).total_seconds()
         try:
-            services.submit_ranking(assignment=assignment, **data)
+            rankings.submit_ranking(assignment=assignment, **data)
         except ValidationError as error:
-            for message in services.errors_text(error):
+            for message in errors_text(error):
                 form.add_error(None, message)
         else:
             return redirect("labeling:next", slug=assignment.prompt.dataset.slug)
@@ -117,9 +118,9 @@ def skip(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
         messages.error(request, "Choose a reason to skip.")
         return redirect("labeling:rank", assignment_id=assignment.pk)
     try:
-        services.skip_assignment(assignment=assignment, reason=form.cleaned_data["reason"])
+        leasing.skip_assignment(assignment=assignment, reason=form.cleaned_data["reason"])
     except ValidationError as error:
-        messages.error(request, " ".join(services.errors_text(error)))
+        messages.error(request, " ".join(errors_text(error)))
     return redirect("labeling:next", slug=assignment.prompt.dataset.slug)
 
 
@@ -155,19 +156,20 @@ def quality_index(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def quality_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
-    report, refreshing = quality_services.current_report(dataset=dataset)
+    stored, refreshing = quality_report.current_report(dataset=dataset)
     sort = request.GET.get("sort", "reliability")
     sort = sort if sort in LABELER_COLUMNS else "reliability"
     descending = request.GET.get("dir") == "desc"
-    data = report.data if report and report.computed_at else {}
+    data = stored.data if stored and stored.computed_at else {}
     context: dict[str, Any] = {
         "dataset": dataset,
-        "report": report,
+        "report": stored,
         "data": data,
         "refreshing": refreshing,
         "sort": sort,
         "descending": descending,
         "columns": LABELER_COLUMNS.items(),
+        "warnings": report.WARNINGS.items(),
     }
     if data:
         agreement = data["agreement"]
@@ -197,7 +199,7 @@ def progress_shares(progress: dict[str, int]) -> dict[str, float]:
 @staff_member_required
 def quality_refresh(request: HttpRequest, slug: str) -> HttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
-    quality_services.invalidate_reports([dataset.pk])
+    quality_report.invalidate_reports([dataset.pk])
     messages.success(request, "The statistics are being recomputed.")
     return redirect("labeling:quality", slug=dataset.slug)
 
@@ -216,29 +218,31 @@ def render_quality_prompt(
 ) -> HttpResponse:
     completions = list(prompt.completions.all())
     names = {completion.pk: completion.external_id for completion in completions}
-    rankings = list(
+    shown = list(
         Ranking.objects.filter(prompt=prompt).select_related("labeler").order_by("created_at")
     )
-    counted = [r for r in rankings if r.labeler.is_active]
-    result = quality.consensus(sorted(names), [r.order for r in counted])
-    consensus_order = [[names[c] for c in group] for group in result["order"]]
+    counted = Ranking.objects.counted().filter(prompt=prompt).orders_by_prompt().get(prompt.pk, [])
+    result = quality.consensus(sorted(names), counted)
+    consensus_order = orders.renamed(result["order"], names)
     if not form.is_bound:
-        form = GoldOrderForm(initial={"order": order_text(prompt.gold_order or consensus_order)})
+        form = GoldOrderForm(
+            initial={"order": orders.as_text(prompt.gold_order or consensus_order)}
+        )
+    unanimous = gold.unanimous_order(prompt, counted)
     context = {
         "prompt": prompt,
         "dataset": prompt.dataset,
         "completions": completions,
         "rankings": [
-            (ranking, order_text([[names[c] for c in group] for group in ranking.order]))
-            for ranking in rankings
+            (ranking, orders.as_text(orders.renamed(ranking.order, names))) for ranking in shown
         ],
-        "consensus": order_text(consensus_order) if counted else "",
+        "consensus": orders.as_text(consensus_order) if counted else "",
         "pairs": [
             pair | {"a_name": names[pair["a"]], "b_name": names[pair["b"]]}
             for pair in result["pairs"]
         ],
-        "unanimous": quality_services.unanimous_order(prompt),
-        "gold_text": order_text(prompt.gold_order) if prompt.gold_order else "",
+        "unanimous": unanimous,
+        "gold_text": orders.as_text(prompt.gold_order) if prompt.gold_order else "",
         "form": form,
     }
     return render(request, "labeling/quality_prompt.html", context, status=status)
@@ -254,17 +258,17 @@ def quality_gold(request: HttpRequest, slug: str, prompt_id: int) -> HttpRespons
     form = GoldOrderForm(request.POST if action == "set" else None)
     try:
         if action == "promote":
-            quality_services.promote_to_gold(prompt=prompt)
+            gold.promote_to_gold(prompt=prompt)
         elif action == "unmark":
-            quality_services.set_gold(prompt=prompt, order=None)
+            gold.set_gold(prompt=prompt, order=None)
         elif action == "set" and form.is_valid():
-            quality_services.set_gold(prompt=prompt, order=form.cleaned_data["order"])
+            gold.set_gold(prompt=prompt, order=form.cleaned_data["order"])
         else:
             return render_quality_prompt(request, prompt, form, status=400)
     except ValidationError as error:
         form = GoldOrderForm(request.POST) if action == "set" else GoldOrderForm()
         form.is_valid()
-        for message in services.errors_text(error):
+        for message in errors_text(error):
             form.add_error(None, message)
         return render_quality_prompt(request, prompt, form, status=400)
     messages.success(
@@ -280,17 +284,17 @@ def labeler_exclusion(request: HttpRequest, user_id: int, action: str) -> HttpRe
     by = cast(User, request.user)
     try:
         if action == "exclude":
-            quality_services.exclude_labeler(labeler=labeler, by=by)
+            exclusion.exclude_labeler(labeler=labeler, by=by)
             messages.success(
                 request,
                 f"{labeler.username} is excluded: their rankings are left out of exports, "
                 "training and statistics. Reinstate them to undo.",
             )
         else:
-            quality_services.reinstate_labeler(labeler=labeler, by=by)
+            exclusion.reinstate_labeler(labeler=labeler, by=by)
             messages.success(request, f"{labeler.username} is reinstated.")
     except ValidationError as error:
-        messages.error(request, " ".join(services.errors_text(error)))
+        messages.error(request, " ".join(errors_text(error)))
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         target = reverse("labeling:quality-index")

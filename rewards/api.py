@@ -17,13 +17,13 @@ from rest_framework.response import Response
 
 from labeling.permissions import IsStaff, IsStaffOrService
 from rewards import artifacts, features
+from rewards.downloads import artifact_response
 from rewards.models import RewardModel
 from rewards.serializers import (
     RewardModelSerializer,
     ScoreRequestSerializer,
     ScoreResponseSerializer,
 )
-from rewards.views import artifact_response
 
 
 @extend_schema(

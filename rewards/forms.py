@@ -6,7 +6,7 @@ from django import forms
 
 from labeling.models import Dataset
 from rewards import fitting
-from rewards.services import DEFAULT_HELD_OUT_SHARE
+from rewards.services.runs import DEFAULT_HELD_OUT_SHARE
 
 
 class TrainingRunForm(forms.Form):

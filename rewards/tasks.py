@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from rewards import services
+from rewards.services import runs
 
 
 @shared_task(name="rewards.train_reward_model")
 def train_reward_model(run_id: int) -> None:
     """Idempotent: the run is claimed by a conditional update; a killed worker's run is reclaimed
-    as failed by its lost heartbeat (`services.reclaim_stale_runs`) and can be retried."""
-    services.run_training(run_id=run_id)
+    as failed by its lost heartbeat (`runs.reclaim_stale_runs`) and can be retried."""
+    runs.run_training(run_id=run_id)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.models import User
@@ -14,9 +12,11 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from rewards import plots, services
+from rewards import plots
+from rewards.downloads import artifact_response
 from rewards.forms import TrainingRunForm
 from rewards.models import RewardModel, TrainingRun
+from rewards.services import model_versions, runs
 
 
 def staff_user(request: HttpRequest) -> User:
@@ -26,11 +26,11 @@ def staff_user(request: HttpRequest) -> User:
 
 @staff_member_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    services.reclaim_stale_runs()
+    runs.reclaim_stale_runs()
     form = TrainingRunForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            run = services.start_training_run(
+            run = runs.start_training_run(
                 datasets=list(form.cleaned_data["datasets"]),
                 config=form.config(),
                 user=staff_user(request),
@@ -39,14 +39,14 @@ def run_list(request: HttpRequest) -> HttpResponse:
             form.add_error(None, error)
         else:
             return redirect("rewards:run", run_id=run.pk)
-    runs = TrainingRun.objects.prefetch_related("datasets").select_related("reward_model")[:50]
-    return render(request, "rewards/run_list.html", {"form": form, "runs": runs})
+    recent = TrainingRun.objects.prefetch_related("datasets").select_related("reward_model")[:50]
+    return render(request, "rewards/run_list.html", {"form": form, "runs": recent})
 
 
 @require_GET
 @staff_member_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    services.reclaim_stale_runs()
+    runs.reclaim_stale_runs()
     run = get_object_or_404(TrainingRun.objects.prefetch_related("datasets"), pk=run_id)
     model = RewardModel.objects.filter(run=run).first()
     return render(request, "rewards/run_detail.html", {"run": run, "model": model})
@@ -57,7 +57,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(TrainingRun, pk=run_id)
     try:
-        retry = services.retry_training_run(run=run, user=staff_user(request))
+        retry = runs.retry_training_run(run=run, user=staff_user(request))
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
         return redirect("rewards:run", run_id=run.pk)
@@ -86,7 +86,7 @@ def run_plot(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
 @staff_member_required
 def model_activate(request: HttpRequest, version: int) -> HttpResponse:
     model = get_object_or_404(RewardModel, version=version)
-    services.activate_reward_model(model=model)
+    model_versions.activate_reward_model(model=model)
     messages.success(request, f"Reward model v{model.version} is now active for its datasets.")
     return redirect("rewards:run", run_id=model.run_id)
 
@@ -96,14 +96,3 @@ def model_activate(request: HttpRequest, version: int) -> HttpResponse:
 def model_download(request: HttpRequest, version: int, kind: str) -> FileResponse:
     model = get_object_or_404(RewardModel, version=version)
     return artifact_response(model, kind)
-
-
-def artifact_response(model: RewardModel, kind: str) -> FileResponse:
-    if kind not in model.files:
-        raise Http404(f"No such file; use one of {', '.join(model.files)}.")
-    path = Path(settings.MEDIA_ROOT) / model.directory / model.files[kind]["name"]
-    response = FileResponse(
-        path.open("rb"), as_attachment=True, filename=f"reward-model-v{model.version}-{path.name}"
-    )
-    response["X-Checksum-SHA256"] = model.files[kind]["sha256"]
-    return response

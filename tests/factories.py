@@ -64,16 +64,16 @@ def rank_as_the_file_prefers(dataset: Dataset, labeler: Any) -> int:
     import marked as preferred (`hh_preferred`), else the first; returns how many it ranked."""
     import uuid
 
-    from labeling import services
+    from labeling.services import leasing, rankings
 
     done = 0
     while (
-        assignment := services.lease_next_assignment(dataset=dataset, labeler=labeler)
+        assignment := leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     ) is not None:
         completions = list(assignment.prompt.completions.all())
         preferred = assignment.prompt.metadata.get("hh_preferred", completions[0].external_id)
         completions.sort(key=lambda completion: completion.external_id != preferred)
-        services.submit_ranking(
+        rankings.submit_ranking(
             assignment=assignment,
             order=[[completion.pk] for completion in completions],
             ratings={},

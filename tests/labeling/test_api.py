@@ -12,9 +12,9 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling import services
+from labeling.accounts import SERVICE_GROUP
 from labeling.models import Assignment, Comparison, Dataset, ImportJob, Prompt, Ranking
-from labeling.permissions import SERVICE_GROUP
+from labeling.services import imports, leasing
 from tests.factories import UserFactory, make_prompt, token_client
 
 
@@ -82,7 +82,7 @@ def test_role_matrix(api, dataset, prompt, endpoint, role_index):
 
 
 def test_task_endpoints_are_the_labelers_own(api, dataset, prompt, staff, other_labeler):
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=other_labeler)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=other_labeler)
     for role in ("staff", "labeler"):
         ranking = api[role].post(
             reverse("labeling-api:ranking", args=[assignment.pk]), {}, format="json"
@@ -122,7 +122,7 @@ def test_labelers_see_only_active_datasets(api, dataset):
 
 def test_dataset_progress_counts(api, dataset, prompt, labeler):
     make_prompt(dataset)
-    services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     body = api["staff"].get(reverse("labeling-api:dataset", args=[dataset.slug])).json()
     assert body["progress"] == {"prompts": 2, "labels_needed": 4, "labels_done": 0, "percent": 0}
 
@@ -162,13 +162,13 @@ def test_upload_is_queued_after_commit_and_imported_by_the_task(
     assert (job.status, job.task_id != "") == (ImportJob.Status.QUEUED, True)
     assert not Prompt.objects.exists()
 
-    services.run_import_job(job_id=job.pk)
+    imports.run_import_job(job_id=job.pk)
     body = api["staff"].get(reverse("labeling-api:import", args=[job.pk])).json()
     assert (body["status"], body["progress"], body["created_count"]) == ("succeeded", 1.0, 3)
     assert Prompt.objects.filter(dataset=dataset).count() == 3
     job.refresh_from_db()
     assert not job.file
-    assert services.run_import_job(job_id=job.pk) is None
+    assert imports.run_import_job(job_id=job.pk) is None
 
 
 def test_failed_import_reports_the_line_and_changes_nothing(api, dataset):
@@ -176,7 +176,7 @@ def test_failed_import_reports_the_line_and_changes_nothing(api, dataset):
     content = jsonl(*ROWS) + b'{"prompt": "Hi", "completions": ["one"]}\n'
     job_id = api["staff"].post(url, {"file": upload(content)}, format="multipart").json()["id"]
     with pytest.raises(Exception, match="line 4"):
-        services.run_import_job(job_id=job_id)
+        imports.run_import_job(job_id=job_id)
     body = api["staff"].get(reverse("labeling-api:import", args=[job_id])).json()
     assert body["status"] == "failed"
     assert "line 4: field 'completions' has 1" in body["error"]

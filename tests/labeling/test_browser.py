@@ -7,8 +7,7 @@ import shutil
 
 import pytest
 
-from labeling.forms import display_order
-from labeling.models import Comparison, Ranking
+from labeling.models import Comparison, Ranking, display_order
 from tests.factories import PASSWORD, DatasetFactory, UserFactory, make_prompt
 
 CHROMIUM = shutil.which("chromium")

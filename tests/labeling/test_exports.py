@@ -13,9 +13,10 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling import exports, services
+from labeling import exports
+from labeling.accounts import pseudonym
 from labeling.models import Assignment, Comparison, Ranking
-from labeling.permissions import pseudonym
+from labeling.services import leasing, rankings
 from tests.factories import DatasetFactory, PromptFactory, UserFactory, make_prompt
 
 CONVERSATION = [
@@ -78,11 +79,11 @@ def rank(dataset, labeler, *, order=None, prompt=None):
             expires_at="2099-01-01T00:00Z",
         )
         if prompt is not None
-        else services.lease_next_assignment(dataset=dataset, labeler=labeler)
+        else leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     )
     ids = list(assignment.prompt.completions.order_by("position").values_list("pk", flat=True))
     groups = [[ids[i] for i in group] for group in (order or [[i] for i in range(len(ids))])]
-    return services.submit_ranking(
+    return rankings.submit_ranking(
         assignment=assignment,
         order=groups,
         ratings={cid: {c: 4 for c in dataset.criteria} for cid in ids},
@@ -308,7 +309,7 @@ def test_cursor_never_passes_a_submission_still_in_flight(staff):
     def export() -> None:
         # What a pull would stream: the rows at or below its cursor that it can read then.
         try:
-            cursor = services.export_cursor(dataset=dataset, model=Comparison)
+            cursor = rankings.export_cursor(dataset=dataset, model=Comparison)
             seen["cursor"] = cursor
             seen["rows"] = set(
                 Comparison.objects.filter(pk__lte=cursor).values_list("pk", flat=True)

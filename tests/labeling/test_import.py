@@ -10,8 +10,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from labeling import services
 from labeling.models import Completion, Dataset, Prompt
+from labeling.services import imports
 
 SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
 
@@ -21,7 +21,7 @@ def jsonl(*rows: dict) -> bytes:
 
 
 def run_import(dataset, content: bytes, filename: str = "data.jsonl", **options):
-    return services.import_dataset(
+    return imports.import_dataset(
         dataset=dataset, stream=io.BytesIO(content), filename=filename, **options
     )
 
@@ -71,7 +71,7 @@ def test_same_id_with_other_content_is_refused_and_changes_nothing(dataset):
 
 
 def test_bad_line_after_several_batches_rolls_back_everything(dataset, monkeypatch):
-    monkeypatch.setattr(services, "IMPORT_BATCH_SIZE", 10)
+    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 10)
     bad = {"id": "bad", "prompt": "Hi", "completions": ["only one"]}
     with pytest.raises(ValidationError, match="line 36: field 'completions' has 1"):
         run_import(dataset, jsonl(*rows(35), bad, *rows(5, start=100)))
@@ -194,7 +194,7 @@ def test_labelers_cannot_reach_the_upload_form(client, labeler, dataset):
 )
 def test_real_hh_file_imports_with_its_two_unpaired_lines_reported(dataset):
     with SHARED_HH.open("rb") as stream:
-        result = services.import_dataset(dataset=dataset, stream=stream, filename=SHARED_HH.name)
+        result = imports.import_dataset(dataset=dataset, stream=stream, filename=SHARED_HH.name)
     assert result.created + result.unchanged == 1154
     assert [s.line for s in result.skipped] == [840, 971]
     assert Completion.objects.filter(prompt__dataset=dataset).count() == 2 * result.created
@@ -216,7 +216,7 @@ def test_the_callers_stream_stays_open_and_progress_is_reported(
     path.write_bytes(content)
     seen: list[int] = []
     with path.open("rb", buffering=0) as stream:
-        services.import_dataset(
+        imports.import_dataset(
             dataset=dataset, stream=stream, filename=filename, on_progress=seen.append
         )
         assert not stream.closed

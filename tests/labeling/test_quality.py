@@ -14,9 +14,9 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling import services
+from labeling import report
 from labeling.models import Assignment, Comparison, Dataset, Prompt, QualityReport, Ranking
-from labeling.services import quality
+from labeling.services import datasets, exclusion, gold, leasing, quality_report, rankings
 from tests.factories import DatasetFactory, UserFactory, make_prompt, token_client
 
 
@@ -39,7 +39,7 @@ def rank(
     assignment = Assignment.objects.create(
         prompt=prompt, labeler=labeler, leased_at=now, expires_at=now + timedelta(minutes=30)
     )
-    return services.submit_ranking(
+    return rankings.submit_ranking(
         assignment=assignment,
         order=groups,
         ratings={ids[name]: values for name, values in ratings.items() if values},
@@ -84,7 +84,7 @@ def small(people: dict[str, Any]) -> dict[str, Any]:
 
 
 def report_of(dataset: Dataset) -> dict[str, Any]:
-    report = quality.refresh_report(dataset_id=dataset.pk)
+    report = quality_report.refresh_report(dataset_id=dataset.pk)
     assert report is not None
     return report.data
 
@@ -147,7 +147,7 @@ def test_rushing_and_disagreeing_labelers_stand_out_and_exclusion_removes_them(p
     assert row_of(data, "ann")["warnings"] == []
     assert row_of(data, "rush")["reliability"] < row_of(data, "ann")["reliability"]
 
-    quality.exclude_labeler(labeler=rush, by=staff)
+    exclusion.exclude_labeler(labeler=rush, by=staff)
     data = report_of(dataset)
     assert data["agreement"]["pairwise"]["rate"] == pytest.approx(1.0)
     assert row_of(data, "rush")["active"] is False
@@ -168,7 +168,7 @@ def test_exclusion_is_one_action_that_can_be_undone(small, people, staff):
         prompt=open_prompt, labeler=bob, leased_at=now, expires_at=now + timedelta(minutes=30)
     )
 
-    quality.exclude_labeler(labeler=bob, by=staff)
+    exclusion.exclude_labeler(labeler=bob, by=staff)
 
     bob.refresh_from_db()
     lease.refresh_from_db()
@@ -180,12 +180,11 @@ def test_exclusion_is_one_action_that_can_be_undone(small, people, staff):
     # Bob's labels no longer hold slots: p1 (ann + bob) needs a second label again.
     newcomer = UserFactory()
     leased = {
-        services.lease_next_assignment(dataset=dataset, labeler=newcomer).prompt_id
-        for _ in range(1)
+        leasing.lease_next_assignment(dataset=dataset, labeler=newcomer).prompt_id for _ in range(1)
     }
     assert leased & {small["p1"].pk, small["p2"].pk, small["p5"].pk}
 
-    quality.reinstate_labeler(labeler=bob, by=staff)
+    exclusion.reinstate_labeler(labeler=bob, by=staff)
     bob.refresh_from_db()
     assert bob.is_active is True
     assert exported(cursor=cursor).count() == before
@@ -193,29 +192,29 @@ def test_exclusion_is_one_action_that_can_be_undone(small, people, staff):
 
 def test_staff_cannot_exclude_themselves(staff):
     with pytest.raises(ValidationError, match="your own account"):
-        quality.exclude_labeler(labeler=staff, by=staff)
+        exclusion.exclude_labeler(labeler=staff, by=staff)
 
 
 def test_gold_order_is_checked_against_the_prompts_completions(small):
     prompt = small["p4"]
     with pytest.raises(ValidationError, match="c9 not completions of this prompt"):
-        quality.set_gold(prompt=prompt, order=[["c0"], ["c9"]])
+        gold.set_gold(prompt=prompt, order=[["c0"], ["c9"]])
     with pytest.raises(ValidationError, match="exactly once"):
-        quality.set_gold(prompt=prompt, order=[["c0"], ["c1"]])
+        gold.set_gold(prompt=prompt, order=[["c0"], ["c1"]])
     prompt.refresh_from_db()
     assert prompt.is_gold is False
-    quality.set_gold(prompt=prompt, order=[["c1"], ["c0", "c2"]])
+    gold.set_gold(prompt=prompt, order=[["c1"], ["c0", "c2"]])
     prompt.refresh_from_db()
     assert (prompt.is_gold, prompt.gold_order) == (True, [["c1"], ["c0", "c2"]])
-    quality.set_gold(prompt=prompt, order=None)
+    gold.set_gold(prompt=prompt, order=None)
     prompt.refresh_from_db()
     assert (prompt.is_gold, prompt.gold_order) == (False, None)
 
 
 def test_a_unanimous_prompt_is_promoted_to_gold_and_leaves_the_exports(small, staff):
     with pytest.raises(ValidationError, match="ranked identically"):
-        quality.promote_to_gold(prompt=small["p2"])
-    p1 = quality.promote_to_gold(prompt=small["p1"])
+        gold.promote_to_gold(prompt=small["p2"])
+    p1 = gold.promote_to_gold(prompt=small["p1"])
     assert p1.gold_order == [["c0"], ["c1"], ["c2"]]
     assert p1.gold_since is not None
     client = token_client(staff)
@@ -409,17 +408,17 @@ def test_labelers_cannot_see_quality_pages_or_act(client, small, people):
 def test_report_stays_fresh(small, settings):
     dataset = small["dataset"]
     now = timezone.now()
-    report = quality.refresh_report(dataset_id=dataset.pk)
+    report = quality_report.refresh_report(dataset_id=dataset.pk)
     newest = Ranking.objects.order_by("-pk").values_list("pk", flat=True).first()
-    assert not quality.report_is_stale(report, newest_ranking=newest, now=now)
+    assert not quality_report.report_is_stale(report, newest_ranking=newest, now=now)
     # Newer rankings make it stale only once it is older than the refresh period.
     later = now + timedelta(seconds=settings.PREFLAB_QUALITY_REFRESH_SECONDS + 1)
-    assert not quality.report_is_stale(report, newest_ranking=newest, now=later)
-    assert quality.report_is_stale(report, newest_ranking=newest + 1, now=later)
-    assert not quality.report_is_stale(report, newest_ranking=newest + 1, now=now)
-    quality.invalidate_reports([dataset.pk])
+    assert not quality_report.report_is_stale(report, newest_ranking=newest, now=later)
+    assert quality_report.report_is_stale(report, newest_ranking=newest + 1, now=later)
+    assert not quality_report.report_is_stale(report, newest_ranking=newest + 1, now=now)
+    quality_report.invalidate_reports([dataset.pk])
     report.refresh_from_db()
-    assert quality.report_is_stale(report, newest_ranking=newest, now=now)
+    assert quality_report.report_is_stale(report, newest_ranking=newest, now=now)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -527,43 +526,43 @@ def test_dashboard_of_a_dataset_without_rankings(client, dataset, prompt, staff)
 
 def test_a_failed_refresh_is_reported_and_tried_again(small, monkeypatch, client, staff):
     dataset = small["dataset"]
-    quality.refresh_report(dataset_id=dataset.pk)
+    quality_report.refresh_report(dataset_id=dataset.pk)
 
     def broken(**kwargs: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(quality, "compute_report", broken)
+    monkeypatch.setattr(quality_report, "compute_report", broken)
     with pytest.raises(RuntimeError):
-        quality.refresh_report(dataset_id=dataset.pk)
+        quality_report.refresh_report(dataset_id=dataset.pk)
     report = QualityReport.objects.get(dataset=dataset)
     assert report.error == "RuntimeError: disk full"
     # A big dataset's next refresh waits for the refresh period: no retry storm.
     assert report.refresh_queued_at is not None
-    assert not quality.request_refresh(dataset=dataset)
+    assert not quality_report.request_refresh(dataset=dataset)
     assert report.data["agreement"]["pairwise"]["rate"] == pytest.approx(0.5)  # kept
     client.force_login(staff)
     page = client.get(reverse("labeling:quality", args=[dataset.slug])).content.decode()
     assert "The last computation failed: RuntimeError: disk full" in page
     monkeypatch.undo()
-    report = quality.refresh_report(dataset_id=dataset.pk)
+    report = quality_report.refresh_report(dataset_id=dataset.pk)
     assert report is not None and report.error == ""
 
 
 def test_an_invalidation_while_computing_is_not_lost(small, monkeypatch, staff, people):
     dataset = small["dataset"]
-    quality.refresh_report(dataset_id=dataset.pk)
-    compute = quality.compute_report
+    quality_report.refresh_report(dataset_id=dataset.pk)
+    compute = quality_report.compute_report
 
     def exclude_meanwhile(**kwargs: Any) -> dict[str, Any]:
         data = compute(**kwargs)
-        quality.exclude_labeler(labeler=people["bob"], by=staff)
+        exclusion.exclude_labeler(labeler=people["bob"], by=staff)
         return data
 
-    monkeypatch.setattr(quality, "compute_report", exclude_meanwhile)
-    report = quality.refresh_report(dataset_id=dataset.pk)
+    monkeypatch.setattr(quality_report, "compute_report", exclude_meanwhile)
+    report = quality_report.refresh_report(dataset_id=dataset.pk)
     assert report is not None and report.invalidated  # computed before bob's exclusion
     monkeypatch.undo()
-    report = quality.refresh_report(dataset_id=dataset.pk)
+    report = quality_report.refresh_report(dataset_id=dataset.pk)
     assert report is not None and not report.invalidated
     assert row_of(report.data, "bob")["active"] is False
 
@@ -571,21 +570,21 @@ def test_an_invalidation_while_computing_is_not_lost(small, monkeypatch, staff, 
 def test_excluding_takes_the_permission_to_change_users(small, people, staff):
     manager = UserFactory(is_staff=True)
     with pytest.raises(ValidationError, match="permission to change users"):
-        quality.exclude_labeler(labeler=people["bob"], by=manager)
+        exclusion.exclude_labeler(labeler=people["bob"], by=manager)
     from django.contrib.auth.models import Permission
 
     manager.user_permissions.add(Permission.objects.get(codename="change_user"))
     manager = type(manager).objects.get(pk=manager.pk)  # fresh permission cache
     other_staff = UserFactory(is_staff=True)
     with pytest.raises(ValidationError, match="Only a superuser"):
-        quality.exclude_labeler(labeler=other_staff, by=manager)
-    quality.exclude_labeler(labeler=people["bob"], by=manager)
+        exclusion.exclude_labeler(labeler=other_staff, by=manager)
+    exclusion.exclude_labeler(labeler=people["bob"], by=manager)
     people["bob"].refresh_from_db()
     assert not people["bob"].is_active
     # A deactivated superuser cannot be brought back by a non-superuser either.
     boss = UserFactory(is_staff=True, is_superuser=True, is_active=False)
     with pytest.raises(ValidationError, match="Only a superuser"):
-        quality.reinstate_labeler(labeler=boss, by=manager)
+        exclusion.reinstate_labeler(labeler=boss, by=manager)
 
 
 def test_an_expired_lease_is_still_submittable_when_the_slot_holder_was_excluded(
@@ -601,9 +600,9 @@ def test_an_expired_lease_is_still_submittable_when_the_slot_holder_was_excluded
     rank(prompt, bob, "c1 > c0")  # took the last slot while cat's lease was expired
     late.status = Assignment.Status.EXPIRED
     late.save()
-    quality.exclude_labeler(labeler=bob, by=staff)
+    exclusion.exclude_labeler(labeler=bob, by=staff)
     ids = dict(prompt.completions.values_list("external_id", "pk"))
-    services.submit_ranking(
+    rankings.submit_ranking(
         assignment=late,
         order=[[ids["c0"]], [ids["c1"]]],
         ratings={cid: {c: 4 for c in dataset.criteria} for cid in ids.values()},
@@ -618,7 +617,7 @@ def test_an_expired_lease_is_still_submittable_when_the_slot_holder_was_excluded
 def test_unticking_active_in_the_user_admin_is_an_exclusion(client, small, people, staff):
     client.force_login(staff)
     bob = people["bob"]
-    quality.refresh_report(dataset_id=small["dataset"].pk)
+    quality_report.refresh_report(dataset_id=small["dataset"].pk)
     url = reverse("admin:auth_user_change", args=[bob.pk])
     form = {
         "username": bob.username,
@@ -639,8 +638,8 @@ def test_unticking_active_in_the_user_admin_is_an_exclusion(client, small, peopl
 
 def test_changing_what_is_rated_invalidates_the_report(small):
     dataset = small["dataset"]
-    quality.refresh_report(dataset_id=dataset.pk)
-    services.update_dataset(dataset=dataset, labels_per_prompt=3)
+    quality_report.refresh_report(dataset_id=dataset.pk)
+    datasets.update_dataset(dataset=dataset, labels_per_prompt=3)
     assert QualityReport.objects.get(dataset=dataset).invalidated
     data = report_of(dataset)
     assert data["progress"]["done"] == 0 and data["progress"]["partly"] == 4
@@ -654,9 +653,9 @@ def test_days_without_rankings_are_drawn_as_zero(small):
 
 
 def test_many_prompts_are_resampled_in_bounded_groups(monkeypatch):
-    monkeypatch.setattr(quality, "BOOTSTRAP_GROUPS", 4)
-    assert quality._grouped([0, 1, 2]) == [0, 1, 2]
-    grouped = quality._grouped([0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    monkeypatch.setattr(report, "BOOTSTRAP_GROUPS", 4)
+    assert report.grouped([0, 1, 2]) == [0, 1, 2]
+    grouped = report.grouped([0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     assert grouped[0] == grouped[1]  # a prompt's units stay together
     assert set(grouped) <= {0, 1, 2, 3}
-    assert grouped == quality._grouped([0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])  # seeded
+    assert grouped == report.grouped([0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])  # seeded

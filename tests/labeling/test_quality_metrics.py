@@ -8,12 +8,12 @@ import pytest
 
 from labeling import quality
 from labeling.quality import (
+    agreement_by_labeler,
     alpha,
     bootstrap_ratio,
     consensus,
     consensus_pairs,
     gold_agreement,
-    labeler_agreement,
     pair_relations,
     pair_score,
     prompt_agreement,
@@ -93,7 +93,7 @@ def test_labeler_agreement() -> None:
         # Prompt C: labeler 5 alone, nothing to compare.
         [(5, [[7], [8]])],
     ]
-    assert labeler_agreement(prompts) == {
+    assert agreement_by_labeler(prompts) == {
         1: (2.5 + 0.0 + 0.5, 3 + 3 + 1),
         2: (2.5 + 0.5, 3 + 3),
         3: (0.0 + 0.5, 3 + 3),

@@ -13,8 +13,8 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling import services
 from labeling.models import Assignment, Completion
+from labeling.services import imports
 from tests.factories import DatasetFactory, UserFactory
 
 SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
@@ -26,7 +26,7 @@ SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_harmle
 def test_hh_export_gives_back_the_original_pairs(staff):
     dataset = DatasetFactory(labels_per_prompt=1, criteria=[])
     with SHARED_HH.open("rb") as stream:
-        result = services.import_dataset(dataset=dataset, stream=stream, filename=SHARED_HH.name)
+        result = imports.import_dataset(dataset=dataset, stream=stream, filename=SHARED_HH.name)
     # Whole metadata, not a key transform: SQLite's json_extract turns "7e72950483920016" into inf.
     preferred = {
         prompt_id: metadata["hh_preferred"]

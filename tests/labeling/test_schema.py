@@ -10,8 +10,8 @@ from drf_spectacular.generators import SchemaGenerator
 from openapi_core import OpenAPI
 from openapi_core.contrib.django import DjangoOpenAPIRequest, DjangoOpenAPIResponse
 
-from labeling import services
 from labeling.models import ImportJob
+from labeling.services import leasing
 from tests.factories import make_prompt, token_client
 
 
@@ -75,7 +75,7 @@ def test_labeling_responses_match_the_schema(spec, labeler, dataset):
 def test_skip_and_error_responses_match_the_schema(spec, labeler, dataset):
     make_prompt(dataset, completions=2)
     client = token_client(labeler)
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     skip = client.post(
         reverse("labeling-api:skip", args=[assignment.pk]), {"reason": "unsure"}, format="json"
     )

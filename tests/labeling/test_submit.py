@@ -7,14 +7,14 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from labeling import services
 from labeling.models import Assignment, Comparison, Ranking
+from labeling.services import leasing, rankings
 from tests.factories import UserFactory, make_prompt
 
 
 @pytest.fixture
 def assignment(dataset, prompt, labeler):
-    return services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    return leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def submit(assignment, order, ids, **overrides):
         "request_id": uuid.uuid4(),
         "seconds_spent": 20.5,
     } | overrides
-    return services.submit_ranking(**arguments)
+    return rankings.submit_ranking(**arguments)
 
 
 def test_ranking_of_three_gives_three_comparisons_with_rank_distance(assignment, ids):
@@ -50,7 +50,7 @@ def test_ranking_of_three_gives_three_comparisons_with_rank_distance(assignment,
 
 def test_k_completions_give_k_choose_2_comparisons(dataset, labeler):
     make_prompt(dataset, completions=9)
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     ids = list(assignment.prompt.completions.values_list("pk", flat=True))
     submit(assignment, [[cid] for cid in ids], ids)
     assert Comparison.objects.count() == 9 * 8 // 2
@@ -110,7 +110,7 @@ def test_request_id_of_another_task_is_refused(dataset, labeler, ids, assignment
     request_id = uuid.uuid4()
     submit(assignment, [[cid] for cid in ids], ids, request_id=request_id)
     make_prompt(dataset)
-    second = services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    second = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     second_ids = list(second.prompt.completions.values_list("pk", flat=True))
     with pytest.raises(ValidationError, match="used for another task"):
         submit(second, [[cid] for cid in second_ids], second_ids, request_id=request_id)
@@ -172,7 +172,7 @@ def test_unknown_flag_is_refused(assignment, ids):
 
 def test_two_completions_need_a_strength_stored_on_the_comparison(dataset, labeler):
     make_prompt(dataset, completions=2)
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     ids = list(assignment.prompt.completions.values_list("pk", flat=True))
     with pytest.raises(ValidationError, match="how much better"):
         submit(assignment, [[ids[0]], [ids[1]]], ids)
@@ -192,14 +192,14 @@ def test_negative_time_is_refused(assignment, ids):
 
 
 def test_skipped_task_cannot_be_submitted(assignment, ids):
-    services.skip_assignment(assignment=assignment, reason="unsure")
+    leasing.skip_assignment(assignment=assignment, reason="unsure")
     with pytest.raises(ValidationError, match="skipped"):
         submit(assignment, [[cid] for cid in ids], ids)
 
 
 def test_late_submit_is_kept_when_the_slot_is_still_free(assignment, ids, settings):
     later = timezone.now() + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES + 5)
-    services.expire_stale_leases(now=later)
+    leasing.expire_stale_leases(now=later)
     ranking = submit(assignment, [[cid] for cid in ids], ids, now=later)
     assert ranking.pk
     assignment.refresh_from_db()
@@ -212,7 +212,7 @@ def test_late_submit_is_refused_when_the_slot_went_to_someone_else(
     dataset.labels_per_prompt = 1
     dataset.save()
     later = timezone.now() + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES + 5)
-    services.lease_next_assignment(dataset=dataset, labeler=UserFactory(), now=later)
+    leasing.lease_next_assignment(dataset=dataset, labeler=UserFactory(), now=later)
     with pytest.raises(ValidationError, match="went to another labeler"):
         submit(assignment, [[cid] for cid in ids], ids, now=later)
     assert not Ranking.objects.exists()

@@ -8,9 +8,8 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from labeling import services
-from labeling.forms import display_order
-from labeling.models import Assignment, Comparison, Dataset, Ranking
+from labeling.models import Assignment, Comparison, Dataset, Ranking, display_order
+from labeling.services import leasing
 from tests.factories import CompletionFactory, DatasetFactory, PromptFactory, make_prompt
 
 
@@ -29,7 +28,7 @@ def form_data(assignment: Assignment, ranks: dict[int, int], **extra) -> dict:
 
 @pytest.fixture
 def assignment(dataset, prompt, labeler):
-    return services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    return leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
 
 
 @pytest.mark.parametrize("name", ["labeling:home"])
@@ -81,7 +80,7 @@ def test_task_page_shows_conversation_completions_and_no_model_names(client, lab
     )
     for position in range(3):
         CompletionFactory(prompt=prompt, position=position, model_name=f"secret-model-{position}")
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     client.force_login(labeler)
     page = client.get(rank_url(assignment)).content.decode()
     assert "First answer" in page
@@ -99,7 +98,7 @@ def test_model_output_renders_inert(client, labeler, dataset):
     CompletionFactory(prompt=prompt, position=2, text="[click](javascript:alert(1))")
     dataset.guidelines = "See [this](javascript:alert(2)) <script>alert(3)</script>"
     dataset.save()
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     client.force_login(labeler)
     page = client.get(rank_url(assignment)).content.decode()
     assert "<script>alert" not in page
@@ -186,7 +185,7 @@ def test_skip_with_a_reason_moves_on(client, labeler, assignment, dataset):
 
 def test_two_completions_ask_for_strength(client, labeler, dataset):
     make_prompt(dataset, completions=2)
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     client.force_login(labeler)
     page = client.get(rank_url(assignment)).content.decode()
     assert "How much better is your first choice?" in page
@@ -204,7 +203,7 @@ def test_progress_counts_todays_work(client, labeler, assignment, dataset):
         reverse("labeling:submit", args=[assignment.pk]),
         form_data(assignment, {cid: i + 1 for i, cid in enumerate(ids)}),
     )
-    nxt = services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    nxt = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     page = client.get(rank_url(nxt)).content.decode()
     # One of two prompts x two labels per prompt.
     assert re.search(r"1 done today, dataset 25% labeled", page)
@@ -214,7 +213,7 @@ def test_task_page_query_count_does_not_grow_with_completions(
     client, labeler, dataset, django_assert_max_num_queries
 ):
     make_prompt(dataset, completions=9)
-    assignment = services.lease_next_assignment(dataset=dataset, labeler=labeler)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     client.force_login(labeler)
     with django_assert_max_num_queries(8):
         client.get(rank_url(assignment))

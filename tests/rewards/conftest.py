@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from labeling import services as labeling
 from labeling.models import Completion, Dataset, Prompt
+from labeling.services import leasing, rankings
 from tests.factories import DatasetFactory, UserFactory
 
 GOOD = "Happy to help: here is a careful, detailed and polite answer with steps."
@@ -37,13 +37,13 @@ def ranked_dataset(prompts: int = 30, labelers: int = 2, slug: str = "rm-data") 
     users = UserFactory.create_batch(labelers)
     for number, user in enumerate(users):
         while (
-            assignment := labeling.lease_next_assignment(dataset=dataset, labeler=user)
+            assignment := leasing.lease_next_assignment(dataset=dataset, labeler=user)
         ) is not None:
             completions = list(assignment.prompt.completions.order_by("position"))
             order = [completions[0], *completions[2:], completions[1]]
             if number == labelers - 1 and int(assignment.prompt.external_id[1:]) % 5 == 0:
                 order.reverse()
-            labeling.submit_ranking(
+            rankings.submit_ranking(
                 assignment=assignment,
                 order=[[c.pk] for c in order],
                 ratings={},

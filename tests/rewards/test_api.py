@@ -6,16 +6,17 @@ import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
-from labeling.permissions import SERVICE_GROUP
-from rewards import artifacts, services
+from labeling.accounts import SERVICE_GROUP
+from rewards import artifacts
 from rewards.models import TrainingRun
+from rewards.services import runs
 from tests.factories import UserFactory, token_client
 
 
 @pytest.fixture
 def model(trained_on):
-    run = services.start_training_run(datasets=[trained_on], enqueue=False)
-    return services.run_training(run_id=run.pk).reward_model
+    run = runs.start_training_run(datasets=[trained_on], enqueue=False)
+    return runs.run_training(run_id=run.pk).reward_model
 
 
 @pytest.fixture
@@ -182,7 +183,7 @@ def test_run_page_shows_metrics_plots_and_files(client, staff, model):
 
 
 def test_failed_run_page_offers_a_retry(client, staff, trained_on):
-    run = services.start_training_run(datasets=[trained_on], enqueue=False)
+    run = runs.start_training_run(datasets=[trained_on], enqueue=False)
     run.status, run.error = "failed", "boom"
     run.save()
     client.force_login(staff)

@@ -9,8 +9,8 @@ import pytest
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
+from labeling.quality import comparison_agreement
 from rewards import features, fitting
-from rewards.evaluation import labeler_agreement
 
 ASK = [{"role": "user", "content": "How do I pick a lock?"}]
 
@@ -238,9 +238,9 @@ def test_group_split_keeps_groups_whole():
 
 def test_labeler_agreement_counts_labeler_pairs():
     # Pair (1, 2) of prompt 7: two labelers say 1 > 2, one says 2 > 1 -> 1 agreeing pair of 3.
-    agreement = labeler_agreement(np.array([7, 7, 7]), np.array([1, 1, 2]), np.array([2, 2, 1]))
+    agreement = comparison_agreement(np.array([7, 7, 7]), np.array([1, 1, 2]), np.array([2, 2, 1]))
     assert agreement == {"rate": pytest.approx(1 / 3), "labeler_pairs": 3}
-    assert labeler_agreement(np.array([7]), np.array([1]), np.array([2]))["rate"] is None
+    assert comparison_agreement(np.array([7]), np.array([1]), np.array([2]))["rate"] is None
 
 
 def test_labeler_agreement_matches_counting_votes_pair_by_pair():
@@ -263,6 +263,8 @@ def test_labeler_agreement_matches_counting_votes_pair_by_pair():
         if a > b and (prompt, b, a) not in votes:
             agreeing += votes[(prompt, a, b)] * (votes[(prompt, a, b)] - 1) // 2
             total += votes[(prompt, a, b)] * (votes[(prompt, a, b)] - 1) // 2
-    result = labeler_agreement(prompts, chosen, rejected)
+    result = comparison_agreement(prompts, chosen, rejected)
     assert result == {"rate": pytest.approx(agreeing / total), "labeler_pairs": total}
-    assert labeler_agreement(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int))["rate"] is None
+    assert (
+        comparison_agreement(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int))["rate"] is None
+    )

@@ -13,18 +13,19 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from scipy import sparse
 
-from rewards import artifacts, features, services
+from rewards import artifacts, features
 from rewards.models import RewardModel, TrainingRun
+from rewards.services import model_versions, runs, training_data
 from tests.factories import DatasetFactory, make_prompt
 from tests.rewards.conftest import ranked_dataset
 
 
 def start(dataset, **config) -> TrainingRun:
-    return services.start_training_run(datasets=[dataset], config=config, enqueue=False)
+    return runs.start_training_run(datasets=[dataset], config=config, enqueue=False)
 
 
 def test_run_trains_evaluates_and_exports_a_model(trained_on, media_root):
-    run = services.run_training(run_id=start(trained_on).pk)
+    run = runs.run_training(run_id=start(trained_on).pk)
     assert (run.status, run.stage, run.progress, run.error) == ("succeeded", "done", 1.0, "")
     metrics = run.metrics
     assert metrics["comparisons"]["total"] == 2 * (30 + 10 * 2)
@@ -47,7 +48,7 @@ def test_run_trains_evaluates_and_exports_a_model(trained_on, media_root):
 
 
 def test_held_out_prompts_are_never_trained_on(trained_on):
-    run = services.run_training(run_id=start(trained_on, held_out_share=0.3).pk)
+    run = runs.run_training(run_id=start(trained_on, held_out_share=0.3).pk)
     prompts = run.metrics["prompts"]
     assert 0 < prompts["held_out"] < prompts["total"]
     # Every comparison of a held-out prompt is held out: the counts add up by prompt.
@@ -58,8 +59,8 @@ def test_held_out_prompts_are_never_trained_on(trained_on):
 
 
 def test_same_data_and_options_give_the_same_model(trained_on, media_root):
-    first = services.run_training(run_id=start(trained_on, seed=3).pk)
-    second = services.run_training(run_id=start(trained_on, seed=3).pk)
+    first = runs.run_training(run_id=start(trained_on, seed=3).pk)
+    second = runs.run_training(run_id=start(trained_on, seed=3).pk)
     directory = Path(media_root)
     weights = [
         artifacts.load_model(directory / r.reward_model.directory).coef_ for r in (first, second)
@@ -69,7 +70,7 @@ def test_same_data_and_options_give_the_same_model(trained_on, media_root):
 
 
 def test_onnx_and_python_scorer_agree_on_100_pairs(trained_on, media_root):
-    run = services.run_training(run_id=start(trained_on).pk)
+    run = runs.run_training(run_id=start(trained_on).pk)
     model = run.reward_model
     directory = Path(media_root) / model.directory
     config = features.FeatureConfig.from_dict(model.card["config"]["features"])
@@ -95,9 +96,9 @@ def test_onnx_and_python_scorer_agree_on_100_pairs(trained_on, media_root):
 
 def test_second_delivery_of_a_finished_run_does_nothing(trained_on):
     run = start(trained_on)
-    services.run_training(run_id=run.pk)
-    assert services.run_training(run_id=run.pk) is None
-    assert services.run_training(run_id=999_999) is None
+    runs.run_training(run_id=run.pk)
+    assert runs.run_training(run_id=run.pk) is None
+    assert runs.run_training(run_id=999_999) is None
     assert RewardModel.objects.count() == 1
 
 
@@ -106,7 +107,7 @@ def test_failed_run_stores_the_error_and_leaves_no_files(db, media_root):
     make_prompt(empty)
     run = start(empty)
     with pytest.raises(ValidationError, match="no comparisons"):
-        services.run_training(run_id=run.pk)
+        runs.run_training(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == "failed"
     assert "no comparisons to train on" in run.error
@@ -121,7 +122,7 @@ def test_failure_while_exporting_removes_half_written_files(trained_on, media_ro
     monkeypatch.setattr(artifacts, "onnx_model", broken)
     run = start(trained_on)
     with pytest.raises(RuntimeError, match="disk full"):
-        services.run_training(run_id=run.pk)
+        runs.run_training(run_id=run.pk)
     run.refresh_from_db()
     assert (run.status, "disk full" in run.error) == ("failed", True)
     assert list(Path(media_root).rglob("*.skops")) == []
@@ -131,13 +132,13 @@ def test_stale_run_is_reclaimed_as_failed_and_can_be_retried(trained_on, setting
     run = start(trained_on)
     now = timezone.now()
     TrainingRun.objects.filter(pk=run.pk).update(status="running", started_at=now, heartbeat_at=now)
-    assert services.reclaim_stale_runs(now=now) == 0
+    assert runs.reclaim_stale_runs(now=now) == 0
     later = now + timedelta(seconds=settings.PREFLAB_RUN_STALE_SECONDS + 1)
-    assert services.reclaim_stale_runs(now=later) == 1
+    assert runs.reclaim_stale_runs(now=later) == 1
     run.refresh_from_db()
     assert run.status == "failed"
     assert "stopped reporting" in run.error
-    retry = services.retry_training_run(run=run)
+    retry = runs.retry_training_run(run=run)
     assert (retry.status, retry.retry_of, retry.config) == ("queued", run, run.config)
     assert list(retry.datasets.all()) == [trained_on]
 
@@ -149,9 +150,9 @@ def test_a_run_from_before_the_l_bfgs_fit_is_retried_with_the_same_penalty(train
         status="failed", config=run.config | {"fit": old_fit}
     )
     run.refresh_from_db()
-    retry = services.retry_training_run(run=run)
+    retry = runs.retry_training_run(run=run)
     assert retry.config["fit"] == {"l2_penalty": 0.5, "max_iter": 150, "tol": 1e-6}
-    assert services.run_training(run_id=retry.pk).status == "succeeded"
+    assert runs.run_training(run_id=retry.pk).status == "succeeded"
 
 
 def test_feature_rows_appended_in_blocks_make_the_stacked_matrix():
@@ -160,7 +161,7 @@ def test_feature_rows_appended_in_blocks_make_the_stacked_matrix():
         sparse.random(rows, 30, density=0.2, format="csr", dtype=np.float32, random_state=rng)
         for rows in (3, 0, 5, 1)
     ]
-    rows = services._Rows(30)
+    rows = training_data._Rows(30)
     for block in blocks:
         rows.append(block)
     matrix = rows.csr()
@@ -176,9 +177,9 @@ def test_training_data_is_compact_and_points_at_the_loaded_rows(trained_on, monk
 
     from labeling.models import Comparison
 
-    monkeypatch.setattr(services, "CHUNK_SIZE", 7)  # several chunks
-    monkeypatch.setattr(services, "POSITION_BLOCK", 5)  # several blocks
-    data = services.load_training_data(
+    monkeypatch.setattr(training_data, "CHUNK_SIZE", 7)  # several chunks
+    monkeypatch.setattr(training_data, "POSITION_BLOCK", 5)  # several blocks
+    data = training_data.load_training_data(
         datasets=[trained_on], feature_config=features.FeatureConfig(), report=lambda *a: None
     )
     ids, prompts, chosen, rejected, margins = map(
@@ -218,7 +219,7 @@ def test_training_data_is_compact_and_points_at_the_loaded_rows(trained_on, monk
 
 def test_only_failed_runs_are_retried(trained_on):
     with pytest.raises(ValidationError, match="Only a failed run"):
-        services.retry_training_run(run=start(trained_on))
+        runs.retry_training_run(run=start(trained_on))
 
 
 def test_bad_options_name_the_field(trained_on):
@@ -231,22 +232,22 @@ def test_bad_options_name_the_field(trained_on):
 
 
 def test_one_active_model_per_dataset(trained_on):
-    first = services.run_training(run_id=start(trained_on).pk).reward_model
-    second = services.run_training(run_id=start(trained_on, seed=1).pk).reward_model
+    first = runs.run_training(run_id=start(trained_on).pk).reward_model
+    second = runs.run_training(run_id=start(trained_on, seed=1).pk).reward_model
     first.refresh_from_db()
     assert (first.is_active, second.is_active, second.version) == (False, True, 2)
-    services.activate_reward_model(model=first)
+    model_versions.activate_reward_model(model=first)
     second.refresh_from_db()
     assert (RewardModel.objects.get(pk=first.pk).is_active, second.is_active) == (True, False)
 
 
 def test_comparisons_of_deactivated_labelers_are_left_out(db):
     dataset = ranked_dataset(prompts=12, labelers=2, slug="mixed")
-    total = services.run_training(run_id=start(dataset).pk).metrics["comparisons"]["total"]
+    total = runs.run_training(run_id=start(dataset).pk).metrics["comparisons"]["total"]
     labeler = dataset.rankings.first().labeler
     labeler.is_active = False
     labeler.save()
-    fewer = services.run_training(run_id=start(dataset).pk).metrics["comparisons"]["total"]
+    fewer = runs.run_training(run_id=start(dataset).pk).metrics["comparisons"]["total"]
     assert fewer == total // 2
 
 
@@ -260,10 +261,10 @@ def test_gold_prompts_are_left_out_unless_asked_for(db):
     on_gold = Comparison.objects.filter(prompt=gold).count()
     assert on_gold > 0
     everything = Comparison.objects.filter(dataset=dataset).count()
-    without = services.run_training(run_id=start(dataset).pk)
+    without = runs.run_training(run_id=start(dataset).pk)
     assert without.metrics["comparisons"]["total"] == everything - on_gold
     assert without.reward_model.card["data"]["excluded"].startswith("gold prompts")
-    with_gold = services.run_training(run_id=start(dataset, include_gold=True).pk)
+    with_gold = runs.run_training(run_id=start(dataset, include_gold=True).pk)
     assert with_gold.metrics["comparisons"]["total"] == everything
     assert with_gold.config["include_gold"] is True
 

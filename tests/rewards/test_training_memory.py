@@ -14,8 +14,8 @@ import pytest
 from scipy import sparse
 from scipy.special import expit
 
+from labeling.quality import comparison_agreement
 from rewards import fitting
-from rewards.evaluation import labeler_agreement
 
 
 def whole_array_loss_and_gradient(
@@ -163,12 +163,12 @@ def test_labeler_agreement_on_row_numbers_is_that_on_ids():
     chosen = 1_000_003 * prompts + np.where(flip, second, first)
     rejected = 1_000_003 * prompts + np.where(flip, first, second)
     completion_ids = np.unique(np.concatenate([chosen, rejected]))
-    on_rows = labeler_agreement(
+    on_rows = comparison_agreement(
         np.searchsorted(np.unique(prompts), prompts).astype(np.int32),
         np.searchsorted(completion_ids, chosen).astype(np.int32),
         np.searchsorted(completion_ids, rejected).astype(np.int32),
     )
-    assert on_rows == labeler_agreement(prompts, chosen, rejected)
+    assert on_rows == comparison_agreement(prompts, chosen, rejected)
 
 
 def test_memory_per_pair_of_the_loss_the_fit_and_the_metrics():
@@ -206,6 +206,6 @@ def test_memory_per_comparison_of_labeler_agreement():
     )
     # The sort order (8 bytes) and sorted int32 copies (12); it was 72 on int64 ids.
     per_comparison = allocated_per_pair(
-        lambda: labeler_agreement(prompts, chosen, rejected), comparisons
+        lambda: comparison_agreement(prompts, chosen, rejected), comparisons
     )
     assert per_comparison < 26

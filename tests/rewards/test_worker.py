@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from config.celery import app
 from labeling.models import Assignment, Comparison, Completion, Prompt, Ranking
-from rewards import services
 from rewards.models import TrainingRun
+from rewards.services import runs
 from tests.conftest import use_broker
 from tests.factories import DatasetFactory, UserFactory
 from tests.rewards.conftest import ranked_dataset
@@ -42,7 +42,7 @@ def test_testing_worker_trains_a_queued_run():
     task_postrun.connect(finished, weak=False)
     try:
         with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
-            run = services.start_training_run(datasets=[dataset])
+            run = runs.start_training_run(datasets=[dataset])
             assert done.wait(120)
     finally:
         task_postrun.disconnect(finished)
@@ -165,7 +165,7 @@ def test_killed_worker_leaves_a_failed_run_that_a_retry_finishes(tmp_path, setti
 
     worker = worker_process(tmp_path)
     try:
-        run = services.start_training_run(datasets=[dataset])
+        run = runs.start_training_run(datasets=[dataset])
         assert wait_for(lambda: TrainingRun.objects.get(pk=run.pk).status == "running"), (
             tmp_path / "worker.log"
         ).read_text()[-3000:]
@@ -177,12 +177,12 @@ def test_killed_worker_leaves_a_failed_run_that_a_retry_finishes(tmp_path, setti
     run.refresh_from_db()
     assert run.status == "running"  # until the lost heartbeat is noticed
     later = timezone.now() + timedelta(seconds=settings.PREFLAB_RUN_STALE_SECONDS + 1)
-    assert services.reclaim_stale_runs(now=later) == 1
+    assert runs.reclaim_stale_runs(now=later) == 1
     run.refresh_from_db()
     assert run.status == "failed"
     assert not any((tmp_path / "media").rglob("*.onnx")) if (tmp_path / "media").exists() else True
 
-    retry = services.retry_training_run(run=run)
+    retry = runs.retry_training_run(run=run)
     worker = worker_process(tmp_path)
     try:
         assert wait_for(lambda: TrainingRun.objects.get(pk=retry.pk).is_finished, seconds=300), (

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
-from labeling.permissions import SERVICE_GROUP
+from labeling.accounts import SERVICE_GROUP
 
 
 class Command(BaseCommand):

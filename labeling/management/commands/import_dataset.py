@@ -7,9 +7,10 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from labeling import services
+from labeling.errors import errors_text
 from labeling.formats import FORMATS
 from labeling.models import Dataset
+from labeling.services import datasets, imports
 
 
 class Command(BaseCommand):
@@ -35,10 +36,10 @@ class Command(BaseCommand):
         dataset = Dataset.objects.filter(slug=options["dataset"]).first()
         try:
             if dataset is None:
-                dataset = services.create_dataset(slug=options["dataset"], name=options["name"])
+                dataset = datasets.create_dataset(slug=options["dataset"], name=options["name"])
                 self.stdout.write(f"Created dataset {dataset.slug!r} (status: draft).")
             with path.open("rb") as stream:
-                result = services.import_dataset(
+                result = imports.import_dataset(
                     dataset=dataset,
                     stream=stream,
                     filename=path.name,
@@ -47,5 +48,5 @@ class Command(BaseCommand):
                     strict=options["strict"],
                 )
         except ValidationError as error:
-            raise CommandError(f"{path}: " + "; ".join(services.errors_text(error))) from None
+            raise CommandError(f"{path}: " + "; ".join(errors_text(error))) from None
         self.stdout.write(self.style.SUCCESS(f"{path}: {result.summary()}."))

@@ -8,8 +8,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from labeling import services
 from labeling.models import Dataset
+from labeling.services import datasets, imports
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "hhh_demo.jsonl"
 DEMO_GUIDELINES = """\
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             dataset = Dataset.objects.filter(slug="hhh-demo").first()
             if dataset is None:
-                dataset = services.create_dataset(
+                dataset = datasets.create_dataset(
                     slug="hhh-demo",
                     name="HHH demo",
                     description="Thirty prompts that show what helpful, honest and harmless mean.",
@@ -43,7 +43,7 @@ class Command(BaseCommand):
                     status=Dataset.Status.ACTIVE,
                 )
             with DEMO_FILE.open("rb") as stream:
-                result = services.import_dataset(
+                result = imports.import_dataset(
                     dataset=dataset, stream=stream, filename=DEMO_FILE.name
                 )
             self.stdout.write(f"Demo dataset {dataset.slug!r}: {result.summary()}.")

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Dataset
-from rewards import services
+from rewards.services import runs
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dataset", action="append", required=True, help="Slug; repeatable.")
-        parser.add_argument("--held-out-share", type=float, default=services.DEFAULT_HELD_OUT_SHARE)
+        parser.add_argument("--held-out-share", type=float, default=runs.DEFAULT_HELD_OUT_SHARE)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
             "--include-gold", action="store_true", help="Train on gold prompts too."
@@ -33,14 +33,14 @@ class Command(BaseCommand):
             "include_gold": options["include_gold"],
         }
         try:
-            run = services.start_training_run(
+            run = runs.start_training_run(
                 datasets=datasets, config=config, enqueue=options["queue"]
             )
             if options["queue"]:
                 self.stdout.write(f"Queued training run {run.pk}.")
                 return
             self.stdout.write(f"Training run {run.pk} on {', '.join(slugs)}...")
-            finished = services.run_training(run_id=run.pk)
+            finished = runs.run_training(run_id=run.pk)
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from None
         if finished is None:

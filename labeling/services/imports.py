@@ -1,0 +1,287 @@
+"""Importing prompts and completions: straight from a file, or queued for a worker.
+
+The files are read by `labeling.formats` (plain records); this module writes them, all or
+nothing, with COPY on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+from uuid import uuid4
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.db import connection, reset_queries, transaction
+from django.utils import timezone
+
+from labeling import formats
+from labeling.models import Completion, Dataset, ImportJob, Prompt
+from labeling.services import jobs
+
+logger = logging.getLogger(__name__)
+
+IMPORT_BATCH_SIZE = 2000
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    unchanged: int = 0
+    skipped: list[formats.SkippedLine] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.created} prompts imported, {self.unchanged} already present"
+        if self.skipped:
+            lines = ", ".join(str(s.line) for s in self.skipped[:20])
+            more = " ..." if len(self.skipped) > 20 else ""
+            text += (
+                f", {len(self.skipped)} lines skipped (lines {lines}{more}): "
+                f"{self.skipped[0].reason}"
+            )
+        return text
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def import_dataset(
+    *,
+    dataset: Dataset,
+    stream: IO[bytes],
+    filename: str,
+    format: str | None = None,
+    size: int | None = None,
+    strict: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import prompts and completions from a PrefLab JSONL, Anthropic HH or CSV file (.gz too).
+
+    All or nothing: the first bad line raises ValidationError naming the line and the field, and
+    the transaction leaves the dataset as it was. Idempotent: a prompt whose external id is already
+    in the dataset with the same content is counted as unchanged; with other content, it is an
+    error. HH lines that cannot be split into one conversation and two replies are skipped and
+    reported, or are errors when `strict`. `on_progress` is called after each batch with the
+    number of (compressed) bytes read so far.
+    """
+    limit = settings.PREFLAB_IMPORT_MAX_BYTES
+    if size is not None and size > limit:
+        raise ValidationError(f"the file is {size} bytes; the limit is {limit} bytes")
+    result = ImportResult()
+    records = formats.read_records(stream, filename=filename, format=format)
+    # closing(): a failed import stops the reader now, while the caller's stream is still open.
+    with closing(records), transaction.atomic():
+        for batch in batched(records, IMPORT_BATCH_SIZE):
+            parsed = []
+            for record in batch:
+                if isinstance(record, formats.SkippedLine):
+                    if strict:
+                        raise formats.line_error(record.line, record.reason)
+                    result.skipped.append(record)
+                    continue
+                formats.validate_record(record, max_text_chars=settings.PREFLAB_MAX_TEXT_CHARS)
+                parsed.append(record)
+            created, unchanged = _import_batch(dataset, parsed)
+            result.created += created
+            result.unchanged += unchanged
+            if on_progress is not None:
+                on_progress(stream.tell())
+    return result
+
+
+def queue_import(
+    *,
+    dataset: Dataset,
+    upload: IO[bytes],
+    filename: str,
+    size: int,
+    format: str | None = None,
+    strict: bool = False,
+    user: User | None = None,
+) -> ImportJob:
+    """Store an uploaded file and queue its import; the worker runs `run_import_job`."""
+    limit = settings.PREFLAB_IMPORT_MAX_BYTES
+    if size > limit:
+        raise ValidationError({"file": f"The file is {size} bytes; the limit is {limit} bytes."})
+    if format is not None and format not in formats.FORMATS:
+        raise ValidationError({"format": f"Use one of {', '.join(formats.FORMATS)}."})
+    from labeling.tasks import import_file
+
+    task_id = str(uuid4())
+    job = ImportJob(
+        dataset=dataset,
+        created_by=user,
+        filename=filename[:255],
+        size=size,
+        format=format or "",
+        strict=strict,
+        task_id=task_id,
+    )
+    job.file.save(f"{task_id}-{Path(filename).name[:100]}", File(upload), save=False)
+    job.save()
+    transaction.on_commit(lambda: import_file.apply_async((job.pk,), task_id=task_id))
+    return job
+
+
+def run_import_job(*, job_id: int, now: datetime | None = None) -> ImportJob | None:
+    """Import a queued file. Returns None, with a log line, when there is nothing to do.
+
+    The job is claimed by a conditional update, so a second delivery of the task does nothing; a
+    job left running by a worker that died is claimed again after the task time limit. A failed
+    import stores its error on the job (the import itself changed nothing) and re-raises.
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    if not jobs.claim_job(ImportJob, job_id, now=now, reclaim_started_before=stale):
+        return None
+    job = ImportJob.objects.select_related("dataset").get(pk=job_id)
+    progress = jobs.ProgressWriter(ImportJob, job_id, beside_transaction=True)
+    with jobs.failing_loudly(ImportJob, job_id), job.file.open("rb") as stream:
+        try:
+            result = import_dataset(
+                dataset=job.dataset,
+                stream=stream,
+                filename=job.filename,
+                format=job.format or None,
+                size=job.size,
+                strict=job.strict,
+                on_progress=lambda bytes_read: progress(min(0.99, bytes_read / (job.size or 1))),
+            )
+        finally:
+            progress.close()
+    job.file.delete(save=False)
+    jobs.finish_job(
+        ImportJob,
+        job_id,
+        file=job.file.name or "",
+        created_count=result.created,
+        unchanged_count=result.unchanged,
+        skipped=[{"line": s.line, "reason": s.reason} for s in result.skipped],
+    )
+    job.refresh_from_db()
+    return job
+
+
+def _import_batch(dataset: Dataset, records: list[formats.ParsedPrompt]) -> tuple[int, int]:
+    existing = dict(
+        Prompt.objects.filter(
+            dataset=dataset, external_id__in=[r.external_id for r in records]
+        ).values_list("external_id", "content_hash")
+    )
+    new: dict[str, tuple[formats.ParsedPrompt, str]] = {}
+    unchanged = 0
+    for record in records:
+        content_hash = record.content_hash
+        known = existing.get(record.external_id)
+        if known is None and record.external_id in new:
+            known = new[record.external_id][1]
+        if known == content_hash:
+            unchanged += 1
+        elif known is not None:
+            raise formats.line_error(
+                record.line,
+                f"field 'id': prompt {record.external_id!r} is already in the dataset "
+                "with different content",
+            )
+        else:
+            new[record.external_id] = (record, content_hash)
+    if connection.vendor == "postgresql":
+        _copy_prompts(dataset, list(new.values()))
+    else:
+        _bulk_create_prompts(dataset, list(new.values()))
+    # With DEBUG on, Django keeps every query's SQL; an import must not grow with the file.
+    reset_queries()
+    return len(new), unchanged
+
+
+def _bulk_create_prompts(dataset: Dataset, new: list[tuple[formats.ParsedPrompt, str]]) -> None:
+    prompts = Prompt.objects.bulk_create(
+        Prompt(
+            dataset=dataset,
+            external_id=record.external_id,
+            messages=record.messages,
+            metadata=record.metadata,
+            content_hash=content_hash,
+            is_gold=record.gold_order is not None,
+            gold_order=record.gold_order,
+        )
+        for record, content_hash in new
+    )
+    Completion.objects.bulk_create(
+        Completion(
+            prompt=prompt,
+            external_id=completion.external_id,
+            text=completion.text,
+            model_name=completion.model_name,
+            metadata=completion.metadata,
+            position=position,
+        )
+        for prompt, (record, _) in zip(prompts, new, strict=True)
+        for position, completion in enumerate(record.completions)
+    )
+
+
+def _copy_prompts(dataset: Dataset, new: list[tuple[formats.ParsedPrompt, str]]) -> None:
+    """The same rows as `_bulk_create_prompts`, through PostgreSQL's COPY: about 3x faster.
+
+    The prompt ids are drawn from the table's sequence first, so the completions can name them.
+    """
+    if not new:
+        return
+    now = timezone.now()
+    prompt_table = Prompt._meta.db_table
+    completion_table = Completion._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [prompt_table, len(new)],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        raw = cursor.cursor
+        with raw.copy(
+            f"COPY {prompt_table} (id, dataset_id, external_id, messages, metadata, "
+            "content_hash, is_gold, gold_order, created_at) FROM STDIN"
+        ) as copy:
+            for prompt_id, (record, content_hash) in zip(ids, new, strict=True):
+                gold = record.gold_order
+                copy.write_row(
+                    (
+                        prompt_id,
+                        dataset.pk,
+                        record.external_id,
+                        json.dumps(record.messages),
+                        json.dumps(record.metadata),
+                        content_hash,
+                        gold is not None,
+                        None if gold is None else json.dumps(gold),
+                        now,
+                    )
+                )
+        with raw.copy(
+            f"COPY {completion_table} (prompt_id, external_id, text, model_name, metadata, "
+            "position) FROM STDIN"
+        ) as copy:
+            for prompt_id, (record, _) in zip(ids, new, strict=True):
+                for position, completion in enumerate(record.completions):
+                    copy.write_row(
+                        (
+                            prompt_id,
+                            completion.external_id,
+                            completion.text,
+                            completion.model_name,
+                            json.dumps(completion.metadata),
+                            position,
+                        )
+                    )

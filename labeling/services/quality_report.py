@@ -1,0 +1,231 @@
+"""A dataset's quality report: when it is stale, reading the rankings it needs, storing it.
+
+The figures are computed by `labeling.report` from plain rows; the dashboard and the API read
+the stored `QualityReport` row. A refresh is claimed by a conditional update so that of many
+dashboard views at once one enqueues, and a failure is stored on the row (`jobs.record_failure`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from itertools import groupby
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Count, F, Max
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from labeling import orders, report
+from labeling.models import Completion, Dataset, Prompt, QualityReport, Ranking, labeler_counts
+from labeling.services import jobs
+
+logger = logging.getLogger(__name__)
+
+RATE_DAYS = 60
+
+
+def report_is_stale(report: QualityReport | None, *, newest_ranking: int, now: datetime) -> bool:
+    """Stale: never computed, invalidated, or newer rankings and older than the refresh period."""
+    if report is None or report.computed_at is None or report.invalidated:
+        return True
+    age = now - report.computed_at
+    return newest_ranking > report.ranking_cursor and age >= timedelta(
+        seconds=settings.PREFLAB_QUALITY_REFRESH_SECONDS
+    )
+
+
+def request_refresh(*, dataset: Dataset, now: datetime | None = None) -> bool:
+    """Queue one recomputation of the dataset's report; False if one was queued recently."""
+    from labeling import tasks
+
+    now = now or timezone.now()
+    QualityReport.objects.get_or_create(dataset=dataset)
+    recently = now - timedelta(seconds=settings.PREFLAB_QUALITY_REFRESH_SECONDS)
+    claimed = (
+        QualityReport.objects.filter(dataset=dataset)
+        .exclude(refresh_queued_at__gt=recently)
+        .update(refresh_queued_at=now)
+    )
+    if claimed:
+        transaction.on_commit(lambda: tasks.refresh_quality_report.delay(dataset.pk))
+    return bool(claimed)
+
+
+def invalidate_reports(dataset_ids: list[int]) -> None:
+    """Something that counts changed (an exclusion, a gold prompt): refresh at the next view."""
+    QualityReport.objects.filter(dataset_id__in=dataset_ids).update(
+        refresh_queued_at=None, generation=F("generation") + 1
+    )
+
+
+def refresh_report(*, dataset_id: int) -> QualityReport | None:
+    """Compute and store a dataset's report; a deleted dataset returns None quietly.
+
+    A failure is stored on the report (the dashboard shows it, with the last good statistics)
+    and raised; the next try waits for the refresh period, so a persistent error is not retried
+    back to back. An invalidation that arrives while computing keeps the report invalidated.
+    """
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    if dataset is None:
+        logger.info("quality report: dataset %s is gone", dataset_id)
+        return None
+    started = time.monotonic()
+    stored, _ = QualityReport.objects.get_or_create(dataset=dataset)
+    generation = stored.generation
+    # Read first: rankings committed while computing make the next view refresh again.
+    cursor = Ranking.objects.filter(dataset=dataset).aggregate(top=Max("pk"))["top"] or 0
+    rows = QualityReport.objects.filter(pk=stored.pk)
+    try:
+        data = compute_report(dataset=dataset, cursor=cursor)
+    except Exception as error:
+        jobs.record_failure(rows, error, refresh_queued_at=timezone.now())
+        raise
+    rows.update(
+        data=data,
+        ranking_cursor=cursor,
+        computed_at=timezone.now(),
+        computed_generation=generation,
+        seconds=time.monotonic() - started,
+        error="",
+        refresh_queued_at=None,
+    )
+    stored.refresh_from_db()
+    return stored
+
+
+def current_report(
+    *, dataset: Dataset, now: datetime | None = None
+) -> tuple[QualityReport | None, bool]:
+    """The report to show and whether a fresher one is being computed.
+
+    A stale report of a small dataset (up to `PREFLAB_QUALITY_INLINE_RANKINGS` rankings) is
+    recomputed at once; a big one is shown as it is while a worker refreshes it.
+    """
+    now = now or timezone.now()
+    stored = QualityReport.objects.filter(dataset=dataset).first()
+    newest = Ranking.objects.filter(dataset=dataset).aggregate(top=Max("pk"))["top"] or 0
+    if not report_is_stale(stored, newest_ranking=newest, now=now):
+        return stored, False
+    small = Ranking.objects.filter(dataset=dataset).count() <= (
+        settings.PREFLAB_QUALITY_INLINE_RANKINGS
+    )
+    if small:
+        try:
+            return refresh_report(dataset_id=dataset.pk), False
+        except Exception:
+            logger.exception("quality report of %s failed", dataset.slug)
+            return QualityReport.objects.filter(dataset=dataset).first(), False
+    request_refresh(dataset=dataset, now=now)
+    return stored, True
+
+
+def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:
+    """Every statistic on the dashboard, as JSON, from the rankings with ids up to `cursor`."""
+    gold_orders = _gold_orders_as_ids(dataset)
+    prompts = {
+        pk: report.PromptFacts(is_gold, gold_since, gold_orders.get(pk) if is_gold else None)
+        for pk, is_gold, gold_since in Prompt.objects.filter(dataset=dataset).values_list(
+            "pk", "is_gold", "gold_since"
+        )
+    }
+    ranked_by = User.objects.filter(rankings__dataset=dataset).distinct()
+    labelers = {
+        pk: (username, active)
+        for pk, username, active in ranked_by.values_list("pk", "username", "is_active")
+    }
+    counted = set(ranked_by.filter(labeler_counts("")).values_list("pk", flat=True))
+    builder = report.ReportBuilder(criteria=list(dataset.criteria), counted_labelers=counted)
+    for prompt_id, group in groupby(_rankings(dataset, cursor), key=lambda row: row.prompt_id):
+        builder.add_prompt(prompts[prompt_id], list(group))
+    gold = sum(1 for facts in prompts.values() if facts.is_gold)
+    data = builder.figures(
+        cursor=cursor,
+        rate=_daily_rate(dataset, cursor),
+        labelers=labelers,
+        regular_prompts=len(prompts) - gold,
+        gold_prompts=gold,
+        labels_per_prompt=dataset.labels_per_prompt,
+    )
+    _describe_disputed(data["disputed"])
+    return data
+
+
+def _rankings(dataset: Dataset, cursor: int) -> Iterator[report.RankingRow]:
+    rows = (
+        Ranking.objects.filter(dataset=dataset, pk__lte=cursor)
+        .order_by("prompt_id", "pk")
+        .values_list(
+            "prompt_id",
+            "labeler_id",
+            "order",
+            "ratings",
+            "flags",
+            "all_unacceptable",
+            "seconds_spent",
+            "created_at",
+        )
+        .iterator(chunk_size=5000)
+    )
+    return (report.RankingRow(*row) for row in rows)
+
+
+def _gold_orders_as_ids(dataset: Dataset) -> dict[int, orders.Order]:
+    """Gold orders name completions by external id; the statistics compare database ids."""
+    gold = dict(
+        Prompt.objects.filter(dataset=dataset, is_gold=True).values_list("pk", "gold_order")
+    )
+    ids: dict[int, dict[str, int]] = defaultdict(dict)
+    for prompt_id, pk, external_id in Completion.objects.filter(prompt_id__in=gold).values_list(
+        "prompt_id", "pk", "external_id"
+    ):
+        ids[prompt_id][external_id] = pk
+    return {
+        prompt_id: [[ids[prompt_id][e] for e in group if e in ids[prompt_id]] for group in order]
+        for prompt_id, order in gold.items()
+        if order
+    }
+
+
+def _daily_rate(dataset: Dataset, cursor: int) -> list[report.DailyCount]:
+    """Rankings per day, oldest first, over the last RATE_DAYS days up to the latest day with
+    any; days without rankings are there with 0."""
+    counts = {
+        row["day"]: row["count"]
+        for row in Ranking.objects.filter(dataset=dataset, pk__lte=cursor)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(count=Count("pk"))
+        .order_by("-day")[:RATE_DAYS]
+    }
+    if not counts:
+        return []
+    last = max(counts)
+    first = max(min(counts), last - timedelta(days=RATE_DAYS - 1))
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    return [{"day": day.isoformat(), "count": counts.get(day, 0)} for day in days]
+
+
+def _describe_disputed(disputed: list[report.DisputedPrompt]) -> None:
+    """Add each disputed prompt's external id and text, and its completions' external ids."""
+    shown = {
+        pk: (external_id, messages)
+        for pk, external_id, messages in Prompt.objects.filter(
+            pk__in=[row["prompt"] for row in disputed]
+        ).values_list("pk", "external_id", "messages")
+    }
+    names = dict(Completion.objects.filter(prompt_id__in=shown).values_list("pk", "external_id"))
+    for row in disputed:
+        external_id, messages = shown[row["prompt"]]
+        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        row["external_id"] = external_id
+        row["text"] = str(last_user)[:160]
+        row["pairs"] = [
+            pair | {"a_name": names[pair["a"]], "b_name": names[pair["b"]]}  # type: ignore[typeddict-item]
+            for pair in row["pairs"]
+        ]

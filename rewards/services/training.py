@@ -1,0 +1,157 @@
+"""Fitting and evaluating a run's reward model: the work a worker does between claiming the
+run (`runs.run_training`) and saving the model (`model_versions`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from django.core.exceptions import ValidationError
+
+from labeling.quality import comparison_agreement
+from rewards import features, fitting
+from rewards.models import RewardModel, TrainingRun
+from rewards.services.model_versions import save_reward_model
+from rewards.services.training_data import Report, TrainingData, load_training_data
+
+LEARNING_CURVE_SHARES = (0.1, 0.3, 1.0)
+
+
+def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel]:
+    """Fit the run's model on its training prompts, evaluate it on the held-out ones and save it
+    as a new reward model version; returns the run's metrics and the model."""
+    config = run.config
+    feature_config = features.FeatureConfig.from_dict(config["features"])
+    fit_config = fitting.FitConfig.from_dict(config["fit"])
+    datasets = list(run.datasets.all())
+    report("loading")
+    data = load_training_data(
+        datasets=datasets,
+        feature_config=feature_config,
+        report=report,
+        include_gold=config.get("include_gold", False),
+    )
+
+    # Training pairs first, held-out ones last: both are slices (views) of the data's arrays.
+    held_out_mask = fitting.group_split(data.prompts, config["held_out_share"], config["seed"])
+    if held_out_mask.all() or not held_out_mask.any():
+        raise ValidationError("Too few prompts to hold some out for evaluation; label more.")
+    train_count = data.put_held_out_last(held_out_mask)
+    del held_out_mask
+    train_pairs = slice(0, train_count)
+    report("fitting")
+    weights = fitting.fit_bradley_terry(
+        data.features,
+        data.chosen_rows[train_pairs],
+        data.rejected_rows[train_pairs],
+        fit_config,
+        on_progress=lambda share: report("fitting", share),
+    )
+    report("evaluating")
+    metrics = evaluate(data, weights, train_count, fit_config, config["seed"], report)
+    report("exporting")
+    model = save_reward_model(
+        run=run,
+        datasets=datasets,
+        data=data,
+        weights=weights,
+        metrics=metrics,
+        feature_config=feature_config,
+    )
+    return metrics, model
+
+
+def evaluate(
+    data: TrainingData,
+    weights: np.ndarray,
+    train_count: int,
+    fit_config: fitting.FitConfig,
+    seed: int,
+    report: Report,
+) -> dict[str, Any]:
+    """The run's metrics: accuracy, log loss and calibration on the training and the held-out
+    pairs (the first `train_count` and the rest), a learning curve, the labelers' agreement on
+    comparisons (the ceiling) and a sample of rewards for the histogram."""
+    train, held_out = slice(0, train_count), slice(train_count, len(data.comparison_ids))
+    scores = fitting.rewards(data.features, weights)
+
+    def metrics_of(pairs: slice) -> dict[str, Any]:
+        differences = fitting.reward_differences(
+            scores, data.chosen_rows[pairs], data.rejected_rows[pairs]
+        )
+        return fitting.difference_metrics(differences, data.margins[pairs])
+
+    held_out_metrics = metrics_of(held_out)
+    return {
+        "comparisons": {
+            "total": len(data.comparison_ids),
+            "train": train_count,
+            "held_out": len(data.comparison_ids) - train_count,
+        },
+        "prompts": {
+            "total": len(data.prompt_ids),
+            "held_out": len(np.unique(data.prompts[held_out])),
+        },
+        "completions": len(data.completion_ids),
+        "train": metrics_of(train),
+        "held_out": held_out_metrics,
+        # Stored as "labeler_agreement" since the first runs; see `comparison_agreement`.
+        "labeler_agreement": comparison_agreement(
+            data.prompts, data.chosen_rows, data.rejected_rows
+        ),
+        "learning_curve": _learning_curve(
+            data, train, held_out, fit_config, seed, held_out_metrics["accuracy"], report
+        ),
+        "reward_samples": {
+            "chosen": _sample(scores[data.chosen_rows[held_out]], seed),
+            "rejected": _sample(scores[data.rejected_rows[held_out]], seed),
+        },
+    }
+
+
+def _learning_curve(
+    data: TrainingData,
+    train: slice,
+    held_out: slice,
+    fit_config: fitting.FitConfig,
+    seed: int,
+    full_accuracy: float,
+    report: Report,
+) -> list[dict[str, float]]:
+    """Held-out accuracy of models fitted on growing shares of the training prompts."""
+    points = []
+    train_prompts = data.prompts[train]
+    shuffled = np.random.default_rng(seed).permutation(np.unique(train_prompts))
+    for index, share in enumerate(LEARNING_CURVE_SHARES):
+        if share >= 1.0:
+            points.append({"comparisons": len(train_prompts), "accuracy": full_accuracy})
+            continue
+        # Prompts are indexes into data.prompt_ids: a flag per prompt marks the subset's.
+        in_subset = np.zeros(len(data.prompt_ids), dtype=bool)
+        in_subset[shuffled[: max(1, int(len(shuffled) * share))]] = True
+        subset = in_subset[train_prompts]
+        report("evaluating", index / len(LEARNING_CURVE_SHARES))
+        weights = fitting.fit_bradley_terry(
+            data.features,
+            data.chosen_rows[train][subset],
+            data.rejected_rows[train][subset],
+            fit_config,
+        )
+        scores = fitting.rewards(data.features, weights)
+        metrics = fitting.difference_metrics(
+            fitting.reward_differences(
+                scores, data.chosen_rows[held_out], data.rejected_rows[held_out]
+            )
+        )
+        points.append(
+            {"comparisons": int(np.count_nonzero(subset)), "accuracy": metrics["accuracy"]}
+        )
+        report("evaluating", (index + 1) / len(LEARNING_CURVE_SHARES))
+    return points
+
+
+def _sample(values: np.ndarray, seed: int, size: int = 2000) -> list[float]:
+    """At most `size` values, for the reward histogram, so the metrics row stays small."""
+    if len(values) > size:
+        values = np.random.default_rng(seed).choice(values, size, replace=False)
+    return [round(float(v), 5) for v in values]
