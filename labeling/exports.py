@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from labeling import orders, quality
+from labeling import consensus, orders
 from labeling.accounts import pseudonym
 from labeling.formats import render_hh_dialogue
 from labeling.models import Comparison, Completion, Prompt, Ranking
@@ -180,7 +180,7 @@ def vote_shares(
     shares: dict[tuple[int, int, int], tuple[float, int]] = {}
     for prompt_id, prompt_orders in by_prompt.items():
         completion_ids = orders.members(prompt_orders[0])
-        for pair in quality.pair_votes(completion_ids, prompt_orders):
+        for pair in consensus.pair_votes(completion_ids, prompt_orders):
             a, b, voters = pair["a"], pair["b"], pair["voters"]
             shares[(prompt_id, a, b)] = (pair["a_votes"] / voters, voters)
             shares[(prompt_id, b, a)] = (pair["b_votes"] / voters, voters)
@@ -252,7 +252,7 @@ def consensus_lines(
 ) -> Iterator[bytes]:
     """One JSON line per completion pair of each prompt that its consensus order separates and
     a strict majority of its counted labelers (rankings up to `ranking_cursor`) ordered the same
-    way (`labeling.quality.consensus_pairs`); with `include_ids`, each
+    way (`labeling.consensus.consensus_pairs`); with `include_ids`, each
     row adds its `vote_share` and `voters`."""
     last = 0
     while chunk := list(
@@ -263,7 +263,7 @@ def consensus_lines(
         pairs = []
         for prompt_id, prompt_orders in by_prompt.items():
             completion_ids = orders.members(prompt_orders[0])
-            for pair in quality.consensus_pairs(completion_ids, prompt_orders):
+            for pair in consensus.consensus_pairs(completion_ids, prompt_orders):
                 if pair["vote_share"] >= (min_agreement or 0) and pair["voters"] >= min_labelers:
                     pairs.append((prompt_id, pair))
         encoded_prompts, completions = _encoded_chunk(
@@ -291,82 +291,80 @@ def consensus_lines(
             yield ("\n".join(lines) + "\n").encode()
 
 
+RANKING_COLUMNS = (
+    "pk",
+    "prompt_id",
+    "labeler_id",
+    "order",
+    "ratings",
+    "flags",
+    "all_unacceptable",
+    "rationale",
+    "seconds_spent",
+    "guidelines_version",
+    "created_at",
+)
+
+
 def ranking_lines(rankings: QuerySet[Ranking], *, include_ids: bool) -> Iterator[bytes]:
     """One JSON line per ranking: every completion, the order with ties, ratings, flags."""
-    columns = (
-        "pk",
-        "prompt_id",
-        "labeler_id",
-        "order",
-        "ratings",
-        "flags",
-        "all_unacceptable",
-        "rationale",
-        "seconds_spent",
-        "guidelines_version",
-        "created_at",
-    )
     pseudonyms: dict[int, str] = {}
     last = 0
     while chunk := list(
-        rankings.filter(pk__gt=last).order_by("pk").values_list(*columns)[: CHUNK_SIZE // 5]
+        rankings.filter(pk__gt=last).order_by("pk").values_list(*RANKING_COLUMNS)[: CHUNK_SIZE // 5]
     ):
         last = chunk[-1][0]
-        prompt_ids = {row[1] for row in chunk}
-        prompts = {
-            pk: (external_id, json.dumps(messages, ensure_ascii=False))
-            for pk, external_id, messages in Prompt.objects.filter(pk__in=prompt_ids)
-            .order_by()
-            .values_list("pk", "external_id", "messages")
-        }
-        completions: dict[int, list[dict[str, Any]]] = {pk: [] for pk in prompt_ids}
-        for pk, prompt_id, external_id, text, model in (
-            Completion.objects.filter(prompt_id__in=prompt_ids)
-            .order_by("prompt_id", "position")
-            .values_list("pk", "prompt_id", "external_id", "text", "model_name")
-        ):
-            completions[prompt_id].append(
-                {"id": pk, "external_id": external_id, "text": text, "model": model}
-            )
-        encoded = {pk: json.dumps(rows, ensure_ascii=False) for pk, rows in completions.items()}
+        prompts = _encoded_prompts_with_completions({row[1] for row in chunk})
         lines = []
-        for (
-            pk,
-            prompt_id,
-            labeler_id,
-            order,
-            ratings,
-            flags,
-            all_unacceptable,
-            rationale,
-            seconds,
-            guidelines_version,
-            created_at,
-        ) in chunk:
+        for values in chunk:
+            ranking = dict(zip(RANKING_COLUMNS, values, strict=True))
+            labeler_id, prompt_id = ranking["labeler_id"], ranking["prompt_id"]
             if labeler_id not in pseudonyms:
                 pseudonyms[labeler_id] = pseudonym(labeler_id)
             row: dict[str, Any] = {
-                "order": order,
-                "ratings": ratings,
-                "flags": flags,
-                "all_unacceptable": all_unacceptable,
-                "rationale": rationale,
-                "seconds_spent": seconds,
-                "guidelines_version": guidelines_version,
+                "order": ranking["order"],
+                "ratings": ranking["ratings"],
+                "flags": ranking["flags"],
+                "all_unacceptable": ranking["all_unacceptable"],
+                "rationale": ranking["rationale"],
+                "seconds_spent": ranking["seconds_spent"],
+                "guidelines_version": ranking["guidelines_version"],
                 "labeler": pseudonyms[labeler_id],
-                "created_at": created_at.isoformat(),
+                "created_at": ranking["created_at"].isoformat(),
             }
+            external_id, head = prompts[prompt_id]
             if include_ids:
                 row["ids"] = {
-                    "ranking": pk,
+                    "ranking": ranking["pk"],
                     "prompt": prompt_id,
-                    "prompt_external": prompts[prompt_id][0],
+                    "prompt_external": external_id,
                 }
-            lines.append(
-                f'{{"prompt": {prompts[prompt_id][1]}, "completions": {encoded[prompt_id]}, '
-                + json.dumps(row, ensure_ascii=False)[1:]
-            )
+            lines.append(head + json.dumps(row, ensure_ascii=False)[1:])
         yield ("\n".join(lines) + "\n").encode()
+
+
+def _encoded_prompts_with_completions(prompt_ids: set[int]) -> dict[int, tuple[str, str]]:
+    """prompt id -> (external id, the start of its ranking lines: the prompt and every
+    completion in import order, as JSON up to the comma before the ranking's own fields)."""
+    completions: dict[int, list[dict[str, Any]]] = {pk: [] for pk in prompt_ids}
+    for pk, prompt_id, external_id, text, model in (
+        Completion.objects.filter(prompt_id__in=prompt_ids)
+        .order_by("prompt_id", "position")
+        .values_list("pk", "prompt_id", "external_id", "text", "model_name")
+    ):
+        completions[prompt_id].append(
+            {"id": pk, "external_id": external_id, "text": text, "model": model}
+        )
+    return {
+        pk: (
+            external_id,
+            f'{{"prompt": {json.dumps(messages, ensure_ascii=False)}, '
+            f'"completions": {json.dumps(completions[pk], ensure_ascii=False)}, ',
+        )
+        for pk, external_id, messages in Prompt.objects.filter(pk__in=prompt_ids)
+        .order_by()
+        .values_list("pk", "external_id", "messages")
+    }
 
 
 def gzipped(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -153,25 +153,50 @@ def hh_record(line: int, row: dict[str, Any]) -> ParsedPrompt | SkippedLine:
 
 
 def preflab_record(line: int, row: dict[str, Any]) -> ParsedPrompt:
-    prompt = row.get("prompt")
-    if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, list):
-        messages = []
-        for index, message in enumerate(prompt):
-            if (
-                not isinstance(message, dict)
-                or not isinstance(message.get("role"), str)
-                or not isinstance(message.get("content"), str)
-            ):
-                raise line_error(
-                    line, f"field 'prompt[{index}]' must be an object with 'role' and 'content'"
-                )
-            messages.append({"role": message["role"], "content": message["content"]})
-    else:
-        raise line_error(line, "field 'prompt' must be a string or a list of messages")
+    messages = _preflab_messages(line, row.get("prompt"))
+    completions = _preflab_completions(line, row.get("completions"))
+    metadata = row.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise line_error(line, "field 'metadata' must be an object")
+    gold_order = row.get("gold_order")
+    if gold_order is not None:
+        if not isinstance(gold_order, list):
+            raise line_error(line, "field 'gold_order' must be a list of completion ids")
+        gold_order = [
+            [str(i) for i in group] if isinstance(group, list) else [str(group)]
+            for group in gold_order
+        ]
+    record_id = row.get("id")
+    return ParsedPrompt(
+        line=line,
+        external_id=str(record_id) if record_id not in (None, "") else "",
+        messages=messages,
+        completions=completions,
+        metadata=metadata,
+        gold_order=gold_order,
+    )
 
-    raw_completions = row.get("completions")
+
+def _preflab_messages(line: int, prompt: Any) -> list[dict[str, str]]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    if not isinstance(prompt, list):
+        raise line_error(line, "field 'prompt' must be a string or a list of messages")
+    messages = []
+    for index, message in enumerate(prompt):
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("role"), str)
+            or not isinstance(message.get("content"), str)
+        ):
+            raise line_error(
+                line, f"field 'prompt[{index}]' must be an object with 'role' and 'content'"
+            )
+        messages.append({"role": message["role"], "content": message["content"]})
+    return messages
+
+
+def _preflab_completions(line: int, raw_completions: Any) -> list[ParsedCompletion]:
     if not isinstance(raw_completions, list):
         raise line_error(line, "field 'completions' must be a list")
     completions = []
@@ -193,27 +218,7 @@ def preflab_record(line: int, row: dict[str, Any]) -> ParsedPrompt:
             )
         else:
             raise line_error(line, f"{where} must be a string or an object with 'text'")
-
-    metadata = row.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise line_error(line, "field 'metadata' must be an object")
-    gold_order = row.get("gold_order")
-    if gold_order is not None:
-        if not isinstance(gold_order, list):
-            raise line_error(line, "field 'gold_order' must be a list of completion ids")
-        gold_order = [
-            [str(i) for i in group] if isinstance(group, list) else [str(group)]
-            for group in gold_order
-        ]
-    record_id = row.get("id")
-    return ParsedPrompt(
-        line=line,
-        external_id=str(record_id) if record_id not in (None, "") else "",
-        messages=messages,
-        completions=completions,
-        metadata=metadata,
-        gold_order=gold_order,
-    )
+    return completions
 
 
 # --- CSV -------------------------------------------------------------------------------------

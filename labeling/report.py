@@ -13,11 +13,11 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
 
-from labeling import orders, quality
+from labeling import consensus, orders, quality
 from labeling.accounts import pseudonym
 from labeling.models import Flag
 from labeling.orders import Order
@@ -113,8 +113,9 @@ class DisputedPrompt(TypedDict, total=False):
     prompt: int
     agreement: float
     labelers: int
-    pairs: list[quality.PairVotes]
-    # Added by the service, which reads them: the prompt's id and text, the completions' ids.
+    # consensus.PairVotes; the service adds the completions' external ids as a_name and b_name.
+    pairs: list[dict[str, Any]]
+    # Added by the service, which reads them: the prompt's external id and text.
     external_id: str
     text: str
 
@@ -325,13 +326,15 @@ class ReportBuilder:
         rows: list[DisputedPrompt] = []
         for rate, index in scored[:DISPUTED_SHOWN]:
             prompt = self.prompts[index]
-            result = quality.consensus(prompt.completion_ids, [o for _, o in prompt.rankings])
+            result = consensus.ranked_pairs(
+                prompt.completion_ids, [order for _, order in prompt.rankings]
+            )
             rows.append(
                 {
                     "prompt": prompt.prompt_id,
                     "agreement": float(rate),
                     "labelers": len(prompt.rankings),
-                    "pairs": result["pairs"],
+                    "pairs": [dict(pair) for pair in result["pairs"]],
                 }
             )
         return rows

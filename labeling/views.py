@@ -19,7 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from labeling import charts, orders, quality, report
+from labeling import charts, consensus, orders, report
 from labeling.errors import errors_text
 from labeling.forms import GoldOrderForm, RankingForm, SkipForm
 from labeling.models import Assignment, Dataset, Prompt, Ranking
@@ -222,7 +222,7 @@ def render_quality_prompt(
         Ranking.objects.filter(prompt=prompt).select_related("labeler").order_by("created_at")
     )
     counted = Ranking.objects.counted().filter(prompt=prompt).orders_by_prompt().get(prompt.pk, [])
-    result = quality.consensus(sorted(names), counted)
+    result = consensus.ranked_pairs(sorted(names), counted)
     consensus_order = orders.renamed(result["order"], names)
     if not form.is_bound:
         form = GoldOrderForm(

@@ -165,16 +165,7 @@ def fit_bradley_terry(
     matrix = sparse.csr_matrix(features)  # the same arrays, not a copy
     if matrix.dtype not in (np.float32, np.float64):
         matrix = matrix.astype(np.float64)
-    # A flag per row, not np.unique of the pairs' rows: nothing as long as the pairs.
-    is_used = np.zeros(matrix.shape[0], dtype=bool)
-    is_used[chosen] = True
-    is_used[rejected] = True
-    used = np.flatnonzero(is_used)
-    if len(used) <= matrix.shape[0] // 2:
-        matrix = matrix[used]
-        new_row = np.zeros(len(is_used), dtype=chosen.dtype)
-        new_row[used] = np.arange(len(used))
-        chosen, rejected = new_row[chosen], new_row[rejected]
+    matrix, chosen, rejected = _without_unused_rows(matrix, chosen, rejected)
     # Only the weights of columns that some row uses can move: any other has gradient
     # lambda * w, 0 from w = 0 on. Leaving them out changes nothing but L-BFGS's own work
     # per iteration, which is proportional to the number of weights.
@@ -224,6 +215,23 @@ def fit_bradley_terry(
     weights[:] = 0.0
     weights[active] = result.x
     return weights
+
+
+def _without_unused_rows(
+    matrix: sparse.csr_matrix, chosen: np.ndarray, rejected: np.ndarray
+) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+    """The matrix without the rows no pair uses, and the pairs renumbered, when those rows are
+    the majority; otherwise all three as they are."""
+    # A flag per row, not np.unique of the pairs' rows: nothing as long as the pairs.
+    is_used = np.zeros(matrix.shape[0], dtype=bool)
+    is_used[chosen] = True
+    is_used[rejected] = True
+    used = np.flatnonzero(is_used)
+    if len(used) > matrix.shape[0] // 2:
+        return matrix, chosen, rejected
+    new_row = np.zeros(len(is_used), dtype=chosen.dtype)
+    new_row[used] = np.arange(len(used))
+    return matrix[used], new_row[chosen], new_row[rejected]
 
 
 def _row_numbers(rows: np.ndarray) -> np.ndarray:
@@ -288,10 +296,26 @@ def difference_metrics(
     np.exp(probability, out=probability)
     probability += 1
     np.divide(1, probability, out=probability)
+    curve, ece = _reliability(probability, bins)
+    result: dict[str, Any] = {
+        "accuracy": float(accuracy),
+        "log_loss": log_loss,
+        "ece": ece,
+        "reliability": curve,
+        "pairs": len(diff),
+    }
+    if margins is not None:
+        result["by_margin"] = _accuracy_by_margin(wins, ties, np.asarray(margins))
+    return result
+
+
+def _reliability(probability: np.ndarray, bins: int) -> tuple[list[dict[str, Any]], float]:
+    """The reliability curve and expected calibration error of the predictions p (observed:
+    1) and 1 - p (observed: 0) for each pair (`difference_metrics`)."""
     edges = np.linspace(0, 1, bins + 1)
     bin_of_p = _bin_numbers(probability, edges, complement=False)
     bin_of_complement = _bin_numbers(probability, edges, complement=True)
-    predictions = 2 * len(diff)
+    predictions = 2 * len(probability)
     curve, ece = [], 0.0
     for b in range(bins):
         in_p, in_complement = bin_of_p == b, bin_of_complement == b
@@ -312,22 +336,19 @@ def difference_metrics(
             }
         )
         ece += count / predictions * abs(mean_p - share)
-    result: dict[str, Any] = {
-        "accuracy": float(accuracy),
-        "log_loss": log_loss,
-        "ece": float(ece),
-        "reliability": curve,
-        "pairs": len(diff),
-    }
-    if margins is not None:
-        margins = np.asarray(margins)
-        result["by_margin"] = {}
-        for m in np.unique(margins):
-            at = margins == m
-            count = int(np.count_nonzero(at))
-            right = np.count_nonzero(wins & at) + 0.5 * np.count_nonzero(ties & at)
-            result["by_margin"][str(int(m))] = {"accuracy": float(right / count), "count": count}
-    return result
+    return curve, float(ece)
+
+
+def _accuracy_by_margin(
+    wins: np.ndarray, ties: np.ndarray, margins: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    by_margin = {}
+    for m in np.unique(margins):
+        at = margins == m
+        count = int(np.count_nonzero(at))
+        right = np.count_nonzero(wins & at) + 0.5 * np.count_nonzero(ties & at)
+        by_margin[str(int(m))] = {"accuracy": float(right / count), "count": count}
+    return by_margin
 
 
 def _bin_numbers(probability: np.ndarray, edges: np.ndarray, complement: bool) -> np.ndarray:

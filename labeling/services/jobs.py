@@ -40,7 +40,7 @@ def claim_job(
     claimable = Q(status=Status.QUEUED)
     if reclaim_started_before is not None:
         claimable |= Q(status=Status.RUNNING, started_at__lt=reclaim_started_before)
-    claimed = model.objects.filter(claimable, pk=job_id).update(
+    claimed = model._default_manager.filter(claimable, pk=job_id).update(
         status=Status.RUNNING, started_at=now, progress=0.0, error="", **fields
     )
     if not claimed:
@@ -57,7 +57,7 @@ def record_failure(rows: QuerySet[Any], error: BaseException, **fields: Any) -> 
 
 
 def finish_job(model: type[BackgroundJob], job_id: int, **fields: Any) -> None:
-    model.objects.filter(pk=job_id).update(
+    model._default_manager.filter(pk=job_id).update(
         status=Status.SUCCEEDED, progress=1.0, finished_at=timezone.now(), **fields
     )
 
@@ -69,7 +69,7 @@ def failing_loudly(model: type[BackgroundJob], job_id: int) -> Iterator[None]:
         yield
     except Exception as error:
         record_failure(
-            model.objects.filter(pk=job_id),
+            model._default_manager.filter(pk=job_id),
             error,
             status=Status.FAILED,
             finished_at=timezone.now(),
@@ -103,9 +103,12 @@ class ProgressWriter:
             return
         values = {"progress": min(1.0, max(0.0, share)), **fields}
         if self.side is None:
-            self.model.objects.filter(pk=self.job_id, status=Status.RUNNING).update(**values)
+            self.model._default_manager.filter(pk=self.job_id, status=Status.RUNNING).update(
+                **values
+            )
             return
-        columns = [self.model._meta.get_field(name).column for name in values]
+        column_of = {field.name: field.column for field in self.model._meta.concrete_fields}
+        columns = [column_of[name] for name in values]
         assignments = ", ".join(f"{column} = %s" for column in columns)
         with self.side.cursor() as cursor:
             cursor.execute(

@@ -226,6 +226,5 @@ def _describe_disputed(disputed: list[report.DisputedPrompt]) -> None:
         row["external_id"] = external_id
         row["text"] = str(last_user)[:160]
         row["pairs"] = [
-            pair | {"a_name": names[pair["a"]], "b_name": names[pair["b"]]}  # type: ignore[typeddict-item]
-            for pair in row["pairs"]
+            pair | {"a_name": names[pair["a"]], "b_name": names[pair["b"]]} for pair in row["pairs"]
         ]

@@ -61,10 +61,7 @@ def submit_ranking(
             .select_related("prompt__dataset")
             .get(pk=assignment.pk)
         )
-        earlier = Ranking.objects.filter(request_id=request_id).first()
-        if earlier is not None:
-            if earlier.assignment_id != assignment.pk:
-                raise ValidationError({"request_id": "This request id was used for another task."})
+        if earlier := _earlier_submission(assignment, request_id):
             return earlier
         check_assignment_is_live(assignment)
         dataset = assignment.prompt.dataset
@@ -100,6 +97,15 @@ def submit_ranking(
         assignment.finished_at = now
         assignment.save(update_fields=["status", "finished_at"])
     return ranking
+
+
+def _earlier_submission(assignment: Assignment, request_id: UUID) -> Ranking | None:
+    """The ranking a first try with this request id stored, if any; an id used for another
+    task is refused."""
+    earlier = Ranking.objects.filter(request_id=request_id).first()
+    if earlier is not None and earlier.assignment_id != assignment.pk:
+        raise ValidationError({"request_id": "This request id was used for another task."})
+    return earlier
 
 
 def _store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> None:

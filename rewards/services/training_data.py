@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from scipy import sparse
 
 from labeling.models import Comparison, Completion, Dataset, Prompt
@@ -78,24 +79,7 @@ def load_training_data(
     comparisons = Comparison.objects.counted().filter(dataset__in=datasets)
     if not include_gold:
         comparisons = comparisons.filter(prompt__is_gold=False)
-    total = comparisons.count()
-    columns: dict[str, array[int]] = {
-        "pk": array("q"),
-        "prompt": array("q"),
-        "chosen": array("q"),
-        "rejected": array("q"),
-        "margin": array("h"),  # a PositiveSmallIntegerField: 1 to 32767
-    }
-    last = 0
-    while chunk := list(
-        comparisons.filter(pk__gt=last)
-        .order_by("pk")
-        .values_list("pk", "prompt_id", "chosen_id", "rejected_id", "margin")[:CHUNK_SIZE]
-    ):
-        for column, values in zip(columns.values(), zip(*chunk, strict=True), strict=True):
-            column.extend(values)
-        last = chunk[-1][0]
-        report("loading", len(columns["pk"]) / max(total, 1))
+    columns = _load_columns(comparisons, report)
     if not columns["pk"]:
         raise ValidationError("There are no comparisons to train on in these datasets yet.")
     # Each column becomes an array on its own buffer (np.frombuffer copies nothing); a column is
@@ -116,7 +100,47 @@ def load_training_data(
     del chosen
     rejected_rows = _positions(completion_ids, rejected)
     del rejected
+    return TrainingData(
+        comparison_ids=comparison_ids,
+        prompts=prompts,
+        chosen_rows=chosen_rows,
+        rejected_rows=rejected_rows,
+        margins=margins,
+        features=_featurize(completion_ids, feature_config, report),
+        completion_ids=completion_ids,
+        prompt_ids=prompt_ids,
+        ids_sha256=ids_sha256,
+    )
 
+
+def _load_columns(comparisons: QuerySet[Comparison], report: Report) -> dict[str, array[int]]:
+    """The comparisons' ids, prompts, chosen and rejected completions and margins, each column
+    a compact array, read in primary key chunks."""
+    total = comparisons.count()
+    columns: dict[str, array[int]] = {
+        "pk": array("q"),
+        "prompt": array("q"),
+        "chosen": array("q"),
+        "rejected": array("q"),
+        "margin": array("h"),  # a PositiveSmallIntegerField: 1 to 32767
+    }
+    last = 0
+    while chunk := list(
+        comparisons.filter(pk__gt=last)
+        .order_by("pk")
+        .values_list("pk", "prompt_id", "chosen_id", "rejected_id", "margin")[:CHUNK_SIZE]
+    ):
+        for column, values in zip(columns.values(), zip(*chunk, strict=True), strict=True):
+            column.extend(values)
+        last = chunk[-1][0]
+        report("loading", len(columns["pk"]) / max(total, 1))
+    return columns
+
+
+def _featurize(
+    completion_ids: np.ndarray, feature_config: features.FeatureConfig, report: Report
+) -> sparse.csr_matrix:
+    """The feature rows of the completions, in the order of `completion_ids`."""
     matrix = _Rows(feature_config.n_features)
     for start in range(0, len(completion_ids), COMPLETION_CHUNK_SIZE):
         ids = completion_ids[start : start + COMPLETION_CHUNK_SIZE].tolist()
@@ -134,17 +158,7 @@ def load_training_data(
         items = [(messages[rows[pk][0]], rows[pk][1]) for pk in ids]
         matrix.append(features.featurize(items, feature_config))
         report("featurizing", (start + len(ids)) / len(completion_ids))
-    return TrainingData(
-        comparison_ids=comparison_ids,
-        prompts=prompts,
-        chosen_rows=chosen_rows,
-        rejected_rows=rejected_rows,
-        margins=margins,
-        features=matrix.csr(),
-        completion_ids=completion_ids,
-        prompt_ids=prompt_ids,
-        ids_sha256=ids_sha256,
-    )
+    return matrix.csr()
 
 
 def _positions(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:

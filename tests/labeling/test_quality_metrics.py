@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 
 from labeling import quality
+from labeling.consensus import consensus_pairs, ranked_pairs
+from labeling.orders import pair_relations
 from labeling.quality import (
     agreement_by_labeler,
     alpha,
     bootstrap_ratio,
-    consensus,
-    consensus_pairs,
     gold_agreement,
-    pair_relations,
     pair_score,
     prompt_agreement,
     ranking_units,
@@ -365,7 +364,7 @@ def test_consensus_condorcet_winner() -> None:
     # Votes: 1>2 by labelers 1 and 3 (2-1); 1>3 by all (3-0); 2>3 by labelers 1 and 3 (2-1).
     # Locked by margin: 1>3 (3), then 1>2 and 2>3 (margin 1, winner votes 2, by ids).
     orders = [[[1], [2], [3]], [[1], [3], [2]], [[2], [1], [3]]]
-    result = consensus([1, 2, 3], orders)
+    result = ranked_pairs([1, 2, 3], orders)
     assert result["order"] == [[1], [2], [3]]
     assert result["pairs"] == [
         {"a": 1, "b": 2, "a_votes": 2.0, "b_votes": 1.0, "voters": 3},
@@ -381,7 +380,7 @@ def test_consensus_condorcet_cycle_with_different_margins() -> None:
     #   c vs a: 3 + 2 = 5 against 4 -> c wins by 1.
     # Lock b>c (5), a>b (3); c>a (1) would close the cycle a>b>c>a: skipped. Order a, b, c.
     orders = [[[3], [1], [2]]] * 4 + [[[1], [2], [3]]] * 3 + [[[2], [3], [1]]] * 2
-    result = consensus([1, 2, 3], orders)
+    result = ranked_pairs([1, 2, 3], orders)
     assert result["order"] == [[3], [1], [2]]
     assert result["pairs"] == [
         {"a": 1, "b": 2, "a_votes": 7.0, "b_votes": 2.0, "voters": 9},
@@ -400,11 +399,11 @@ def test_consensus_cycle_with_equal_margins_breaks_by_ids() -> None:
     # 1>2>3, 2>3>1, 3>1>2: every majority is 2-1. Sorted by (winner, loser): 1>2, 2>3, 3>1;
     # 3>1 would close the cycle.
     orders = [[[1], [2], [3]], [[2], [3], [1]], [[3], [1], [2]]]
-    assert consensus([1, 2, 3], orders)["order"] == [[1], [2], [3]]
+    assert ranked_pairs([1, 2, 3], orders)["order"] == [[1], [2], [3]]
 
 
 def test_consensus_even_split_is_one_tie_group() -> None:
-    result = consensus([1, 2], [[[1], [2]], [[2], [1]]])
+    result = ranked_pairs([1, 2], [[[1], [2]], [[2], [1]]])
     assert result["order"] == [[1, 2]]
     assert result["pairs"] == [{"a": 1, "b": 2, "a_votes": 1.0, "b_votes": 1.0, "voters": 2}]
     assert consensus_pairs([1, 2], [[[1], [2]], [[2], [1]]]) == []
@@ -413,7 +412,7 @@ def test_consensus_even_split_is_one_tie_group() -> None:
 def test_consensus_counts_a_tie_as_half_a_vote() -> None:
     # Labeler 1 ties 1 and 2, labeler 2 puts 1 first: 1.5 against 0.5.
     orders = [[[1, 2]], [[1], [2]]]
-    assert consensus([1, 2], orders) == {
+    assert ranked_pairs([1, 2], orders) == {
         "order": [[1], [2]],
         "pairs": [{"a": 1, "b": 2, "a_votes": 1.5, "b_votes": 0.5, "voters": 2}],
     }
@@ -424,7 +423,7 @@ def test_consensus_counts_a_tie_as_half_a_vote() -> None:
 
 def test_consensus_sources_form_tie_groups() -> None:
     # 1>2 locked; 3 is in no order, so it has no locked edge and joins the first group.
-    result = consensus([1, 2, 3], [[[1], [2]]])
+    result = ranked_pairs([1, 2, 3], [[[1], [2]]])
     assert result["order"] == [[1, 3], [2]]
     assert result["pairs"][1] == {"a": 1, "b": 3, "a_votes": 0.0, "b_votes": 0.0, "voters": 0}
-    assert consensus([], []) == {"order": [], "pairs": []}
+    assert ranked_pairs([], []) == {"order": [], "pairs": []}
