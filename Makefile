@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/import_bench.py
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/reward_quality.py
+	$(BIN)/python bench/training_memory.py
 	$(BIN)/python bench/reward_scale.py
 	$(BIN)/python bench/dashboard_bench.py
 

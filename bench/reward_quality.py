@@ -2,8 +2,8 @@
 
 Imports ../shared/data/hh_harmless_dev.jsonl.gz into a fresh SQLite database, has a simulated
 labeler rank every prompt as the file prefers, loads the comparisons the way a training run does
-(`rewards.training_data.load_training_data`) and fits the default configuration on four folds of the
-prompts, scoring pairwise accuracy on the fifth. Run from the repo root:
+(`rewards.services.training_data.load_training_data`) and fits the default configuration on four
+folds of the prompts, scoring pairwise accuracy on the fifth. Run from the repo root:
 
     .venv/bin/python bench/reward_quality.py [--seeds 0 1 2 3 4]
 """

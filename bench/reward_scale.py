@@ -49,7 +49,8 @@ TARGET_SECONDS, TARGET_MIB = 120.0, 2048.0
 # are 2 MiB; the rest is the pairs' row numbers and per-pair numbers of the fit).
 MODEL_SLACK_MIB = 50.0
 WATCHED = {  # the calls timed in the training child
-    "rewards.services": ("load_training_data", "_learning_curve", "labeler_agreement"),
+    # Names as the training module calls them (it imported the first and the last).
+    "rewards.services.training": ("load_training_data", "_learning_curve", "comparison_agreement"),
     "rewards.features": ("featurize",),
     "rewards.fitting": ("fit_bradley_terry",),
     "rewards.artifacts": ("write_artifacts",),

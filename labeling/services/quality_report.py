@@ -135,11 +135,10 @@ def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:
         )
     }
     ranked_by = User.objects.filter(rankings__dataset=dataset).distinct()
-    labelers = {
-        pk: (username, active)
-        for pk, username, active in ranked_by.values_list("pk", "username", "is_active")
-    }
     counted = set(ranked_by.filter(labeler_counts("")).values_list("pk", flat=True))
+    labelers = {
+        pk: (username, pk in counted) for pk, username in ranked_by.values_list("pk", "username")
+    }
     builder = report.ReportBuilder(criteria=list(dataset.criteria), counted_labelers=counted)
     for prompt_id, group in groupby(_rankings(dataset, cursor), key=lambda row: row.prompt_id):
         builder.add_prompt(prompts[prompt_id], list(group))

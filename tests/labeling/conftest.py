@@ -9,6 +9,7 @@ from celery.signals import task_postrun
 
 from config.celery import app
 from tests.conftest import use_broker
+from tests.labeling import quality_data
 
 
 @pytest.fixture
@@ -30,3 +31,16 @@ def finished() -> Any:
     task_postrun.connect(on_postrun, weak=False)
     yield done
     task_postrun.disconnect(on_postrun)
+
+
+@pytest.fixture
+def people(db: None) -> dict[str, Any]:
+    """The labelers ann, bob and cat."""
+    return quality_data.make_people()
+
+
+@pytest.fixture
+def small(people: dict[str, Any]) -> dict[str, Any]:
+    """A small dataset ranked by ann, bob and cat, its figures worked out by hand: see
+    `quality_data.make_small`."""
+    return quality_data.make_small(people)

@@ -8,11 +8,12 @@ import pytest
 
 from labeling import quality
 from labeling.consensus import consensus_pairs, ranked_pairs
-from labeling.orders import pair_relations
+from labeling.orders import comparison_pairs, pair_relations
 from labeling.quality import (
     agreement_by_labeler,
     alpha,
     bootstrap_ratio,
+    comparison_agreement,
     gold_agreement,
     pair_score,
     prompt_agreement,
@@ -427,3 +428,63 @@ def test_consensus_sources_form_tie_groups() -> None:
     assert result["order"] == [[1, 3], [2]]
     assert result["pairs"][1] == {"a": 1, "b": 3, "a_votes": 0.0, "b_votes": 0.0, "voters": 0}
     assert ranked_pairs([], []) == {"order": [], "pairs": []}
+
+
+def test_comparison_agreement_counts_labeler_pairs():
+    # Pair (1, 2) of prompt 7: two labelers say 1 > 2, one says 2 > 1 -> 1 agreeing pair of 3.
+    agreement = comparison_agreement(np.array([7, 7, 7]), np.array([1, 1, 2]), np.array([2, 2, 1]))
+    assert agreement == {"rate": pytest.approx(1 / 3), "labeler_pairs": 3}
+    assert comparison_agreement(np.array([7]), np.array([1]), np.array([2]))["rate"] is None
+
+
+def test_comparison_agreement_matches_counting_votes_pair_by_pair():
+    rng = np.random.default_rng(5)
+    prompts = rng.integers(0, 4, size=300)
+    first, second = rng.integers(0, 4, size=(2, 300))
+    keep = first != second
+    prompts, first, second = prompts[keep], first[keep], second[keep]
+    chosen, rejected = 10 * prompts + first, 10 * prompts + second
+    votes: dict[tuple[int, int, int], int] = {}
+    for vote in zip(prompts.tolist(), chosen.tolist(), rejected.tolist(), strict=True):
+        votes[vote] = votes.get(vote, 0) + 1
+    agreeing = total = 0
+    for (prompt, a, b), forward in votes.items():
+        if a < b:
+            backward = votes.get((prompt, b, a), 0)
+            agreeing += forward * (forward - 1) // 2 + backward * (backward - 1) // 2
+            total += (forward + backward) * (forward + backward - 1) // 2
+    for prompt, a, b in votes:  # pairs only ever voted the other way round
+        if a > b and (prompt, b, a) not in votes:
+            agreeing += votes[(prompt, a, b)] * (votes[(prompt, a, b)] - 1) // 2
+            total += votes[(prompt, a, b)] * (votes[(prompt, a, b)] - 1) // 2
+    result = comparison_agreement(prompts, chosen, rejected)
+    assert result == {"rate": pytest.approx(agreeing / total), "labeler_pairs": total}
+    assert (
+        comparison_agreement(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int))["rate"] is None
+    )
+
+
+def votes_of(rankings: list[tuple[int, list[list[int]]]]) -> tuple[np.ndarray, ...]:
+    """The comparisons of one prompt's rankings, as training loads them (prompt 0)."""
+    pairs = [
+        (chosen, rejected)
+        for _, order in rankings
+        for chosen, rejected, _ in comparison_pairs(order)
+    ]
+    chosen, rejected = (np.array(column) for column in zip(*pairs, strict=True))
+    return np.zeros(len(pairs), dtype=int), chosen, rejected
+
+
+def test_the_ceiling_is_the_dashboards_agreement_when_nobody_ties():
+    rankings = [(1, [[1], [2], [3]]), (2, [[2], [1], [3]]), (3, [[1], [3], [2]])]
+    pairwise_sum, pairwise_count = prompt_agreement(rankings)
+    assert comparison_agreement(*votes_of(rankings))["rate"] == pytest.approx(
+        pairwise_sum / pairwise_count
+    )
+
+
+def test_a_tie_counts_half_on_the_dashboard_and_not_at_all_in_the_ceiling():
+    rankings = [(1, [[1], [2]]), (2, [[1, 2]]), (3, [[1], [2]])]
+    pairwise_sum, pairwise_count = prompt_agreement(rankings)
+    assert pairwise_sum / pairwise_count == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert comparison_agreement(*votes_of(rankings))["rate"] == 1.0

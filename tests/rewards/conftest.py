@@ -7,6 +7,8 @@ import pytest
 
 from labeling.models import Completion, Dataset, Prompt
 from labeling.services import leasing, rankings
+from rewards.models import TrainingRun
+from rewards.services import runs
 from tests.factories import DatasetFactory, UserFactory
 
 GOOD = "Happy to help: here is a careful, detailed and polite answer with steps."
@@ -53,6 +55,11 @@ def ranked_dataset(prompts: int = 30, labelers: int = 2, slug: str = "rm-data") 
                 strength="better" if len(completions) == 2 else "",
             )
     return dataset
+
+
+def start(dataset: Dataset, **config: Any) -> TrainingRun:
+    """A queued run on `dataset` with `config`, not handed to a worker."""
+    return runs.start_training_run(datasets=[dataset], config=config, enqueue=False)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
-from labeling.quality import comparison_agreement
 from rewards import features, fitting
 
 ASK = [{"role": "user", "content": "How do I pick a lock?"}]
@@ -234,37 +233,3 @@ def test_group_split_keeps_groups_whole():
     for group in range(20):
         assert len(set(held_out[groups == group])) == 1
     assert 3 <= len(np.unique(groups[held_out])) <= 7
-
-
-def test_labeler_agreement_counts_labeler_pairs():
-    # Pair (1, 2) of prompt 7: two labelers say 1 > 2, one says 2 > 1 -> 1 agreeing pair of 3.
-    agreement = comparison_agreement(np.array([7, 7, 7]), np.array([1, 1, 2]), np.array([2, 2, 1]))
-    assert agreement == {"rate": pytest.approx(1 / 3), "labeler_pairs": 3}
-    assert comparison_agreement(np.array([7]), np.array([1]), np.array([2]))["rate"] is None
-
-
-def test_labeler_agreement_matches_counting_votes_pair_by_pair():
-    rng = np.random.default_rng(5)
-    prompts = rng.integers(0, 4, size=300)
-    first, second = rng.integers(0, 4, size=(2, 300))
-    keep = first != second
-    prompts, first, second = prompts[keep], first[keep], second[keep]
-    chosen, rejected = 10 * prompts + first, 10 * prompts + second
-    votes: dict[tuple[int, int, int], int] = {}
-    for vote in zip(prompts.tolist(), chosen.tolist(), rejected.tolist(), strict=True):
-        votes[vote] = votes.get(vote, 0) + 1
-    agreeing = total = 0
-    for (prompt, a, b), forward in votes.items():
-        if a < b:
-            backward = votes.get((prompt, b, a), 0)
-            agreeing += forward * (forward - 1) // 2 + backward * (backward - 1) // 2
-            total += (forward + backward) * (forward + backward - 1) // 2
-    for prompt, a, b in votes:  # pairs only ever voted the other way round
-        if a > b and (prompt, b, a) not in votes:
-            agreeing += votes[(prompt, a, b)] * (votes[(prompt, a, b)] - 1) // 2
-            total += votes[(prompt, a, b)] * (votes[(prompt, a, b)] - 1) // 2
-    result = comparison_agreement(prompts, chosen, rejected)
-    assert result == {"rate": pytest.approx(agreeing / total), "labeler_pairs": total}
-    assert (
-        comparison_agreement(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int))["rate"] is None
-    )

@@ -1,3 +1,5 @@
+"""Leasing prompts to labelers (the leasing service): order, slots, expiry, skips and gold rate."""
+
 from __future__ import annotations
 
 import threading

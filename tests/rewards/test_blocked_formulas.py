@@ -1,11 +1,9 @@
-"""Memory per comparison in training: the blocked loss, the counted metrics and int32 row numbers
-give the very bits of the whole-array formulas they replaced, and allocate what their docstrings
-say (numpy reports its buffers to tracemalloc)."""
+"""The blocked loss, the counted metrics and int32 row numbers, which keep training's memory per
+comparison small, give the very bits of the whole-array formulas they replaced. What they
+allocate per pair is measured by bench/training_memory.py."""
 
 from __future__ import annotations
 
-import tracemalloc
-from collections.abc import Callable
 from itertools import combinations
 from typing import Any
 
@@ -94,16 +92,6 @@ def problem(
     return matrix, chosen.astype(np.int32), rejected.astype(np.int32)
 
 
-def allocated_per_pair(function: Callable[[], object], pairs: int) -> float:
-    """The peak of the memory `function` allocates, in bytes per pair."""
-    tracemalloc.start()
-    try:
-        function()
-        return tracemalloc.get_traced_memory()[1] / pairs
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("block", [7, 1 << 16])
 def test_blocked_loss_and_gradient_are_the_whole_array_formula_to_the_bit(monkeypatch, block):
     monkeypatch.setattr(fitting, "PAIR_BLOCK", block)
@@ -169,43 +157,3 @@ def test_labeler_agreement_on_row_numbers_is_that_on_ids():
         np.searchsorted(completion_ids, rejected).astype(np.int32),
     )
     assert on_rows == comparison_agreement(prompts, chosen, rejected)
-
-
-def test_memory_per_pair_of_the_loss_the_fit_and_the_metrics():
-    pairs = 1_000_000
-    matrix, chosen, rejected = problem(pairs, rows=2000, columns=50)
-    weights = np.zeros(matrix.shape[1])
-    # One float64 a pair (the losses) and a few blocks of temporaries (~2.6 MiB). Before blocks:
-    # 24 bytes a pair (margins and two temporaries of all pairs), and 48 in the fit (int64
-    # copies of the rows, np.unique of them).
-    loss = allocated_per_pair(
-        lambda: fitting.loss_and_gradient(weights, matrix, chosen, rejected, 0.1), pairs
-    )
-    assert loss < 12
-    fit = allocated_per_pair(
-        lambda: fitting.fit_bradley_terry(matrix, chosen, rejected, fitting.FitConfig(max_iter=2)),
-        pairs,
-    )
-    assert fit < 12
-    differences = np.random.default_rng(3).normal(size=pairs)
-    margins = np.ones(pairs, dtype=np.int16)
-    # A float64 and four bytes a pair, and one bin's predictions; it was 96 bytes a pair.
-    assert allocated_per_pair(lambda: fitting.difference_metrics(differences, margins), pairs) < 24
-
-
-def test_memory_per_comparison_of_labeler_agreement():
-    comparisons = 1_000_000
-    rng = np.random.default_rng(5)
-    # The shape of bench/reward_scale.py's same-completions run: 4 completions a prompt, ~30
-    # votes on each of its 6 pairs.
-    prompts = rng.integers(0, 5556, comparisons).astype(np.int32)
-    first, second = np.array(list(combinations(range(4), 2)))[rng.integers(0, 6, comparisons)].T
-    chosen, rejected = (
-        (4 * prompts + first).astype(np.int32),
-        (4 * prompts + second).astype(np.int32),
-    )
-    # The sort order (8 bytes) and sorted int32 copies (12); it was 72 on int64 ids.
-    per_comparison = allocated_per_pair(
-        lambda: comparison_agreement(prompts, chosen, rejected), comparisons
-    )
-    assert per_comparison < 26

@@ -1,3 +1,5 @@
+"""Submitting rankings (the rankings service): the comparisons they give and what is refused."""
+
 from __future__ import annotations
 
 import uuid
