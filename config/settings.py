@@ -65,6 +65,29 @@ if not DEBUG and SECRET_KEY == _DEVELOPMENT_KEY:
 ALLOWED_HOSTS = [h for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
+# HTTPS. Behind a TLS proxy set PREFLAB_HTTPS=true: cookies are sent over HTTPS only, plain HTTP
+# is redirected, browsers are told to keep to HTTPS (HSTS), and the proxy's X-Forwarded-Proto
+# header says whether a request came in over HTTPS (the proxy must set it, and strip a client's).
+PREFLAB_HTTPS = env_bool("PREFLAB_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PREFLAB_HTTPS
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PREFLAB_HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PREFLAB_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PREFLAB_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if PREFLAB_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# /healthz answers load balancers over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+# Sent by config.middleware.ContentSecurityPolicy: no page runs inline or foreign script.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -75,12 +98,15 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "labeling",
     "rewards",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.ContentSecurityPolicy",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -146,12 +172,45 @@ MEDIA_ROOT = DATA_DIR / "media"
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# The web processes serve static files themselves (WhiteNoise): with DEBUG off, compressed files
+# with content hashes in their names, made by `manage.py collectstatic` (`make serve` runs it).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# In development (and tests) static files are found where they are, without collectstatic.
+WHITENOISE_AUTOREFRESH = WHITENOISE_USE_FINDERS = DEBUG
+
+# The shared cache holds the throttles' counters and the workers' heartbeat, so every web
+# process and worker must see the same one: Redis in production (CACHE_URL=redis://...). The
+# default, files under the data directory, is shared by the processes of one machine.
+CACHE_URL = env_str("CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(DATA_DIR / "cache"),
+    }
+}
 
 # Labeling
 PREFLAB_LEASE_MINUTES = env_int("PREFLAB_LEASE_MINUTES", 30)
 PREFLAB_MAX_TEXT_CHARS = env_int("PREFLAB_MAX_TEXT_CHARS", 100_000)
 PREFLAB_IMPORT_MAX_BYTES = env_int("PREFLAB_IMPORT_MAX_BYTES", 1024 * 1024 * 1024)
+# Checked while a file is read, so a worker's memory stays bounded whatever the file holds.
+PREFLAB_IMPORT_MAX_UNCOMPRESSED_BYTES = env_int(
+    "PREFLAB_IMPORT_MAX_UNCOMPRESSED_BYTES", 4 * 1024**3
+)
+PREFLAB_IMPORT_MAX_LINE_BYTES = env_int("PREFLAB_IMPORT_MAX_LINE_BYTES", 8 * 1024**2)
+PREFLAB_IMPORT_MAX_PROMPTS = env_int("PREFLAB_IMPORT_MAX_PROMPTS", 2_000_000)
+# Uploads no queued or running import needs are deleted after this many hours.
+PREFLAB_UPLOAD_RETENTION_HOURS = env_int("PREFLAB_UPLOAD_RETENTION_HOURS", 24)
 # Key of the pseudonymous labeler ids in exports; change it and every pseudonym changes.
 PREFLAB_PSEUDONYM_KEY = env_str("PREFLAB_PSEUDONYM_KEY", SECRET_KEY)
 # Uploads above this size are streamed to a temporary file instead of memory.
@@ -187,6 +246,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Datasets, labeling and streamed preference exports for training pipelines.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the installed sidecar package: the docs work offline, under the CSP.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "DatasetStatusEnum": "labeling.models.Dataset.Status",
@@ -215,6 +277,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 60 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery beat (one process for the whole installation; `make serve` starts it) runs these.
+PREFLAB_PERIODIC_SECONDS = env_int("PREFLAB_PERIODIC_SECONDS", 60)
+CELERY_BEAT_SCHEDULE = {
+    name: {"task": name, "schedule": float(seconds)}
+    for name, seconds in {
+        "labeling.worker_heartbeat": 30,
+        "labeling.expire_stale_leases": PREFLAB_PERIODIC_SECONDS,
+        "labeling.refresh_stale_reports": PREFLAB_PERIODIC_SECONDS,
+        "labeling.reclaim_stale_imports": PREFLAB_PERIODIC_SECONDS,
+        "rewards.reclaim_stale_runs": PREFLAB_PERIODIC_SECONDS,
+        "labeling.delete_old_uploads": 3600,
+    }.items()
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 LOGGING = {
     "version": 1,

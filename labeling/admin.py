@@ -15,7 +15,15 @@ from django.urls import URLPattern, path, reverse
 
 from labeling.errors import errors_text
 from labeling.forms import ImportForm
-from labeling.models import Assignment, Comparison, Completion, Dataset, Prompt, Ranking
+from labeling.models import (
+    Assignment,
+    Comparison,
+    Completion,
+    Dataset,
+    ImportJob,
+    Prompt,
+    Ranking,
+)
 from labeling.services import datasets, exclusion, gold, imports, leasing
 
 
@@ -95,20 +103,21 @@ class DatasetAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             try:
-                result = imports.import_dataset(
+                job = imports.queue_import(
                     dataset=dataset,
-                    stream=upload,
+                    upload=upload,
                     filename=upload.name,
-                    format=form.cleaned_data["format"],
                     size=upload.size,
+                    format=form.cleaned_data["format"],
                     strict=form.cleaned_data["strict"],
+                    user=request.user,  # type: ignore[arg-type]
                 )
             except ValidationError as error:
                 for message in errors_text(error):
                     form.add_error("file", message)
             else:
-                messages.success(request, f"{upload.name}: {result.summary()}.")
-                return redirect(reverse("admin:labeling_dataset_change", args=[dataset.pk]))
+                messages.success(request, f"{upload.name} is queued; a worker imports it.")
+                return redirect(reverse("admin:labeling_importjob_change", args=[job.pk]))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -117,6 +126,65 @@ class DatasetAdmin(admin.ModelAdmin):
             "title": f"Import into {dataset.name}",
         }
         return render(request, "admin/labeling/dataset/import.html", context)
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    """An import's progress and result; the page reloads itself until the import ends."""
+
+    actions = ["cancel"]
+    list_display = ["pk", "filename", "dataset", "status", "percent", "created_count", "created_at"]
+    list_filter = ["status", "dataset"]
+    list_select_related = ["dataset"]
+    change_form_template = "admin/labeling/importjob/change_form.html"
+    fields = readonly_fields = [
+        "dataset",
+        "filename",
+        "size",
+        "format",
+        "strict",
+        "status",
+        "percent",
+        "created_count",
+        "unchanged_count",
+        "skipped_lines",
+        "error",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+
+    @admin.display(description="Progress")
+    def percent(self, job: ImportJob) -> str:
+        return f"{job.percent}%"
+
+    @admin.display(description="Skipped lines")
+    def skipped_lines(self, job: ImportJob) -> str:
+        return "; ".join(f"line {s['line']}: {s['reason']}" for s in job.skipped[:50]) or "none"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("labeling.change_importjob")
+
+    @admin.action(
+        description="Cancel: stop the import; nothing of it is kept", permissions=["cancel"]
+    )
+    def cancel(self, request: HttpRequest, queryset: QuerySet[ImportJob]) -> None:
+        apply_to_each(
+            request,
+            queryset,
+            lambda job: imports.cancel_import(job=job),
+            done="Cancelling (a running import stops after the batch it is writing):",
+        )
 
 
 class CompletionInline(admin.TabularInline):

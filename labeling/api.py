@@ -134,6 +134,19 @@ def import_detail(request: Request, import_id: int) -> Response:
     return Response(ImportJobSerializer(job).data)
 
 
+@extend_schema(
+    request=None,
+    responses={202: ImportJobSerializer},
+    summary="Cancel an import (staff): a queued one at once, a running one after its batch",
+)
+@api_view(["POST"])
+@permission_classes([IsStaff])
+def import_cancel(request: Request, import_id: int) -> Response:
+    job = get_object_or_404(ImportJob.objects.select_related("dataset"), pk=import_id)
+    job = imports.cancel_import(job=job)
+    return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
 # --- Prompts ---------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("datasets/<slug:slug>/", api.dataset_detail, name="dataset"),
     path("datasets/<slug:slug>/imports/", api.import_create, name="imports"),
     path("imports/<int:import_id>/", api.import_detail, name="import"),
+    path("imports/<int:import_id>/cancel/", api.import_cancel, name="import-cancel"),
     path("datasets/<slug:slug>/prompts/", api.PromptList.as_view(), name="prompts"),
     path("datasets/<slug:slug>/next-task/", api.next_task, name="next-task"),
     path("assignments/<int:assignment_id>/ranking/", api.submit_ranking, name="ranking"),

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import re
+import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -28,6 +29,36 @@ MIN_COMPLETIONS = 2
 MAX_COMPLETIONS = 9
 MAX_ID_CHARS = 200
 GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What reading one file may take, checked while streaming: its size once decompressed,
+    the length of one line and the number of records (non-blank lines or CSV rows)."""
+
+    max_bytes: int = 4 * 1024**3
+    max_line_bytes: int = 16 * 1024**2
+    max_records: int = 2_000_000
+
+
+class _Capped(io.RawIOBase):
+    """A stream that refuses to give more than `limit` bytes (of a decompressed file, say)."""
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self.stream, self.limit, self.read_so_far = stream, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(min(len(buffer), self.limit + 1 - self.read_so_far))
+        self.read_so_far += len(data)
+        if self.read_so_far > self.limit:
+            raise ValidationError(
+                f"the file is more than {self.limit} bytes once decompressed; that is the limit"
+            )
+        buffer[: len(data)] = data
+        return len(data)
 
 
 @dataclass
@@ -224,7 +255,7 @@ def _preflab_completions(line: int, raw_completions: Any) -> list[ParsedCompleti
 # --- CSV -------------------------------------------------------------------------------------
 
 
-def csv_records(text: IO[str]) -> Iterator[ParsedPrompt]:
+def csv_records(text: IO[str], limits: ReadLimits = ReadLimits()) -> Iterator[ParsedPrompt]:
     """Header row: 'prompt', optional 'id', and one column per completion named 'completion...'.
 
     The completion's column name is its id; empty cells are left out, other columns are metadata.
@@ -238,8 +269,10 @@ def csv_records(text: IO[str]) -> Iterator[ParsedPrompt]:
         raise line_error(
             1, "the header needs at least two completion columns (completion_1, completion_2, ...)"
         )
-    for row in reader:
+    for records, row in enumerate(reader, start=1):
         line = reader.line_num
+        if records > limits.max_records:
+            raise line_error(line, f"is past the limit of {limits.max_records} prompts a file")
         if None in row:
             raise line_error(line, f"has more cells than the header's {len(header)} columns")
         yield ParsedPrompt(
@@ -274,10 +307,21 @@ def guess_format(filename: str) -> str:
     return "jsonl"
 
 
-def json_records(binary: IO[bytes], format: str | None) -> Iterator[ParsedPrompt | SkippedLine]:
-    for line, raw in enumerate(binary, start=1):
+def json_records(
+    binary: IO[bytes], format: str | None, limits: ReadLimits
+) -> Iterator[ParsedPrompt | SkippedLine]:
+    records = 0
+    line = 0
+    # readline with a limit: a line longer than the limit is refused without being held whole.
+    while raw := binary.readline(limits.max_line_bytes + 1):
+        line += 1
+        if len(raw) > limits.max_line_bytes:
+            raise line_error(line, f"is longer than {limits.max_line_bytes} bytes")
         if not raw.strip():
             continue
+        records += 1
+        if records > limits.max_records:
+            raise line_error(line, f"is past the limit of {limits.max_records} prompts a file")
         try:
             row = json.loads(raw)
         except UnicodeDecodeError:
@@ -286,6 +330,8 @@ def json_records(binary: IO[bytes], format: str | None) -> Iterator[ParsedPrompt
             raise line_error(
                 line, f"is not valid JSON ({error.msg}, column {error.colno})"
             ) from None
+        except RecursionError:
+            raise line_error(line, "is nested too deeply to be a prompt") from None
         if not isinstance(row, dict):
             raise line_error(line, "must be a JSON object")
         if format is None:
@@ -294,23 +340,29 @@ def json_records(binary: IO[bytes], format: str | None) -> Iterator[ParsedPrompt
 
 
 def read_records(
-    stream: IO[bytes], *, filename: str, format: str | None = None
+    stream: IO[bytes],
+    *,
+    filename: str,
+    format: str | None = None,
+    limits: ReadLimits = ReadLimits(),
 ) -> Generator[ParsedPrompt | SkippedLine, None, None]:
     """Parse an import file, line by line; `format` is one of FORMATS or None to tell from it.
 
-    Raises ValidationError naming the line on the first malformed line. Checks of limits
-    (number of completions, lengths, roles) are `validate_record`'s.
+    Raises ValidationError naming the line on the first malformed line, or on the first that
+    passes `limits`. Checks of what a record holds (number of completions, lengths, roles) are
+    `validate_record`'s.
     """
     if format is not None and format not in FORMATS:
         raise ValidationError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     # A buffer gives `peek`; it is detached at the end so that the caller's stream stays open.
     wrapper = None if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
-    binary = open_binary(wrapper or stream)
+    capped = _Capped(open_binary(wrapper or stream), limits.max_bytes)
+    binary: IO[bytes] = io.BufferedReader(capped)  # type: ignore[arg-type]
     try:
         if format == "csv" or (format is None and guess_format(filename) == "csv"):
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")  # type: ignore[type-var]
             try:
-                yield from csv_records(text)
+                yield from csv_records(text, limits)
             except UnicodeDecodeError:
                 raise ValidationError("the CSV file is not valid UTF-8") from None
             except csv.Error as error:
@@ -318,8 +370,8 @@ def read_records(
             finally:
                 text.detach()
         else:
-            yield from json_records(binary, format)
-    except (OSError, EOFError) as error:
+            yield from json_records(binary, format, limits)
+    except (OSError, EOFError, zlib.error) as error:
         # gzip raises these for a truncated or corrupt archive.
         raise ValidationError(f"the file cannot be read: {error}") from None
     finally:

@@ -420,6 +420,7 @@ class BackgroundJob(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)
@@ -441,7 +442,7 @@ class BackgroundJob(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED)
 
     @property
     def percent(self) -> int:
@@ -455,7 +456,7 @@ class ImportJob(BackgroundJob):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
-    file = models.FileField(upload_to="imports/", blank=True)
+    file = models.FileField(upload_to="imports/", blank=True, help_text="Deleted once it ends.")
     filename = models.CharField(max_length=255)
     size = models.PositiveBigIntegerField()
     format = models.CharField(max_length=10, blank=True)

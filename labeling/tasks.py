@@ -1,8 +1,15 @@
+"""Celery tasks of the labeling app: each takes ids and calls one service. The periodic ones are
+scheduled by Celery beat (`CELERY_BEAT_SCHEDULE` in the settings)."""
+
 from __future__ import annotations
 
 from celery import shared_task
+from django.core.cache import cache
+from django.utils import timezone
 
-from labeling.services import imports, quality_report
+from labeling.services import imports, leasing, quality_report
+
+WORKER_SEEN_KEY = "preflab:worker-seen"
 
 
 @shared_task(name="labeling.import_file", acks_late=True, reject_on_worker_lost=True)
@@ -15,3 +22,29 @@ def import_file(job_id: int) -> None:
 def refresh_quality_report(dataset_id: int) -> None:
     """Idempotent: recomputing a report from the same rankings gives the same report."""
     quality_report.refresh_report(dataset_id=dataset_id)
+
+
+@shared_task(name="labeling.expire_stale_leases")
+def expire_stale_leases() -> int:
+    return leasing.expire_stale_leases()
+
+
+@shared_task(name="labeling.reclaim_stale_imports")
+def reclaim_stale_imports() -> int:
+    return imports.reclaim_stale_imports()
+
+
+@shared_task(name="labeling.refresh_stale_reports")
+def refresh_stale_reports() -> int:
+    return quality_report.refresh_stale_reports()
+
+
+@shared_task(name="labeling.delete_old_uploads")
+def delete_old_uploads() -> int:
+    return imports.delete_old_uploads()
+
+
+@shared_task(name="labeling.worker_heartbeat")
+def worker_heartbeat() -> None:
+    """A worker ran this: /healthz reads when, from the shared cache."""
+    cache.set(WORKER_SEEN_KEY, timezone.now().timestamp(), timeout=None)

@@ -48,10 +48,29 @@ def home(request: AuthenticatedRequest) -> HttpResponse:
 
 @login_required
 def next_task(request: AuthenticatedRequest, slug: str) -> HttpResponse:
+    """GET shows the dataset with a button (a link must not lease: a page elsewhere could make a
+    labeler's browser follow it); POST leases the next task and opens it."""
+    dataset = get_object_or_404(Dataset.objects.active().with_progress(), slug=slug)
+    if request.method == "POST":
+        return lease_and_open(request, dataset)
+    current = Assignment.objects.leased_to(request.user).filter(prompt__dataset=dataset).first()
+    if current is not None:
+        return redirect("labeling:rank", assignment_id=current.pk)
+    return render(request, "labeling/start.html", {"dataset": dataset})
+
+
+@require_GET
+@login_required
+def no_tasks(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     dataset = get_object_or_404(Dataset.objects.active(), slug=slug)
+    return render(request, "labeling/no_tasks.html", {"dataset": dataset})
+
+
+def lease_and_open(request: AuthenticatedRequest, dataset: Dataset) -> HttpResponse:
+    """After a POST: the labeler's next task in the dataset, or the page saying none is left."""
     assignment = leasing.lease_next_assignment(dataset=dataset, labeler=request.user)
     if assignment is None:
-        return render(request, "labeling/no_tasks.html", {"dataset": dataset})
+        return redirect("labeling:done", slug=dataset.slug)
     return redirect("labeling:rank", assignment_id=assignment.pk)
 
 
@@ -102,7 +121,7 @@ def submit(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
             for message in errors_text(error):
                 form.add_error(None, message)
         else:
-            return redirect("labeling:next", slug=assignment.prompt.dataset.slug)
+            return next_after(request, assignment.prompt.dataset)
     return render_rank(request, assignment, form, status=400)
 
 
@@ -121,7 +140,14 @@ def skip(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
         leasing.skip_assignment(assignment=assignment, reason=form.cleaned_data["reason"])
     except ValidationError as error:
         messages.error(request, " ".join(errors_text(error)))
-    return redirect("labeling:next", slug=assignment.prompt.dataset.slug)
+    return next_after(request, assignment.prompt.dataset)
+
+
+def next_after(request: AuthenticatedRequest, dataset: Dataset) -> HttpResponse:
+    """After a submit or skip: the next task at once, if the dataset is still open."""
+    if dataset.status != Dataset.Status.ACTIVE:
+        return redirect("labeling:home")
+    return lease_and_open(request, dataset)
 
 
 # --- Staff: label quality ----------------------------------------------------------------------
@@ -200,6 +226,7 @@ def progress_shares(progress: dict[str, int]) -> dict[str, float]:
 def quality_refresh(request: HttpRequest, slug: str) -> HttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
     quality_report.invalidate_reports([dataset.pk])
+    quality_report.request_refresh(dataset=dataset)
     messages.success(request, "The statistics are being recomputed.")
     return redirect("labeling:quality", slug=dataset.slug)
 

@@ -26,7 +26,6 @@ def staff_user(request: HttpRequest) -> User:
 
 @staff_member_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    runs.reclaim_stale_runs()
     form = TrainingRunForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -46,7 +45,6 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @staff_member_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    runs.reclaim_stale_runs()
     run = get_object_or_404(TrainingRun.objects.prefetch_related("datasets"), pk=run_id)
     model = RewardModel.objects.filter(run=run).first()
     return render(request, "rewards/run_detail.html", {"run": run, "model": model})

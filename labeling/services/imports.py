@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from uuid import uuid4
 
 from django.conf import settings
@@ -31,6 +30,10 @@ from labeling.services import jobs
 logger = logging.getLogger(__name__)
 
 IMPORT_BATCH_SIZE = 2000
+IMPORT_BATCH_CHARS = 16_000_000
+UPLOAD_FOLDER = "imports"
+# A running import is reclaimed this long after the task time limit (when Celery has killed it).
+STALE_GRACE_SECONDS = 120
 
 
 @dataclass
@@ -51,10 +54,35 @@ class ImportResult:
         return text
 
 
-def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
+class ImportCancelled(Exception):
+    """Raised inside an import whose cancellation was asked for: its transaction rolls back."""
+
+
+def batches(
+    records: Iterable[formats.ParsedPrompt | formats.SkippedLine],
+) -> Iterator[list[formats.ParsedPrompt | formats.SkippedLine]]:
+    """Records in batches of IMPORT_BATCH_SIZE, or fewer once they hold IMPORT_BATCH_CHARS
+    characters of text, so a batch of long prompts stays small in memory."""
+    batch: list[formats.ParsedPrompt | formats.SkippedLine] = []
+    chars = 0
+    for record in records:
+        batch.append(record)
+        if isinstance(record, formats.ParsedPrompt):
+            chars += sum(len(m["content"]) for m in record.messages)
+            chars += sum(len(c.text) for c in record.completions)
+        if len(batch) >= IMPORT_BATCH_SIZE or chars >= IMPORT_BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
         yield batch
+
+
+def read_limits() -> formats.ReadLimits:
+    return formats.ReadLimits(
+        max_bytes=settings.PREFLAB_IMPORT_MAX_UNCOMPRESSED_BYTES,
+        max_line_bytes=settings.PREFLAB_IMPORT_MAX_LINE_BYTES,
+        max_records=settings.PREFLAB_IMPORT_MAX_PROMPTS,
+    )
 
 
 def import_dataset(
@@ -66,6 +94,7 @@ def import_dataset(
     size: int | None = None,
     strict: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
 ) -> ImportResult:
     """Import prompts and completions from a PrefLab JSONL, Anthropic HH or CSV file (.gz too).
 
@@ -74,16 +103,17 @@ def import_dataset(
     in the dataset with the same content is counted as unchanged; with other content, it is an
     error. HH lines that cannot be split into one conversation and two replies are skipped and
     reported, or are errors when `strict`. `on_progress` is called after each batch with the
-    number of (compressed) bytes read so far.
+    number of (compressed) bytes read so far; when `is_cancelled` says so after a batch, the
+    import stops with ImportCancelled and nothing is written.
     """
     limit = settings.PREFLAB_IMPORT_MAX_BYTES
     if size is not None and size > limit:
         raise ValidationError(f"the file is {size} bytes; the limit is {limit} bytes")
     result = ImportResult()
-    records = formats.read_records(stream, filename=filename, format=format)
+    records = formats.read_records(stream, filename=filename, format=format, limits=read_limits())
     # closing(): a failed import stops the reader now, while the caller's stream is still open.
     with closing(records), transaction.atomic():
-        for batch in batched(records, IMPORT_BATCH_SIZE):
+        for batch in batches(records):
             parsed = []
             for record in batch:
                 if isinstance(record, formats.SkippedLine):
@@ -98,6 +128,8 @@ def import_dataset(
             result.unchanged += unchanged
             if on_progress is not None:
                 on_progress(stream.tell())
+            if is_cancelled is not None and is_cancelled():
+                raise ImportCancelled
     return result
 
 
@@ -140,7 +172,8 @@ def run_import_job(*, job_id: int, now: datetime | None = None) -> ImportJob | N
 
     The job is claimed by a conditional update, so a second delivery of the task does nothing; a
     job left running by a worker that died is claimed again after the task time limit. A failed
-    import stores its error on the job (the import itself changed nothing) and re-raises.
+    import stores its error on the job (the import itself changed nothing) and re-raises; a
+    cancelled one ends cancelled. Either way the uploaded file is deleted.
     """
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
@@ -148,30 +181,109 @@ def run_import_job(*, job_id: int, now: datetime | None = None) -> ImportJob | N
         return None
     job = ImportJob.objects.select_related("dataset").get(pk=job_id)
     progress = jobs.ProgressWriter(ImportJob, job_id, beside_transaction=True)
-    with jobs.failing_loudly(ImportJob, job_id), job.file.open("rb") as stream:
-        try:
-            result = import_dataset(
-                dataset=job.dataset,
-                stream=stream,
-                filename=job.filename,
-                format=job.format or None,
-                size=job.size,
-                strict=job.strict,
-                on_progress=lambda bytes_read: progress(min(0.99, bytes_read / (job.size or 1))),
-            )
-        finally:
-            progress.close()
-    job.file.delete(save=False)
+    try:
+        with jobs.failing_loudly(ImportJob, job_id, file=""), job.file.open("rb") as stream:
+            try:
+                result = import_dataset(
+                    dataset=job.dataset,
+                    stream=stream,
+                    filename=job.filename,
+                    format=job.format or None,
+                    size=job.size,
+                    strict=job.strict,
+                    on_progress=lambda read: progress(min(0.99, read / (job.size or 1))),
+                    is_cancelled=lambda: jobs.cancel_requested(ImportJob, job_id),
+                )
+            except ImportCancelled:
+                message = "Cancelled while importing; nothing was imported."
+                _end_cancelled(job_id, message, [ImportJob.Status.RUNNING])
+                return ImportJob.objects.get(pk=job_id)
+    finally:
+        progress.close()
+        _delete_upload(job)
     jobs.finish_job(
         ImportJob,
         job_id,
-        file=job.file.name or "",
+        file="",
         created_count=result.created,
         unchanged_count=result.unchanged,
         skipped=[{"line": s.line, "reason": s.reason} for s in result.skipped],
     )
+    return ImportJob.objects.get(pk=job_id)
+
+
+def cancel_import(*, job: ImportJob, now: datetime | None = None) -> ImportJob:
+    """Stop an import: a queued one at once, a running one after the batch it is writing (its
+    transaction rolls back, so nothing of the file is imported). A finished one is refused."""
+    if job.is_finished:
+        raise ValidationError(f"This import has already {job.status}; there is nothing to stop.")
+    message = "Cancelled before it started; nothing was imported."
+    if _end_cancelled(job.pk, message, [ImportJob.Status.QUEUED], now=now):
+        _delete_upload(job)
+    else:
+        jobs.request_cancel(ImportJob, job.pk)
     job.refresh_from_db()
     return job
+
+
+def _end_cancelled(
+    job_id: int, message: str, statuses: list[str], *, now: datetime | None = None
+) -> bool:
+    """Mark the job cancelled if its status is one of `statuses`; False if it was not."""
+    return bool(
+        ImportJob.objects.filter(pk=job_id, status__in=statuses).update(
+            status=ImportJob.Status.CANCELLED,
+            error=message,
+            finished_at=now or timezone.now(),
+            file="",
+        )
+    )
+
+
+def _delete_upload(job: ImportJob) -> None:
+    if job.file.name:
+        job.file.delete(save=False)
+
+
+def reclaim_stale_imports(*, now: datetime | None = None) -> int:
+    """Mark failed the imports still running past the task time limit (their worker died: the
+    import rolled back), and delete their files (the periodic job)."""
+    now = now or timezone.now()
+    limit = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + STALE_GRACE_SECONDS)
+    stale = list(ImportJob.objects.filter(status=ImportJob.Status.RUNNING, started_at__lt=limit))
+    for job in stale:
+        updated = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
+            status=ImportJob.Status.FAILED,
+            finished_at=now,
+            file="",
+            error="The worker stopped before the import finished (killed or out of memory?); "
+            "nothing was imported. Upload the file again.",
+        )
+        if updated:
+            _delete_upload(job)
+    return len(stale)
+
+
+def delete_old_uploads(*, now: datetime | None = None) -> int:
+    """Delete uploaded files that no queued or running import needs and that are older than
+    PREFLAB_UPLOAD_RETENTION_HOURS (left by a crash, say) (the periodic job)."""
+    now = now or timezone.now()
+    folder = Path(settings.MEDIA_ROOT) / UPLOAD_FOLDER
+    if not folder.is_dir():
+        return 0
+    needed = {
+        Path(name).name
+        for name in ImportJob.objects.filter(
+            status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING]
+        ).values_list("file", flat=True)
+    }
+    cutoff = (now - timedelta(hours=settings.PREFLAB_UPLOAD_RETENTION_HOURS)).timestamp()
+    deleted = 0
+    for path in folder.iterdir():
+        if path.is_file() and path.name not in needed and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            deleted += 1
+    return deleted
 
 
 def _import_batch(dataset: Dataset, records: list[formats.ParsedPrompt]) -> tuple[int, int]:

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -63,8 +65,9 @@ def finish_job(model: type[BackgroundJob], job_id: int, **fields: Any) -> None:
 
 
 @contextmanager
-def failing_loudly(model: type[BackgroundJob], job_id: int) -> Iterator[None]:
-    """Mark the job failed, with the error, if the block raises; the exception goes on."""
+def failing_loudly(model: type[BackgroundJob], job_id: int, **fields: Any) -> Iterator[None]:
+    """Mark the job failed, with the error and `fields`, if the block raises; the exception
+    goes on."""
     try:
         yield
     except Exception as error:
@@ -73,9 +76,24 @@ def failing_loudly(model: type[BackgroundJob], job_id: int) -> Iterator[None]:
             error,
             status=Status.FAILED,
             finished_at=timezone.now(),
+            **fields,
         )
         logger.exception("%s %s failed", model._meta.verbose_name, job_id)
         raise
+
+
+def request_cancel(model: type[BackgroundJob], job_id: int) -> None:
+    """Ask the worker running the job to stop, through the shared cache: the job's own row may
+    be locked by the work it is doing (an import's transaction on SQLite, say)."""
+    cache.set(_cancel_key(model, job_id), True, timeout=settings.CELERY_TASK_TIME_LIMIT * 2)
+
+
+def cancel_requested(model: type[BackgroundJob], job_id: int) -> bool:
+    return bool(cache.get(_cancel_key(model, job_id)))
+
+
+def _cancel_key(model: type[BackgroundJob], job_id: int) -> str:
+    return f"preflab:cancel:{model._meta.label_lower}:{job_id}"
 
 
 class ProgressWriter:

@@ -22,6 +22,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from labeling import orders, report
+from labeling.errors import failure_text
 from labeling.models import Completion, Dataset, Prompt, QualityReport, Ranking, labeler_counts
 from labeling.services import jobs
 
@@ -58,7 +59,8 @@ def request_refresh(*, dataset: Dataset, now: datetime | None = None) -> bool:
 
 
 def invalidate_reports(dataset_ids: list[int]) -> None:
-    """Something that counts changed (an exclusion, a gold prompt): refresh at the next view."""
+    """Something that counts changed (an exclusion, a gold prompt): the report is stale now,
+    and a refresh may be queued at once."""
     QualityReport.objects.filter(dataset_id__in=dataset_ids).update(
         refresh_queued_at=None, generation=F("generation") + 1
     )
@@ -102,10 +104,11 @@ def refresh_report(*, dataset_id: int) -> QualityReport | None:
 def current_report(
     *, dataset: Dataset, now: datetime | None = None
 ) -> tuple[QualityReport | None, bool]:
-    """The report to show and whether a fresher one is being computed.
+    """The report to show and whether a fresher one is on its way. Writes nothing.
 
-    A stale report of a small dataset (up to `PREFLAB_QUALITY_INLINE_RANKINGS` rankings) is
-    recomputed at once; a big one is shown as it is while a worker refreshes it.
+    The worker's periodic `refresh_stale_reports` (or *Recompute now*) stores fresh reports.
+    Until it has, a stale report of a small dataset (up to `PREFLAB_QUALITY_INLINE_RANKINGS`
+    rankings) is computed at once and shown, not stored; a big one is shown as it is.
     """
     now = now or timezone.now()
     stored = QualityReport.objects.filter(dataset=dataset).first()
@@ -115,14 +118,32 @@ def current_report(
     small = Ranking.objects.filter(dataset=dataset).count() <= (
         settings.PREFLAB_QUALITY_INLINE_RANKINGS
     )
-    if small:
-        try:
-            return refresh_report(dataset_id=dataset.pk), False
-        except Exception:
-            logger.exception("quality report of %s failed", dataset.slug)
-            return QualityReport.objects.filter(dataset=dataset).first(), False
-    request_refresh(dataset=dataset, now=now)
-    return stored, True
+    if not small:
+        return stored, True
+    shown = stored or QualityReport(dataset=dataset)
+    try:
+        shown.data = compute_report(dataset=dataset, cursor=newest)
+    except Exception as error:
+        logger.exception("quality report of %s failed", dataset.slug)
+        shown.error = failure_text(error)
+        return shown, False
+    shown.ranking_cursor, shown.computed_at, shown.error = newest, now, ""
+    shown.computed_generation = shown.generation
+    return shown, False
+
+
+def refresh_stale_reports(*, now: datetime | None = None) -> int:
+    """Queue a refresh of every stale report of a dataset with rankings (the periodic job), so
+    pages read stored reports; returns how many were queued."""
+    now = now or timezone.now()
+    ranked = Ranking.objects.order_by().values("dataset").annotate(newest=Max("pk"))
+    reports = {stored.dataset_id: stored for stored in QualityReport.objects.all()}
+    queued = 0
+    for row in ranked:
+        stored = reports.get(row["dataset"])
+        if report_is_stale(stored, newest_ranking=row["newest"], now=now):
+            queued += request_refresh(dataset=Dataset(pk=row["dataset"]), now=now)
+    return queued
 
 
 def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
@@ -107,6 +108,27 @@ def test_import_status_is_staff_only(api, dataset, staff):
         api[role].get(url).status_code for role in ("staff", "service", "labeler", "anonymous")
     ]
     assert codes == [200, 403, 403, 401]
+
+
+def test_staff_cancel_a_queued_import_and_its_file_is_deleted(api, dataset, staff):
+    job = imports.queue_import(
+        dataset=dataset, upload=upload(jsonl(*[])), filename="x.jsonl", size=0, user=staff
+    )
+    path = job.file.path
+    url = reverse("labeling-api:import-cancel", args=[job.pk])
+    assert [api[r].post(url).status_code for r in ("service", "labeler", "anonymous")] == [
+        403,
+        403,
+        401,
+    ]
+    response = api["staff"].post(url)
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelled"
+    assert not Path(path).exists()
+    assert imports.run_import_job(job_id=job.pk) is None  # the worker finds nothing to do
+    again = api["staff"].post(url)
+    assert again.status_code == 400
+    assert "already cancelled" in again.json()["detail"][0]
 
 
 # --- Datasets --------------------------------------------------------------------------------

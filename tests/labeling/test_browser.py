@@ -67,7 +67,7 @@ def test_labeler_ranks_three_completions_with_the_keyboard_only(browser, live_se
     browser.get(live_server.url + "/")
     browser.find_element(By.NAME, "username").send_keys(user.username)
     browser.find_element(By.NAME, "password").send_keys(PASSWORD + Keys.ENTER)
-    browser.find_element(By.LINK_TEXT, "Start labeling").send_keys(Keys.ENTER)
+    browser.find_element(By.XPATH, "//button[.='Start labeling']").send_keys(Keys.ENTER)
     browser.find_element(By.ID, "ranking-form")
     keys = ActionChains(browser)
     # Rank: card 2 best, then card 3 tied with nothing, then card 1.

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from labeling.models import Completion, Dataset, Prompt
+from labeling.models import Completion, Dataset, ImportJob, Prompt
 from labeling.services import imports
 
 SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
@@ -161,25 +163,43 @@ def test_command_names_the_bad_line(tmp_path, dataset):
     assert not Prompt.objects.exists()
 
 
-def test_staff_upload_form_imports(client, staff, dataset):
-    client.force_login(staff)
-    url = reverse("admin:labeling_dataset_import", args=[dataset.pk])
-    upload = io.BytesIO(jsonl(*rows(3)))
+def upload_in_the_admin(client, dataset, content: bytes, captured) -> Any:
+    """Post a file to the admin's import form and run the job its worker would."""
+    upload = io.BytesIO(content)
     upload.name = "up.jsonl"
-    response = client.post(url, {"file": upload, "format": ""})
+    with captured() as callbacks:
+        response = client.post(
+            reverse("admin:labeling_dataset_import", args=[dataset.pk]),
+            {"file": upload, "format": ""},
+        )
+    job = ImportJob.objects.get()
     assert response.status_code == 302
-    assert dataset.prompts.count() == 3
-
-
-def test_upload_form_shows_the_line_error_and_stores_nothing(client, staff, dataset):
-    client.force_login(staff)
-    url = reverse("admin:labeling_dataset_import", args=[dataset.pk])
-    upload = io.BytesIO(jsonl(*rows(3)) + b"oops\n")
-    upload.name = "up.jsonl"
-    response = client.post(url, {"file": upload})
-    assert response.status_code == 200
-    assert "line 4: is not valid JSON" in response.content.decode()
+    assert response.url == reverse("admin:labeling_importjob_change", args=[job.pk])
+    assert len(callbacks) == 1  # queued after commit, not imported in the request
     assert not dataset.prompts.exists()
+    with contextlib.suppress(ValidationError):
+        imports.run_import_job(job_id=job.pk)
+    return client.get(response.url).content.decode()
+
+
+def test_staff_upload_form_queues_the_import(
+    client, staff, dataset, django_capture_on_commit_callbacks
+):
+    client.force_login(staff)
+    page = upload_in_the_admin(client, dataset, jsonl(*rows(3)), django_capture_on_commit_callbacks)
+    assert dataset.prompts.count() == 3
+    assert "Succeeded" in page and "http-equiv" not in page  # done: no more reloading
+
+
+def test_upload_form_shows_the_line_error_and_stores_nothing(
+    client, staff, dataset, django_capture_on_commit_callbacks
+):
+    client.force_login(staff)
+    content = jsonl(*rows(3)) + b"oops\n"
+    page = upload_in_the_admin(client, dataset, content, django_capture_on_commit_callbacks)
+    assert "line 4: is not valid JSON" in page
+    assert not dataset.prompts.exists()
+    assert not ImportJob.objects.get().file  # the upload is deleted
 
 
 def test_labelers_cannot_reach_the_upload_form(client, labeler, dataset):

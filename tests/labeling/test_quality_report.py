@@ -177,6 +177,8 @@ def test_a_big_datasets_report_is_refreshed_by_the_worker(worker, finished, clie
     url = reverse("labeling:quality", args=[dataset.slug])
     page = client.get(url).content.decode()
     assert "being computed" in page
+    assert not QualityReport.objects.exists()  # the page wrote and queued nothing
+    assert quality_report.refresh_stale_reports() == 1  # the periodic job
     assert finished.wait(60)
     report = QualityReport.objects.get(dataset=dataset)
     assert report.computed_at is not None and report.error == ""

@@ -56,16 +56,26 @@ def test_home_lists_active_datasets_with_progress(client, labeler, dataset, prom
 
 def test_next_leases_and_redirects_to_the_task(client, labeler, dataset, prompt):
     client.force_login(labeler)
-    response = client.get(reverse("labeling:next", args=[dataset.slug]))
+    response = client.post(reverse("labeling:next", args=[dataset.slug]))
     assignment = Assignment.objects.get(labeler=labeler)
     assert response.status_code == 302
     assert response.url == rank_url(assignment)
+    # Opening the link again goes back to the same task.
+    assert client.get(reverse("labeling:next", args=[dataset.slug])).url == rank_url(assignment)
+
+
+def test_following_a_link_leases_nothing(client, labeler, dataset, prompt):
+    client.force_login(labeler)
+    response = client.get(reverse("labeling:next", args=[dataset.slug]))
+    assert response.status_code == 200
+    assert 'method="post"' in response.content.decode()
+    assert not Assignment.objects.exists()
 
 
 def test_next_says_when_nothing_is_left(client, labeler, dataset):
     client.force_login(labeler)
-    response = client.get(reverse("labeling:next", args=[dataset.slug]))
-    assert response.status_code == 200
+    response = client.post(reverse("labeling:next", args=[dataset.slug]), follow=True)
+    assert response.redirect_chain == [(reverse("labeling:done", args=[dataset.slug]), 302)]
     assert "Nothing left to rank" in response.content.decode()
 
 
@@ -140,7 +150,7 @@ def test_submitting_the_form_stores_the_ranking_and_moves_on(client, labeler, as
     data = form_data(assignment, {a: 2, b: 1, c: 2}, **{f"flags_{c}": ["hallucination"]})
     response = client.post(reverse("labeling:submit", args=[assignment.pk]), data)
     assert response.status_code == 302
-    assert response.url == reverse("labeling:next", args=[dataset.slug])
+    assert response.url == reverse("labeling:done", args=[dataset.slug])  # the only prompt
     ranking = Ranking.objects.get()
     assert ranking.order == [[b], [a, c]]
     assert ranking.seconds_spent == 7.5

@@ -65,9 +65,3 @@ def start(dataset: Dataset, **config: Any) -> TrainingRun:
 @pytest.fixture
 def trained_on(db: None) -> Any:
     return ranked_dataset()
-
-
-@pytest.fixture(autouse=True)
-def media_root(settings: Any, tmp_path: Any) -> Any:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return settings.MEDIA_ROOT

@@ -1,0 +1,22 @@
+"""Response headers every page gets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+
+class ContentSecurityPolicy:
+    """Sends `settings.CONTENT_SECURITY_POLICY`, unless a view set its own. Django 5.2 has no
+    CSP of its own; PrefLab's pages load their scripts from files, so the policy forbids inline
+    and foreign script."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        return response
