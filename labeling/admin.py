@@ -137,7 +137,7 @@ class ImportJobAdmin(admin.ModelAdmin):
     list_filter = ["status", "dataset"]
     list_select_related = ["dataset"]
     change_form_template = "admin/labeling/importjob/change_form.html"
-    fields = readonly_fields = [
+    readonly_fields = (
         "dataset",
         "filename",
         "size",
@@ -153,7 +153,8 @@ class ImportJobAdmin(admin.ModelAdmin):
         "created_at",
         "started_at",
         "finished_at",
-    ]
+    )
+    fields = readonly_fields
 
     @admin.display(description="Progress")
     def percent(self, job: ImportJob) -> str:
