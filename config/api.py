@@ -1,4 +1,5 @@
-"""One mapping from the services' errors to the API's error body, for every API view.
+"""The API's shared plumbing: one mapping from the services' errors to the API's error body for
+every view, and the JSON parser that bounds what a body may hold.
 
 Services refuse with Django's ValidationError naming the field; DRF knows only its own. Here a
 Django ValidationError becomes a 400 whose body names the field (`{"field": ["message"]}`, or
@@ -8,18 +9,92 @@ ValidationError, PermissionDenied and Http404 included).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, ValidationError
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
 def exception_handler(error: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(error, ValidationError):
+    if isinstance(error, RequestDataTooBig):
+        error = RequestTooLarge("The request body is larger than this endpoint takes.")
+    elif isinstance(error, ValidationError):
         if hasattr(error, "error_dict"):
             error = ApiValidationError(error.message_dict)
         else:
             error = ApiValidationError({"detail": error.messages})
     return drf_exception_handler(error, context)
+
+
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a scalar is 0), without
+    recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+class LimitedJSONParser(BaseParser):
+    """JSON bodies of at most `max_bytes` (a 413 naming the limit) nested at most
+    PREFLAB_API_MAX_JSON_DEPTH deep (a 400): a body can neither hold a worker's memory nor crash
+    the parser. (Not a JSONParser subclass: DRF reads those through `request.body`, whose own
+    limit answers with an HTML 400.)"""
+
+    media_type = "application/json"
+    renderer_class = JSONRenderer
+
+    @property
+    def max_bytes(self) -> int:
+        return int(settings.PREFLAB_API_MAX_JSON_BYTES)
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise self.too_large()
+        body = stream.read(self.max_bytes + 1) if stream is not None else b""
+        if len(body) > self.max_bytes:
+            raise self.too_large()
+        try:
+            data = json.loads(body.decode((parser_context or {}).get("encoding", "utf-8")))
+        except RecursionError:
+            raise ParseError("JSON parse error: nested too deeply.") from None
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ParseError(f"JSON parse error: {error}") from None
+        limit = settings.PREFLAB_API_MAX_JSON_DEPTH
+        if json_depth(data) > limit:
+            raise ParseError(f"JSON parse error: nested deeper than {limit} levels.")
+        return data
+
+    def too_large(self) -> RequestTooLarge:
+        return RequestTooLarge(
+            f"The request body is larger than {self.max_bytes} bytes, the limit here."
+        )
+
+
+class ScoreJSONParser(LimitedJSONParser):
+    """The score endpoint takes batches of up to PREFLAB_SCORE_BATCH_MAX long conversations."""
+
+    @property
+    def max_bytes(self) -> int:
+        return int(settings.PREFLAB_SCORE_MAX_JSON_BYTES)

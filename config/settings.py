@@ -221,6 +221,10 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 # A running training run whose worker has not reported for this long is marked failed.
 PREFLAB_RUN_STALE_SECONDS = env_int("PREFLAB_RUN_STALE_SECONDS", 120)
 PREFLAB_SCORE_BATCH_MAX = 1000
+# JSON bodies of the API: the score endpoint takes a batch of long conversations, others less.
+PREFLAB_API_MAX_JSON_BYTES = env_int("PREFLAB_API_MAX_JSON_BYTES", 2 * 1024**2)
+PREFLAB_SCORE_MAX_JSON_BYTES = env_int("PREFLAB_SCORE_MAX_JSON_BYTES", 16 * 1024**2)
+PREFLAB_API_MAX_JSON_DEPTH = 32
 # The quality dashboard reads a precomputed report; a view asks a worker to refresh it when newer
 # rankings exist and it is older than this. Up to INLINE rankings, the view computes it at once.
 PREFLAB_QUALITY_REFRESH_SECONDS = env_int("PREFLAB_QUALITY_REFRESH_SECONDS", 60)
@@ -234,6 +238,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "config.api.LimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,

@@ -251,10 +251,25 @@ def export_params(
     return data
 
 
+def export_head(dataset: Dataset, model: type[Ranking] | type[Comparison], since: int) -> int:
+    """The export's cursor; a `since` beyond it was not a cursor of this dataset (a 400)."""
+    head = rankings.export_cursor(dataset=dataset, model=model)
+    if since > head:
+        raise ApiValidationError(
+            {
+                "since": [
+                    f"{since} is beyond the newest row of this export ({head}): use the "
+                    f"{CURSOR_HEADER} header of a pull of this dataset, or leave since out."
+                ]
+            }
+        )
+    return head
+
+
 def jsonl_response(
     request: Request, lines: Any, cursor: int, filename: str
 ) -> StreamingHttpResponse:
-    gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+    gzip = exports.accepts_gzip(request.headers.get("Accept-Encoding", ""))
     response = StreamingHttpResponse(
         exports.gzipped(lines) if gzip else lines, content_type="application/jsonl"
     )
@@ -286,7 +301,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
                 ]
             }
         )
-    cursor = max(params["since"], rankings.export_cursor(dataset=dataset, model=Comparison))
+    cursor = export_head(dataset, Comparison, params["since"])
     comparisons = Comparison.objects.filter(dataset=dataset).exported(
         cursor=cursor,
         since=params["since"],
@@ -329,7 +344,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
 def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
     params = export_params(request, RankingExportParamsSerializer)
-    cursor = max(params["since"], rankings.export_cursor(dataset=dataset, model=Ranking))
+    cursor = export_head(dataset, Ranking, params["since"])
     rows = Ranking.objects.filter(dataset=dataset).exported(
         cursor=cursor,
         since=params["since"],

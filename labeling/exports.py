@@ -367,6 +367,23 @@ def _encoded_prompts_with_completions(prompt_ids: set[int]) -> dict[int, tuple[s
     }
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip: named (or `*`) with a q-value above 0."""
+    accepted: dict[str, float] = {}
+    for part in accept_encoding.lower().split(","):
+        name, _, parameters = part.strip().partition(";")
+        quality = 1.0
+        for parameter in parameters.split(";"):
+            key, _, value = parameter.strip().partition("=")
+            if key == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        accepted[name.strip()] = quality
+    return accepted.get("gzip", accepted.get("x-gzip", accepted.get("*", 0.0))) > 0
+
+
 def gzipped(chunks: Iterable[bytes]) -> Iterator[bytes]:
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip header and trailer
     for chunk in chunks:

@@ -379,28 +379,30 @@ def read_records(
             wrapper.detach()
 
 
+def messages_problem(messages: list[dict[str, str]], *, max_text_chars: int) -> str | None:
+    """What makes `messages` no prompt PrefLab takes (imports and scoring alike), or None."""
+    if not messages:
+        return "field 'prompt' has no messages"
+    for index, message in enumerate(messages):
+        if message["role"] not in ROLES:
+            return f"field 'prompt[{index}].role' is {message['role']!r}; use one of " + ", ".join(
+                ROLES
+            )
+        if len(message["content"]) > max_text_chars:
+            return f"field 'prompt[{index}].content' is longer than {max_text_chars} characters"
+    if not any(m["content"].strip() for m in messages):
+        return "field 'prompt' is empty"
+    if messages[-1]["role"] != "user":
+        return "field 'prompt': the conversation must end with a user message to reply to"
+    return None
+
+
 def validate_record(record: ParsedPrompt, *, max_text_chars: int) -> None:
     """Check a parsed record against PrefLab's limits; fills in a missing prompt id."""
     line = record.line
-    if not record.messages:
-        raise line_error(line, "field 'prompt' has no messages")
-    for index, message in enumerate(record.messages):
-        if message["role"] not in ROLES:
-            raise line_error(
-                line,
-                f"field 'prompt[{index}].role' is {message['role']!r}; use one of "
-                + ", ".join(ROLES),
-            )
-        if len(message["content"]) > max_text_chars:
-            raise line_error(
-                line, f"field 'prompt[{index}].content' is longer than {max_text_chars} characters"
-            )
-    if not any(m["content"].strip() for m in record.messages):
-        raise line_error(line, "field 'prompt' is empty")
-    if record.messages[-1]["role"] != "user":
-        raise line_error(
-            line, "field 'prompt': the conversation must end with a user message to reply to"
-        )
+    problem = messages_problem(record.messages, max_text_chars=max_text_chars)
+    if problem is not None:
+        raise line_error(line, problem)
     count = len(record.completions)
     if not MIN_COMPLETIONS <= count <= MAX_COMPLETIONS:
         raise line_error(

@@ -42,12 +42,21 @@ def placement_problems(order: list[list[Item]], expected: Collection[Item]) -> l
     missing = set(expected) - set(placed)
     unknown = set(placed) - set(expected)
     if missing:
-        problems.append(f"missing {sorted(missing)}")  # type: ignore[type-var]
+        problems.append(f"missing {first_few(missing)}")
     if unknown:
-        problems.append(f"not in this prompt {sorted(unknown)}")  # type: ignore[type-var]
+        problems.append(f"not in this prompt {first_few(unknown)}")
     if len(placed) != len(set(placed)):
         problems.append("a completion is placed twice")
     return problems
+
+
+def first_few(items: Collection[Any], shown: int = 5) -> str:
+    """`[1, 2, 3]`, or the first `shown` and how many more: an error never echoes a whole
+    request back."""
+    ordered = sorted(items)
+    if len(ordered) <= shown:
+        return str(ordered)
+    return f"{str(ordered[:shown])[:-1]}, ... and {len(ordered) - shown} more]"
 
 
 def check_order(order: Any, completion_ids: Collection[int]) -> None:

@@ -10,11 +10,12 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.api import ScoreJSONParser
 from labeling.permissions import IsStaff, IsStaffOrService
 from rewards import artifacts, features
 from rewards.downloads import artifact_response
@@ -61,6 +62,7 @@ def reward_model_detail(request: Request, version: int) -> Response:
 )
 @api_view(["POST"])
 @permission_classes([IsStaffOrService])
+@parser_classes([ScoreJSONParser])
 def score(request: Request, version: int) -> Response:
     model = get_object_or_404(RewardModel, version=version)
     serializer = ScoreRequestSerializer(data=request.data)

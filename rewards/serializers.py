@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from labeling.formats import messages_problem
 from labeling.serializers import MessageSerializer
 from rewards.models import RewardModel
 
@@ -28,14 +29,25 @@ class ScoreItemSerializer(serializers.Serializer):
     completion = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
     def validate_prompt(self, value: object) -> list[dict[str, str]]:
+        """The same prompts imports take: a conversation that ends with a user message."""
         if isinstance(value, str):
-            return [{"role": "user", "content": value}]
+            value = [{"role": "user", "content": value}]
         messages = MessageSerializer(data=value, many=True)
         if not isinstance(value, list) or not value or not messages.is_valid():
             raise serializers.ValidationError(
                 'Must be a string or a non-empty list of {"role", "content"} messages.'
             )
-        return [dict(message) for message in messages.validated_data]
+        prompt = [dict(message) for message in messages.validated_data]
+        problem = messages_problem(prompt, max_text_chars=settings.PREFLAB_MAX_TEXT_CHARS)
+        if problem is not None:
+            raise serializers.ValidationError(problem)
+        return prompt
+
+    def validate_completion(self, value: str) -> str:
+        limit = settings.PREFLAB_MAX_TEXT_CHARS
+        if len(value) > limit:
+            raise serializers.ValidationError(f"is longer than {limit} characters")
+        return value
 
 
 class ScoreRequestSerializer(serializers.Serializer):

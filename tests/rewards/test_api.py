@@ -192,3 +192,46 @@ def test_failed_run_page_offers_a_retry(client, staff, trained_on):
     response = client.post(reverse("rewards:run-retry", args=[run.pk]))
     assert response.status_code == 302
     assert run.retries.count() == 1
+
+
+def test_a_full_batch_of_long_conversations_is_scored(api, model, settings):
+    conversation = [
+        {"role": "user", "content": "q" * 1000},
+        {"role": "assistant", "content": "a" * 1000},
+        {"role": "user", "content": "q" * 1000},
+    ]
+    items = [{"prompt": conversation, "completion": "c" * 1000}] * settings.PREFLAB_SCORE_BATCH_MAX
+    response = api["service"].post(
+        reverse("rewards-api:score", args=[model.version]), {"items": items}, format="json"
+    )
+    assert response.status_code == 200, response.content[:300]
+    assert len(response.json()["rewards"]) == settings.PREFLAB_SCORE_BATCH_MAX
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("   ", "field 'prompt' is empty"),
+        ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "end"),
+    ],
+)
+def test_score_refuses_the_prompts_imports_refuse(api, model, prompt, message):
+    response = api["service"].post(
+        reverse("rewards-api:score", args=[model.version]),
+        {"items": [{"prompt": prompt, "completion": "a"}]},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert message in str(response.json()["items"])
+
+
+def test_an_oversized_score_body_is_a_json_413(api, model, settings):
+    settings.PREFLAB_SCORE_MAX_JSON_BYTES = 1000
+    body = {"items": [{"prompt": "q", "completion": "a" * 2000}]}
+    response = api["service"].post(
+        reverse("rewards-api:score", args=[model.version]), body, format="json"
+    )
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "The request body is larger than 1000 bytes, the limit here."
+    }
