@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: worker run test test-postgres lint format migrate demo browser-deps bench clean
+.PHONY: worker run serve serve-web serve-worker serve-beat release test test-postgres lint format \
+	migrate demo browser-deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,15 +22,43 @@ migrate: $(STAMP)
 demo: migrate
 	$(BIN)/python manage.py load_demo
 
-# The web server and a Celery worker; stopping one (Ctrl-C) stops both.
+# The web server and a Celery worker with its beat; stopping one (Ctrl-C) stops both.
 run: demo
 	@echo "PrefLab on http://$(HOST):$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
 	@trap 'kill 0' EXIT INT TERM; \
-	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 & \
+	$(BIN)/celery -A config worker --beat --loglevel=INFO --concurrency=1 & \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 worker: migrate
 	$(BIN)/celery -A config worker --loglevel=INFO
+
+# Production, configured by the environment only (README: Production). `serve` runs everything
+# on one host; on several hosts run `release` once per upgrade, then `serve-web` and
+# `serve-worker` wherever wanted and `serve-beat` on exactly one host.
+WEB_CONCURRENCY ?= $(shell echo $$(( $$(nproc) * 2 + 1 )))
+WORKER_CONCURRENCY ?= $(shell nproc)
+
+release: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(BIN)/python manage.py check --deploy
+
+serve: release
+	@trap 'kill 0' EXIT INT TERM; \
+	$(MAKE) --no-print-directory serve-worker & $(MAKE) --no-print-directory serve-beat & \
+	$(MAKE) --no-print-directory serve-web
+
+serve-web: $(STAMP)
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(BIN)/gunicorn config.wsgi --bind $(HOST):$(PORT) --workers $(WEB_CONCURRENCY) \
+	  --timeout 120 --graceful-timeout 30 --max-requests 2000 --max-requests-jitter 200 \
+	  --access-logfile - --forwarded-allow-ips "$${FORWARDED_ALLOW_IPS:-127.0.0.1}"
+
+serve-worker: $(STAMP)
+	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=$(WORKER_CONCURRENCY)
+
+serve-beat: $(STAMP)
+	$(BIN)/celery -A config beat --loglevel=INFO
 
 # Debian's Chromium and its driver, for the real-browser test; skipped when not root.
 browser-deps:

@@ -72,7 +72,9 @@ class LimitedJSONParser(BaseParser):
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise self.too_large()
-        body = stream.read(self.max_bytes + 1) if stream is not None else b""
+        # request.body keeps the bytes for whoever reads them later (Django caps it at
+        # DATA_UPLOAD_MAX_MEMORY_SIZE, the largest of these limits).
+        body = request.body if request is not None else stream.read(self.max_bytes + 1)
         if len(body) > self.max_bytes:
             raise self.too_large()
         try:

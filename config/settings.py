@@ -73,7 +73,8 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PREFLAB_HTTPS
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PREFLAB_HTTPS)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PREFLAB_HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PREFLAB_HTTPS)
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# The header's preload directive only allows submitting the domain to browsers' preload lists.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PREFLAB_HTTPS)
 if PREFLAB_HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # /healthz answers load balancers over plain HTTP.
@@ -225,10 +226,21 @@ PREFLAB_SCORE_BATCH_MAX = 1000
 PREFLAB_API_MAX_JSON_BYTES = env_int("PREFLAB_API_MAX_JSON_BYTES", 2 * 1024**2)
 PREFLAB_SCORE_MAX_JSON_BYTES = env_int("PREFLAB_SCORE_MAX_JSON_BYTES", 16 * 1024**2)
 PREFLAB_API_MAX_JSON_DEPTH = 32
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(PREFLAB_API_MAX_JSON_BYTES, PREFLAB_SCORE_MAX_JSON_BYTES)
 # The quality dashboard reads a precomputed report; a view asks a worker to refresh it when newer
 # rankings exist and it is older than this. Up to INLINE rankings, the view computes it at once.
 PREFLAB_QUALITY_REFRESH_SECONDS = env_int("PREFLAB_QUALITY_REFRESH_SECONDS", 60)
 PREFLAB_QUALITY_INLINE_RANKINGS = env_int("PREFLAB_QUALITY_INLINE_RANKINGS", 5000)
+
+# How many proxies (a TLS terminator, a load balancer) stand in front of the web processes: the
+# client's address, which login and anonymous API throttles count by, is then that many entries
+# from the right of X-Forwarded-For. 0: the address the request came from.
+PREFLAB_PROXY_COUNT = env_int("PREFLAB_PROXY_COUNT", 0)
+# Failed sign-ins allowed per account and per address within the window; past them, signing in
+# (with any password) waits for the window to pass or `manage.py reset_login_throttle`.
+PREFLAB_LOGIN_FAILURES_PER_ACCOUNT = env_int("PREFLAB_LOGIN_FAILURES_PER_ACCOUNT", 5)
+PREFLAB_LOGIN_FAILURES_PER_ADDRESS = env_int("PREFLAB_LOGIN_FAILURES_PER_ADDRESS", 20)
+PREFLAB_LOGIN_WINDOW_SECONDS = env_int("PREFLAB_LOGIN_WINDOW_SECONDS", 15 * 60)
 
 # REST API
 REST_FRAMEWORK = {
@@ -247,6 +259,16 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
+    # Per token (or signed-in user), and per address for anonymous calls; 429 with Retry-After.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("PREFLAB_API_ANON_RATE", "60/minute"),
+        "user": env_str("PREFLAB_API_RATE", "1200/minute"),
+    },
+    "NUM_PROXIES": PREFLAB_PROXY_COUNT or None,
     # ?format= names an export format, not a renderer.
     "URL_FORMAT_OVERRIDE": None,
 }
@@ -291,7 +313,7 @@ PREFLAB_PERIODIC_SECONDS = env_int("PREFLAB_PERIODIC_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
     name: {"task": name, "schedule": float(seconds)}
     for name, seconds in {
-        "labeling.worker_heartbeat": 30,
+        "labeling.worker_heartbeat": min(30, PREFLAB_PERIODIC_SECONDS),
         "labeling.expire_stale_leases": PREFLAB_PERIODIC_SECONDS,
         "labeling.refresh_stale_reports": PREFLAB_PERIODIC_SECONDS,
         "labeling.reclaim_stale_imports": PREFLAB_PERIODIC_SECONDS,
@@ -300,6 +322,8 @@ CELERY_BEAT_SCHEDULE = {
     }.items()
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# /healthz fails when no worker has run the heartbeat for this long.
+PREFLAB_WORKER_SEEN_SECONDS = env_int("PREFLAB_WORKER_SEEN_SECONDS", 120)
 
 LOGGING = {
     "version": 1,

@@ -13,6 +13,8 @@ import hmac
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.http import HttpRequest
 
 SERVICE_GROUP = "service"
 
@@ -32,3 +34,49 @@ def labeler_with_pseudonym(wanted: str) -> int | None:
     back, so this hashes every user's id."""
     users = get_user_model().objects.order_by("pk").values_list("pk", flat=True)
     return next((user_id for user_id in users.iterator() if pseudonym(user_id) == wanted), None)
+
+
+# --- Sign-in throttle ------------------------------------------------------------------------
+# Failed sign-ins are counted in the shared cache per account and per address, each for
+# PREFLAB_LOGIN_WINDOW_SECONDS from the first failure; past the limit, signing in is refused,
+# whatever the password, until the window ends or `reset_login_failures`.
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address: with PREFLAB_PROXY_COUNT proxies in front, the entry of
+    X-Forwarded-For that the outermost of them appended."""
+    proxies = settings.PREFLAB_PROXY_COUNT
+    forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    if proxies and len([a for a in forwarded if a]) >= proxies:
+        return forwarded[-proxies]
+    return str(request.META.get("REMOTE_ADDR", ""))
+
+
+def _failure_keys(username: str, address: str) -> list[tuple[str, int]]:
+    account = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+    return [
+        (f"preflab:login:account:{account}", settings.PREFLAB_LOGIN_FAILURES_PER_ACCOUNT),
+        (f"preflab:login:address:{address}", settings.PREFLAB_LOGIN_FAILURES_PER_ADDRESS),
+    ]
+
+
+def login_refused(username: str, address: str) -> bool:
+    """Whether this account or this address has used up its failed sign-ins."""
+    counts = cache.get_many([key for key, _ in _failure_keys(username, address)])
+    return any(counts.get(key, 0) >= limit for key, limit in _failure_keys(username, address))
+
+
+def record_login_failure(username: str, address: str) -> None:
+    for key, _ in _failure_keys(username, address):
+        if cache.add(key, 1, timeout=settings.PREFLAB_LOGIN_WINDOW_SECONDS):
+            continue
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=settings.PREFLAB_LOGIN_WINDOW_SECONDS)
+
+
+def reset_login_failures(*, username: str = "", address: str = "") -> None:
+    """Forget the failed sign-ins of an account and/or an address."""
+    keys = _failure_keys(username, address)
+    cache.delete_many(([keys[0][0]] if username else []) + ([keys[1][0]] if address else []))

@@ -8,8 +8,12 @@ from string import ascii_uppercase
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
+from django.http import HttpRequest
 
-from labeling import orders
+from labeling import accounts, orders
 from labeling.formats import FORMATS
 from labeling.models import (
     RATING_MAX,
@@ -127,6 +131,43 @@ class RankingForm(forms.Form):
             "rationale": data["rationale"],
             "strength": data.get("strength") or "",
         }
+
+
+class ThrottledLoginMixin:
+    """Sign-in that is refused, whatever the password, once the account or the client's address
+    has used up its failed attempts (`labeling.accounts.login_refused`)."""
+
+    request: HttpRequest | None
+    cleaned_data: dict[str, Any]
+    throttled_message = (
+        "Too many failed sign-ins for this account or from this address. Try again in "
+        "%(minutes)d minutes, or ask an admin to reset it."
+    )
+
+    def clean(self) -> dict[str, Any]:
+        username = self.cleaned_data.get("username") or ""
+        address = accounts.client_address(self.request) if self.request else ""
+        if accounts.login_refused(username, address):
+            raise forms.ValidationError(
+                self.throttled_message,
+                code="throttled",
+                params={"minutes": -(-settings.PREFLAB_LOGIN_WINDOW_SECONDS // 60)},
+            )
+        try:
+            data: dict[str, Any] = super().clean()  # type: ignore[misc]
+        except forms.ValidationError:
+            accounts.record_login_failure(username, address)
+            raise
+        accounts.reset_login_failures(username=username)
+        return data
+
+
+class ThrottledAuthenticationForm(ThrottledLoginMixin, AuthenticationForm):
+    pass
+
+
+class ThrottledAdminAuthenticationForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    pass
 
 
 class SkipForm(forms.Form):

@@ -28,6 +28,17 @@ def fast_password_hasher(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def api_rates(monkeypatch: Any) -> None:
+    """Tests call the API faster than anyone should; tests/test_production.py checks the
+    throttle itself. (DRF reads the rates once, when the process starts.)"""
+    from rest_framework.throttling import SimpleRateThrottle
+
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"anon": "100000/min", "user": "100000/min"}
+    )
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings: Any, tmp_path: Any) -> Any:
     """Uploads and model files of each test go to a folder of its own."""
     settings.MEDIA_ROOT = tmp_path / "media"

@@ -1,0 +1,234 @@
+"""CI: PrefLab's production entry (`make serve`: gunicorn, a Celery worker and beat, DEBUG off,
+PostgreSQL and Redis) tried from outside, as an operator and a labeler would.
+
+.ci/run starts `make serve` with the environment below and runs this script with the same one.
+It waits for /healthz to be green, imports a file over the API (the worker does it), opens the
+API docs in Chromium (Swagger UI from the app itself, under the CSP), has a labeler rank a task
+in Chromium with the keyboard only (so rank.js was served), and hammers the API until it answers
+429 with Retry-After. Exits non-zero, saying what failed, on the first failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from rest_framework.authtoken.models import Token  # noqa: E402
+
+from labeling.models import Ranking  # noqa: E402
+
+BASE = f"http://127.0.0.1:{os.environ.get('PORT', '8765')}"
+PASSWORD = "a-long-labeler-password-1"
+
+
+def call(
+    path: str, *, token: str = "", method: str = "GET", body: Any = None
+) -> tuple[int, Any, Any]:
+    """(status, JSON body or text, headers) of one request to the running server."""
+    data, headers = None, {"Host": "127.0.0.1"}
+    if token:
+        headers["Authorization"] = f"Token {token}"
+    if isinstance(body, bytes):  # a multipart body built by `multipart`
+        data, headers["Content-Type"] = body, f"multipart/form-data; boundary={BOUNDARY}"
+    elif body is not None:
+        data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+    request = urllib.request.Request(BASE + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, raw, received = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as error:
+        status, raw, received = error.code, error.read(), error.headers
+    try:
+        return status, json.loads(raw), received
+    except ValueError:
+        return status, raw.decode(errors="replace"), received
+
+
+BOUNDARY = "preflab-ci-boundary"
+
+
+def multipart(name: str, filename: str, content: bytes) -> bytes:
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + content
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        raise SystemExit(f"FAILED: {what}")
+    print(f"ok: {what}")
+
+
+def wait_until_healthy() -> None:
+    deadline = time.monotonic() + 120
+    status, body = 0, None
+    while time.monotonic() < deadline:
+        try:
+            status, body, _ = call("/healthz")
+        except OSError:
+            status = 0
+        if status == 200:
+            break
+        time.sleep(1)
+    check(status == 200, f"/healthz is green within 2 minutes ({status} {body})")
+
+
+def import_over_the_api(staff_token: str, slug: str) -> None:
+    status, _, _ = call(
+        "/api/v1/datasets/",
+        token=staff_token,
+        method="POST",
+        body={"slug": slug, "name": "CI production", "labels_per_prompt": 1, "status": "active"},
+    )
+    check(status == 201, "a staff token creates a dataset")
+    rows = [
+        {
+            "id": f"p{n}",
+            "prompt": f"How do I do task {n}?",
+            "completions": ["Like so.", "No.", "Ask."],
+        }
+        for n in range(3)
+    ]
+    content = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    status, job, _ = call(
+        f"/api/v1/datasets/{slug}/imports/",
+        token=staff_token,
+        method="POST",
+        body=multipart("file", "prompts.jsonl", content),
+    )
+    check(status == 202 and job["status"] == "queued", "an upload is queued (202)")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and job["status"] in ("queued", "running"):
+        time.sleep(0.5)
+        _, job, _ = call(f"/api/v1/imports/{job['id']}/", token=staff_token)
+    check(
+        job["status"] == "succeeded" and job["created_count"] == 3, f"the worker imported it: {job}"
+    )
+
+
+def browser() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.implicitly_wait(10)
+    return driver
+
+
+def csp_violations(driver: Any) -> list[str]:
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
+
+
+def docs_load_offline(driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(BASE + "/api/docs/")
+    driver.find_element(By.CSS_SELECTOR, ".swagger-ui .information-container")
+    check(not csp_violations(driver), "Swagger UI renders from the app's own files under the CSP")
+
+
+def rank_with_the_keyboard(driver: Any, username: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(BASE + "/login/")
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD + Keys.ENTER)
+    driver.find_element(By.XPATH, "//button[.='Start labeling']").send_keys(Keys.ENTER)
+    driver.find_element(By.ID, "ranking-form")
+    keys = ActionChains(driver).send_keys("2", "3", "1")
+    for card in range(3):
+        keys.send_keys("h", str(7 - card), "o", "6", "a", "5", Keys.ARROW_RIGHT)
+    keys.perform()
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    driver.find_element(By.ID, "ranking-form")  # the next task opened
+    check(not csp_violations(driver), "the ranking page runs under the CSP")
+    ranking = Ranking.objects.filter(labeler__username=username).first()
+    check(
+        ranking is not None and len(ranking.order) == 3 and ranking.ratings,
+        "a labeler ranked and rated a task with the keyboard only (rank.js was served)",
+    )
+
+
+def throttled(token: str) -> None:
+    for _ in range(200):
+        status, body, headers = call("/api/v1/datasets/", token=token)
+        if status == 429:
+            check(
+                int(headers["Retry-After"]) > 0, f"a fast client gets 429 with Retry-After: {body}"
+            )
+            return
+    check(False, "a fast client gets 429")
+
+
+def main() -> int:
+    users = get_user_model().objects
+    suffix = uuid.uuid4().hex[:8]
+    staff = users.create_user(
+        f"ci-staff-{suffix}", password=PASSWORD, is_staff=True, is_superuser=True
+    )
+    labeler = users.create_user(f"ci-labeler-{suffix}", password=PASSWORD)
+    hammer = users.create_user(f"ci-hammer-{suffix}", password=PASSWORD)
+    wait_until_healthy()
+    import_over_the_api(Token.objects.create(user=staff).key, f"ci-prod-{suffix}")
+    status, _, headers = call("/static/admin/css/base.css")
+    check(
+        status == 200 and "max-age" in headers.get("Cache-Control", ""), "static files are served"
+    )
+    driver = browser()
+    try:
+        docs_load_offline(driver)
+        rank_with_the_keyboard(driver, labeler.username)
+    finally:
+        driver.quit()
+    throttled(Token.objects.create(user=hammer).key)
+    status, body, _ = call("/healthz")
+    check(status == 200, f"/healthz is still green: {body}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
