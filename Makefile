@@ -38,27 +38,32 @@ worker: migrate
 WEB_CONCURRENCY ?= $(shell echo $$(( $$(nproc) * 2 + 1 )))
 WORKER_CONCURRENCY ?= $(shell nproc)
 
+WEB := $(BIN)/gunicorn config.wsgi --bind $(HOST):$(PORT) --workers $(WEB_CONCURRENCY) \
+	--timeout 120 --graceful-timeout 30 --max-requests 2000 --max-requests-jitter 200 \
+	--access-logfile - --forwarded-allow-ips "$${FORWARDED_ALLOW_IPS:-127.0.0.1}"
+WORKER := $(BIN)/celery -A config worker --loglevel=INFO --concurrency=$(WORKER_CONCURRENCY)
+BEAT := $(BIN)/celery -A config beat --loglevel=INFO
+
 release: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py check --deploy
 
+# Ctrl-C or SIGTERM reaches every process itself; what is still running a second later is
+# stopped (a second signal at once can hang Celery beat's shutdown).
 serve: release
-	@trap 'kill 0' EXIT INT TERM; \
-	$(MAKE) --no-print-directory serve-worker & $(MAKE) --no-print-directory serve-beat & \
-	$(MAKE) --no-print-directory serve-web
+	@trap 'sleep 1; kill $$pids 2>/dev/null; wait' EXIT; trap 'exit 0' INT TERM; \
+	$(WORKER) & pids=$$!; $(BEAT) & pids="$$pids $$!"; $(WEB) & pids="$$pids $$!"; wait
 
 serve-web: $(STAMP)
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/gunicorn config.wsgi --bind $(HOST):$(PORT) --workers $(WEB_CONCURRENCY) \
-	  --timeout 120 --graceful-timeout 30 --max-requests 2000 --max-requests-jitter 200 \
-	  --access-logfile - --forwarded-allow-ips "$${FORWARDED_ALLOW_IPS:-127.0.0.1}"
+	$(WEB)
 
 serve-worker: $(STAMP)
-	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=$(WORKER_CONCURRENCY)
+	$(WORKER)
 
 serve-beat: $(STAMP)
-	$(BIN)/celery -A config beat --loglevel=INFO
+	$(BEAT)
 
 # Debian's Chromium and its driver, for the real-browser test; skipped when not root.
 browser-deps:

@@ -205,6 +205,7 @@ def throttled(token: str) -> None:
 
 
 def main() -> int:
+    wait_until_healthy()  # after `make release` has migrated
     users = get_user_model().objects
     suffix = uuid.uuid4().hex[:8]
     staff = users.create_user(
@@ -212,7 +213,6 @@ def main() -> int:
     )
     labeler = users.create_user(f"ci-labeler-{suffix}", password=PASSWORD)
     hammer = users.create_user(f"ci-hammer-{suffix}", password=PASSWORD)
-    wait_until_healthy()
     import_over_the_api(Token.objects.create(user=staff).key, f"ci-prod-{suffix}")
     status, _, headers = call("/static/admin/css/base.css")
     check(

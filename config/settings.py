@@ -321,7 +321,8 @@ CELERY_BEAT_SCHEDULE = {
         "labeling.delete_old_uploads": 3600,
     }.items()
 }
-CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# The schedule is kept in memory: every job is a short interval, so a restart loses nothing.
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 # /healthz fails when no worker has run the heartbeat for this long.
 PREFLAB_WORKER_SEEN_SECONDS = env_int("PREFLAB_WORKER_SEEN_SECONDS", 120)
 
