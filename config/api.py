@@ -100,3 +100,39 @@ class ScoreJSONParser(LimitedJSONParser):
     @property
     def max_bytes(self) -> int:
         return int(settings.PREFLAB_SCORE_MAX_JSON_BYTES)
+
+
+ERROR_RESPONSES = {
+    "400": "Refused: the body names each field and what is wrong with it "
+    '({"field": ["message"]}), or says why in "detail".',
+    "401": "No token, or a token that is not valid.",
+    "403": "This token's role may not do this.",
+    "404": "No such object, or not one this token may see.",
+    "413": "The body is larger than this endpoint takes; the message names the limit.",
+    "429": "Too many requests from this token (or address): retry after the seconds in the "
+    "Retry-After header.",
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "An error: `detail`, or one list of messages per refused field.",
+    "properties": {
+        "detail": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    },
+    "additionalProperties": True,
+}
+
+
+def add_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing: every operation lists the errors it can answer with and
+    their body (413 only where a body is sent)."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for operations in result.get("paths", {}).values():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            for code, description in ERROR_RESPONSES.items():
+                if code == "413" and method not in ("post", "put", "patch"):
+                    continue
+                response = responses.setdefault(code, {"description": description})
+                response.setdefault("content", body)
+    return result

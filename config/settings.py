@@ -280,6 +280,10 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the installed sidecar package: the docs work offline, under the CSP.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.add_error_responses",
+    ],
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "DatasetStatusEnum": "labeling.models.Dataset.Status",

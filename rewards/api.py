@@ -59,6 +59,12 @@ def reward_model_detail(request: Request, version: int) -> Response:
     request=ScoreRequestSerializer,
     responses=ScoreResponseSerializer,
     summary=f"Score up to {settings.PREFLAB_SCORE_BATCH_MAX} (prompt, completion) pairs",
+    description=(
+        f"Limits: 1 to {settings.PREFLAB_SCORE_BATCH_MAX} items (maxItems); a JSON body of at "
+        f"most {settings.PREFLAB_SCORE_MAX_JSON_BYTES} bytes (413 past it); prompts and "
+        f"completions of at most {settings.PREFLAB_MAX_TEXT_CHARS} characters each, a prompt "
+        "ending with a user message, as imports take them."
+    ),
 )
 @api_view(["POST"])
 @permission_classes([IsStaffOrService])

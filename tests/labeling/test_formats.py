@@ -176,3 +176,50 @@ def test_an_empty_reply_is_a_completion_like_any_other():
 def test_unknown_format_lists_the_accepted_ones():
     with pytest.raises(ValidationError, match="preflab, hh, csv"):
         read(b"", format="xml")
+
+
+LIMITS = formats.ReadLimits(max_bytes=2000, max_line_bytes=200, max_records=3)
+ROW = {"prompt": "Hi?", "completions": ["a", "b"]}
+
+
+def read_limited(content: bytes, filename: str = "data.jsonl") -> list:
+    return list(formats.read_records(io.BytesIO(content), filename=filename, limits=LIMITS))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (jsonl(ROW) + b'{"prompt": "' + b"x" * 300 + b'"}\n', "line 2: is longer than 200 bytes"),
+        (jsonl(ROW, ROW, ROW, ROW), "line 4: is past the limit of 3 prompts a file"),
+        (b"\n" * 2500, "more than 2000 bytes once decompressed"),
+        (gzip.compress(b"\n" * 2500), "more than 2000 bytes once decompressed"),
+    ],
+)
+def test_a_file_past_a_limit_stops_at_the_line(content, message):
+    with pytest.raises(ValidationError, match=message):
+        read_limited(content)
+
+
+def test_one_huge_compressed_line_is_refused_without_being_held():
+    limits = formats.ReadLimits(max_line_bytes=1000)
+    stream = io.BytesIO(gzip.compress(b"x" * 10**8))  # 100 MB in ~100 KB
+    with pytest.raises(ValidationError, match="line 1: is longer than 1000 bytes"):
+        list(formats.read_records(stream, filename="big.jsonl.gz", limits=limits))
+
+
+def test_nesting_past_the_parsers_depth_is_a_line_error_too():
+    with pytest.raises(ValidationError, match="line 2: is nested too deeply"):
+        read(jsonl(ROW) + b"[" * 100_000 + b"\n")
+
+
+def test_csv_rows_count_against_the_limit():
+    content = b"prompt,completion_1,completion_2\n" + b"Hi?,a,b\n" * 4
+    with pytest.raises(ValidationError, match="line 5: is past the limit of 3 prompts"):
+        read_limited(content, filename="data.csv")
+
+
+def test_a_corrupt_gzip_is_an_error_not_a_crash():
+    corrupt = bytearray(gzip.compress(jsonl(ROW) * 50))
+    corrupt[30:40] = b"\xff" * 10
+    with pytest.raises(ValidationError, match="the file cannot be read"):
+        read(bytes(corrupt))

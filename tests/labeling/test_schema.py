@@ -80,3 +80,15 @@ def test_skip_and_error_responses_match_the_schema(spec, labeler, dataset):
         reverse("labeling-api:skip", args=[assignment.pk]), {"reason": "unsure"}, format="json"
     )
     check(spec, skip)
+
+
+def test_the_schema_lists_every_error_and_the_score_limits(settings):
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    assert "Error" in schema["components"]["schemas"]
+    score = schema["paths"]["/api/v1/reward-models/{version}/score"]["post"]
+    assert {"400", "401", "403", "404", "413", "429"} <= set(score["responses"])
+    assert str(settings.PREFLAB_SCORE_BATCH_MAX) in score["description"]
+    export = schema["paths"]["/api/v1/datasets/{slug}/comparisons/"]["get"]
+    assert "413" not in export["responses"]
+    error = export["responses"]["429"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/Error"}
