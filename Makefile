@@ -93,6 +93,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/import_limits.py
 	$(BIN)/python bench/export_bench.py
 	$(BIN)/python bench/reward_quality.py
 	$(BIN)/python bench/training_memory.py
