@@ -169,6 +169,31 @@ def docs_load_offline(driver: Any) -> None:
     check(not csp_violations(driver), "Swagger UI renders from the app's own files under the CSP")
 
 
+def admin_pages_run_under_the_csp(driver: Any, username: str, slug: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from labeling.models import Dataset
+
+    driver.get(BASE + "/admin/login/")
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD + Keys.ENTER)
+    driver.find_element(By.ID, "site-name")
+    dataset = Dataset.objects.get(slug=slug)
+    for path in (
+        "/admin/labeling/dataset/",
+        f"/admin/labeling/dataset/{dataset.pk}/change/",
+        f"/admin/labeling/dataset/{dataset.pk}/import/",
+        "/admin/labeling/importjob/",
+        f"/quality/{slug}/",
+        "/rewards/",
+    ):
+        driver.get(BASE + path)
+        driver.find_element(By.TAG_NAME, "h1")
+    check(not csp_violations(driver), "the admin and staff pages run under the CSP")
+    driver.delete_all_cookies()
+
+
 def rank_with_the_keyboard(driver: Any, username: str) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -213,7 +238,8 @@ def main() -> int:
     )
     labeler = users.create_user(f"ci-labeler-{suffix}", password=PASSWORD)
     hammer = users.create_user(f"ci-hammer-{suffix}", password=PASSWORD)
-    import_over_the_api(Token.objects.create(user=staff).key, f"ci-prod-{suffix}")
+    slug = f"ci-prod-{suffix}"
+    import_over_the_api(Token.objects.create(user=staff).key, slug)
     status, _, headers = call("/static/admin/css/base.css")
     check(
         status == 200 and "max-age" in headers.get("Cache-Control", ""), "static files are served"
@@ -221,6 +247,7 @@ def main() -> int:
     driver = browser()
     try:
         docs_load_offline(driver)
+        admin_pages_run_under_the_csp(driver, staff.username, slug)
         rank_with_the_keyboard(driver, labeler.username)
     finally:
         driver.quit()
