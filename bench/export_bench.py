@@ -163,7 +163,13 @@ def export(format: str, profile: bool) -> dict[str, Any]:
         response.close()
         return rows, size
 
-    pull({**query, "since": 10**12})  # warm up: imports, URLs, permissions, an empty export
+    from django.db.models import Max
+
+    from labeling.models import Comparison, Ranking
+
+    model = Ranking if format == "rankings" else Comparison
+    head = model.objects.filter(dataset__slug=SLUG).aggregate(top=Max("pk"))["top"] or 0
+    pull({**query, "since": head})  # warm up: imports, URLs, permissions, an empty export
     rss_before = peak_rss_mib()
     with cProfile.Profile() if profile else contextlib.nullcontext() as profiler:
         start = time.perf_counter()
