@@ -181,13 +181,11 @@ STORAGES = {
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
-        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        else "config.static.StaticFilesStorage"
     },
 }
 # In development (and tests) static files are found where they are, without collectstatic.
 WHITENOISE_AUTOREFRESH = WHITENOISE_USE_FINDERS = DEBUG
-# A page never fails for a file missing from collectstatic's manifest: it links the plain name.
-WHITENOISE_MANIFEST_STRICT = False
 
 # The shared cache holds the throttles' counters and the workers' heartbeat, so every web
 # process and worker must see the same one: Redis in production (CACHE_URL=redis://...). The

@@ -143,3 +143,14 @@ def test_static_files_are_served_by_the_app(client, db, name):
     assert response.status_code == 200
     assert b"".join(response.streaming_content)
     response.close()
+
+
+def test_a_page_renders_before_collectstatic_with_debug_off(client, db, settings, tmp_path):
+    settings.STATIC_ROOT = tmp_path / "not-collected"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "config.static.StaticFilesStorage"},
+    }
+    response = client.get(reverse("login"))
+    assert response.status_code == 200
+    assert "/static/labeling/app.css" in response.content.decode()
