@@ -4,6 +4,7 @@ scheduled by Celery beat (`CELERY_BEAT_SCHEDULE` in the settings)."""
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -48,3 +49,9 @@ def delete_old_uploads() -> int:
 def worker_heartbeat() -> None:
     """A worker ran this: /healthz reads when, from the shared cache."""
     cache.set(WORKER_SEEN_KEY, timezone.now().timestamp(), timeout=None)
+
+
+@worker_ready.connect
+def heartbeat_at_start(**kwargs: object) -> None:
+    """A worker that just started counts as seen, before beat's first heartbeat."""
+    worker_heartbeat()
