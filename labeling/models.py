@@ -470,14 +470,10 @@ class ImportJob(BackgroundJob):
 
 
 class QualityReport(models.Model):
-    """A dataset's label-quality statistics, computed by a worker and read by the dashboard.
-
-    Agreement with bootstrap intervals over 100k rankings takes seconds, so the dashboard reads
-    this row instead of computing on every request. `ranking_cursor` is the newest ranking it
-    covers; the dashboard asks for a refresh when newer rankings exist and the row is older than
-    `PREFLAB_QUALITY_REFRESH_SECONDS`, or at once after an exclusion or a gold change
-    (`invalidated`).
-    """
+    """A dataset's label-quality statistics, computed by a worker and read by the dashboard
+    (over 100k rankings they take seconds). `ranking_cursor` is the newest ranking they cover;
+    the periodic job refreshes the row when newer rankings exist and it is older than
+    `PREFLAB_QUALITY_REFRESH_SECONDS`, or after an exclusion or a gold change (`invalidated`)."""
 
     dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, related_name="quality")
     data = models.JSONField(default=dict, blank=True)
