@@ -72,16 +72,18 @@ class LimitedJSONParser(BaseParser):
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise self.too_large()
-        # request.body keeps the bytes for whoever reads them later (Django caps it at
-        # DATA_UPLOAD_MAX_MEMORY_SIZE, the largest of these limits).
-        body = request.body if request is not None else stream.read(self.max_bytes + 1)
+        if request is not None and self.max_bytes <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            body = request.body  # read through Django, so it stays readable afterwards
+        else:
+            body = stream.read(self.max_bytes + 1) if stream is not None else b""
         if len(body) > self.max_bytes:
             raise self.too_large()
         try:
-            data = json.loads(body.decode((parser_context or {}).get("encoding", "utf-8")))
+            # JSON is UTF-8 (RFC 8259), whatever charset a client names.
+            data = json.loads(body.decode("utf-8"))
         except RecursionError:
             raise ParseError("JSON parse error: nested too deeply.") from None
-        except (ValueError, UnicodeDecodeError) as error:
+        except ValueError as error:  # UnicodeDecodeError is one
             raise ParseError(f"JSON parse error: {error}") from None
         limit = settings.PREFLAB_API_MAX_JSON_DEPTH
         if json_depth(data) > limit:

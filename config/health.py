@@ -1,9 +1,10 @@
 """/healthz for load balancers and monitors: is this web process able to serve?
 
 Unauthenticated and cheap, it says only which of its three checks fail: the database answers,
-the broker takes connections, and a worker ran the periodic heartbeat recently (Celery beat
-sends it every 30 seconds; the worker notes the time in the shared cache). 200 when all pass,
-503 otherwise.
+the broker takes connections, and a worker process was seen recently (each notes the time in the
+shared cache every 30 seconds, from its main process, however busy its pool). 200 when all pass,
+503 otherwise. `?only=database,broker` runs just those checks: for a load balancer that should
+keep web processes in service while the workers are down.
 """
 
 from __future__ import annotations
@@ -53,14 +54,19 @@ def worker_seen() -> bool:
     return seen is not None and time.time() - float(seen) < settings.PREFLAB_WORKER_SEEN_SECONDS
 
 
+CHECKS = {"database": database_answers, "broker": broker_answers, "worker": worker_seen}
+
+
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    checks = {
-        "database": database_answers(),
-        "broker": broker_answers(),
-        "worker": worker_seen(),
-    }
+    only = [name for name in request.GET.get("only", "").split(",") if name]
+    unknown = sorted(set(only) - set(CHECKS))
+    if unknown:
+        return JsonResponse(
+            {"only": f"Unknown checks {unknown}; use {sorted(CHECKS)}."}, status=400
+        )
+    checks = {name: check() for name, check in CHECKS.items() if not only or name in only}
     healthy = all(checks.values())
     return JsonResponse(
         {

@@ -223,10 +223,10 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 PREFLAB_RUN_STALE_SECONDS = env_int("PREFLAB_RUN_STALE_SECONDS", 120)
 PREFLAB_SCORE_BATCH_MAX = 1000
 # JSON bodies of the API: the score endpoint takes a batch of long conversations, others less.
+# (Above DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MiB, the body is read past Django's own limit.)
 PREFLAB_API_MAX_JSON_BYTES = env_int("PREFLAB_API_MAX_JSON_BYTES", 2 * 1024**2)
 PREFLAB_SCORE_MAX_JSON_BYTES = env_int("PREFLAB_SCORE_MAX_JSON_BYTES", 16 * 1024**2)
 PREFLAB_API_MAX_JSON_DEPTH = 32
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(PREFLAB_API_MAX_JSON_BYTES, PREFLAB_SCORE_MAX_JSON_BYTES)
 # The quality dashboard reads a precomputed report; a view asks a worker to refresh it when newer
 # rankings exist and it is older than this. Up to INLINE rankings, the view computes it at once.
 PREFLAB_QUALITY_REFRESH_SECONDS = env_int("PREFLAB_QUALITY_REFRESH_SECONDS", 60)
@@ -250,11 +250,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "config.api.exception_handler",
-    "DEFAULT_PARSER_CLASSES": [
-        "config.api.LimitedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON bodies, bounded; multipart only where a file is uploaded (imports).
+    "DEFAULT_PARSER_CLASSES": ["config.api.LimitedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -314,10 +311,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery beat (one process for the whole installation; `make serve` starts it) runs these.
 PREFLAB_PERIODIC_SECONDS = env_int("PREFLAB_PERIODIC_SECONDS", 60)
+# A run that waits in the queue longer than its interval is dropped (the next one comes).
 CELERY_BEAT_SCHEDULE = {
-    name: {"task": name, "schedule": float(seconds)}
+    name: {"task": name, "schedule": float(seconds), "options": {"expires": float(seconds)}}
     for name, seconds in {
-        "labeling.worker_heartbeat": min(30, PREFLAB_PERIODIC_SECONDS),
         "labeling.expire_stale_leases": PREFLAB_PERIODIC_SECONDS,
         "labeling.refresh_stale_reports": PREFLAB_PERIODIC_SECONDS,
         "labeling.reclaim_stale_imports": PREFLAB_PERIODIC_SECONDS,
@@ -327,7 +324,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 # The schedule is kept in memory: every job is a short interval, so a restart loses nothing.
 CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
-# /healthz fails when no worker has run the heartbeat for this long.
+# Each worker process notes itself seen this often; /healthz fails when none has for SEEN.
+PREFLAB_WORKER_HEARTBEAT_SECONDS = min(30, PREFLAB_PERIODIC_SECONDS)
 PREFLAB_WORKER_SEEN_SECONDS = env_int("PREFLAB_WORKER_SEEN_SECONDS", 120)
 
 LOGGING = {

@@ -37,9 +37,11 @@ def labeler_with_pseudonym(wanted: str) -> int | None:
 
 
 # --- Sign-in throttle ------------------------------------------------------------------------
-# Failed sign-ins are counted in the shared cache per account and per address, each for
-# PREFLAB_LOGIN_WINDOW_SECONDS from the first failure; past the limit, signing in is refused,
-# whatever the password, until the window ends or `reset_login_failures`.
+# Sign-in attempts are counted in the shared cache per account and per address, each for
+# PREFLAB_LOGIN_WINDOW_SECONDS from the first; a successful one is taken back. An attempt is
+# counted before its password is checked, so parallel attempts cannot all slip under the limit;
+# past the limit signing in is refused, whatever the password, until the window ends or
+# `reset_login_failures`.
 
 
 def client_address(request: HttpRequest) -> str:
@@ -60,20 +62,32 @@ def _failure_keys(username: str, address: str) -> list[tuple[str, int]]:
     ]
 
 
-def login_refused(username: str, address: str) -> bool:
-    """Whether this account or this address has used up its failed sign-ins."""
-    counts = cache.get_many([key for key, _ in _failure_keys(username, address)])
-    return any(counts.get(key, 0) >= limit for key, limit in _failure_keys(username, address))
-
-
-def record_login_failure(username: str, address: str) -> None:
-    for key, _ in _failure_keys(username, address):
+def begin_login_attempt(username: str, address: str) -> bool:
+    """Count a sign-in attempt; False when the account or the address is past its limit (the
+    attempt must then be refused). Atomic on Redis: increments, no read-then-write."""
+    allowed = True
+    for key, limit in _failure_keys(username, address):
         if cache.add(key, 1, timeout=settings.PREFLAB_LOGIN_WINDOW_SECONDS):
-            continue
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=settings.PREFLAB_LOGIN_WINDOW_SECONDS)
+            count = 1
+        else:
+            try:
+                count = cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.add(key, 1, timeout=settings.PREFLAB_LOGIN_WINDOW_SECONDS)
+                count = 1
+        allowed = allowed and count <= limit
+    return allowed
+
+
+def login_succeeded(username: str, address: str) -> None:
+    """A good password: the account starts afresh, the address gets this attempt back."""
+    account_key, address_key = (key for key, _ in _failure_keys(username, address))
+    cache.delete(account_key)
+    try:
+        if cache.decr(address_key) < 0:
+            cache.delete(address_key)
+    except ValueError:  # the window ended meanwhile
+        pass
 
 
 def reset_login_failures(*, username: str = "", address: str = "") -> None:

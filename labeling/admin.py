@@ -50,6 +50,12 @@ def apply_to_each(
         messages.info(request, "None of the selected rows applied; nothing changed.")
 
 
+def without_bulk_delete(actions: dict[str, Any]) -> dict[str, Any]:
+    """Actions without "Delete selected", which checks no row's own delete permission."""
+    actions.pop("delete_selected", None)
+    return actions
+
+
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
     list_display = [
@@ -69,6 +75,15 @@ class DatasetAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Dataset]:
         return super().get_queryset(request).with_progress()  # type: ignore[attr-defined]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return without_bulk_delete(super().get_actions(request))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:
+        """A dataset with rankings is archived, not deleted: deleting would take them along."""
+        if obj is not None and obj.rankings.exists():
+            return False
+        return super().has_delete_permission(request, obj)
 
     @admin.display(description="Prompts", ordering="prompt_count")
     def prompt_count(self, dataset: Dataset) -> int:
@@ -247,6 +262,9 @@ class PromptAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Prompt]:
         return super().get_queryset(request).annotate(completion_count=Count("completions"))
 
@@ -270,7 +288,10 @@ class PromptAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         gold.set_gold(prompt=obj, order=order)
 
-    @admin.action(description="Promote to gold where the labelers agreed unanimously")
+    @admin.action(
+        description="Promote to gold where the labelers agreed unanimously",
+        permissions=["change"],
+    )
     def promote_unanimous(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> None:
         promoted = refused = 0
         for prompt in queryset.filter(is_gold=False):
@@ -370,6 +391,15 @@ class LabelerAdmin(UserAdmin):
     """Django's user admin with the label-quality actions: exclude and reinstate labelers."""
 
     actions = ["exclude_labelers", "reinstate_labelers"]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return without_bulk_delete(super().get_actions(request))
+
+    def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        """A labeler with rankings is excluded, not deleted: deleting would take them along."""
+        if obj is not None and obj.rankings.exists():  # type: ignore[attr-defined]
+            return False
+        return super().has_delete_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         """Unticking *Active* excludes the labeler, ticking it reinstates them: the same rules

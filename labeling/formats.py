@@ -15,7 +15,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -255,7 +255,7 @@ def _preflab_completions(line: int, raw_completions: Any) -> list[ParsedCompleti
 # --- CSV -------------------------------------------------------------------------------------
 
 
-def csv_records(text: IO[str], limits: ReadLimits = ReadLimits()) -> Iterator[ParsedPrompt]:
+def csv_records(text: Iterable[str], limits: ReadLimits = ReadLimits()) -> Iterator[ParsedPrompt]:
     """Header row: 'prompt', optional 'id', and one column per completion named 'completion...'.
 
     The completion's column name is its id; empty cells are left out, other columns are metadata.
@@ -305,6 +305,18 @@ def guess_format(filename: str) -> str:
     if name.endswith(".csv"):
         return "csv"
     return "jsonl"
+
+
+def text_lines(binary: IO[bytes], limits: ReadLimits) -> Iterator[str]:
+    """The file's lines as text (UTF-8, a leading BOM dropped), each read with a bounded
+    `readline`, so a CSV row is never held past the line limit."""
+    line = 0
+    while raw := binary.readline(limits.max_line_bytes + 1):
+        line += 1
+        if len(raw) > limits.max_line_bytes:
+            raise line_error(line, f"is longer than {limits.max_line_bytes} bytes")
+        text = raw.decode("utf-8")
+        yield text.removeprefix("\ufeff") if line == 1 else text
 
 
 def json_records(
@@ -360,15 +372,12 @@ def read_records(
     binary: IO[bytes] = io.BufferedReader(capped)  # type: ignore[arg-type]
     try:
         if format == "csv" or (format is None and guess_format(filename) == "csv"):
-            text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")  # type: ignore[type-var]
             try:
-                yield from csv_records(text, limits)
+                yield from csv_records(text_lines(binary, limits), limits)
             except UnicodeDecodeError:
                 raise ValidationError("the CSV file is not valid UTF-8") from None
             except csv.Error as error:
                 raise ValidationError(f"the CSV file is malformed: {error}") from None
-            finally:
-                text.detach()
         else:
             yield from json_records(binary, format, limits)
     except (OSError, EOFError, zlib.error) as error:

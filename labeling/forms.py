@@ -135,7 +135,7 @@ class RankingForm(forms.Form):
 
 class ThrottledLoginMixin:
     """Sign-in that is refused, whatever the password, once the account or the client's address
-    has used up its failed attempts (`labeling.accounts.login_refused`)."""
+    has used up its failed attempts (`labeling.accounts.begin_login_attempt`)."""
 
     request: HttpRequest | None
     cleaned_data: dict[str, Any]
@@ -147,18 +147,16 @@ class ThrottledLoginMixin:
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username") or ""
         address = accounts.client_address(self.request) if self.request else ""
-        if accounts.login_refused(username, address):
+        if not accounts.begin_login_attempt(username, address):
             raise forms.ValidationError(
                 self.throttled_message,
                 code="throttled",
                 params={"minutes": -(-settings.PREFLAB_LOGIN_WINDOW_SECONDS // 60)},
             )
-        try:
-            data: dict[str, Any] = super().clean()  # type: ignore[misc]
-        except forms.ValidationError:
-            accounts.record_login_failure(username, address)
-            raise
-        accounts.reset_login_failures(username=username)
+        data: dict[str, Any] = super().clean()  # type: ignore[misc]
+        # An empty password authenticates nobody and raises nothing here: still a failure.
+        if self.get_user() is not None:  # type: ignore[attr-defined]
+            accounts.login_succeeded(username, address)
         return data
 
 

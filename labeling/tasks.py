@@ -1,14 +1,21 @@
 """Celery tasks of the labeling app: each takes ids and calls one service. The periodic ones are
-scheduled by Celery beat (`CELERY_BEAT_SCHEDULE` in the settings)."""
+scheduled by Celery beat (`CELERY_BEAT_SCHEDULE` in the settings); each worker process also
+notes itself seen for /healthz (`start_heartbeat`)."""
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
 from labeling.services import imports, leasing, quality_report
+
+logger = logging.getLogger(__name__)
 
 WORKER_SEEN_KEY = "preflab:worker-seen"
 
@@ -45,13 +52,31 @@ def delete_old_uploads() -> int:
     return imports.delete_old_uploads()
 
 
-@shared_task(name="labeling.worker_heartbeat")
-def worker_heartbeat() -> None:
-    """A worker ran this: /healthz reads when, from the shared cache."""
+def note_worker_seen() -> None:
+    """/healthz reads when a worker was last seen, from the shared cache."""
     cache.set(WORKER_SEEN_KEY, timezone.now().timestamp(), timeout=None)
 
 
+_stop_heartbeat = threading.Event()
+
+
 @worker_ready.connect
-def heartbeat_at_start(**kwargs: object) -> None:
-    """A worker that just started counts as seen, before beat's first heartbeat."""
-    worker_heartbeat()
+def start_heartbeat(**kwargs: object) -> None:
+    """A worker process (`celery worker`) notes itself seen every WORKER_HEARTBEAT_SECONDS from
+    a thread of its main process, so a pool busy with a long training run does not hide it."""
+
+    def beat() -> None:
+        while not _stop_heartbeat.is_set():
+            try:
+                note_worker_seen()
+            except Exception:  # the cache is down: /healthz will say so
+                logger.warning("could not note the worker's heartbeat", exc_info=True)
+            _stop_heartbeat.wait(settings.PREFLAB_WORKER_HEARTBEAT_SECONDS)
+
+    _stop_heartbeat.clear()
+    threading.Thread(target=beat, name="preflab-heartbeat", daemon=True).start()
+
+
+@worker_shutdown.connect
+def stop_heartbeat(**kwargs: object) -> None:
+    _stop_heartbeat.set()

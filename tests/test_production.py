@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from rest_framework.throttling import SimpleRateThrottle
 
-from labeling.tasks import WORKER_SEEN_KEY, worker_heartbeat
+from labeling.tasks import WORKER_SEEN_KEY, note_worker_seen
 from tests.factories import PASSWORD, UserFactory, token_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def test_healthz_needs_a_worker_seen_recently(client, db, settings):
         "status": "unavailable",
         "checks": {"database": "ok", "broker": "ok", "worker": "failing"},
     }
-    worker_heartbeat()
+    note_worker_seen()
     assert client.get("/healthz").json()["status"] == "ok"
     cache.set(WORKER_SEEN_KEY, time.time() - settings.PREFLAB_WORKER_SEEN_SECONDS - 1)
     assert client.get("/healthz").status_code == 503
@@ -38,7 +38,7 @@ def test_healthz_needs_a_worker_seen_recently(client, db, settings):
 def test_healthz_says_when_the_broker_is_down(client, db, settings):
     from tests.conftest import use_broker
 
-    worker_heartbeat()
+    note_worker_seen()
     use_broker("redis://127.0.0.1:1/0")  # nothing listens there
     try:
         response = client.get("/healthz")
@@ -154,3 +154,26 @@ def test_a_page_renders_before_collectstatic_with_debug_off(client, db, settings
     response = client.get(reverse("login"))
     assert response.status_code == 200
     assert "/static/labeling/app.css" in response.content.decode()
+
+
+def test_an_empty_password_counts_as_a_failure(client, db, settings):
+    user = UserFactory()
+    for attempt in range(settings.PREFLAB_LOGIN_FAILURES_PER_ACCOUNT):
+        sign_in(client, user.username, "wrong" if attempt % 2 else "")
+    refused = sign_in(client, user.username, PASSWORD)
+    assert "Too many failed sign-ins" in refused.content.decode()
+
+
+def test_a_good_sign_in_gives_the_address_its_attempt_back(client, db, settings):
+    settings.PREFLAB_LOGIN_FAILURES_PER_ADDRESS = 2
+    users = UserFactory.create_batch(4)
+    for user in users:  # more good sign-ins from one address than its failure limit
+        assert sign_in(client, user.username, PASSWORD).status_code == 302
+        client.logout()
+
+
+def test_healthz_can_leave_the_worker_out_for_a_load_balancer(client, db):
+    response = client.get("/healthz", {"only": "database,broker"})
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert client.get("/healthz", {"only": "disk"}).status_code == 400

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.db import connection, reset_queries, transaction
+from django.db import OperationalError, connection, reset_queries, transaction
 from django.utils import timezone
 
 from labeling import formats
@@ -218,7 +218,14 @@ def cancel_import(*, job: ImportJob, now: datetime | None = None) -> ImportJob:
     if job.is_finished:
         raise ValidationError(f"This import has already {job.status}; there is nothing to stop.")
     message = "Cancelled before it started; nothing was imported."
-    if _end_cancelled(job.pk, message, [ImportJob.Status.QUEUED], now=now):
+    queued = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.QUEUED).exists()
+    # Only a queued job is written to here: a running import on SQLite holds the one write
+    # lock until it ends, so the worker is asked through the cache instead.
+    try:
+        ended = queued and _end_cancelled(job.pk, message, [ImportJob.Status.QUEUED], now=now)
+    except OperationalError:  # claimed meanwhile and locked on SQLite
+        ended = False
+    if ended:
         _delete_upload(job)
     else:
         jobs.request_cancel(ImportJob, job.pk)

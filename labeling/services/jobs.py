@@ -58,10 +58,16 @@ def record_failure(rows: QuerySet[Any], error: BaseException, **fields: Any) -> 
     return text
 
 
-def finish_job(model: type[BackgroundJob], job_id: int, **fields: Any) -> None:
-    model._default_manager.filter(pk=job_id).update(
+def finish_job(model: type[BackgroundJob], job_id: int, **fields: Any) -> bool:
+    """Mark a running job succeeded; False (with a log line) if it is no longer running, e.g.
+    reclaimed as failed meanwhile: a finished job's status is never overwritten."""
+    finished = model._default_manager.filter(pk=job_id, status=Status.RUNNING).update(
         status=Status.SUCCEEDED, progress=1.0, finished_at=timezone.now(), **fields
     )
+    if not finished:
+        name = model._meta.verbose_name
+        logger.warning("%s %s ended after it was no longer running; left as it is", name, job_id)
+    return bool(finished)
 
 
 @contextmanager

@@ -137,7 +137,7 @@ def refresh_stale_reports(*, now: datetime | None = None) -> int:
     pages read stored reports; returns how many were queued."""
     now = now or timezone.now()
     ranked = Ranking.objects.order_by().values("dataset").annotate(newest=Max("pk"))
-    reports = {stored.dataset_id: stored for stored in QualityReport.objects.all()}
+    reports = {stored.dataset_id: stored for stored in QualityReport.objects.defer("data")}
     queued = 0
     for row in ranked:
         stored = reports.get(row["dataset"])

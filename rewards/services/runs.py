@@ -139,6 +139,9 @@ def run_training(*, run_id: int, now: datetime | None = None) -> TrainingRun | N
     run = TrainingRun.objects.get(pk=run_id)
     with jobs.failing_loudly(TrainingRun, run_id):
         metrics, model = training.train(run, StageReporter(run_id))
-    jobs.finish_job(TrainingRun, run_id, stage="done", metrics=metrics, heartbeat_at=timezone.now())
-    model_versions.activate_reward_model(model=model)
+    finished = jobs.finish_job(
+        TrainingRun, run_id, stage="done", metrics=metrics, heartbeat_at=timezone.now()
+    )
+    if finished:  # a run reclaimed as failed meanwhile keeps its model version inactive
+        model_versions.activate_reward_model(model=model)
     return TrainingRun.objects.get(pk=run_id)

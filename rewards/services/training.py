@@ -3,6 +3,7 @@ run (`runs.run_training`) and saving the model (`model_versions`)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -136,6 +137,8 @@ def _learning_curve(
             data.chosen_rows[train][subset],
             data.rejected_rows[train][subset],
             fit_config,
+            # Progress is also the heartbeat: a long fit must not look like a dead worker.
+            on_progress=partial(_curve_progress, report, index),
         )
         scores = fitting.rewards(data.features, weights)
         metrics = fitting.difference_metrics(
@@ -148,6 +151,10 @@ def _learning_curve(
         )
         report("evaluating", (index + 1) / len(LEARNING_CURVE_SHARES))
     return points
+
+
+def _curve_progress(report: Report, index: int, done: float) -> None:
+    report("evaluating", (index + done) / len(LEARNING_CURVE_SHARES))
 
 
 def _sample(values: np.ndarray, seed: int, size: int = 2000) -> list[float]:

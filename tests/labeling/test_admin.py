@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 
 from labeling.models import Assignment, Completion, Prompt
-from labeling.services import leasing
+from labeling.services import leasing, rankings
 from tests.factories import UserFactory, make_prompt
 
 
@@ -94,3 +96,30 @@ def test_refused_reinstatement_is_a_message_not_an_error(client, dataset):
     ]
     excluded_staff.refresh_from_db()
     assert not excluded_staff.is_active
+
+
+def test_ranked_prompts_datasets_and_labelers_cannot_be_deleted(client, staff, dataset, labeler):
+    prompt = make_prompt(dataset, completions=2)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
+    a, b = prompt.completions.values_list("pk", flat=True)
+    rankings.submit_ranking(
+        assignment=assignment,
+        order=[[a], [b]],
+        ratings={a: {c: 4 for c in dataset.criteria}, b: {c: 4 for c in dataset.criteria}},
+        flags={},
+        request_id=uuid.uuid4(),
+        seconds_spent=3,
+        strength="better",
+    )
+    client.force_login(staff)
+    for url in (
+        reverse("admin:labeling_prompt_delete", args=[prompt.pk]),
+        reverse("admin:labeling_dataset_delete", args=[dataset.pk]),
+        reverse("admin:auth_user_delete", args=[labeler.pk]),
+    ):
+        assert client.get(url).status_code == 403, url
+    for name in ("labeling_dataset", "auth_user", "labeling_prompt"):
+        page = client.get(reverse(f"admin:{name}_changelist")).content.decode()
+        assert 'value="delete_selected"' not in page, name
+    unranked = UserFactory()
+    assert client.get(reverse("admin:auth_user_delete", args=[unranked.pk])).status_code == 200

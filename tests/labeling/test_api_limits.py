@@ -81,3 +81,35 @@ def test_a_cursor_beyond_the_newest_row_is_refused(staff, dataset):
     )
     assert response.status_code == 400
     assert "beyond the newest row of this export (0)" in response.json()["since"][0]
+
+
+def test_a_charset_python_cannot_decode_is_a_400(labeler, task):
+    client = token_client(labeler)
+    response = client.post(
+        reverse("labeling-api:skip", args=[task.pk]),
+        b'{"reason": "\xff"}',
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    response = client.post(
+        reverse("labeling-api:skip", args=[task.pk]),
+        '{"reason": "unsure"}',
+        content_type="application/json; charset=rot13",
+    )
+    assert response.status_code == 200  # JSON is UTF-8 whatever the header says
+    response = client.post(
+        reverse("labeling-api:skip", args=[task.pk]),
+        '{"reason": "unsure"}',
+        content_type="application/json",
+    )
+    assert response.status_code == 400  # skipped already
+
+
+def test_form_encoded_bodies_are_not_taken(labeler, task):
+    body = "reason=" + "x" * (3 * 1024**2)
+    response = token_client(labeler).post(
+        reverse("labeling-api:skip", args=[task.pk]),
+        body,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 415

@@ -223,3 +223,9 @@ def test_a_corrupt_gzip_is_an_error_not_a_crash():
     corrupt[30:40] = b"\xff" * 10
     with pytest.raises(ValidationError, match="the file cannot be read"):
         read(bytes(corrupt))
+
+
+def test_a_csv_row_past_the_line_limit_is_refused_while_reading():
+    content = b"prompt,completion_1,completion_2\n" + b"Hi?," + b"a," * 200 + b"b\n"
+    with pytest.raises(ValidationError, match="line 2: is longer than 200 bytes"):
+        read_limited(content, filename="data.csv")

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from rewards.models import RewardModel, TrainingRun
-from rewards.services import runs
+from rewards.services import model_versions, runs
 from tests.factories import DatasetFactory, make_prompt
 from tests.rewards.conftest import start
 
@@ -85,3 +85,21 @@ def test_command_trains_in_process(trained_on, capsys):
     out = capsys.readouterr().out
     assert "Reward model v1: held-out pairwise accuracy" in out
     assert TrainingRun.objects.get().status == "succeeded"
+
+
+def test_a_run_reclaimed_while_finishing_stays_failed_and_its_model_inactive(
+    trained_on, monkeypatch
+):
+    run = start(trained_on)
+    save = model_versions.save_reward_model
+
+    def reclaimed_meanwhile(**kwargs):
+        model = save(**kwargs)
+        TrainingRun.objects.filter(pk=run.pk).update(status="failed", error="worker stopped")
+        return model
+
+    monkeypatch.setattr(model_versions, "save_reward_model", reclaimed_meanwhile)
+    monkeypatch.setattr("rewards.services.training.save_reward_model", reclaimed_meanwhile)
+    finished = runs.run_training(run_id=run.pk)
+    assert (finished.status, finished.error) == ("failed", "worker stopped")
+    assert not finished.reward_model.is_active
