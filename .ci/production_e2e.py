@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 import urllib.error
@@ -33,6 +32,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from labeling.models import Ranking  # noqa: E402
+from tests.browser import chromium  # noqa: E402
 
 BASE = f"http://127.0.0.1:{os.environ.get('PORT', '8765')}"
 PASSWORD = "a-long-labeler-password-1"
@@ -128,31 +128,6 @@ def import_over_the_api(staff_token: str, slug: str) -> None:
     )
 
 
-def browser() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.implicitly_wait(10)
-    return driver
-
-
 def csp_violations(driver: Any) -> list[str]:
     return [
         entry["message"]
@@ -244,7 +219,7 @@ def main() -> int:
     check(
         status == 200 and "max-age" in headers.get("Cache-Control", ""), "static files are served"
     )
-    driver = browser()
+    driver = chromium()
     try:
         docs_load_offline(driver)
         admin_pages_run_under_the_csp(driver, staff.username, slug)

@@ -50,14 +50,23 @@ def apply_to_each(
         messages.info(request, "None of the selected rows applied; nothing changed.")
 
 
-def without_bulk_delete(actions: dict[str, Any]) -> dict[str, Any]:
-    """Actions without "Delete selected", which checks no row's own delete permission."""
-    actions.pop("delete_selected", None)
-    return actions
+class KeepsRankings(admin.ModelAdmin):
+    """A dataset or labeler that rankings hang on is archived or excluded, never deleted: the
+    rankings would go with it. "Delete selected" is left out: it asks no row's permission."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.rankings.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(KeepsRankings):
     list_display = [
         "name",
         "slug",
@@ -75,15 +84,6 @@ class DatasetAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Dataset]:
         return super().get_queryset(request).with_progress()  # type: ignore[attr-defined]
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        return without_bulk_delete(super().get_actions(request))
-
-    def has_delete_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:
-        """A dataset with rankings is archived, not deleted: deleting would take them along."""
-        if obj is not None and obj.rankings.exists():
-            return False
-        return super().has_delete_permission(request, obj)
 
     @admin.display(description="Prompts", ordering="prompt_count")
     def prompt_count(self, dataset: Dataset) -> int:
@@ -387,19 +387,10 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class LabelerAdmin(UserAdmin):
+class LabelerAdmin(KeepsRankings, UserAdmin):
     """Django's user admin with the label-quality actions: exclude and reinstate labelers."""
 
     actions = ["exclude_labelers", "reinstate_labelers"]
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        return without_bulk_delete(super().get_actions(request))
-
-    def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
-        """A labeler with rankings is excluded, not deleted: deleting would take them along."""
-        if obj is not None and obj.rankings.exists():  # type: ignore[attr-defined]
-            return False
-        return super().has_delete_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         """Unticking *Active* excludes the labeler, ticking it reinstates them: the same rules

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 from labeling.models import Comparison, Ranking, display_order
+from tests.browser import CHROMEDRIVER, CHROMIUM, chromium
 from tests.factories import PASSWORD, DatasetFactory, UserFactory, make_prompt
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 pytestmark = [
     pytest.mark.browser,
@@ -24,24 +21,7 @@ pytestmark = [
 
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-    ]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = chromium()
     driver.implicitly_wait(5)
     yield driver
     driver.quit()
