@@ -17,9 +17,8 @@ from rest_framework.response import Response
 
 from config.api import ScoreJSONParser
 from labeling.permissions import IsStaff, IsStaffOrService
-from rewards import artifacts, features
 from rewards.downloads import artifact_response
-from rewards.models import RewardModel
+from rewards.models import ARTIFACT_FILES, RewardModel
 from rewards.serializers import (
     RewardModelSerializer,
     ScoreRequestSerializer,
@@ -74,6 +73,8 @@ def score(request: Request, version: int) -> Response:
     serializer = ScoreRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     items = [(item["prompt"], item["completion"]) for item in serializer.validated_data["items"]]
+    from rewards import artifacts, features  # the ML stack, for this endpoint only
+
     estimator = artifacts.load_model(Path(settings.MEDIA_ROOT) / model.directory)
     config = features.FeatureConfig.from_dict(model.card["config"]["features"])
     rewards = artifacts.score(estimator, items, config)
@@ -83,7 +84,7 @@ def score(request: Request, version: int) -> Response:
 @extend_schema(
     parameters=[
         OpenApiParameter(
-            "format", str, enum=list(artifacts.FILES), description="Which file (default onnx)."
+            "format", str, enum=list(ARTIFACT_FILES), description="Which file (default onnx)."
         )
     ],
     responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY)},
@@ -94,8 +95,8 @@ def score(request: Request, version: int) -> Response:
 def artifact(request: Request, version: int) -> FileResponse:
     model = get_object_or_404(RewardModel, version=version)
     kind = request.query_params.get("format", "onnx")
-    if kind not in artifacts.FILES:
+    if kind not in ARTIFACT_FILES:
         raise ValidationError(
-            {"format": [f"Unknown format {kind!r}; use one of {', '.join(artifacts.FILES)}."]}
+            {"format": [f"Unknown format {kind!r}; use one of {', '.join(ARTIFACT_FILES)}."]}
         )
     return artifact_response(model, kind)

@@ -26,14 +26,10 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import LinearRegression
 
 from rewards import features
+from rewards.models import ARTIFACT_FILES
 
 FORMAT_VERSION = 1
-FILES = {
-    "skops": "model.skops",
-    "onnx": "model.onnx",
-    "featurizer": "featurizer.py",
-    "card": "model_card.json",
-}
+FILES = ARTIFACT_FILES
 TRUSTED_TYPES = ["sklearn.linear_model._base.LinearRegression"]
 
 

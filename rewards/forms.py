@@ -5,7 +5,6 @@ from typing import Any
 from django import forms
 
 from labeling.models import Dataset
-from rewards import fitting
 from rewards.services.runs import DEFAULT_HELD_OUT_SHARE
 
 
@@ -23,11 +22,6 @@ class TrainingRunForm(forms.Form):
     l2_penalty = forms.FloatField(
         label="L2 penalty",
         required=False,
-        help_text=(
-            "Lambda in: summed loss of the pairs + lambda/2 |w|^2 (1/C of scikit-learn). Bigger "
-            "is smoother; its pull fades as pairs accumulate. Empty for the default, "
-            f"{fitting.FitConfig().l2_penalty:g}."
-        ),
     )
     seed = forms.IntegerField(min_value=0, initial=0)
     include_gold = forms.BooleanField(
@@ -41,6 +35,16 @@ class TrainingRunForm(forms.Form):
         if value is not None and value <= 0:
             raise forms.ValidationError("Must be above 0.")
         return value
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from rewards import fitting  # the fitting stack, only when the form is shown
+
+        self.fields["l2_penalty"].help_text = (
+            "Lambda in: summed loss of the pairs + lambda/2 |w|^2 (1/C of scikit-learn). Bigger "
+            "is smoother; its pull fades as pairs accumulate. Empty for the default, "
+            f"{fitting.FitConfig().l2_penalty:g}."
+        )
 
     def config(self) -> dict[str, Any]:
         data = self.cleaned_data

@@ -10,6 +10,14 @@ from django.db import models
 
 from labeling.models import BackgroundJob, Dataset
 
+# A reward model's files, by kind, as `rewards.artifacts` writes them.
+ARTIFACT_FILES = {
+    "skops": "model.skops",
+    "onnx": "model.onnx",
+    "featurizer": "featurizer.py",
+    "card": "model_card.json",
+}
+
 
 def default_config() -> dict[str, Any]:
     return {}

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from itertools import groupby
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -21,10 +22,13 @@ from django.db.models import Count, F, Max
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from labeling import orders, report
+from labeling import orders
 from labeling.errors import failure_text
 from labeling.models import Completion, Dataset, Prompt, QualityReport, Ranking, labeler_counts
 from labeling.services import jobs
+
+if TYPE_CHECKING:  # the figures need numpy: imported by what computes them, not with this module
+    from labeling import report
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +152,8 @@ def refresh_stale_reports(*, now: datetime | None = None) -> int:
 
 def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:
     """Every statistic on the dashboard, as JSON, from the rankings with ids up to `cursor`."""
+    from labeling import report
+
     gold_orders = _gold_orders_as_ids(dataset)
     prompts = {
         pk: report.PromptFacts(is_gold, gold_since, gold_orders.get(pk) if is_gold else None)
@@ -177,6 +183,8 @@ def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:
 
 
 def _rankings(dataset: Dataset, cursor: int) -> Iterator[report.RankingRow]:
+    from labeling import report
+
     rows = (
         Ranking.objects.filter(dataset=dataset, pk__lte=cursor)
         .order_by("prompt_id", "pk")

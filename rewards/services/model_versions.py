@@ -5,23 +5,21 @@ from __future__ import annotations
 import platform
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import onnx
-import scipy
-import skl2onnx
-import sklearn
-import skops
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from labeling.models import Dataset
-from rewards import artifacts, features
 from rewards.models import RewardModel, TrainingRun
-from rewards.services.training_data import TrainingData
+
+if TYPE_CHECKING:  # the ML stack is imported where a model is written, not with this module
+    import numpy as np
+
+    from rewards import features
+    from rewards.services.training_data import TrainingData
 
 # Tries at a version number when other runs take the same one at the same moment.
 VERSION_TRIES = 5
@@ -36,6 +34,15 @@ def model_card(
     feature_config: features.FeatureConfig,
 ) -> dict[str, Any]:
     """What a model is, what it was trained on and how well it did, as in model_card.json."""
+    import numpy as np
+    import onnx
+    import scipy
+    import skl2onnx
+    import sklearn
+    import skops
+
+    from rewards import artifacts, features
+
     config = run.config
     return {
         "format_version": artifacts.FORMAT_VERSION,
@@ -90,6 +97,8 @@ def save_reward_model(
     """Write the run's artifacts and record them as the next reward model version.
 
     Files are written before the row; if the row cannot be made, they are removed again."""
+    from rewards import artifacts
+
     directory = f"reward_models/run-{run.pk}"
     card = model_card(
         run=run, datasets=datasets, data=data, metrics=metrics, feature_config=feature_config

@@ -14,9 +14,7 @@ from django.utils import timezone
 
 from labeling.models import Dataset
 from labeling.services import jobs
-from rewards import features, fitting
 from rewards.models import TrainingRun
-from rewards.services import model_versions, training
 
 DEFAULT_HELD_OUT_SHARE = 0.2
 # Where each stage starts and ends on the run's progress bar.
@@ -31,6 +29,8 @@ STAGES = {
 
 def run_config(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a run's options and fill in the defaults; a ValidationError names the field."""
+    from rewards import features, fitting  # the ML stack, loaded by what trains, not at start
+
     known = {"features", "fit", "held_out_share", "seed", "include_gold"}
     unknown = set(data) - known
     if unknown:
@@ -132,6 +132,8 @@ def run_training(*, run_id: int, now: datetime | None = None) -> TrainingRun | N
     a finished run return None with a log line. On failure the run is marked failed with the
     error, any half-written files are removed, and the exception is raised again.
     """
+    from rewards.services import model_versions, training
+
     now = now or timezone.now()
     reclaim_stale_runs(now=now)
     if not jobs.claim_job(TrainingRun, run_id, now=now, heartbeat_at=now, stage="loading"):
