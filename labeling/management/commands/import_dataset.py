@@ -14,6 +14,8 @@ from labeling.services import datasets, imports
 
 
 class Command(BaseCommand):
+    # System checks import every URL's views; `make release` runs them. Startup stays quick.
+    requires_system_checks: list[str] = []
     help = (
         "Import prompts and completions from a PrefLab JSONL, Anthropic HH or CSV file (.gz too)."
     )
