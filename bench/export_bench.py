@@ -1,10 +1,12 @@
 """Export benchmark: how fast the JSON Lines exports stream comparisons and rankings.
 
 Run from the repo root:
-    .venv/bin/python bench/export_bench.py [--comparisons N ...] [--formats F ...] [--profile]
+    .venv/bin/python bench/export_bench.py [--comparisons N ...] [--formats F ...]
+        [--shapes ranked hh] [--profile]
 
-For each size, a fresh PostgreSQL database is migrated and filled with psycopg COPY (6 comparisons
-per ranking, 3 rankings per prompt, 4 completions per prompt). Then each export runs in its own
+For each shape and size, a fresh PostgreSQL database is migrated and filled with psycopg COPY:
+`ranked` is 3 rankings of 4 completions a prompt (18 comparisons a prompt), `hh` one ranking of
+2 completions a prompt (one comparison a prompt, as Anthropic HH). Then each export runs in its own
 child process through Django's test Client, as a staff user, with DEBUG off; the child counts the
 streamed lines and reports its peak RSS growth. The floor is a plain COPY of the joined rows.
 """
@@ -77,11 +79,13 @@ COLUMNS = {  # the columns each COPY gives, in the order of `synthetic_rows`' tu
 
 
 def synthetic_rows(
-    comparisons: int, seed: int = 7, per_prompt: int = 3
+    comparisons: int, seed: int = 7, per_prompt: int = 3, completions: int = 4
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Rows of every table: ranking r labels prompt (r - 1) // per_prompt + 1 (each by another
-    of the LABELERS labelers) and is assignment r."""
-    assert 1 <= per_prompt <= LABELERS
+    of the LABELERS labelers) and is assignment r; a prompt has `completions` completions, so a
+    ranking makes C(completions, 2) comparisons."""
+    assert 1 <= per_prompt <= LABELERS and 2 <= completions <= 4
+    pairs = len(list(combinations(range(completions), 2)))
     rng = random.Random(seed)
     corpus = " ".join(rng.choice(VOCABULARY.split()) for _ in range(100_000))
 
@@ -89,34 +93,45 @@ def synthetic_rows(
         start = rng.randrange(len(corpus) - size)
         return corpus[start : start + size]
 
-    now, rankings = datetime.now(UTC), -(-comparisons // 6)
+    now, rankings = datetime.now(UTC), -(-comparisons // pairs)
     rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in COLUMNS}
     for u in range(1, LABELERS + 2):  # user1 is the staff user who exports
         rows["auth_user"].append((u, "!", u == 1, f"user{u}", "", "", "", u == 1, True, now))
     rows["labeling_dataset"].append((1, "Bench", SLUG, "", "", 1, "[]", 3, 0.0, "active", now))
     for r in range(1, rankings + 1):
         p, label = (r - 1) // per_prompt + 1, (r - 1) % per_prompt
-        first = 4 * (p - 1) + 1
+        first = completions * (p - 1) + 1
         if label == 0:
             messages = json.dumps([{"role": "user", "content": f"Q{p}: {text(190)}"}])
             rows["labeling_prompt"].append((p, f"p{p}", messages, "{}", f"{p:064x}", False, now, 1))
-            for k in range(4):
+            for k in range(completions):
                 completion = (first + k, "abcd"[k], f"{p}{'abcd'[k]} {text(395)}", "", "{}", k, p)
                 rows["labeling_completion"].append(completion)
-        labeler, order = 2 + (p + label) % LABELERS, rng.sample(range(first, first + 4), 4)
+        labeler = 2 + (p + label) % LABELERS
+        order = rng.sample(range(first, first + completions), completions)
         done = now + timedelta(seconds=10)
         rows["labeling_assignment"].append((r, "submitted", now, done, done, "", labeler, p))
         ranking = (json.dumps([[c] for c in order]), "{}", "{}", False, "", 10.0, 1)
         rows["labeling_ranking"].append((r, *ranking, uuid.UUID(int=r), done, r, 1, labeler, p))
-        for j, (better, worse) in enumerate(combinations(range(4), 2)):
-            if (pk := 6 * (r - 1) + j + 1) <= comparisons:
+        for j, (better, worse) in enumerate(combinations(range(completions), 2)):
+            if (pk := pairs * (r - 1) + j + 1) <= comparisons:
                 pair = (order[better], order[worse], 1, p, r)
                 rows["labeling_comparison"].append((pk, worse - better, "", done, labeler, *pair))
     return rows
 
 
+SHAPES = {
+    # name: (rankings per prompt, completions per prompt) -> comparisons per prompt
+    "ranked": (3, 4),  # 3 labelers rank 4 completions: 18 comparisons a prompt
+    "hh": (1, 2),  # Anthropic HH: one labeler, two completions, one comparison a prompt
+}
+
+
 def fill(
-    comparisons: int, per_prompt: int = 3, make_rows: Callable[..., Any] | None = None
+    comparisons: int,
+    per_prompt: int = 3,
+    make_rows: Callable[..., Any] | None = None,
+    completions: int = 4,
 ) -> dict[str, Any]:
     """Migrate, then COPY the synthetic rows with their ids, move the sequences on, ANALYZE."""
     import psycopg
@@ -124,7 +139,10 @@ def fill(
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
-    rows = (make_rows or synthetic_rows)(comparisons, per_prompt=per_prompt)
+    if make_rows is None:
+        rows = synthetic_rows(comparisons, per_prompt=per_prompt, completions=completions)
+    else:
+        rows = make_rows(comparisons, per_prompt=per_prompt)
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn, conn.cursor() as cur:
         for table, columns in COLUMNS.items():
             with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[arg-type]
@@ -208,7 +226,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     django.setup()
     if args.child == "fill":
-        return fill(args.comparisons[0])
+        per_prompt, completions = SHAPES[args.shape]
+        return fill(args.comparisons[0], per_prompt=per_prompt, completions=completions)
     if args.child == "copy":
         return copy_floor()
     return export(args.child, args.profile)
@@ -240,23 +259,44 @@ def main() -> None:
     parser.add_argument("--comparisons", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--profile", action="store_true", help="cProfile each export (stderr)")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=SHAPES,
+        default=list(SHAPES),
+        help="ranked: 18 comparisons a prompt; hh: 1 a prompt",
+    )
+    parser.add_argument("--shape", choices=SHAPES, default="ranked", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_child(args)))
         return
 
-    results: dict[tuple[int, str], dict[str, Any]] = {}
     header = (
         f"{'comparisons':>11} {'format':<18} {'rows':>9} {'MiB':>7} {'seconds':>8} "
         f"{'rows/s':>9} {'x COPY':>7} {'RSS +MiB':>8}"
     )
+    for shape in args.shapes:
+        per_prompt, completions = SHAPES[shape]
+        pairs = per_prompt * completions * (completions - 1) // 2
+        print(f"\n=== shape {shape}: {pairs} comparisons a prompt ===")
+        results = measure_shape(args, shape, header)
+        report_targets(results, args.comparisons, args.formats)
+
+
+def measure_shape(
+    args: argparse.Namespace, shape: str, header: str
+) -> dict[tuple[int, str], dict[str, Any]]:
+    results: dict[tuple[int, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="preflab_export_bench_") as data_dir:
         for n in args.comparisons:
             database = f"preflab_export_bench_{os.getpid()}_{n}"
             postgres_admin(f"CREATE DATABASE {database}")
             try:
-                filled = child("fill", database, data_dir, "--comparisons", str(n))
+                filled = child(
+                    "fill", database, data_dir, "--comparisons", str(n), "--shape", shape
+                )
                 print(
                     f"\n{n:,} comparisons: filled {filled['prompts']:,} prompts, "
                     f"{filled['rankings']:,} rankings in {filled['seconds']:.1f}s"
@@ -277,8 +317,8 @@ def main() -> None:
                     )
             finally:
                 postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-    print("(rankings: one row per ranking, i.e. 6 comparisons and 4 completions per row)")
-    report_targets(results, args.comparisons, args.formats)
+    print("(rankings: one row per ranking, with every completion of its prompt)")
+    return results
 
 
 def report_targets(

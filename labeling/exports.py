@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from typing import Any
 
 from django.db.models import QuerySet
@@ -72,14 +73,28 @@ ASSISTANT_TURN = encode("\n\nAssistant: ")[1:-1]
 
 
 class EncodedPrompt:
-    """The JSON pieces of one prompt that every format's lines are made of."""
+    """The JSON pieces of one prompt that the formats' lines are made of, each encoded the first
+    time a line needs it: a format uses one or two of them."""
 
     def __init__(self, messages: Messages) -> None:
-        self.messages = json.dumps(messages, ensure_ascii=False)
-        self.last = encode(messages[-1]["content"])
-        self.dialogue = encode(render_hh_dialogue(messages))
-        self.text_prompt = encode(render_hh_dialogue(messages) + "\n\nAssistant:")
+        self.raw = messages
         self.multi_turn = is_multi_turn(messages)
+
+    @cached_property
+    def messages(self) -> str:
+        return json.dumps(self.raw, ensure_ascii=False)
+
+    @cached_property
+    def last(self) -> str:
+        return encode(self.raw[-1]["content"])  # type: ignore[no-any-return]
+
+    @cached_property
+    def dialogue(self) -> str:
+        return encode(render_hh_dialogue(self.raw))  # type: ignore[no-any-return]
+
+    @cached_property
+    def text_prompt(self) -> str:
+        return encode(render_hh_dialogue(self.raw) + "\n\nAssistant:")  # type: ignore[no-any-return]
 
 
 def assistant_json(text: str) -> str:
