@@ -65,6 +65,20 @@ class KeepsRankings(admin.ModelAdmin):
         return actions
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Made by imports, workers and labelers, never added, edited or deleted by hand: an edit
+    would change what was ranked, and a deletion would leave label slots or rankings behind."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Dataset)
 class DatasetAdmin(KeepsRankings):
     list_display = [
@@ -144,7 +158,7 @@ class DatasetAdmin(KeepsRankings):
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):
+class ImportJobAdmin(ReadOnlyAdmin):
     """An import's progress and result; the page reloads itself until the import ends."""
 
     actions = ["cancel"]
@@ -178,15 +192,6 @@ class ImportJobAdmin(admin.ModelAdmin):
     @admin.display(description="Skipped lines")
     def skipped_lines(self, job: ImportJob) -> str:
         return "; ".join(f"line {s['line']}: {s['reason']}" for s in job.skipped[:50]) or "none"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("labeling.change_importjob")
@@ -306,20 +311,6 @@ class PromptAdmin(admin.ModelAdmin):
             f"{promoted} promoted to gold; {refused} left as they are "
             "(fewer than two labelers, or they did not all agree).",
         )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Made by imports and labelers, never added, edited or deleted by hand: an edit would change
-    what was ranked, and a deletion would leave label slots or rankings behind."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Completion)
