@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model, QuerySet
+from django.db.models import JSONField, Model, QuerySet
 
 from labeling import consensus, orders
 from labeling.accounts import pseudonym
@@ -164,7 +164,7 @@ def _encoded_chunk(
 ) -> tuple[dict[int, EncodedPrompt], dict[int, tuple[str, str]]]:
     """A chunk's prompts and completions, each encoded once: completion -> (external id, JSON)."""
     prompts = {
-        pk: EncodedPrompt(json.loads(messages) if isinstance(messages, str) else messages)
+        pk: EncodedPrompt(messages)
         for pk, messages in rows_by_id(Prompt, ("id", "messages"), prompt_ids)
     }
     completions = {
@@ -177,19 +177,32 @@ def _encoded_chunk(
 
 
 def rows_by_id(model: type[Model], columns: tuple[str, ...], ids: Iterable[int]) -> list[Any]:
-    """`columns` of the rows with these ids. On PostgreSQL the ids go as one array parameter
-    (`= ANY(%s)`): an IN list of 10,000 placeholders costs more to build, send and plan than the
-    rows cost to read. JSON columns come back as text there."""
+    """`columns` of the rows with these ids, as `values_list` gives them. On PostgreSQL the ids
+    go as one array parameter (`= ANY(%s)`): an IN list of 10,000 placeholders costs more to
+    build, send and plan than the rows cost to read."""
     wanted = list(set(ids))
     if connection.vendor != "postgresql":
         return list(model._default_manager.filter(pk__in=wanted).order_by().values_list(*columns))
-    names = ", ".join(f"{column}::text" if column == "messages" else column for column in columns)
+    fields = [model._meta.get_field(column) for column in columns]
+    is_json = [isinstance(field, JSONField) for field in fields]
+    names = ", ".join(
+        f"{column}::text" if json_column else str(column)
+        for column, json_column in zip(
+            (getattr(field, "column", field.name) for field in fields), is_json, strict=True
+        )
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {names} FROM {model._meta.db_table} WHERE id = ANY(%s)",
             [wanted],
         )
-        return cursor.fetchall()
+        return [
+            tuple(
+                json.loads(value) if json_column else value
+                for value, json_column in zip(row, is_json, strict=True)
+            )
+            for row in cursor.fetchall()
+        ]
 
 
 def counted_orders(
