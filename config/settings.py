@@ -245,7 +245,7 @@ PREFLAB_LOGIN_WINDOW_SECONDS = env_int("PREFLAB_LOGIN_WINDOW_SECONDS", 15 * 60)
 # REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "labeling.accounts.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

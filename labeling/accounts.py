@@ -9,18 +9,41 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.cache import cache
+from django.db.models import Exists, OuterRef
 from django.http import HttpRequest
+from rest_framework import authentication, exceptions
+from rest_framework.authtoken.models import Token
 
 SERVICE_GROUP = "service"
 
 
 def is_service(user: User) -> bool:
+    known = getattr(user, "preflab_is_service", None)
+    if known is not None:
+        return bool(known)
     return user.groups.filter(name=SERVICE_GROUP).exists()
+
+
+class TokenAuthentication(authentication.TokenAuthentication):
+    """DRF's token authentication, reading in the same query whether the account is a service
+    account, which the permission classes ask of every API request (`is_service`)."""
+
+    def authenticate_credentials(self, key: str) -> tuple[User, Any]:
+        service = Exists(Group.objects.filter(name=SERVICE_GROUP, user=OuterRef("user")))
+        try:
+            token = Token.objects.select_related("user").annotate(service=service).get(key=key)
+        except Token.DoesNotExist:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        token.user.preflab_is_service = token.service
+        return token.user, token
 
 
 def pseudonym(user_id: int) -> str:

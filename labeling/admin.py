@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -382,6 +383,14 @@ class LabelerAdmin(KeepsRankings, UserAdmin):
     """Django's user admin with the label-quality actions: exclude and reinstate labelers."""
 
     actions = ["exclude_labelers", "reinstate_labelers"]
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        """A user with no rankings may be deleted (`KeepsRankings`); their live leases go with
+        them, so those prompts' slots are counted again."""
+        prompt_ids = list(obj.assignments.values_list("prompt_id", flat=True))
+        with transaction.atomic():
+            super().delete_model(request, obj)
+            leasing.recount_slots(prompt_ids)
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         """Unticking *Active* excludes the labeler, ticking it reinstates them: the same rules

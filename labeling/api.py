@@ -6,7 +6,7 @@ from typing import Any, cast
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
-from django.http import StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -175,7 +175,6 @@ def next_task(request: Request, slug: str) -> Response:
     assignment = leasing.lease_next_assignment(dataset=dataset, labeler=caller(request))
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
-    assignment = Assignment.objects.select_related("prompt__dataset").get(pk=assignment.pk)
     completions = assignment.display_completions()
     task = {
         "assignment": assignment,
@@ -200,10 +199,16 @@ def own_assignment(request: Request, assignment_id: int) -> Assignment:
 @api_view(["POST"])
 @permission_classes([IsLabeler])
 def submit_ranking(request: Request, assignment_id: int) -> Response:
-    assignment = own_assignment(request, assignment_id)
     serializer = RankingInputSerializer(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    ranking = rankings.submit_ranking(assignment=assignment, **serializer.validated_data)
+    if not serializer.is_valid():
+        own_assignment(request, assignment_id)  # someone else's task is a 404 first
+        raise ApiValidationError(serializer.errors)
+    try:
+        ranking = rankings.submit_own_ranking(
+            labeler_id=caller(request).pk, assignment_id=assignment_id, **serializer.validated_data
+        )
+    except Assignment.DoesNotExist:
+        raise Http404("No such task of yours.") from None
     return Response(RankingSerializer(ranking).data, status=status.HTTP_201_CREATED)
 
 

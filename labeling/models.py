@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -157,29 +158,12 @@ class Dataset(models.Model):
 
 
 class PromptQuerySet(models.QuerySet["Prompt"]):
-    def with_taken(self) -> PromptQuerySet:
-        """Annotate `taken`: assignments that hold a label slot (a live lease or a submission).
-
-        An excluded (deactivated) labeler's assignments hold no slot: their prompts need labels
-        again."""
-        return self.annotate(
-            taken=Count(
-                "assignments",
-                filter=Q(assignments__status__in=Assignment.SLOT_HOLDING_STATUSES)
-                & labeler_counts("assignments__labeler__"),
-            )
-        )
-
     def multi_turn(self) -> PromptQuerySet:
         return self.filter(messages__1__isnull=False)
 
     def not_seen_by(self, user: Any) -> PromptQuerySet:
-        """Prompts the labeler has no lease, submission or skip on (an expired lease is fine)."""
-        mine = Assignment.objects.filter(
-            prompt=OuterRef("pk"),
-            labeler=user,
-        ).exclude(status=Assignment.Status.EXPIRED)
-        return self.filter(~Exists(mine))
+        """Prompts the labeler was never given: no lease, submission, skip or expired lease."""
+        return self.filter(~Exists(Assignment.objects.filter(prompt=OuterRef("pk"), labeler=user)))
 
 
 class Prompt(models.Model):
@@ -202,6 +186,12 @@ class Prompt(models.Model):
         help_text="When a prompt was made gold after import: only later rankings are scored, so "
         "the rankings that gave its order do not score themselves.",
     )
+    slots_taken = models.PositiveIntegerField(
+        default=0,
+        db_default=0,  # for rows written with COPY (imports)
+        help_text="Label slots held: live leases and submissions of labelers who count. Kept by "
+        "the leasing service under the prompt row's lock (see labeling.services.leasing).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = PromptQuerySet.as_manager()
@@ -215,6 +205,15 @@ class Prompt(models.Model):
                 condition=Q(is_gold=False) | Q(gold_order__isnull=False),
                 name="prompt_gold_has_order",
             ),
+        ]
+        indexes = [
+            # The leasing candidate queries: open prompts closest to complete first, and gold.
+            models.Index(
+                fields=["dataset", "-slots_taken", "id"],
+                condition=Q(is_gold=False),
+                name="prompt_open_slots",
+            ),
+            models.Index(fields=["dataset", "id"], condition=Q(is_gold=True), name="prompt_gold"),
         ]
 
     def __str__(self) -> str:
@@ -254,7 +253,9 @@ class AssignmentQuerySet(models.QuerySet["Assignment"]):
         return self.filter(labeler=user, status=Assignment.Status.LEASED)
 
     def holding_slots(self) -> AssignmentQuerySet:
-        """Live leases and submissions of labelers who are not excluded (see `with_taken`)."""
+        """Live leases and submissions of labelers who are not excluded: what
+        `Prompt.slots_taken` counts. An excluded labeler's labels hold no slot, so their prompts
+        need labels again."""
         return self.filter(labeler_counts(), status__in=Assignment.SLOT_HOLDING_STATUSES)
 
     def stale(self, now: datetime) -> AssignmentQuerySet:
@@ -373,6 +374,11 @@ class Ranking(models.Model):
 
     def __str__(self) -> str:
         return f"ranking {self.pk} of {self.prompt} by {self.labeler}"
+
+    @cached_property
+    def comparison_count(self) -> int:
+        """Its comparisons; set by the submission that stored them, counted otherwise."""
+        return self.comparisons.count()
 
 
 class Comparison(models.Model):

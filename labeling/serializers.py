@@ -213,7 +213,7 @@ class RankingInputSerializer(serializers.Serializer):
 
 
 class RankingSerializer(serializers.ModelSerializer):
-    comparisons = serializers.IntegerField(source="comparisons.count")
+    comparisons = serializers.IntegerField(source="comparison_count")
 
     class Meta:
         model = Ranking

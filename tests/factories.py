@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
-from labeling.models import Completion, Dataset, Prompt
+from labeling.models import Assignment, Completion, Dataset, Prompt
+from labeling.services import leasing
 
 PASSWORD = "pass-word-123"
 
@@ -95,3 +98,23 @@ def token_client(user: Any) -> Any:
     if user is not None:
         client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
+
+
+def make_lease(
+    prompt: Prompt,
+    labeler: Any,
+    *,
+    leased_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> Assignment:
+    """Lease this very prompt to the labeler (the service picks prompts itself), keeping the
+    prompt's slot count as the leasing service does."""
+    leased_at = leased_at or timezone.now()
+    assignment = Assignment.objects.create(
+        prompt=prompt,
+        labeler=labeler,
+        leased_at=leased_at,
+        expires_at=expires_at or leased_at + timedelta(minutes=30),
+    )
+    leasing.recount_slots([prompt.pk])
+    return assignment

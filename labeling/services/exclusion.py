@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from labeling.accounts import is_service
 from labeling.models import Assignment, Ranking
-from labeling.services.leasing import release_assignments
+from labeling.services.leasing import recount_slots, release_assignments
 from labeling.services.quality_report import invalidate_reports
 
 
@@ -41,6 +41,7 @@ def exclude_labeler(*, labeler: User, by: User, now: datetime | None = None) -> 
     with transaction.atomic():
         User.objects.filter(pk=labeler.pk).update(is_active=False)
         release_assignments(assignments=Assignment.objects.filter(labeler=labeler), now=now)
+        recount_slots(_prompts_of(labeler))
         _log_change(by, labeler, "Excluded from labeling: rankings left out of exports.")
         invalidate_reports(_datasets_of(labeler))
     labeler.is_active = False
@@ -52,10 +53,17 @@ def reinstate_labeler(*, labeler: User, by: User) -> User:
     check_may_change(labeler=labeler, by=by)
     with transaction.atomic():
         User.objects.filter(pk=labeler.pk).update(is_active=True)
+        recount_slots(_prompts_of(labeler))
         _log_change(by, labeler, "Reinstated: rankings count again.")
         invalidate_reports(_datasets_of(labeler))
     labeler.is_active = True
     return labeler
+
+
+def _prompts_of(labeler: User) -> list[int]:
+    """The prompts on which the labeler's labels hold a slot, or held one before the exclusion."""
+    submitted = Assignment.objects.filter(labeler=labeler, status=Assignment.Status.SUBMITTED)
+    return list(submitted.values_list("prompt_id", flat=True))
 
 
 def _datasets_of(labeler: User) -> list[int]:

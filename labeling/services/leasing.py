@@ -1,63 +1,44 @@
 """Handing out work: leasing a labeler their next task, giving it back, expiring leases.
 
-A prompt has `labels_per_prompt` label slots, held by live leases and submissions of labelers
-who count (`AssignmentQuerySet.holding_slots`); gold prompts have no cap, since every labeler
-sees them. Slots are counted only while the prompt row is locked (`slot_is_free`), so concurrent
-requests on PostgreSQL never hand out more slots than there are.
+A prompt has `labels_per_prompt` label slots, held by live leases and submissions of labelers who
+count (`AssignmentQuerySet.holding_slots`); gold prompts have no cap, since every labeler sees
+them. `Prompt.slots_taken` keeps that count, so finding work costs the same on a dataset of a
+thousand prompts or a million: one statement takes the first open prompt the labeler was never
+given, closest to complete first, from an index (`prompt_open_slots`), passing over rows other
+requests hold (`SKIP LOCKED`), and raises its count under the row's lock. Every change of the count
+happens under that lock, so concurrent requests never hand out more slots than there are.
+
+Locks are taken prompt row first, then assignment rows, everywhere a prompt's count changes
+(leasing, expiry, release, skips, recounts), so two of them cannot deadlock. The one exception,
+a late submit of an expired lease (assignment, then prompt), touches no row those others wait for:
+they only change leased assignments.
+
+Stale leases (past `expires_at`) are expired by the periodic job (`labeling.expire_stale_leases`),
+and on the dataset at hand when it seems to have no open prompt left; until then their slots stay
+taken, so nothing is ever over-labeled.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import QuerySet
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from labeling.models import Assignment, Dataset, Prompt
 
 SKIP_REASON_MAX_CHARS = 200
-# Candidate prompts read at once; most leases take the first that is not locked.
-CANDIDATES = 20
-
-
-def expire_stale_leases(*, now: datetime | None = None) -> int:
-    """Return abandoned work to the pool: leases past their expiry become expired."""
-    now = now or timezone.now()
-    return Assignment.objects.stale(now).update(status=Assignment.Status.EXPIRED)
-
-
-def release_assignments(*, assignments: QuerySet[Assignment], now: datetime | None = None) -> int:
-    """Give live leases back to the pool at once, as if they had expired (an admin's action)."""
-    now = now or timezone.now()
-    return assignments.filter(status=Assignment.Status.LEASED).update(
-        status=Assignment.Status.EXPIRED, expires_at=now
-    )
-
-
-def slot_is_free(prompt: Prompt) -> bool:
-    """Whether the prompt can take one more label. The caller holds the prompt row's lock
-    (`select_for_update`), so no other request counts the same slots at the same time."""
-    if prompt.is_gold:
-        return True
-    taken = Assignment.objects.filter(prompt=prompt).holding_slots().count()
-    return taken < prompt.dataset.labels_per_prompt
-
-
-def gold_is_due(*, dataset: Dataset, labeler: User) -> bool:
-    """Gold comes at the dataset's rate: the n-th task is gold while gold < floor(rate * n)."""
-    if dataset.gold_rate <= 0:
-        return False
-    mine = Assignment.objects.filter(prompt__dataset=dataset, labeler=labeler).exclude(
-        status=Assignment.Status.EXPIRED
-    )
-    total = mine.count()
-    gold = mine.filter(prompt__is_gold=True).count()
-    return gold < math.floor(dataset.gold_rate * (total + 1))
+# Leases expired in one transaction by `expire_stale_leases`, so its locks stay short.
+EXPIRY_BATCH = 1000
 
 
 def lease_next_assignment(
@@ -65,65 +46,223 @@ def lease_next_assignment(
 ) -> Assignment | None:
     """The labeler's current lease on the dataset, or a new one; None when no work is left.
 
-    A new lease goes to a prompt the labeler has not ranked or skipped that still has a free label
-    slot, prompts closest to complete first. Locked prompts are passed over, not waited for.
+    A new lease goes to a prompt the labeler was never given that still has a free label slot,
+    prompts closest to complete first; gold comes at the dataset's rate (`gold_is_due`). The
+    returned assignment carries its prompt and the dataset, so showing it needs only the
+    completions.
     """
     now = now or timezone.now()
     if dataset.status != Dataset.Status.ACTIVE:
         raise ValidationError(f"dataset {dataset.slug!r} is not open for labeling")
-    expire_stale_leases(now=now)
-    current = (
-        Assignment.objects.leased_to(labeler)
-        .filter(prompt__dataset=dataset)
-        .order_by("leased_at")
-        .first()
-    )
+    current, gold_due = _labeler_state(dataset, labeler)
+    if current is not None and (renewed := _renew(current, now)) is not None:
+        return renewed
+    assignment = _lease_open_prompt(dataset, labeler, gold_due=gold_due, now=now)
+    if assignment is None and expire_stale_leases(now=now, dataset=dataset):
+        assignment = _lease_open_prompt(dataset, labeler, gold_due=gold_due, now=now)
+    return assignment
+
+
+def _labeler_state(dataset: Dataset, labeler: User) -> tuple[Assignment | None, bool]:
+    """The labeler's live lease on the dataset (oldest first) and whether gold is due, in one
+    query, or two when the labeler holds a lease on a dataset with gold."""
+    mine = Assignment.objects.filter(labeler=labeler, prompt__dataset=dataset)
+    leases = mine.filter(status=Assignment.Status.LEASED).select_related("prompt")
+    if dataset.gold_rate <= 0:
+        current = leases.order_by("leased_at", "pk").first()
+        gold_due = False
+    else:
+        counted = ~Q(status=Assignment.Status.EXPIRED)
+        state = mine.aggregate(
+            lease=Min("pk", filter=Q(status=Assignment.Status.LEASED)),
+            total=Count("pk", filter=counted),
+            gold=Count("pk", filter=counted & Q(prompt__is_gold=True)),
+        )
+        current = leases.get(pk=state["lease"]) if state["lease"] else None
+        gold_due = gold_is_due(dataset=dataset, total=state["total"], gold=state["gold"])
     if current is not None:
-        return current
-
-    unseen = Prompt.objects.filter(dataset=dataset).not_seen_by(labeler)
-    gold = unseen.filter(is_gold=True).order_by("pk")
-    regular = (
-        unseen.filter(is_gold=False)
-        .with_taken()
-        .filter(taken__lt=dataset.labels_per_prompt)  # type: ignore[misc]
-        .order_by("-taken", "pk")
-    )
-    pools = [gold, regular] if gold_is_due(dataset=dataset, labeler=labeler) else [regular]
-    for pool in pools:
-        while candidates := list(pool.values_list("pk", flat=True)[:CANDIDATES]):
-            for prompt_id in candidates:
-                assignment = _lease_prompt(prompt_id, labeler=labeler, now=now)
-                if assignment is not None:
-                    return assignment
-    return None
+        current.prompt.dataset = dataset
+    return current, gold_due
 
 
-def _lease_prompt(prompt_id: int, *, labeler: User, now: datetime) -> Assignment | None:
-    with transaction.atomic():
-        prompt = (
-            Prompt.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("dataset")
-            .filter(pk=prompt_id)
-            .first()
-        )
-        if prompt is None or not slot_is_free(prompt):
-            return None
-        expires_at = now + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES)
-        assignment, created = Assignment.objects.get_or_create(
-            prompt=prompt,
-            labeler=labeler,
-            defaults={"leased_at": now, "expires_at": expires_at},
-        )
-        if not created:
-            if assignment.status != Assignment.Status.EXPIRED:
-                return None
-            # The labeler's own abandoned lease: the same row is leased again.
-            assignment.status = Assignment.Status.LEASED
-            assignment.leased_at = now
-            assignment.expires_at = expires_at
-            assignment.save(update_fields=["status", "leased_at", "expires_at"])
+def gold_is_due(*, dataset: Dataset, total: int, gold: int) -> bool:
+    """Gold comes at the dataset's rate: the n-th task is gold while gold < floor(rate * n).
+
+    `total` and `gold` count the labeler's tasks on the dataset so far, expired leases left out."""
+    if dataset.gold_rate <= 0:
+        return False
+    return gold < math.floor(dataset.gold_rate * (total + 1))
+
+
+def _renew(assignment: Assignment, now: datetime) -> Assignment | None:
+    """The labeler's live lease, its expiry pushed back if it had passed; None if the expiry job
+    took it meanwhile (then its slot may already be someone else's)."""
+    if assignment.expires_at > now:
         return assignment
+    expires_at = now + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES)
+    renewed = Assignment.objects.filter(pk=assignment.pk, status=Assignment.Status.LEASED).update(
+        leased_at=now, expires_at=expires_at
+    )
+    if not renewed:
+        return None
+    assignment.leased_at, assignment.expires_at = now, expires_at
+    return assignment
+
+
+def _lease_open_prompt(
+    dataset: Dataset, labeler: User, *, gold_due: bool, now: datetime
+) -> Assignment | None:
+    """Take one slot of the first open prompt (gold first when due) and lease it: two queries."""
+    try:
+        with transaction.atomic():
+            prompt = _take_slot(dataset, labeler, gold_due=gold_due)
+            if prompt is None:
+                return None
+            assignment = Assignment.objects.create(
+                prompt=prompt,
+                labeler=labeler,
+                leased_at=now,
+                expires_at=now + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES),
+            )
+    except IntegrityError:
+        # A concurrent request of the same labeler leased this prompt first: that is their task.
+        current, _ = _labeler_state(dataset, labeler)
+        return current
+    prompt.dataset = dataset
+    return assignment
+
+
+def _take_slot(dataset: Dataset, labeler: User, *, gold_due: bool) -> Prompt | None:
+    """Raise `slots_taken` of the first open prompt the labeler was never given and return the
+    prompt, locked until the transaction ends; None when there is none.
+
+    One statement: the candidate sub-selects read the partial indexes in order and skip rows
+    locked by other requests; COALESCE evaluates the regular pool only when no gold is due or
+    left. PostgreSQL rechecks `slots_taken < labels_per_prompt` on the row it locks, so the
+    count is never raised past the cap.
+    """
+    pools = [_candidates(dataset, labeler, gold=True)] if gold_due else []
+    pools.append(_candidates(dataset, labeler, gold=False))
+    compiled = [pool.query.sql_with_params() for pool in pools]
+    table, pk = Prompt._meta.db_table, Prompt._meta.pk.column  # type: ignore[union-attr]
+    choice = ", ".join(f"({sql})" for sql, _ in compiled)
+    if len(compiled) > 1:
+        choice = f"COALESCE({choice})"
+    sql = f"UPDATE {table} SET slots_taken = slots_taken + 1 WHERE {pk} = {choice} RETURNING *"
+    params = [param for _, pool_params in compiled for param in pool_params]
+    return next(iter(Prompt.objects.raw(sql, params)), None)
+
+
+def _candidates(dataset: Dataset, labeler: User, *, gold: bool) -> QuerySet[Prompt, Any]:
+    seen = Assignment.objects.filter(prompt=OuterRef("pk"), labeler=labeler)
+    pool = Prompt.objects.filter(dataset=dataset, is_gold=gold).filter(~Exists(seen))
+    if gold:
+        pool = pool.order_by("pk")
+    else:
+        pool = pool.filter(slots_taken__lt=dataset.labels_per_prompt).order_by("-slots_taken", "pk")
+    return pool.select_for_update(skip_locked=True).values("pk")[:1]
+
+
+def lock_prompts(prompt_ids: Iterable[int]) -> list[int]:
+    """Lock the prompt rows, in id order, until the transaction ends (see the module's
+    docstring); returns the ids that exist."""
+    ids = sorted(set(prompt_ids))
+    if not ids:
+        return []
+    return list(
+        Prompt.objects.select_for_update()
+        .filter(pk__in=ids)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def give_back_slots(released: Iterable[tuple[int, bool]]) -> None:
+    """Lower `slots_taken` for leases that stopped holding a slot: (prompt id, whether the
+    labeler counts) pairs; the caller holds the prompts' locks."""
+    per_prompt = Counter(prompt_id for prompt_id, counts in released if counts)
+    by_amount: dict[int, list[int]] = {}
+    for prompt_id, amount in per_prompt.items():
+        by_amount.setdefault(amount, []).append(prompt_id)
+    for amount, prompt_ids in by_amount.items():
+        Prompt.objects.filter(pk__in=prompt_ids).update(slots_taken=F("slots_taken") - amount)
+
+
+def _end_leases(
+    leases: QuerySet[Assignment], *, status: str, now: datetime, expires_now: bool
+) -> int:
+    """Move up to EXPIRY_BATCH of these leases to `status` and give their slots back, in one
+    transaction: prompts locked first, then the leases, which are rechecked once locked."""
+    with transaction.atomic():
+        prompt_ids = lock_prompts(
+            leases.order_by().values_list("prompt_id", flat=True).distinct()[:EXPIRY_BATCH]
+        )
+        locked = list(
+            leases.filter(prompt_id__in=prompt_ids)
+            .select_for_update(of=("self",))
+            .values_list("pk", "prompt_id", "labeler__is_active")
+        )
+        if not locked:
+            return 0
+        changes: dict[str, object] = {"status": status}
+        if expires_now:
+            changes["expires_at"] = now
+        Assignment.objects.filter(pk__in=[pk for pk, _, _ in locked]).update(**changes)
+        give_back_slots((prompt_id, counts) for _, prompt_id, counts in locked)
+    return len(locked)
+
+
+def expire_stale_leases(*, now: datetime | None = None, dataset: Dataset | None = None) -> int:
+    """Return abandoned work to the pool: leases past their expiry become expired, in batches.
+    Run by the periodic job over every dataset, and by leasing over one dataset that seems full."""
+    now = now or timezone.now()
+    stale = Assignment.objects.stale(now)
+    if dataset is not None:
+        stale = stale.filter(prompt__dataset=dataset)
+    expired = 0
+    while batch := _end_leases(stale, status=Assignment.Status.EXPIRED, now=now, expires_now=False):
+        expired += batch
+    return expired
+
+
+def release_assignments(*, assignments: QuerySet[Assignment], now: datetime | None = None) -> int:
+    """Give live leases back to the pool at once, as if they had expired (an admin's action)."""
+    now = now or timezone.now()
+    leases = assignments.filter(status=Assignment.Status.LEASED)
+    released = 0
+    while batch := _end_leases(leases, status=Assignment.Status.EXPIRED, now=now, expires_now=True):
+        released += batch
+    return released
+
+
+def recount_slots(prompt_ids: Iterable[int]) -> None:
+    """Set `slots_taken` of these prompts from their assignments, after something outside
+    leasing changed what holds a slot (a labeler excluded or reinstated, assignments deleted).
+    The prompts are locked first, so the count read after is not changed under it."""
+    with transaction.atomic():
+        ids = lock_prompts(prompt_ids)
+        for start in range(0, len(ids), EXPIRY_BATCH):
+            batch = ids[start : start + EXPIRY_BATCH]
+            held = (
+                Assignment.objects.holding_slots()
+                .filter(prompt=OuterRef("pk"))
+                .order_by()
+                .values("prompt")
+                .annotate(n=Count("pk"))
+                .values("n")
+            )
+            Prompt.objects.filter(pk__in=batch).update(slots_taken=Coalesce(Subquery(held), 0))
+
+
+def slot_is_free(prompt: Prompt) -> bool:
+    """Whether the prompt can take one more label; the caller holds the prompt row's lock."""
+    return prompt.is_gold or prompt.slots_taken < prompt.dataset.labels_per_prompt
+
+
+def take_slot(prompt: Prompt) -> None:
+    """Count one more label on a prompt whose row the caller has locked (a late submit)."""
+    Prompt.objects.filter(pk=prompt.pk).update(slots_taken=F("slots_taken") + 1)
+    prompt.slots_taken += 1
 
 
 def skip_assignment(
@@ -138,10 +277,24 @@ def skip_assignment(
         raise ValidationError(
             {"reason": f"Keep the reason under {SKIP_REASON_MAX_CHARS} characters."}
         )
-    updated = Assignment.objects.filter(
-        pk=assignment.pk, status__in=[Assignment.Status.LEASED, Assignment.Status.EXPIRED]
-    ).update(status=Assignment.Status.SKIPPED, skip_reason=reason, finished_at=now)
-    if not updated:
-        raise ValidationError("This task was already submitted or skipped.")
+    with transaction.atomic():
+        lock_prompts([assignment.prompt_id])
+        locked = (
+            Assignment.objects.select_for_update(of=("self",))
+            .filter(
+                pk=assignment.pk,
+                status__in=[Assignment.Status.LEASED, Assignment.Status.EXPIRED],
+            )
+            .values_list("status", "labeler__is_active")
+            .first()
+        )
+        if locked is None:
+            raise ValidationError("This task was already submitted or skipped.")
+        status, counts = locked
+        Assignment.objects.filter(pk=assignment.pk).update(
+            status=Assignment.Status.SKIPPED, skip_reason=reason, finished_at=now
+        )
+        if status == Assignment.Status.LEASED:
+            give_back_slots([(assignment.prompt_id, counts)])
     assignment.refresh_from_db()
     return assignment

@@ -1,9 +1,12 @@
 """Submitting a ranking, and the export cursor that submissions keep honest.
 
 A ranking and its comparisons (one per ordered pair that is not a tie) are written in one
-transaction. Submissions to a dataset commit one at a time under the dataset row's lock
-(`lock_dataset`); an export takes the same lock to read its cursor (`export_cursor`), so it never
-passes an id that a transaction still in flight is about to commit below it.
+transaction. An export must never pass an id that a transaction still in flight is about to
+commit below it. On PostgreSQL a submission holds a shared advisory lock on its dataset
+(`SUBMITTING`) from before its rows get their ids until it commits, and an export takes the same
+lock exclusively to read its cursor (`export_cursor`): submissions run side by side, and an
+export waits only for those in flight. SQLite commits one writer at a time, so ids there are
+committed in order without a lock.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Func, IntegerField, TextField, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from labeling import orders
@@ -29,14 +34,24 @@ from labeling.models import (
     Ranking,
     Strength,
 )
-from labeling.services.leasing import slot_is_free
+from labeling.services.leasing import slot_is_free, take_slot
 
 RATIONALE_MAX_CHARS = 10_000
+# The first key of PostgreSQL's two-key advisory locks taken on a dataset (the second is its id).
+SUBMITTING = 0x50524546  # "PREF"
 
 
-def submit_ranking(
+def submit_ranking(*, assignment: Assignment, **ranking: Any) -> Ranking:
+    """`submit_own_ranking` for an assignment already in hand."""
+    return submit_own_ranking(
+        labeler_id=assignment.labeler_id, assignment_id=assignment.pk, **ranking
+    )
+
+
+def submit_own_ranking(
     *,
-    assignment: Assignment,
+    labeler_id: int,
+    assignment_id: int,
     order: orders.Order,
     ratings: dict[int, dict[str, int]],
     flags: dict[int, list[str]],
@@ -47,69 +62,94 @@ def submit_ranking(
     strength: str = "",
     now: datetime | None = None,
 ) -> Ranking:
-    """Store a ranking and its comparisons together.
+    """Store a ranking of the labeler's assignment and its comparisons together, in six
+    queries: the assignment (locked), its completions, the ranking, the comparisons, the
+    assignment's status, and nothing else on the common path.
 
-    Idempotent: a repeated request_id returns the ranking stored the first time. Refuses, with a
-    ValidationError naming the field and storing nothing, what `check_ranking` refuses and an
-    assignment that was skipped, submitted or whose expired lease went to someone else.
+    Raises Assignment.DoesNotExist when the assignment is not the labeler's. Idempotent: a
+    repeated request_id returns the ranking stored the first time. Refuses, with a
+    ValidationError naming the field and storing nothing, what `check_ranking` refuses, a
+    request_id used for another task, and an assignment that was skipped, submitted or whose
+    expired lease went to someone else.
     """
     now = now or timezone.now()
-    with transaction.atomic():
-        # The lock serialises double submits of the same task.
-        assignment = (
-            Assignment.objects.select_for_update(of=("self",))
-            .select_related("prompt__dataset")
-            .get(pk=assignment.pk)
-        )
-        if earlier := _earlier_submission(assignment, request_id):
-            return earlier
-        check_assignment_is_live(assignment)
-        dataset = assignment.prompt.dataset
-        lock_dataset(dataset.pk)
-        completion_ids = list(assignment.prompt.completions.values_list("pk", flat=True))
-        check_ranking(
-            order=order,
-            ratings=ratings,
-            flags=flags,
-            strength=strength,
-            seconds_spent=seconds_spent,
-            rationale=rationale,
-            completion_ids=completion_ids,
-            criteria=dataset.criteria,
-        )
-        ranking = Ranking.objects.create(
-            assignment=assignment,
-            dataset=dataset,
-            prompt=assignment.prompt,
-            labeler_id=assignment.labeler_id,
-            order=orders.normalized(order),
-            ratings={str(cid): dict(values) for cid, values in ratings.items()},
-            flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
-            all_unacceptable=all_unacceptable,
-            rationale=rationale.strip(),
-            seconds_spent=seconds_spent,
-            guidelines_version=dataset.guidelines_version,
-            request_id=request_id,
-            created_at=now,
-        )
-        _store_comparisons(ranking, order, strength)
-        assignment.status = Assignment.Status.SUBMITTED
-        assignment.finished_at = now
-        assignment.save(update_fields=["status", "finished_at"])
+    try:
+        with transaction.atomic():
+            assignment = _lock_assignment(assignment_id, labeler_id)
+            if assignment.status == Assignment.Status.SUBMITTED and (
+                earlier := Ranking.objects.filter(request_id=request_id).first()
+            ):
+                _check_same_task(earlier, assignment.pk)
+                return earlier
+            check_assignment_is_live(assignment)
+            dataset = assignment.prompt.dataset
+            completion_ids = list(assignment.prompt.completions.values_list("pk", flat=True))
+            check_ranking(
+                order=order,
+                ratings=ratings,
+                flags=flags,
+                strength=strength,
+                seconds_spent=seconds_spent,
+                rationale=rationale,
+                completion_ids=completion_ids,
+                criteria=dataset.criteria,
+            )
+            ranking = Ranking.objects.create(
+                assignment=assignment,
+                dataset=dataset,
+                prompt=assignment.prompt,
+                labeler_id=assignment.labeler_id,
+                order=orders.normalized(order),
+                ratings={str(cid): dict(values) for cid, values in ratings.items()},
+                flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
+                all_unacceptable=all_unacceptable,
+                rationale=rationale.strip(),
+                seconds_spent=seconds_spent,
+                guidelines_version=dataset.guidelines_version,
+                request_id=request_id,
+                created_at=now,
+            )
+            ranking.comparison_count = _store_comparisons(ranking, order, strength)
+            Assignment.objects.filter(pk=assignment.pk).update(
+                status=Assignment.Status.SUBMITTED, finished_at=now
+            )
+    except IntegrityError:
+        # Nothing was stored. The one unique value a valid submission can collide on is its
+        # request id: a retry racing its first try, or an id used for another task.
+        earlier = Ranking.objects.filter(request_id=request_id).first()
+        if earlier is None:
+            raise
+        _check_same_task(earlier, assignment_id)
+        return earlier
     return ranking
 
 
-def _earlier_submission(assignment: Assignment, request_id: UUID) -> Ranking | None:
-    """The ranking a first try with this request id stored, if any; an id used for another
-    task is refused."""
-    earlier = Ranking.objects.filter(request_id=request_id).first()
-    if earlier is not None and earlier.assignment_id != assignment.pk:
+def _lock_assignment(assignment_id: int, labeler_id: int) -> Assignment:
+    """The labeler's assignment with its prompt and dataset, its row locked (so double submits
+    of one task run one after the other); on PostgreSQL the same query takes the dataset's
+    shared `SUBMITTING` lock."""
+    assignments = Assignment.objects.select_for_update(of=("self",)).select_related(
+        "prompt__dataset", "labeler"
+    )
+    if connection.vendor == "postgresql":
+        assignments = assignments.annotate(
+            submitting=Func(
+                Value(SUBMITTING),
+                Cast(F("prompt__dataset_id"), IntegerField()),
+                function="pg_advisory_xact_lock_shared",
+                output_field=TextField(),  # it returns void
+            )
+        )
+    return assignments.get(pk=assignment_id, labeler_id=labeler_id)
+
+
+def _check_same_task(earlier: Ranking, assignment_id: int) -> None:
+    if earlier.assignment_id != assignment_id:
         raise ValidationError({"request_id": "This request id was used for another task."})
-    return earlier
 
 
-def _store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> None:
-    Comparison.objects.bulk_create(
+def _store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> int:
+    stored = Comparison.objects.bulk_create(
         Comparison(
             dataset_id=ranking.dataset_id,
             prompt_id=ranking.prompt_id,
@@ -123,11 +163,12 @@ def _store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> 
         )
         for chosen, rejected, margin in orders.comparison_pairs(order)
     )
+    return len(stored)
 
 
 def check_assignment_is_live(assignment: Assignment) -> None:
     """Refuse a submitted or skipped task, and an expired lease whose slot went to someone else;
-    an expired lease whose slot is still free counts. Takes the prompt row's lock."""
+    an expired lease whose slot is still free counts, and takes the slot again."""
     status = assignment.status
     if status == Assignment.Status.SUBMITTED:
         raise ValidationError("This task was already submitted.")
@@ -144,6 +185,8 @@ def check_assignment_is_live(assignment: Assignment) -> None:
         raise ValidationError(
             "Your lease on this task expired and it went to another labeler; nothing was stored."
         )
+    if assignment.labeler.is_active:
+        take_slot(prompt)
 
 
 def check_ranking(
@@ -211,19 +254,18 @@ def _check_flags(flags: Any, completion_ids: list[int]) -> None:
             )
 
 
-def lock_dataset(dataset_id: int) -> None:
-    """Take the dataset row's lock until the transaction ends (see the module's docstring)."""
-    list(Dataset.objects.select_for_update(no_key=True).filter(pk=dataset_id).values_list("pk"))
-
-
 def export_cursor(*, dataset: Dataset, model: type[Ranking] | type[Comparison]) -> int:
     """The highest id of `model` in the dataset that an export may include.
 
-    Taking the dataset's lock waits for submissions in flight, so every row at or below the
-    returned id is committed, and every later row gets a higher id: pulling `since` this cursor
-    next time returns each row exactly once.
+    On PostgreSQL, taking the dataset's `SUBMITTING` lock exclusively waits for submissions in
+    flight, so every row at or below the returned id is committed, and every later row gets a
+    higher id: pulling `since` this cursor next time returns each row exactly once.
     """
     with transaction.atomic():
-        lock_dataset(dataset.pk)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s::integer)", [SUBMITTING, dataset.pk]
+                )
         top = model.objects.filter(dataset=dataset).order_by("-pk").values_list("pk", flat=True)
         return top.first() or 0

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
 from typing import Any
 
-from django.utils import timezone
-
-from labeling.models import Assignment, Dataset, Prompt, Ranking
+from labeling.models import Dataset, Prompt, Ranking
 from labeling.services import quality_report, rankings
-from tests.factories import DatasetFactory, UserFactory, make_prompt
+from tests.factories import DatasetFactory, UserFactory, make_lease, make_prompt
 
 
 def rank(
@@ -30,10 +27,7 @@ def rank(
     groups = [[ids[name.strip()] for name in group.split("=")] for group in order.split(">")]
     if ratings is None:
         ratings = {name: {c: 4 for c in prompt.dataset.criteria} for name in ids}
-    now = timezone.now()
-    assignment = Assignment.objects.create(
-        prompt=prompt, labeler=labeler, leased_at=now, expires_at=now + timedelta(minutes=30)
-    )
+    assignment = make_lease(prompt, labeler)
     return rankings.submit_ranking(
         assignment=assignment,
         order=groups,

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from labeling.models import Assignment, Comparison, Ranking
 from labeling.services import exclusion, leasing, rankings
-from tests.factories import UserFactory, make_prompt
+from tests.factories import UserFactory, make_lease, make_prompt
 from tests.labeling.quality_data import rank
 
 
@@ -24,9 +24,7 @@ def test_exclusion_is_one_action_that_can_be_undone(small, people, staff):
     bobs = exported(cursor=cursor).filter(labeler=bob).count()
     open_prompt = small["p4"]
     now = timezone.now()
-    lease = Assignment.objects.create(
-        prompt=open_prompt, labeler=bob, leased_at=now, expires_at=now + timedelta(minutes=30)
-    )
+    lease = make_lease(open_prompt, bob, leased_at=now)
 
     exclusion.exclude_labeler(labeler=bob, by=staff)
 
@@ -82,9 +80,7 @@ def test_an_expired_lease_is_still_submittable_when_the_slot_holder_was_excluded
     ann, bob, cat = people["ann"], people["bob"], people["cat"]
     rank(prompt, ann, "c0 > c1")
     now = timezone.now()
-    late = Assignment.objects.create(
-        prompt=prompt, labeler=cat, leased_at=now - timedelta(hours=2), expires_at=now
-    )
+    late = make_lease(prompt, cat, leased_at=now - timedelta(hours=2), expires_at=now)
     rank(prompt, bob, "c1 > c0")  # took the last slot while cat's lease was expired
     late.status = Assignment.Status.EXPIRED
     late.save()

@@ -15,9 +15,9 @@ from rest_framework.test import APIClient
 
 from labeling import exports
 from labeling.accounts import pseudonym
-from labeling.models import Assignment, Comparison, Ranking
+from labeling.models import Comparison, Ranking
 from labeling.services import leasing, rankings
-from tests.factories import DatasetFactory, PromptFactory, UserFactory, make_prompt
+from tests.factories import DatasetFactory, PromptFactory, UserFactory, make_lease, make_prompt
 
 CONVERSATION = [
     {"role": "user", "content": "Hi"},
@@ -72,12 +72,7 @@ def client(staff):
 def rank(dataset, labeler, *, order=None, prompt=None):
     """Lease for `labeler` and rank the completions in position order (or by `order` positions)."""
     assignment = (
-        Assignment.objects.create(
-            prompt=prompt,
-            labeler=labeler,
-            leased_at="2026-01-01T00:00Z",
-            expires_at="2099-01-01T00:00Z",
-        )
+        make_lease(prompt, labeler)
         if prompt is not None
         else leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     )
@@ -343,15 +338,22 @@ TRICKY = [
 
 @pytest.mark.parametrize("format", exports.COMPARISON_FORMATS)
 def test_streamed_lines_equal_the_row_definition(format):
-    prompt = exports.EncodedPrompt(TRICKY)
     chosen, rejected = 'She said "hi"\\n', "</script> ü\r\n"
-    line = exports.comparison_line(format, prompt, exports.encode(chosen), exports.encode(rejected))
+    line = exports.comparison_line(
+        format,
+        exports.prompt_json(format, TRICKY),
+        exports.encode(chosen),
+        exports.encode(rejected),
+    )
     assert json.loads(line) == exports.comparison_row(format, TRICKY, chosen, rejected)
 
 
 def test_streamed_text_rendering_equals_the_row_definition():
-    prompt = exports.EncodedPrompt(TRICKY)
+    pair_format = exports.line_format("trl", TRICKY, render_text=True)
     line = exports.comparison_line(
-        "trl", prompt, exports.encode('a"b'), exports.encode("c"), render_text=True
+        pair_format,
+        exports.prompt_json(pair_format, TRICKY),
+        exports.encode('a"b'),
+        exports.encode("c"),
     )
     assert json.loads(line) == exports.trl_text_row(TRICKY, 'a"b', "c")

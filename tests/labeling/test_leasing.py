@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from labeling.models import Assignment, Comparison, Dataset, Ranking
 from labeling.services import leasing, rankings
-from tests.factories import DatasetFactory, UserFactory, make_prompt
+from tests.factories import DatasetFactory, UserFactory, make_lease, make_prompt
 
 
 def rank_in_given_order(assignment: Assignment, **extra) -> Ranking:
@@ -105,14 +105,7 @@ def test_prompts_closest_to_complete_come_first(dataset):
     dataset.save()
     fresh = make_prompt(dataset)
     half_done = make_prompt(dataset)
-    rank_in_given_order(
-        Assignment.objects.create(
-            prompt=half_done,
-            labeler=UserFactory(),
-            leased_at=timezone.now(),
-            expires_at=timezone.now() + timedelta(minutes=5),
-        )
-    )
+    rank_in_given_order(make_lease(half_done, UserFactory()))
     assert leasing.lease_next_assignment(dataset=dataset, labeler=UserFactory()).prompt == half_done
     assert fresh.pk < half_done.pk
 
