@@ -530,26 +530,37 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 class Process:
     pid: int
     ppid: int
-    uid: int
+    started: int  # clock ticks after boot: with the pid, names one process even if pids recur
     title: str
-    cpu: float  # seconds: its own and its reaped children's (utime, stime, cutime, cstime)
+    own_cpu: float  # seconds (utime + stime)
+    cpu: float  # seconds, with its reaped children's (+ cutime + cstime)
 
 
-def processes() -> dict[int, Process]:
-    found = {}
+def processes(uid: int | None = None) -> list[Process]:
+    """The machine's processes, or those of one user, from /proc."""
+    found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
+            if uid is not None and entry.stat().st_uid != uid:
+                continue
             stat = Path(f"/proc/{entry.name}/stat").read_text()
             title = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ")
-            uid = entry.stat().st_uid
         except OSError:  # it ended while we looked
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        cpu = sum(int(ticks) for ticks in fields[11:15]) / TICKS
-        pid = int(entry.name)
-        found[pid] = Process(pid, int(fields[1]), uid, title.decode(errors="replace"), cpu)
+        fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is stat's field 3
+        ticks = [int(n) for n in fields[11:15]]  # utime, stime, cutime, cstime
+        found.append(
+            Process(
+                pid=int(entry.name),
+                ppid=int(fields[1]),
+                started=int(fields[19]),
+                title=title.decode(errors="replace").strip(),
+                own_cpu=(ticks[0] + ticks[1]) / TICKS,
+                cpu=sum(ticks) / TICKS,
+            )
+        )
     return found
 
 
@@ -566,38 +577,81 @@ def client_database(title: str) -> str | None:
     return None
 
 
+class PostgresMeter(threading.Thread):
+    """CPU of the PostgreSQL processes that work for the bench: the backends of its database and
+    the cluster's background processes (postmaster, checkpointer, WAL writer, autovacuum of any
+    database...), not other databases' backends. Read from /proc every SAMPLE_SECONDS while a
+    run lasts, so a backend that ends during it (a recycled gunicorn worker's connection) counts
+    up to its last reading: the postmaster's total of reaped children would mix in the other
+    databases' short-lived backends of whoever shares the machine."""
+
+    SAMPLE_SECONDS = 0.5
+
+    def __init__(self, max_seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.uid = pwd.getpwnam("postgres").pw_uid
+        self.max_samples = int(max_seconds / self.SAMPLE_SECONDS) + 1
+        self.done = threading.Event()
+        self.first: dict[tuple[int, int], float] = {}
+        self.last: dict[tuple[int, int], float] = {}
+        self.kind: dict[tuple[int, int], str] = {}
+        self.read(first=True)
+
+    def read(self, first: bool = False) -> None:
+        for process in processes(self.uid):
+            database = client_database(process.title)
+            if database not in (None, DATABASE):
+                continue
+            key = (process.pid, process.started)
+            if first:
+                self.first[key] = process.own_cpu
+            self.last[key] = process.own_cpu
+            self.kind[key] = "background" if database is None else "backends"
+
+    def run(self) -> None:
+        for _ in range(self.max_samples):
+            if self.done.wait(self.SAMPLE_SECONDS):
+                break
+            self.read()
+
+    def finish(self) -> dict[str, float]:
+        """Seconds of CPU of "backends" and "background" processes since the meter started."""
+        self.done.set()
+        self.join(timeout=5)
+        self.read()
+        used = {"backends": 0.0, "background": 0.0}
+        for key, cpu in self.last.items():  # a process started during the run counts whole
+            used[self.kind[key]] += cpu - self.first.get(key, 0.0)
+        return used
+
+
 @dataclass
 class CpuSample:
-    app: float
-    postgres: float
-    other_backends: dict[int, float]  # pid: CPU of live backends of other databases
-    client: float
+    app: float  # the gunicorn master and workers, with the workers it reaped
+    app_pids: set[int]
+    client: float  # this process: the labelers' threads and the meter
     machine_busy: float
     machine_total: float
 
 
 def sample_cpu(server_pid: int) -> CpuSample:
     found = processes()
+    by_pid = {process.pid: process for process in found}
     children = defaultdict(list)
-    for process in found.values():
+    for process in found:
         children[process.ppid].append(process.pid)
     tree, todo = set(), [server_pid]
     while todo and len(tree) < 10_000:
         pid = todo.pop()
-        if pid in found and pid not in tree:
+        if pid in by_pid and pid not in tree:
             tree.add(pid)
             todo.extend(children[pid])
-    postgres_uid = pwd.getpwnam("postgres").pw_uid
-    cluster = [p for p in found.values() if p.uid == postgres_uid]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
     busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
     return CpuSample(
-        app=sum(found[pid].cpu for pid in tree),
-        postgres=sum(p.cpu for p in cluster),
-        other_backends={
-            p.pid: p.cpu for p in cluster if client_database(p.title) not in (None, DATABASE)
-        },
+        app=sum(by_pid[pid].cpu for pid in tree),
+        app_pids=tree,
         client=usage.ru_utime + usage.ru_stime,
         machine_busy=busy / TICKS,
         machine_total=(busy + ticks[3] + ticks[4]) / TICKS,
@@ -729,6 +783,7 @@ class Run:
     partial: int  # prompts some ranked: closest to complete first keeps them few
     before: CpuSample
     after: CpuSample
+    postgres: dict[str, float]  # CPU seconds of "backends" and "background" (PostgresMeter)
     checks: list[tuple[str, int, bool]]
 
     @property
@@ -740,16 +795,13 @@ class Run:
         return self.after.app - self.before.app
 
     @property
-    def other_backends_cpu(self) -> float:
-        """CPU of other databases' backends alive at the end (what they used during the run)."""
-        return sum(
-            cpu - self.before.other_backends.get(pid, 0.0)
-            for pid, cpu in self.after.other_backends.items()
-        )
+    def postgres_cpu(self) -> float:
+        return sum(self.postgres.values())
 
     @property
-    def postgres_cpu(self) -> float:
-        return self.after.postgres - self.before.postgres - self.other_backends_cpu
+    def recycled_workers(self) -> int:
+        """gunicorn workers that ended during the run (--max-requests)."""
+        return len(self.before.app_pids - self.after.app_pids)
 
     @property
     def ms_per_pair(self) -> float:
@@ -770,9 +822,12 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
 
 def run_labelers(
     slug: str, tokens: list[str], seconds: float, server_pid: int
-) -> tuple[list[Labeler], float, CpuSample, CpuSample]:
+) -> tuple[list[Labeler], float, CpuSample, CpuSample, dict[str, float]]:
     labelers = [Labeler(token, seed=i) for i, token in enumerate(tokens)]
     max_tasks = int(seconds * MAX_TASKS_PER_SECOND)
+    join_seconds = 2 * REQUEST_TIMEOUT + 5  # a request in flight at the deadline may finish
+    meter = PostgresMeter(max_seconds=seconds + join_seconds + 10)
+    meter.start()
     before = sample_cpu(server_pid)
     start = time.perf_counter()
     deadline = time.monotonic() + seconds
@@ -782,13 +837,14 @@ def run_labelers(
     ]
     for thread in threads:
         thread.start()
-    for thread in threads:  # a request in flight at the deadline may take REQUEST_TIMEOUT more
-        thread.join(timeout=max(0.0, deadline - time.monotonic()) + 2 * REQUEST_TIMEOUT + 5)
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()) + join_seconds)
     elapsed = time.perf_counter() - start
     after = sample_cpu(server_pid)
+    postgres = meter.finish()
     if any(thread.is_alive() for thread in threads):
         print(f"  ({sum(t.is_alive() for t in threads)} labelers still busy, left behind)")
-    return labelers, elapsed, before, after
+    return labelers, elapsed, before, after, postgres
 
 
 def check_dataset(
@@ -862,7 +918,9 @@ def measure(
     server_pid: int,
 ) -> Run:
     reset_dataset(url, dataset_id)
-    labelers, elapsed, before, after = run_labelers(slug, tokens, args.seconds, server_pid)
+    labelers, elapsed, before, after, postgres = run_labelers(
+        slug, tokens, args.seconds, server_pid
+    )
     errors: Counter[str] = Counter()
     samples: list[str] = []
     for labeler in labelers:
@@ -892,6 +950,7 @@ def measure(
         partial=partial,
         before=before,
         after=after,
+        postgres=postgres,
         checks=checks,
     )
 
@@ -916,9 +975,9 @@ def report_run(run: Run) -> None:
     for sample in run.samples:
         print(f"    {sample}")
     print(
-        f"  CPU s: app {run.app_cpu:.1f}, PostgreSQL {run.postgres_cpu:.1f} (the cluster's "
-        f"processes, background included; other databases' backends, "
-        f"{run.other_backends_cpu:.1f}, left out), client {client:.1f} "
+        f"  CPU s: app {run.app_cpu:.1f} ({run.recycled_workers} workers recycled), PostgreSQL "
+        f"{run.postgres_cpu:.1f} (backends of {DATABASE} {run.postgres['backends']:.1f}, the "
+        f"cluster's background processes {run.postgres['background']:.1f}), client {client:.1f} "
         f"({100 * client / run.seconds:.0f}% of a core); the machine: {busy:.0f} of {total:.0f} "
         f"busy, {others:.1f} by everything else"
     )
@@ -964,19 +1023,23 @@ def explain_candidate_query(slug: str, username: str) -> None:
         or "SKIP LOCKED" in query["sql"]
         or re.match(r'UPDATE "?labeling_prompt"? ', query["sql"])
     ]
+    seq_scans: set[str] = set()
     for sql in candidates:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
             plan = "\n".join(f"    {row[0]}" for row in cursor.fetchall())
             transaction.set_rollback(True)
-        seq_scans = sorted(
-            set(re.findall(r"Seq Scan on (labeling_prompt|labeling_assignment)", plan))
-        )
         print(f"\n  {sql}\n{plan}")
-        verdict = f"Seq Scan on {', '.join(seq_scans)}" if seq_scans else "index scans only"
-        print(f"  {'FAIL' if seq_scans else 'PASS'}  candidate query uses {verdict}")
+        seq_scans.update(re.findall(r"Seq Scan on (labeling_prompt|labeling_assignment)", plan))
     if not candidates:
-        print("  (no query selecting candidate prompts was recognised)")
+        print("  FAIL  no query selecting candidate prompts was recognised")
+    elif seq_scans:
+        print(f"\n  FAIL  the candidate queries read {', '.join(sorted(seq_scans))} by Seq Scan")
+    else:
+        print(
+            "\n  PASS  the candidate queries use indexes: no Seq Scan on labeling_prompt or "
+            "labeling_assignment"
+        )
     connection.close()
 
 
@@ -1117,7 +1180,7 @@ def main() -> None:
 
 
 def gunicorn_workers(master: int) -> list[int]:
-    return [p.pid for p in processes().values() if p.ppid == master]
+    return [process.pid for process in processes() if process.ppid == master]
 
 
 if __name__ == "__main__":
