@@ -1,8 +1,9 @@
 """Export rows in the formats training pipelines read, streamed as JSON Lines.
 
 The row builders are plain functions of messages and texts. The generators read the database
-in chunks of primary keys (keyset pagination) and fetch each chunk's prompts and completions
-once, so memory stays flat however many comparisons there are.
+in chunks, so memory stays flat however many rows there are: pairs through one joined query
+read by a cursor, rankings and consensus pairs in chunks of primary keys (keyset pagination)
+whose prompts and completions are fetched once per chunk.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Iterator
-from functools import cached_property
+from itertools import islice
 from typing import Any
 
 from django.db import connection
-from django.db.models import JSONField, Model, QuerySet
+from django.db.models import Func, JSONField, Model, QuerySet, TextField
 
 from labeling import consensus, orders
 from labeling.accounts import pseudonym
@@ -67,63 +68,59 @@ def is_multi_turn(messages: Messages) -> bool:
 
 
 # JSON string escaping works character by character, so encoded pieces can be joined: the
-# streaming path encodes each prompt and completion text once per chunk, then builds its lines
-# from those pieces. `comparison_row` stays the readable definition; a test pins the two equal.
+# streaming path encodes each prompt and completion text once, then builds its lines from those
+# pieces. `comparison_row` stays the readable definition; a test pins the two equal.
 encode = json.encoder.encode_basestring  # type: ignore[attr-defined]
-ASSISTANT_TURN = encode("\n\nAssistant: ")[1:-1]
+
+# PostgreSQL writes JSON as `json.dumps(ensure_ascii=False)` does (the same separators and
+# escapes; a message's keys come out as "role", "content" in both), so on PostgreSQL the formats
+# that hold the last message or the messages as they are get that piece from the database, and
+# Python only joins strings.
+PROMPT_JSON_SQL = {
+    "trl": "(%(expressions)s -> -1 -> 'content')::text",
+    "trl-conversational": "%(expressions)s::text",
+    "openai": "%(expressions)s::text",
+}
 
 
-class EncodedPrompt:
-    """The JSON pieces of one prompt that the formats' lines are made of, each encoded the first
-    time a line needs it: a format uses one or two of them."""
+def line_format(format: str, messages: Messages, render_text: bool) -> str:
+    """`format`, or "trl-text" for a multi-turn prompt that `render=text` flattens for `trl`."""
+    return "trl-text" if format == "trl" and render_text and is_multi_turn(messages) else format
 
-    def __init__(self, messages: Messages) -> None:
-        self.raw = messages
-        self.multi_turn = is_multi_turn(messages)
 
-    @cached_property
-    def messages(self) -> str:
-        return json.dumps(self.raw, ensure_ascii=False)
-
-    @cached_property
-    def last(self) -> str:
-        return encode(self.raw[-1]["content"])  # type: ignore[no-any-return]
-
-    @cached_property
-    def dialogue(self) -> str:
-        return encode(render_hh_dialogue(self.raw))  # type: ignore[no-any-return]
-
-    @cached_property
-    def text_prompt(self) -> str:
-        return encode(render_hh_dialogue(self.raw) + "\n\nAssistant:")  # type: ignore[no-any-return]
+def prompt_json(format: str, messages: Messages) -> str:
+    """The prompt as the lines of `format` (or "trl-text") hold it, JSON-encoded; for `hh`, the
+    start of a JSON string that each reply continues."""
+    if format == "trl":
+        return encode(messages[-1]["content"])  # type: ignore[no-any-return]
+    if format == "trl-text":
+        return encode(render_hh_dialogue(messages) + "\n\nAssistant:")  # type: ignore[no-any-return]
+    if format == "hh":
+        return encode(render_hh_dialogue(messages) + "\n\nAssistant: ")[:-1]  # type: ignore[no-any-return]
+    return json.dumps(messages, ensure_ascii=False)
 
 
 def assistant_json(text: str) -> str:
     return f'[{{"role": "assistant", "content": {text}}}]'
 
 
-def comparison_line(
-    format: str, prompt: EncodedPrompt, chosen: str, rejected: str, render_text: bool = False
-) -> str:
-    """`comparison_row` as a JSON line, from already encoded pieces (`chosen`, `rejected`)."""
+def comparison_line(format: str, prompt: str, chosen: str, rejected: str) -> str:
+    """`comparison_row` (or `trl_text_row` for "trl-text") as a JSON line, from encoded pieces:
+    `prompt` from `prompt_json`, `chosen` and `rejected` from `encode`."""
     if format == "trl":
-        if render_text and prompt.multi_turn:
-            return (
-                f'{{"prompt": {prompt.text_prompt}, "chosen": "{" " + chosen[1:]}, '
-                f'"rejected": "{" " + rejected[1:]}}}'
-            )
-        return f'{{"prompt": {prompt.last}, "chosen": {chosen}, "rejected": {rejected}}}'
+        return f'{{"prompt": {prompt}, "chosen": {chosen}, "rejected": {rejected}}}'
+    if format == "trl-text":
+        return f'{{"prompt": {prompt}, "chosen": " {chosen[1:]}, "rejected": " {rejected[1:]}}}'
     if format == "trl-conversational":
         return (
-            f'{{"prompt": {prompt.messages}, "chosen": {assistant_json(chosen)}, '
+            f'{{"prompt": {prompt}, "chosen": {assistant_json(chosen)}, '
             f'"rejected": {assistant_json(rejected)}}}'
         )
     if format == "hh":
-        head = prompt.dialogue[:-1] + ASSISTANT_TURN
-        return f'{{"chosen": {head}{chosen[1:]}, "rejected": {head}{rejected[1:]}}}'
+        return f'{{"chosen": {prompt}{chosen[1:]}, "rejected": {prompt}{rejected[1:]}}}'
     if format == "openai":
         return (
-            f'{{"input": {{"messages": {prompt.messages}}}, '
+            f'{{"input": {{"messages": {prompt}}}, '
             f'"preferred_output": {assistant_json(chosen)}, '
             f'"non_preferred_output": {assistant_json(rejected)}}}'
         )
@@ -133,47 +130,6 @@ def comparison_line(
 def with_fields(line: str, fields: dict[str, Any]) -> str:
     """A JSON object line with `fields` added at its end."""
     return line[:-1] + ", " + json.dumps(fields, ensure_ascii=False)[1:]
-
-
-def _pair_line(
-    format: str,
-    prompt: EncodedPrompt,
-    completions: dict[int, tuple[str, str]],
-    chosen: int,
-    rejected: int,
-    render_text: bool,
-    extra: dict[str, Any] | None,
-) -> str:
-    """A pair's line; with `extra` (include_ids), its ids, external ids included, and `extra`."""
-    line = comparison_line(
-        format, prompt, completions[chosen][1], completions[rejected][1], render_text
-    )
-    if extra is None:
-        return line
-    ids = extra["ids"] | {
-        "chosen": chosen,
-        "rejected": rejected,
-        "chosen_external": completions[chosen][0],
-        "rejected_external": completions[rejected][0],
-    }
-    return with_fields(line, extra | {"ids": ids})
-
-
-def _encoded_chunk(
-    prompt_ids: Iterable[int], completion_ids: Iterable[int]
-) -> tuple[dict[int, EncodedPrompt], dict[int, tuple[str, str]]]:
-    """A chunk's prompts and completions, each encoded once: completion -> (external id, JSON)."""
-    prompts = {
-        pk: EncodedPrompt(messages)
-        for pk, messages in rows_by_id(Prompt, ("id", "messages"), prompt_ids)
-    }
-    completions = {
-        pk: (external_id, encode(text))
-        for pk, external_id, text in rows_by_id(
-            Completion, ("id", "external_id", "text"), completion_ids
-        )
-    }
-    return prompts, completions
 
 
 def rows_by_id(model: type[Model], columns: tuple[str, ...], ids: Iterable[int]) -> list[Any]:
@@ -241,44 +197,86 @@ def comparison_lines(
 ) -> Iterator[bytes]:
     """JSON Lines of `comparisons` (already filtered and bounded), in primary key order.
 
-    With `min_agreement` or `min_labelers`, only comparisons whose direction at least that share
-    of at least that many of the prompt's counted labelers gave (`vote_shares`, over every
-    counted ranking at the time of the pull)."""
-    columns = ("pk", "ranking_id", "prompt_id", "chosen_id", "rejected_id", "margin", "strength")
-    last = 0
-    while chunk := list(
-        comparisons.filter(pk__gt=last).order_by("pk").values_list(*columns)[:CHUNK_SIZE]
-    ):
-        last = chunk[-1][0]
+    One query joins each comparison to its prompt and its two completions and is read
+    CHUNK_SIZE rows at a time (through a server-side cursor on PostgreSQL), so memory stays flat
+    however many comparisons there are. With `min_agreement` or `min_labelers`, only comparisons
+    whose direction at least that share of at least that many of the prompt's counted labelers
+    gave (`vote_shares`, over every counted ranking at the time of the pull)."""
+    in_database = (
+        connection.vendor == "postgresql" and format in PROMPT_JSON_SQL and not render_text
+    )
+    prompt_column = (
+        Func("prompt__messages", template=PROMPT_JSON_SQL[format], output_field=TextField())
+        if in_database
+        else "prompt__messages"
+    )
+    rows = (
+        comparisons.order_by("pk")
+        .values_list(
+            "pk",
+            "prompt_id",
+            "chosen_id",
+            "rejected_id",
+            prompt_column,
+            "chosen__text",
+            "rejected__text",
+            "ranking_id",
+            "margin",
+            "strength",
+            "chosen__external_id",
+            "rejected__external_id",
+        )
+        .iterator(chunk_size=CHUNK_SIZE)
+    )
+    last_prompt, pair_format, prompt = 0, format, ""
+    while chunk := list(islice(rows, CHUNK_SIZE)):
         if min_agreement is not None or min_labelers > 1:
-            shares = vote_shares(counted_orders(row[2] for row in chunk))
+            shares = vote_shares(counted_orders(row[1] for row in chunk))
             chunk = [
                 row
                 for row in chunk
-                if shares[(row[2], row[3], row[4])][0] >= (min_agreement or 0)
-                and shares[(row[2], row[3], row[4])][1] >= min_labelers
+                if shares[row[1:4]][0] >= (min_agreement or 0)
+                and shares[row[1:4]][1] >= min_labelers
             ]
-        prompts, completions = _encoded_chunk(
-            (row[2] for row in chunk), (cid for row in chunk for cid in (row[3], row[4]))
-        )
-        lines = [
-            _pair_line(
-                format,
-                prompts[prompt_id],
-                completions,
-                chosen_id,
-                rejected_id,
-                render_text,
-                {
-                    "ids": {"comparison": pk, "ranking": ranking_id, "prompt": prompt_id},
-                    "margin": margin,
+        lines = []
+        for (
+            pk,
+            prompt_id,
+            chosen_id,
+            rejected_id,
+            messages,
+            chosen,
+            rejected,
+            ranking_id,
+            margin,
+            strength,
+            chosen_external,
+            rejected_external,
+        ) in chunk:
+            # A ranking's comparisons come one after another: their prompt is encoded once.
+            if prompt_id != last_prompt:
+                last_prompt = prompt_id
+                if in_database:
+                    prompt = messages
+                else:
+                    pair_format = line_format(format, messages, render_text)
+                    prompt = prompt_json(pair_format, messages)
+            line = comparison_line(pair_format, prompt, encode(chosen), encode(rejected))
+            if include_ids:
+                ids = {
+                    "comparison": pk,
+                    "ranking": ranking_id,
+                    "prompt": prompt_id,
+                    "chosen": chosen_id,
+                    "rejected": rejected_id,
+                    "chosen_external": chosen_external,
+                    "rejected_external": rejected_external,
                 }
-                | ({"strength": strength} if strength else {})
-                if include_ids
-                else None,
-            )
-            for pk, ranking_id, prompt_id, chosen_id, rejected_id, margin, strength in chunk
-        ]
+                fields = {"ids": ids, "margin": margin} | (
+                    {"strength": strength} if strength else {}
+                )
+                line = with_fields(line, fields)
+            lines.append(line)
         if lines:
             yield ("\n".join(lines) + "\n").encode()
 
@@ -309,27 +307,37 @@ def consensus_lines(
             for pair in consensus.consensus_pairs(completion_ids, prompt_orders):
                 if pair["vote_share"] >= (min_agreement or 0) and pair["voters"] >= min_labelers:
                     pairs.append((prompt_id, pair))
-        encoded_prompts, completions = _encoded_chunk(
-            by_prompt, (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"]))
-        )
-        lines = [
-            _pair_line(
-                format,
-                encoded_prompts[prompt_id],
-                completions,
-                pair["chosen"],
-                pair["rejected"],
-                render_text,
-                {
-                    "ids": {"prompt": prompt_id},
-                    "vote_share": pair["vote_share"],
-                    "voters": pair["voters"],
-                }
-                if include_ids
-                else None,
+        encoded_prompts = {}
+        for prompt_id, messages in rows_by_id(Prompt, ("id", "messages"), by_prompt):
+            pair_format = line_format(format, messages, render_text)
+            encoded_prompts[prompt_id] = (pair_format, prompt_json(pair_format, messages))
+        completions = {
+            pk: (external_id, encode(text))
+            for pk, external_id, text in rows_by_id(
+                Completion,
+                ("id", "external_id", "text"),
+                (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"])),
             )
-            for prompt_id, pair in pairs
-        ]
+        }
+        lines = []
+        for prompt_id, pair in pairs:
+            (chosen_external, chosen), (rejected_external, rejected) = (
+                completions[pair["chosen"]],
+                completions[pair["rejected"]],
+            )
+            line = comparison_line(*encoded_prompts[prompt_id], chosen, rejected)
+            if include_ids:
+                ids = {
+                    "prompt": prompt_id,
+                    "chosen": pair["chosen"],
+                    "rejected": pair["rejected"],
+                    "chosen_external": chosen_external,
+                    "rejected_external": rejected_external,
+                }
+                line = with_fields(
+                    line, {"ids": ids, "vote_share": pair["vote_share"], "voters": pair["voters"]}
+                )
+            lines.append(line)
         if lines:
             yield ("\n".join(lines) + "\n").encode()
 

@@ -345,7 +345,28 @@ def test_streamed_lines_equal_the_row_definition(format):
         exports.encode(chosen),
         exports.encode(rejected),
     )
-    assert json.loads(line) == exports.comparison_row(format, TRICKY, chosen, rejected)
+    row = exports.comparison_row(format, TRICKY, chosen, rejected)
+    assert line == json.dumps(row, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("format", exports.COMPARISON_FORMATS)
+def test_exported_lines_are_the_bytes_python_builds(client, dataset, labeler, format):
+    """On PostgreSQL the database writes some JSON pieces: the lines must still be the bytes of
+    `json.dumps(comparison_row(...))`, as on SQLite."""
+    messages = [*TRICKY, {"role": "user", "content": "controls \x01\x1f\x7f \\u0041 /"}]
+    if format == "trl":
+        messages = messages[-1:]
+    prompt = PromptFactory(dataset=dataset, messages=messages)
+    texts = ['ü "a"\t\\', "\x02 🙂\u2029"]
+    for position, text in enumerate(texts):
+        prompt.completions.create(external_id=str(position), text=text, position=position)
+    rank(dataset, labeler, order=[[1], [0]])
+    response = client.get(
+        reverse("labeling-api:comparisons", args=[dataset.slug]), {"format": format}
+    )
+    row = exports.comparison_row(format, messages, texts[1], texts[0])
+    expected = json.dumps(row, ensure_ascii=False) + "\n"
+    assert b"".join(response.streaming_content) == expected.encode()
 
 
 def test_streamed_text_rendering_equals_the_row_definition():
@@ -356,4 +377,4 @@ def test_streamed_text_rendering_equals_the_row_definition():
         exports.encode('a"b'),
         exports.encode("c"),
     )
-    assert json.loads(line) == exports.trl_text_row(TRICKY, 'a"b', "c")
+    assert line == json.dumps(exports.trl_text_row(TRICKY, 'a"b', "c"), ensure_ascii=False)
