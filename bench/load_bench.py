@@ -29,12 +29,13 @@ What it does:
    (and its prompts' slot counts zeroed) before it.
 4. Prints per run: pairs/s (the `comparisons` of each 201), next-task and submit latency
    p50/p95/p99, errors, and CPU per pair from /proc: the gunicorn master and workers (workers
-   recycled by --max-requests included), and every process of the PostgreSQL cluster (user
-   postgres: backends and background processes alike; live backends of other databases are
-   left out, and the amount is shown). The client's own CPU and the machine's are shown too,
-   since this 2-core machine is shared. After each run SQL checks that no prompt holds more
-   than labels_per_prompt slots or rankings, that no labeler was given a prompt twice, that
-   the maintained slot count (if the schema has one) matches the assignments, and that the
+   recycled by --max-requests included) for the app; for PostgreSQL the backends of the bench
+   database and all the cluster's background processes (postmaster, checkpointer, WAL writer,
+   autovacuum), read every 0.5 s so backends that end mid-run count, but not other databases'
+   backends. The client's CPU and what everything else on the machine used are shown too: this
+   2-core machine is shared. After each run SQL checks that no prompt holds more than
+   labels_per_prompt slots or rankings, that no labeler was given a prompt twice, that the
+   maintained slot count (if the schema has one) matches the assignments, and that the
    rankings and comparisons stored are those the client was told of.
 5. Before the big runs, prints EXPLAIN (ANALYZE, BUFFERS) of the candidate query that next-task
    runs, captured from `lease_next_assignment` in a rolled-back transaction.
@@ -61,6 +62,7 @@ import re
 import resource
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -194,12 +196,10 @@ def hh_prompts() -> tuple[list[tuple[list[dict[str, str]], list[str]]], str]:
         source = "synthetic text (the HH file is absent)"
         rng = random.Random(7)
         words = ["the", "a", "model", "answer", "question", "user", "data", "why", "help"]
+        texts = [" ".join(rng.choices(words, k=60)) for _ in range(2 * 1_156)]
         for i in range(1_156):
-
-            def text(n: int) -> str:
-                return " ".join(rng.choice(words) for _ in range(n))
-
-            pairs.append(([{"role": "user", "content": f"{i}: {text(30)}"}], text(60), text(60)))
+            messages = [{"role": "user", "content": f"Question {i}: {texts[2 * i][:150]}"}]
+            pairs.append((messages, texts[2 * i], texts[2 * i + 1]))
     prompts = []
     for i, (messages, chosen, rejected) in enumerate(pairs):
         _, other_chosen, other_rejected = pairs[(i + 1) % len(pairs)]
@@ -208,8 +208,11 @@ def hh_prompts() -> tuple[list[tuple[list[dict[str, str]], list[str]]], str]:
     return prompts, source
 
 
-def build_database(args: argparse.Namespace, env: dict[str, str]) -> dict[str, int]:
-    """Create, migrate and fill the bench database; return the datasets' ids by slug."""
+def build_database(
+    args: argparse.Namespace, env: dict[str, str]
+) -> tuple[dict[str, int], list[str]]:
+    """Create, migrate and fill the bench database; return the datasets' ids by slug and the
+    simulated labelers' tokens."""
     import psycopg
 
     admin_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
@@ -231,8 +234,8 @@ def build_database(args: argparse.Namespace, env: dict[str, str]) -> dict[str, i
             "now() - interval '200 days' FROM generate_series(1, %(n)s) i",
             n=labelers,
         )
-        tokens = [(secrets.token_hex(20), user) for user in range(1, max(args.labelers) + 1)]
-        rows = [(key, user, "now") for key, user in tokens]
+        tokens = [secrets.token_hex(20) for _ in range(max(args.labelers))]
+        rows = [(key, user, "now") for user, key in enumerate(tokens, start=1)]
         copy_rows(cur, "authtoken_token", "key, user_id, created", rows)
         move_sequences(cur, "auth_user")
         datasets = {HISTORY: 1, SMALL: 2, BIG: 3}
@@ -254,11 +257,11 @@ def build_database(args: argparse.Namespace, env: dict[str, str]) -> dict[str, i
             flush=True,
         )
         step = time.perf_counter()
-        source = fill_small(cur)
+        prompts, source = fill_small(cur)
         conn.commit()
         print(
-            f"{SMALL}: 2,312 prompts from {source}, 1,156 of 2 completions (1 pair a ranking) "
-            f"and 1,156 of 4 (6 pairs) in {time.perf_counter() - step:.1f}s",
+            f"{SMALL}: {prompts:,} prompts from {source}, half of 2 completions (1 pair a "
+            f"ranking), half of 4 (6 pairs) in {time.perf_counter() - step:.1f}s",
             flush=True,
         )
         if "big" in args.scenario:
@@ -278,7 +281,7 @@ def build_database(args: argparse.Namespace, env: dict[str, str]) -> dict[str, i
         f"{time.perf_counter() - started:.0f}s",
         flush=True,
     )
-    return datasets
+    return datasets, tokens
 
 
 def fill_history(cur: Any, assignments: int, labelers: int) -> int:
@@ -358,7 +361,7 @@ def fill_history(cur: Any, assignments: int, labelers: int) -> int:
     return done
 
 
-def fill_small(cur: Any) -> str:
+def fill_small(cur: Any) -> tuple[int, str]:
     prompts, source = hh_prompts()
     cur.execute("SELECT MAX(id) FROM labeling_prompt")
     first = (cur.fetchone()[0] or 0) + 1
@@ -383,7 +386,7 @@ def fill_small(cur: Any) -> str:
         completion_rows,
     )
     move_sequences(cur, "labeling_prompt", "labeling_completion")
-    return source
+    return len(prompts), source
 
 
 def fill_big(cur: Any, prompts: int) -> int:
@@ -492,7 +495,7 @@ def start_server(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"the server exited at start ({server.returncode}); see {log.name}")
+            raise SystemExit(f"the server exited at start ({server.returncode})")
         try:
             connection = http.client.HTTPConnection(HOST, PORT, timeout=5)
             connection.request("GET", "/healthz?only=database", headers={"Host": HOST})
@@ -501,7 +504,7 @@ def start_server(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
         except OSError:
             pass
         time.sleep(0.25)
-    raise SystemExit(f"the server did not answer within {SERVER_START_SECONDS}s; see {log.name}")
+    raise SystemExit(f"the server did not answer within {SERVER_START_SECONDS}s")
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> None:
@@ -910,13 +913,9 @@ def check_dataset(
 
 
 def measure(
-    slug: str,
-    dataset_id: int,
-    tokens: list[str],
-    args: argparse.Namespace,
-    url: str,
-    server_pid: int,
+    slug: str, dataset_id: int, tokens: list[str], args: argparse.Namespace, server_pid: int
 ) -> Run:
+    url = os.environ["DATABASE_URL"]
     reset_dataset(url, dataset_id)
     labelers, elapsed, before, after, postgres = run_labelers(
         slug, tokens, args.seconds, server_pid
@@ -1119,28 +1118,26 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     print(f"load bench; load average {Path('/proc/loadavg').read_text().strip()}", flush=True)
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((HOST, PORT))
+        except OSError:
+            raise SystemExit(f"{HOST}:{PORT} is taken: is another load bench running?") from None
     # SIGTERM unwinds like Ctrl-C, so the `finally` below stops the server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="preflab_load_bench_") as data_dir:
         env = server_environment(data_dir, args.workers)
         os.environ.update(env)  # this process reads the bench database through Django too
+        sys.path.insert(0, str(ROOT))
         import django
 
-        sys.path.insert(0, str(ROOT))
         django.setup()
-        datasets = build_database(args, env)
-        import psycopg
-
-        with psycopg.connect(env["DATABASE_URL"]) as conn:
-            rows = conn.execute(
-                "SELECT t.key FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id "
-                "ORDER BY u.id"
-            ).fetchall()
-        tokens = [key for (key,) in rows]
         log_path = Path(data_dir) / "server.log"
         runs: list[Run] = []
         server = None
         try:
+            datasets, tokens = build_database(args, env)
             with log_path.open("wb") as log:
                 server = start_server(env, log)
                 warm_up(tokens, SMALL)
@@ -1151,32 +1148,37 @@ def main() -> None:
                         reset_dataset(env["DATABASE_URL"], datasets[slug])
                         explain_candidate_query(slug, "labeler0001")
                     for count in args.labelers:
-                        print(
-                            f"\n--- {slug}: {count} labelers, {args.seconds:.0f}s ---", flush=True
-                        )
-                        run = measure(
-                            slug,
-                            datasets[slug],
-                            tokens[:count],
-                            args,
-                            env["DATABASE_URL"],
-                            server.pid,
-                        )
+                        print(f"\n--- {slug}: {count} labelers, {args.seconds:.0f}s ---")
+                        run = measure(slug, datasets[slug], tokens[:count], args, server.pid)
                         report_run(run)
                         runs.append(run)
+            if any(kind.startswith("HTTP 5") for run in runs for kind in run.errors):
+                print_log_tail(log_path)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            print_log_tail(log_path)
+            raise
         finally:
             if server is not None:
                 stop_server(server)
-            if any(kind.startswith("HTTP 5") for run in runs for kind in run.errors):
-                print("\n-- the server log's last lines:")
-                print("\n".join(log_path.read_text(errors="replace").splitlines()[-30:]))
             if not args.keep_database:
                 from django.db import connections
 
                 connections.close_all()
                 admin_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        report_summary(runs)
+            if runs:
+                report_summary(runs)
         print(f"\nload average {Path('/proc/loadavg').read_text().strip()}")
+
+
+def print_log_tail(log_path: Path, lines: int = 40) -> None:
+    """The server log's last lines but its access log (errors, tracebacks)."""
+    if log_path.exists():
+        text = log_path.read_text(errors="replace").splitlines()
+        tail = [line for line in text if not line.startswith(f"{HOST} - ")][-lines:]
+        print(f"\n-- the server log's last {len(tail)} lines, access log left out:")
+        print("\n".join(tail))
 
 
 def gunicorn_workers(master: int) -> list[int]:
