@@ -24,7 +24,6 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -37,6 +36,8 @@ from django.utils import timezone
 from labeling.models import Assignment, Dataset, Prompt
 
 SKIP_REASON_MAX_CHARS = 200
+# The prompts closest to complete among which a labeler's next task is looked for first.
+WINDOW = 100
 # Leases expired in one transaction by `expire_stale_leases`, so its locks stay short.
 EXPIRY_BATCH = 1000
 
@@ -136,31 +137,43 @@ def _take_slot(dataset: Dataset, labeler: User, *, gold_due: bool) -> Prompt | N
     """Raise `slots_taken` of the first open prompt the labeler was never given and return the
     prompt, locked until the transaction ends; None when there is none.
 
-    One statement: the candidate sub-selects read the partial indexes in order and skip rows
-    locked by other requests; COALESCE evaluates the regular pool only when no gold is due or
-    left. PostgreSQL rechecks `slots_taken < labels_per_prompt` on the row it locks, so the
-    count is never raised past the cap.
+    One statement. Its candidate sub-selects read the partial indexes in order and skip rows
+    that other requests hold; COALESCE runs each only when those before it found nothing:
+    gold when it is due; the labeler's first free prompt among the `WINDOW` closest to complete;
+    the first untouched prompt; and last, near the end of a dataset, the first free prompt of
+    all. The window keeps a labeler from walking past every prompt they labeled themselves
+    (which come first, being partly labeled) on each request. PostgreSQL rechecks
+    `slots_taken < labels_per_prompt` on the row it locks, so the count never passes the cap.
     """
-    pools = [_candidates(dataset, labeler, gold=True)] if gold_due else []
-    pools.append(_candidates(dataset, labeler, gold=False))
-    compiled = [pool.query.sql_with_params() for pool in pools]
+    open_prompts = Prompt.objects.filter(
+        dataset=dataset, is_gold=False, slots_taken__lt=dataset.labels_per_prompt
+    ).order_by("-slots_taken", "pk")
+    # The cap is repeated outside the window's sub-select: it is what PostgreSQL rechecks.
+    window = open_prompts.filter(pk__in=Subquery(open_prompts.values("pk")[:WINDOW]))
+    pools = [
+        Prompt.objects.filter(dataset=dataset, is_gold=True).order_by("pk"),
+        window,
+        open_prompts.filter(slots_taken__lt=1),  # a range: it keeps the index order
+        open_prompts,
+    ]
+    if not gold_due:
+        pools.pop(0)
+    seen = Assignment.objects.filter(prompt=OuterRef("pk"), labeler=labeler)
+    compiled = [
+        pool.filter(~Exists(seen))
+        .select_for_update(skip_locked=True)
+        .values("pk")[:1]
+        .query.sql_with_params()
+        for pool in pools
+    ]
     table, pk = Prompt._meta.db_table, Prompt._meta.pk.column  # type: ignore[union-attr]
     choice = ", ".join(f"({sql})" for sql, _ in compiled)
-    if len(compiled) > 1:
-        choice = f"COALESCE({choice})"
-    sql = f"UPDATE {table} SET slots_taken = slots_taken + 1 WHERE {pk} = {choice} RETURNING *"
+    sql = (
+        f"UPDATE {table} SET slots_taken = slots_taken + 1 "
+        f"WHERE {pk} = COALESCE({choice}) RETURNING *"
+    )
     params = [param for _, pool_params in compiled for param in pool_params]
     return next(iter(Prompt.objects.raw(sql, params)), None)
-
-
-def _candidates(dataset: Dataset, labeler: User, *, gold: bool) -> QuerySet[Prompt, Any]:
-    seen = Assignment.objects.filter(prompt=OuterRef("pk"), labeler=labeler)
-    pool = Prompt.objects.filter(dataset=dataset, is_gold=gold).filter(~Exists(seen))
-    if gold:
-        pool = pool.order_by("pk")
-    else:
-        pool = pool.filter(slots_taken__lt=dataset.labels_per_prompt).order_by("-slots_taken", "pk")
-    return pool.select_for_update(skip_locked=True).values("pk")[:1]
 
 
 def lock_prompts(prompt_ids: Iterable[int]) -> list[int]:
