@@ -2,13 +2,16 @@
 
 Run from the repo root:
     .venv/bin/python bench/export_bench.py [--comparisons N ...] [--formats F ...]
-        [--shapes ranked hh] [--profile]
+        [--shapes ranked hh] [--runs N] [--profile]
 
 For each shape and size, a fresh PostgreSQL database is migrated and filled with psycopg COPY:
 `ranked` is 3 rankings of 4 completions a prompt (18 comparisons a prompt), `hh` one ranking of
 2 completions a prompt (one comparison a prompt, as Anthropic HH). Then each export runs in its own
 child process through Django's test Client, as a staff user, with DEBUG off; the child counts the
 streamed lines and reports its peak RSS growth. The floor is a plain COPY of the joined rows.
+With --runs N each export (and the floor) runs N times on the same data and the table gives the
+run of median time, the rates of all runs and the load average before them: the machine may
+be shared.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 FORMATS = ("trl", "trl-conversational", "hh", "openai", "rankings")
 SLUG = "bench"
 LABELERS = 30
-TARGET_RATIO, TARGET_ROWS_PER_S = 1 / 3, 50_000
+TARGET_RATIO, TARGET_ROWS_PER_S = 1 / 3, 100_000
 FLAT_MEMORY_SLACK_MIB = 25.0  # the biggest export may peak at most this much above the one before
 VOCABULARY = (
     "the model should answer question about data user assistant explain why how when where "
@@ -259,6 +262,7 @@ def main() -> None:
     parser.add_argument("--comparisons", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--profile", action="store_true", help="cProfile each export (stderr)")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each export; median shown")
     parser.add_argument(
         "--shapes",
         nargs="+",
@@ -275,7 +279,7 @@ def main() -> None:
 
     header = (
         f"{'comparisons':>11} {'format':<18} {'rows':>9} {'MiB':>7} {'seconds':>8} "
-        f"{'rows/s':>9} {'x COPY':>7} {'RSS +MiB':>8}"
+        f"{'rows/s':>9} {'x COPY':>7} {'RSS +MiB':>8}  rows/s of each run"
     )
     for shape in args.shapes:
         per_prompt, completions = SHAPES[shape]
@@ -301,40 +305,54 @@ def measure_shape(
                     f"\n{n:,} comparisons: filled {filled['prompts']:,} prompts, "
                     f"{filled['rankings']:,} rankings in {filled['seconds']:.1f}s"
                 )
+                print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
                 print(header + "\n" + "-" * len(header))
-                results[n, "COPY"] = child("copy", database, data_dir)
-                for format in args.formats:
-                    profile = ["--profile"] if args.profile else []
-                    results[n, format] = child(format, database, data_dir, *profile)
+                profile = ["--profile"] if args.profile else []
                 for format in ["COPY", *args.formats]:
+                    what = "copy" if format == "COPY" else format
+                    runs = [child(what, database, data_dir, *profile) for _ in range(args.runs)]
+                    results[n, format] = median_run(runs)
                     r, floor = results[n, format], results[n, "COPY"]
                     rate, floor_rate = r["rows"] / r["seconds"], floor["rows"] / floor["seconds"]
+                    each = " ".join(f"{run['rows'] / run['seconds']:,.0f}" for run in runs)
                     print(
                         f"{n:>11,} {format:<18} {r['rows']:>9,} {r['mib']:>7.1f} "
                         f"{r['seconds']:>8.2f} {rate:>9,.0f} {rate / floor_rate:>7.2f} "
-                        f"{r['rss']:>8.1f}",
+                        f"{r['rss']:>8.1f}  {each}",
                         flush=True,
                     )
+                print(f"load average after:  {Path('/proc/loadavg').read_text().strip()}")
             finally:
                 postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
     print("(rankings: one row per ranking, with every completion of its prompt)")
     return results
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median time (the slower middle one of an even number); its RSS growth is the
+    largest of all runs, so one lucky run cannot hide a leak."""
+    middle = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
+    return {**middle, "rss": max(run["rss"] for run in runs)}
+
+
 def report_targets(
     results: dict[tuple[int, str], dict[str, Any]], sizes: list[int], formats: list[str]
 ) -> None:
     print(
-        f"\ntargets: trl export >= 1/3 of COPY speed and >= {TARGET_ROWS_PER_S:,} rows/s; "
+        f"\ntargets: pair exports >= 1/3 of COPY speed and >= {TARGET_ROWS_PER_S:,} rows/s; "
         f"memory flat from {min(sizes):,} to {max(sizes):,}"
     )
     big = max(sizes)
-    if (big, "trl") in results:
-        trl, floor = results[big, "trl"], results[big, "COPY"]
-        rate, floor_rate = trl["rows"] / trl["seconds"], floor["rows"] / floor["seconds"]
+    floor = results[big, "COPY"]
+    floor_rate = floor["rows"] / floor["seconds"]
+    for format in formats:
+        if format == "rankings":
+            continue
+        pairs = results[big, format]
+        rate = pairs["rows"] / pairs["seconds"]
         met = rate >= TARGET_RATIO * floor_rate and rate >= TARGET_ROWS_PER_S
         print(
-            f"speed:  trl {rate:,.0f} rows/s = {rate / floor_rate:.2f} x COPY "
+            f"speed:  {format:<18} {rate:,.0f} rows/s = {rate / floor_rate:.2f} x COPY "
             f"({floor_rate:,.0f} rows/s) at {big:,} -> {'met' if met else 'NOT met'}"
         )
     # Below one chunk (5,000 rows) an export holds less, so flat is judged over the last 10x.

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from itertools import islice
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Func, JSONField, Model, QuerySet, TextField
 
 from labeling import consensus, orders
@@ -198,10 +199,11 @@ def comparison_lines(
     """JSON Lines of `comparisons` (already filtered and bounded), in primary key order.
 
     One query joins each comparison to its prompt and its two completions and is read
-    CHUNK_SIZE rows at a time (through a server-side cursor on PostgreSQL), so memory stays flat
-    however many comparisons there are. With `min_agreement` or `min_labelers`, only comparisons
-    whose direction at least that share of at least that many of the prompt's counted labelers
-    gave (`vote_shares`, over every counted ranking at the time of the pull)."""
+    CHUNK_SIZE rows at a time (through a server-side cursor, in a transaction, on PostgreSQL), so
+    memory stays flat however many comparisons there are. With `min_agreement` or
+    `min_labelers`, only comparisons whose direction at least that share of at least that many
+    of the prompt's counted labelers gave (`vote_shares`, over every counted ranking at the time
+    of the pull)."""
     in_database = (
         connection.vendor == "postgresql" and format in PROMPT_JSON_SQL and not render_text
     )
@@ -210,75 +212,65 @@ def comparison_lines(
         if in_database
         else "prompt__messages"
     )
-    rows = (
-        comparisons.order_by("pk")
-        .values_list(
-            "pk",
-            "prompt_id",
-            "chosen_id",
-            "rejected_id",
-            prompt_column,
-            "chosen__text",
-            "rejected__text",
-            "ranking_id",
-            "margin",
-            "strength",
-            "chosen__external_id",
-            "rejected__external_id",
-        )
-        .iterator(chunk_size=CHUNK_SIZE)
-    )
+    columns = ["pk", "prompt_id", "chosen_id", "rejected_id", prompt_column]
+    columns += ["chosen__text", "rejected__text"]
+    if include_ids:
+        columns += ["ranking_id", "margin", "strength"]
+        columns += ["chosen__external_id", "rejected__external_id"]
     last_prompt, pair_format, prompt = 0, format, ""
-    while chunk := list(islice(rows, CHUNK_SIZE)):
-        if min_agreement is not None or min_labelers > 1:
-            shares = vote_shares(counted_orders(row[1] for row in chunk))
-            chunk = [
-                row
-                for row in chunk
-                if shares[row[1:4]][0] >= (min_agreement or 0)
-                and shares[row[1:4]][1] >= min_labelers
-            ]
-        lines = []
-        for (
-            pk,
-            prompt_id,
-            chosen_id,
-            rejected_id,
-            messages,
-            chosen,
-            rejected,
-            ranking_id,
-            margin,
-            strength,
-            chosen_external,
-            rejected_external,
-        ) in chunk:
-            # A ranking's comparisons come one after another: their prompt is encoded once.
-            if prompt_id != last_prompt:
-                last_prompt = prompt_id
-                if in_database:
-                    prompt = messages
-                else:
-                    pair_format = line_format(format, messages, render_text)
-                    prompt = prompt_json(pair_format, messages)
-            line = comparison_line(pair_format, prompt, encode(chosen), encode(rejected))
-            if include_ids:
-                ids = {
-                    "comparison": pk,
-                    "ranking": ranking_id,
-                    "prompt": prompt_id,
-                    "chosen": chosen_id,
-                    "rejected": rejected_id,
-                    "chosen_external": chosen_external,
-                    "rejected_external": rejected_external,
-                }
-                fields = {"ids": ids, "margin": margin} | (
-                    {"strength": strength} if strength else {}
-                )
-                line = with_fields(line, fields)
-            lines.append(line)
-        if lines:
-            yield ("\n".join(lines) + "\n").encode()
+    # Outside a transaction, Django's server-side cursors on PostgreSQL are WITH HOLD: the
+    # server runs the whole query and stores its result before the first row comes. Inside
+    # one, rows are made as they are fetched. (On SQLite, which reads as it goes anyway, a
+    # transaction would hold the write lock against every submission for the whole export.)
+    with transaction.atomic() if connection.vendor == "postgresql" else nullcontext():
+        rows = comparisons.order_by("pk").values_list(*columns).iterator(chunk_size=CHUNK_SIZE)
+        while chunk := list(islice(rows, CHUNK_SIZE)):
+            if min_agreement is not None or min_labelers > 1:
+                shares = vote_shares(counted_orders(row[1] for row in chunk))
+                chunk = [
+                    row
+                    for row in chunk
+                    if shares[row[1:4]][0] >= (min_agreement or 0)
+                    and shares[row[1:4]][1] >= min_labelers
+                ]
+            lines = []
+            for (
+                pk,
+                prompt_id,
+                chosen_id,
+                rejected_id,
+                prompt_value,
+                chosen,
+                rejected,
+                *trace,
+            ) in chunk:
+                # A ranking's comparisons come one after another: their prompt is encoded once.
+                if prompt_id != last_prompt:
+                    last_prompt = prompt_id
+                    if in_database:
+                        prompt = prompt_value
+                    else:
+                        pair_format = line_format(format, prompt_value, render_text)
+                        prompt = prompt_json(pair_format, prompt_value)
+                line = comparison_line(pair_format, prompt, encode(chosen), encode(rejected))
+                if include_ids:
+                    ranking_id, margin, strength, chosen_external, rejected_external = trace
+                    ids = {
+                        "comparison": pk,
+                        "ranking": ranking_id,
+                        "prompt": prompt_id,
+                        "chosen": chosen_id,
+                        "rejected": rejected_id,
+                        "chosen_external": chosen_external,
+                        "rejected_external": rejected_external,
+                    }
+                    fields = {"ids": ids, "margin": margin} | (
+                        {"strength": strength} if strength else {}
+                    )
+                    line = with_fields(line, fields)
+                lines.append(line)
+            if lines:
+                yield ("\n".join(lines) + "\n").encode()
 
 
 def consensus_lines(
