@@ -316,7 +316,7 @@ def test_cursor_never_passes_a_submission_still_in_flight(staff):
     threads[0].start()
     assert holding.wait(30)
     # Without the lock, the fast submission commits and the export runs while the slow one, with
-    # the lower ids, is still open; with it, both wait. The joins only give them the chance.
+    # the lower ids, is still open; with it, the export waits. The joins only give them the chance.
     for thread in threads[1:]:
         thread.start()
         thread.join(1)
