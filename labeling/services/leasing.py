@@ -28,8 +28,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -133,46 +133,63 @@ def _lease_open_prompt(
     return assignment
 
 
+# The candidates of `take_slot`, each the first row of one pool that the labeler was never given
+# and that no other request holds. `{lock}` is FOR UPDATE SKIP LOCKED on PostgreSQL.
+CANDIDATE = """(
+    SELECT p.id FROM labeling_prompt p
+    WHERE p.dataset_id = %(dataset)s AND {pool}
+      AND NOT EXISTS (
+        SELECT 1 FROM labeling_assignment a WHERE a.prompt_id = p.id AND a.labeler_id = %(labeler)s
+      )
+    ORDER BY {order} LIMIT 1 {lock}
+)"""
+OPEN = "NOT p.is_gold AND p.slots_taken < %(cap)s"
+POOLS = {
+    "gold": ("p.is_gold", "p.id"),
+    # The cap is repeated outside the window's sub-select: it is what PostgreSQL rechecks.
+    "window": (
+        f"{OPEN} AND p.id IN ("
+        "SELECT w.id FROM labeling_prompt w "
+        "WHERE w.dataset_id = %(dataset)s AND NOT w.is_gold AND w.slots_taken < %(cap)s "
+        "ORDER BY w.slots_taken DESC, w.id LIMIT %(window)s)",
+        "p.slots_taken DESC, p.id",
+    ),
+    # A range, not `= 0`, so that the planner keeps to the index's order.
+    "untouched": (f"{OPEN} AND p.slots_taken < 1", "p.slots_taken DESC, p.id"),
+    "open": (OPEN, "p.slots_taken DESC, p.id"),
+}
+
+
 def _take_slot(dataset: Dataset, labeler: User, *, gold_due: bool) -> Prompt | None:
     """Raise `slots_taken` of the first open prompt the labeler was never given and return the
     prompt, locked until the transaction ends; None when there is none.
 
-    One statement. Its candidate sub-selects read the partial indexes in order and skip rows
-    that other requests hold; COALESCE runs each only when those before it found nothing:
-    gold when it is due; the labeler's first free prompt among the `WINDOW` closest to complete;
-    the first untouched prompt; and last, near the end of a dataset, the first free prompt of
-    all. The window keeps a labeler from walking past every prompt they labeled themselves
-    (which come first, being partly labeled) on each request. PostgreSQL rechecks
-    `slots_taken < labels_per_prompt` on the row it locks, so the count never passes the cap.
+    One statement, written out because it is the hot path and its plan matters. Its candidates
+    read the partial indexes in order and skip rows that other requests hold; COALESCE runs each
+    only when those before it found nothing: gold when it is due; the labeler's first free
+    prompt among the `WINDOW` closest to complete; the first untouched prompt; and last, near the
+    end of a dataset, the first free prompt of all. The window keeps a labeler from walking past
+    every prompt they labeled themselves (which come first, being partly labeled) on each
+    request. PostgreSQL rechecks a locked row against its candidate's conditions, so the count
+    never passes `labels_per_prompt`.
     """
-    open_prompts = Prompt.objects.filter(
-        dataset=dataset, is_gold=False, slots_taken__lt=dataset.labels_per_prompt
-    ).order_by("-slots_taken", "pk")
-    # The cap is repeated outside the window's sub-select: it is what PostgreSQL rechecks.
-    window = open_prompts.filter(pk__in=Subquery(open_prompts.values("pk")[:WINDOW]))
-    pools = [
-        Prompt.objects.filter(dataset=dataset, is_gold=True).order_by("pk"),
-        window,
-        open_prompts.filter(slots_taken__lt=1),  # a range: it keeps the index order
-        open_prompts,
-    ]
-    if not gold_due:
-        pools.pop(0)
-    seen = Assignment.objects.filter(prompt=OuterRef("pk"), labeler=labeler)
-    compiled = [
-        pool.filter(~Exists(seen))
-        .select_for_update(skip_locked=True)
-        .values("pk")[:1]
-        .query.sql_with_params()
-        for pool in pools
-    ]
-    table, pk = Prompt._meta.db_table, Prompt._meta.pk.column  # type: ignore[union-attr]
-    choice = ", ".join(f"({sql})" for sql, _ in compiled)
-    sql = (
-        f"UPDATE {table} SET slots_taken = slots_taken + 1 "
-        f"WHERE {pk} = COALESCE({choice}) RETURNING *"
+    lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    pools = ["window", "untouched", "open"]
+    if gold_due:
+        pools.insert(0, "gold")
+    candidates = ", ".join(
+        CANDIDATE.format(pool=POOLS[name][0], order=POOLS[name][1], lock=lock) for name in pools
     )
-    params = [param for _, pool_params in compiled for param in pool_params]
+    sql = (
+        "UPDATE labeling_prompt SET slots_taken = slots_taken + 1 "
+        f"WHERE id = COALESCE({candidates}) RETURNING *"
+    )
+    params = {
+        "dataset": dataset.pk,
+        "labeler": labeler.pk,
+        "cap": dataset.labels_per_prompt,
+        "window": WINDOW,
+    }
     return next(iter(Prompt.objects.raw(sql, params)), None)
 
 
