@@ -1,7 +1,7 @@
 """Load benchmark: simulated labelers through the REST labeling loop of the production server.
 
 Run from the repo root (loopback only; PostgreSQL at 127.0.0.1:5432, Redis at 127.0.0.1:6379):
-    .venv/bin/python bench/load_bench.py                 # the full run: ~10 minutes of runs
+    .venv/bin/python bench/load_bench.py                 # full: ~6 min build, ~10 min runs
     .venv/bin/python bench/load_bench.py --quick         # smoke run: small data, 5 s runs
     .venv/bin/python bench/load_bench.py --scenario big --labelers 1 16 --seconds 20 \
         --prompts-1m 100000
@@ -255,7 +255,7 @@ def build_database(
         history = fill_history(cur, args.history, labelers)
         conn.commit()
         print(
-            f"{HISTORY}: {history:,} assignments on {args.history // 3:,} prompts by "
+            f"{HISTORY}: {history:,} assignments on {history // LABELS_PER_PROMPT:,} prompts by "
             f"{labelers:,} labelers in {time.perf_counter() - step:.0f}s",
             flush=True,
         )
@@ -281,6 +281,10 @@ def build_database(
         conn.execute("VACUUM (ANALYZE)")
         conn.execute("CHECKPOINT")  # so the checkpointer does not write the build during a run
     print(
+        f"every dataset: labels_per_prompt {LABELS_PER_PROMPT}, rates {', '.join(CRITERIA)}, "
+        "no gold; the labelers are history labelers with a token"
+    )
+    print(
         f"VACUUM ANALYZE and CHECKPOINT in {time.perf_counter() - step:.0f}s; built in "
         f"{time.perf_counter() - started:.0f}s",
         flush=True,
@@ -291,7 +295,7 @@ def build_database(
 def fill_history(cur: Any, assignments: int, labelers: int) -> int:
     """Prompts i = 1..n of 2 completions (ids 2i-1, 2i), each given to 3 labelers; assignment,
     ranking and comparison ids are shared, so they are easy to join."""
-    n = assignments // LABELS_PER_PROMPT
+    n = -(-assignments // LABELS_PER_PROMPT)
     insert_select(
         cur,
         "labeling_prompt",
@@ -654,10 +658,11 @@ class CpuSample:
 def sample_cpu(server_pid: int) -> CpuSample:
     found = processes()
     by_pid = {process.pid: process for process in found}
-    children = defaultdict(list)
+    children: defaultdict[int, list[int]] = defaultdict(list)
     for process in found:
         children[process.ppid].append(process.pid)
-    tree, todo = set(), [server_pid]
+    tree: set[int] = set()
+    todo = [server_pid]
     while todo and len(tree) < 10_000:
         pid = todo.pop()
         if pid in by_pid and pid not in tree:
@@ -915,7 +920,7 @@ def check_dataset(
         results = []
         for what, sql in queries.items():
             cur.execute(sql, {"d": dataset_id, "rankings": rankings, "pairs": pairs})
-            count = int(cur.fetchone()[0])
+            (count,) = cur.fetchone() or (0,)
             results.append((what, count, count == 0))
         cur.execute(
             "SELECT count(*) FILTER (WHERE n >= %(k)s), count(*) FILTER (WHERE n < %(k)s) "
@@ -923,7 +928,7 @@ def check_dataset(
             "GROUP BY prompt_id) x",
             {"d": dataset_id, "k": LABELS_PER_PROMPT},
         )
-        complete, partial = cur.fetchone()
+        complete, partial = cur.fetchone() or (0, 0)
     return results, complete, partial
 
 
