@@ -70,7 +70,8 @@ def is_multi_turn(messages: Messages) -> bool:
 
 # JSON string escaping works character by character, so encoded pieces can be joined: the
 # streaming path encodes each prompt and completion text once, then builds its lines from those
-# pieces. `comparison_row` stays the readable definition; a test pins the two equal.
+# pieces. `comparison_row` stays the readable definition; tests pin every line to the bytes of
+# its `json.dumps(..., ensure_ascii=False)`, on SQLite and on PostgreSQL.
 encode = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 # PostgreSQL writes JSON as `json.dumps(ensure_ascii=False)` does (the same separators and
