@@ -212,26 +212,22 @@ class RankingInputSerializer(serializers.Serializer):
         return self._int_keys(value, "flags")
 
 
-class RankingSerializer(serializers.ModelSerializer):
-    comparisons = serializers.IntegerField(source="comparison_count")
+class RankingSerializer(serializers.Serializer):
+    """A stored ranking. Fields are declared, not introspected from the model: every submit
+    answers with one, and a ModelSerializer builds its fields anew each time."""
 
-    class Meta:
-        model = Ranking
-        fields = [
-            "id",
-            "assignment",
-            "order",
-            "ratings",
-            "flags",
-            "all_unacceptable",
-            "rationale",
-            "seconds_spent",
-            "guidelines_version",
-            "request_id",
-            "created_at",
-            "comparisons",
-        ]
-        read_only_fields = fields
+    id = serializers.IntegerField(read_only=True)
+    assignment = serializers.IntegerField(source="assignment_id", read_only=True)
+    order = serializers.JSONField(read_only=True)
+    ratings = serializers.JSONField(read_only=True)
+    flags = serializers.JSONField(read_only=True)
+    all_unacceptable = serializers.BooleanField(read_only=True)
+    rationale = serializers.CharField(read_only=True)
+    seconds_spent = serializers.FloatField(read_only=True)
+    guidelines_version = serializers.IntegerField(read_only=True)
+    request_id = serializers.UUIDField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    comparisons = serializers.IntegerField(source="comparison_count", read_only=True)
 
 
 class SkipSerializer(serializers.Serializer):
