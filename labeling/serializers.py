@@ -15,7 +15,6 @@ from labeling.models import (
     Flag,
     ImportJob,
     Prompt,
-    Ranking,
     Strength,
 )
 
