@@ -1037,7 +1037,7 @@ def explain_candidate_query(slug: str, username: str) -> None:
         f"{elapsed:.1f} ms, {len(captured)} queries, leased: {assignment is not None}) ==="
     )
     for query in captured:
-        print(f"  {float(query['time']) * 1000:8.1f} ms  {query['sql'][:110]}")
+        print(f"  {float(query['time']) * 1000:8.1f} ms  {' '.join(query['sql'].split())[:110]}")
     candidates = [
         query["sql"]
         for query in captured
