@@ -64,24 +64,34 @@ def lease_next_assignment(
     return assignment
 
 
+# The labeler's live lease on a dataset, oldest first. Written out, as `take_slot`'s statement:
+# every next-task runs it.
+LIVE_LEASE = """
+SELECT a.* FROM labeling_assignment a JOIN labeling_prompt p ON p.id = a.prompt_id
+WHERE a.labeler_id = %(labeler)s AND a.status = 'leased' AND p.dataset_id = %(dataset)s
+ORDER BY a.leased_at, a.id LIMIT 1
+"""
+
+
 def _labeler_state(dataset: Dataset, labeler: User) -> tuple[Assignment | None, bool]:
-    """The labeler's live lease on the dataset (oldest first) and whether gold is due, in one
-    query, or two when the labeler holds a lease on a dataset with gold."""
-    mine = Assignment.objects.filter(labeler=labeler, prompt__dataset=dataset)
-    leases = mine.filter(status=Assignment.Status.LEASED).select_related("prompt")
+    """The labeler's live lease on the dataset (oldest first) with its prompt, and whether gold
+    is due: one query when the labeler holds no lease, two when they do."""
     if dataset.gold_rate <= 0:
-        current = leases.order_by("leased_at", "pk").first()
+        params = {"labeler": labeler.pk, "dataset": dataset.pk}
+        current = next(iter(Assignment.objects.raw(LIVE_LEASE, params)), None)
         gold_due = False
     else:
+        mine = Assignment.objects.filter(labeler=labeler, prompt__dataset=dataset)
         counted = ~Q(status=Assignment.Status.EXPIRED)
         state = mine.aggregate(
             lease=Min("pk", filter=Q(status=Assignment.Status.LEASED)),
             total=Count("pk", filter=counted),
             gold=Count("pk", filter=counted & Q(prompt__is_gold=True)),
         )
-        current = leases.get(pk=state["lease"]) if state["lease"] else None
+        current = Assignment.objects.get(pk=state["lease"]) if state["lease"] else None
         gold_due = gold_is_due(dataset=dataset, total=state["total"], gold=state["gold"])
     if current is not None:
+        current.prompt = Prompt.objects.get(pk=current.prompt_id)
         current.prompt.dataset = dataset
     return current, gold_due
 
