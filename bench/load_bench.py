@@ -13,8 +13,8 @@ What it does:
      (`--history`) by 1,000 labelers, 9 in 10 submitted with their ranking and comparison,
      1 in 10 expired: the tables are as big as a busy installation's.
    - `hh-2312`: 2,312 prompts shaped like real data: each of the 1,156 Anthropic HH pairs in
-     ../shared/data/hh_harmless_dev.jsonl.gz (synthetic text if absent) once with its 2
-     replies and once with 4 (its 2 and the next pair's 2), so a ranking gives 1 or 6 pairs.
+     ../shared/data/hh_harmless_dev.jsonl.gz (synthetic text if absent) twice, with its 2
+     replies, so a ranking gives one pair, as in HH: the hardest shape for CPU per pair.
    - `prompts-1m`: 1,000,000 prompts (`--prompts-1m`), 2 and 4 completions alternately.
    All three rate helpful, honest and harmless, with labels_per_prompt 3 and no gold. The
    simulated labelers are the first history labelers, each with their DRF token.
@@ -176,7 +176,7 @@ def has_column(cur: Any, table: str, column: str) -> bool:
 
 def hh_prompts() -> tuple[list[tuple[list[dict[str, str]], list[str]]], str]:
     """The small dataset's 2,312 prompts as (messages, completion texts), and where they came
-    from: each HH pair once with its 2 replies and once with 4 (its own and the next pair's)."""
+    from: each HH pair twice, with its 2 replies."""
     pairs: list[tuple[list[dict[str, str]], str, str]] = []
     if HH_FILE.exists():
         source = f"{HH_FILE.name} (real HH dialogues)"
@@ -200,11 +200,12 @@ def hh_prompts() -> tuple[list[tuple[list[dict[str, str]], list[str]]], str]:
         for i in range(1_156):
             messages = [{"role": "user", "content": f"Question {i}: {texts[2 * i][:150]}"}]
             pairs.append((messages, texts[2 * i], texts[2 * i + 1]))
+    # Twice each, the replies in both orders: 2 completions a prompt, one pair a ranking, as in
+    # HH and most preference data. It is the hardest shape for CPU per pair.
     prompts = []
-    for i, (messages, chosen, rejected) in enumerate(pairs):
-        _, other_chosen, other_rejected = pairs[(i + 1) % len(pairs)]
+    for messages, chosen, rejected in pairs:
         prompts.append((messages, [chosen, rejected]))
-        prompts.append((messages, [chosen, rejected, other_chosen, other_rejected]))
+        prompts.append((messages, [rejected, chosen]))
     return prompts, source
 
 
@@ -263,8 +264,8 @@ def build_database(
         prompts, source = fill_small(cur)
         conn.commit()
         print(
-            f"{SMALL}: {prompts:,} prompts from {source}, half of 2 completions (1 pair a "
-            f"ranking), half of 4 (6 pairs) in {time.perf_counter() - step:.1f}s",
+            f"{SMALL}: {prompts:,} prompts from {source}, 2 completions each (1 pair a "
+            f"ranking) in {time.perf_counter() - step:.1f}s",
             flush=True,
         )
         if "big" in args.scenario:
@@ -377,7 +378,7 @@ def fill_small(cur: Any) -> tuple[int, str]:
     for offset, (messages, texts) in enumerate(prompts):
         pk = first + offset
         digest = hashlib.sha256(json.dumps([messages, texts]).encode()).hexdigest()
-        external_id = f"hh-{offset // 2}-{len(texts)}"
+        external_id = f"hh-{offset // 2}-{offset % 2}"
         prompt_rows.append((pk, external_id, json.dumps(messages), "{}", digest, False, "now", 2))
         for position, text in enumerate(texts):
             completion_rows.append(("abcd"[position], text, "", "{}", position, pk))

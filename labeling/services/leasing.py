@@ -294,15 +294,9 @@ def recount_slots(prompt_ids: Iterable[int]) -> None:
             Prompt.objects.filter(pk__in=batch).update(slots_taken=Coalesce(Subquery(held), 0))
 
 
-def slot_is_free(prompt: Prompt) -> bool:
-    """Whether the prompt can take one more label; the caller holds the prompt row's lock."""
-    return prompt.is_gold or prompt.slots_taken < prompt.dataset.labels_per_prompt
-
-
-def take_slot(prompt: Prompt) -> None:
+def take_slot(prompt_id: int) -> None:
     """Count one more label on a prompt whose row the caller has locked (a late submit)."""
-    Prompt.objects.filter(pk=prompt.pk).update(slots_taken=F("slots_taken") + 1)
-    prompt.slots_taken += 1
+    Prompt.objects.filter(pk=prompt_id).update(slots_taken=F("slots_taken") + 1)
 
 
 def skip_assignment(

@@ -11,15 +11,15 @@ committed in order without a lock.
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Func, IntegerField, TextField, Value
-from django.db.models.functions import Cast
 from django.utils import timezone
 
 from labeling import orders
@@ -28,13 +28,14 @@ from labeling.models import (
     RATING_MIN,
     Assignment,
     Comparison,
+    Completion,
     Dataset,
     Flag,
     Prompt,
     Ranking,
     Strength,
 )
-from labeling.services.leasing import slot_is_free, take_slot
+from labeling.services.leasing import lock_prompts, take_slot
 
 RATIONALE_MAX_CHARS = 10_000
 # The first key of PostgreSQL's two-key advisory locks taken on a dataset (the second is its id).
@@ -75,15 +76,16 @@ def submit_own_ranking(
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            assignment = _lock_assignment(assignment_id, labeler_id)
-            if assignment.status == Assignment.Status.SUBMITTED and (
+            task = _lock_task(assignment_id, labeler_id)
+            if task.status == Assignment.Status.SUBMITTED and (
                 earlier := Ranking.objects.filter(request_id=request_id).first()
             ):
-                _check_same_task(earlier, assignment.pk)
+                _check_same_task(earlier, assignment_id)
                 return earlier
-            check_assignment_is_live(assignment)
-            dataset = assignment.prompt.dataset
-            completion_ids = list(assignment.prompt.completions.values_list("pk", flat=True))
+            check_task_is_live(task)
+            completion_ids = list(
+                Completion.objects.filter(prompt_id=task.prompt_id).values_list("pk", flat=True)
+            )
             check_ranking(
                 order=order,
                 ratings=ratings,
@@ -92,25 +94,25 @@ def submit_own_ranking(
                 seconds_spent=seconds_spent,
                 rationale=rationale,
                 completion_ids=completion_ids,
-                criteria=dataset.criteria,
+                criteria=task.criteria,
             )
             ranking = Ranking.objects.create(
-                assignment=assignment,
-                dataset=dataset,
-                prompt=assignment.prompt,
-                labeler_id=assignment.labeler_id,
+                assignment_id=assignment_id,
+                dataset_id=task.dataset_id,
+                prompt_id=task.prompt_id,
+                labeler_id=labeler_id,
                 order=orders.normalized(order),
                 ratings={str(cid): dict(values) for cid, values in ratings.items()},
                 flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
                 all_unacceptable=all_unacceptable,
                 rationale=rationale.strip(),
                 seconds_spent=seconds_spent,
-                guidelines_version=dataset.guidelines_version,
+                guidelines_version=task.guidelines_version,
                 request_id=request_id,
                 created_at=now,
             )
             ranking.comparison_count = _store_comparisons(ranking, order, strength)
-            Assignment.objects.filter(pk=assignment.pk).update(
+            Assignment.objects.filter(pk=assignment_id).update(
                 status=Assignment.Status.SUBMITTED, finished_at=now
             )
     except IntegrityError:
@@ -124,23 +126,58 @@ def submit_own_ranking(
     return ranking
 
 
-def _lock_assignment(assignment_id: int, labeler_id: int) -> Assignment:
-    """The labeler's assignment with its prompt and dataset, its row locked (so double submits
-    of one task run one after the other); on PostgreSQL the same query takes the dataset's
-    shared `SUBMITTING` lock."""
-    assignments = Assignment.objects.select_for_update(of=("self",)).select_related(
-        "prompt__dataset", "labeler"
+@dataclass(frozen=True)
+class LockedTask:
+    """What a submission needs to know of the assignment it ranks, read with its row's lock."""
+
+    status: str
+    prompt_id: int
+    labeler_is_active: bool
+    dataset_id: int
+    criteria: list[str]
+    guidelines_version: int
+    labels_per_prompt: int
+
+
+# Written out: every submit runs it, and building it with the ORM cost more CPU than running
+# it. `{submitting}` takes the dataset's shared SUBMITTING lock on PostgreSQL.
+LOCK_TASK = """
+SELECT a.status, a.prompt_id, u.is_active, p.dataset_id,
+       d.criteria, d.guidelines_version, d.labels_per_prompt {submitting}
+FROM labeling_assignment a
+JOIN labeling_prompt p ON p.id = a.prompt_id
+JOIN labeling_dataset d ON d.id = p.dataset_id
+JOIN auth_user u ON u.id = a.labeler_id
+WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s
+{lock}
+"""
+
+
+def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
+    """The labeler's assignment, its row locked until the transaction ends (so double submits
+    of one task run one after the other). Raises Assignment.DoesNotExist if it is not theirs."""
+    postgresql = connection.vendor == "postgresql"
+    sql = LOCK_TASK.format(
+        submitting=", pg_advisory_xact_lock_shared(%(key)s, p.dataset_id::integer)"
+        if postgresql
+        else "",
+        lock="FOR UPDATE OF a" if postgresql else "",
     )
-    if connection.vendor == "postgresql":
-        assignments = assignments.annotate(
-            submitting=Func(
-                Value(SUBMITTING),
-                Cast(F("prompt__dataset_id"), IntegerField()),
-                function="pg_advisory_xact_lock_shared",
-                output_field=TextField(),  # it returns void
-            )
-        )
-    return assignments.get(pk=assignment_id, labeler_id=labeler_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"assignment": assignment_id, "labeler": labeler_id, "key": SUBMITTING})
+        row = cursor.fetchone()
+    if row is None:
+        raise Assignment.DoesNotExist(f"no assignment {assignment_id} of labeler {labeler_id}")
+    status, prompt_id, active, dataset_id, criteria, guidelines_version, cap = row[:7]
+    return LockedTask(
+        status=status,
+        prompt_id=prompt_id,
+        labeler_is_active=bool(active),
+        dataset_id=dataset_id,
+        criteria=json.loads(criteria) if isinstance(criteria, str) else criteria,
+        guidelines_version=guidelines_version,
+        labels_per_prompt=cap,
+    )
 
 
 def _check_same_task(earlier: Ranking, assignment_id: int) -> None:
@@ -166,27 +203,23 @@ def _store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> 
     return len(stored)
 
 
-def check_assignment_is_live(assignment: Assignment) -> None:
+def check_task_is_live(task: LockedTask) -> None:
     """Refuse a submitted or skipped task, and an expired lease whose slot went to someone else;
     an expired lease whose slot is still free counts, and takes the slot again."""
-    status = assignment.status
-    if status == Assignment.Status.SUBMITTED:
+    if task.status == Assignment.Status.SUBMITTED:
         raise ValidationError("This task was already submitted.")
-    if status == Assignment.Status.SKIPPED:
+    if task.status == Assignment.Status.SKIPPED:
         raise ValidationError("This task was skipped; it cannot be submitted.")
-    if status == Assignment.Status.LEASED:
+    if task.status == Assignment.Status.LEASED:
         return
-    prompt = (
-        Prompt.objects.select_for_update(of=("self",))
-        .select_related("dataset")
-        .get(pk=assignment.prompt_id)
-    )
-    if not slot_is_free(prompt):
+    lock_prompts([task.prompt_id])
+    taken = Prompt.objects.filter(pk=task.prompt_id).values_list("slots_taken", flat=True).get()
+    if taken >= task.labels_per_prompt:
         raise ValidationError(
             "Your lease on this task expired and it went to another labeler; nothing was stored."
         )
-    if assignment.labeler.is_active:
-        take_slot(prompt)
+    if task.labeler_is_active:
+        take_slot(task.prompt_id)
 
 
 def check_ranking(
