@@ -20,14 +20,15 @@ class ReusingClient(redis.RedisCacheClient):
         self._clients: dict[int, Any] = {}
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
-        pool = self._get_connection_pool(write)
+        pool = self._get_connection_pool(write)  # type: ignore[attr-defined]
         client = self._clients.get(id(pool))
         if client is None:
-            client = self._clients[id(pool)] = self._client(connection_pool=pool)
+            client = self._client(connection_pool=pool)  # type: ignore[attr-defined]
+            self._clients[id(pool)] = client
         return client
 
 
 class RedisCache(redis.RedisCache):
     @cached_property
     def _cache(self) -> ReusingClient:
-        return ReusingClient(self._servers, **self._options)
+        return ReusingClient(self._servers, **self._options)  # type: ignore[attr-defined]
