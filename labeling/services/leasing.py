@@ -146,27 +146,31 @@ def _lease_open_prompt(
 # The candidates of `take_slot`, each the first row of one pool that the labeler was never given
 # and that no other request holds. `{lock}` is FOR UPDATE SKIP LOCKED on PostgreSQL.
 CANDIDATE = """(
-    SELECT p.id FROM labeling_prompt p
+    SELECT p.id FROM {source}
     WHERE p.dataset_id = %(dataset)s AND {pool}
       AND NOT EXISTS (
         SELECT 1 FROM labeling_assignment a WHERE a.prompt_id = p.id AND a.labeler_id = %(labeler)s
       )
     ORDER BY {order} LIMIT 1 {lock}
 )"""
+PROMPT = "labeling_prompt p"
 OPEN = "NOT p.is_gold AND p.slots_taken < %(cap)s"
-POOLS = {
-    "gold": ("p.is_gold", "p.id"),
-    # The cap is repeated outside the window's sub-select: it is what PostgreSQL rechecks.
+POOLS = {  # name: (source, condition, order)
+    "gold": (PROMPT, "p.is_gold", "p.id"),
+    # The WINDOW prompts closest to complete, read from the index in order and joined back to
+    # their rows, lazily: the scan stops at the first prompt this labeler may take. The cap is
+    # repeated on the joined row: that is what PostgreSQL rechecks once it is locked.
     "window": (
-        f"{OPEN} AND p.id IN ("
-        "SELECT w.id FROM labeling_prompt w "
+        "(SELECT w.id, w.slots_taken FROM labeling_prompt w "
         "WHERE w.dataset_id = %(dataset)s AND NOT w.is_gold AND w.slots_taken < %(cap)s "
-        "ORDER BY w.slots_taken DESC, w.id LIMIT %(window)s)",
-        "p.slots_taken DESC, p.id",
+        "ORDER BY w.slots_taken DESC, w.id LIMIT %(window)s) win "
+        f"JOIN {PROMPT} ON p.id = win.id",
+        OPEN,
+        "win.slots_taken DESC, win.id",
     ),
     # A range, not `= 0`, so that the planner keeps to the index's order.
-    "untouched": (f"{OPEN} AND p.slots_taken < 1", "p.slots_taken DESC, p.id"),
-    "open": (OPEN, "p.slots_taken DESC, p.id"),
+    "untouched": (PROMPT, "NOT p.is_gold AND p.slots_taken < 1", "p.slots_taken DESC, p.id"),
+    "open": (PROMPT, OPEN, "p.slots_taken DESC, p.id"),
 }
 
 
@@ -183,12 +187,13 @@ def _take_slot(dataset: Dataset, labeler: User, *, gold_due: bool) -> Prompt | N
     request. PostgreSQL rechecks a locked row against its candidate's conditions, so the count
     never passes `labels_per_prompt`.
     """
-    lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    lock = "FOR UPDATE OF p SKIP LOCKED" if connection.vendor == "postgresql" else ""
     pools = ["window", "untouched", "open"]
     if gold_due:
         pools.insert(0, "gold")
     candidates = ", ".join(
-        CANDIDATE.format(pool=POOLS[name][0], order=POOLS[name][1], lock=lock) for name in pools
+        CANDIDATE.format(source=source, pool=pool, order=order, lock=lock)
+        for source, pool, order in (POOLS[name] for name in pools)
     )
     sql = (
         "UPDATE labeling_prompt SET slots_taken = slots_taken + 1 "
