@@ -18,6 +18,8 @@ from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
+from labeling.models import columns
+
 SERVICE_GROUP = "service"
 
 
@@ -30,8 +32,8 @@ def is_service(user: User) -> bool:
 
 # The signed-in user of a token, and whether it is a service account, in one query. Written out:
 # every API request runs it, and building it with the ORM cost more CPU than running it.
-TOKEN_USER = """
-SELECT u.*, EXISTS (
+TOKEN_USER = f"""
+SELECT {columns(User, "u")}, EXISTS (
     SELECT 1 FROM auth_user_groups m JOIN auth_group g ON g.id = m.group_id
     WHERE m.user_id = u.id AND g.name = %(service)s
 ) AS preflab_is_service

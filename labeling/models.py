@@ -57,6 +57,13 @@ def labeler_counts(path: str = "labeler__") -> Q:
     return Q(**{f"{path}is_active": True})
 
 
+def columns(model: type[models.Model], alias: str = "") -> str:
+    """The model's columns, named, for the few queries written out as SQL: a prepared
+    statement reading `*` fails once a migration adds a column."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + field.column for field in model._meta.concrete_fields)
+
+
 def display_order(
     completions: list[Completion], *, labeler_id: int, prompt_id: int
 ) -> list[Completion]:

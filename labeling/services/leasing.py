@@ -33,7 +33,7 @@ from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from labeling.models import Assignment, Dataset, Prompt
+from labeling.models import Assignment, Dataset, Prompt, columns
 
 SKIP_REASON_MAX_CHARS = 200
 # The prompts closest to complete among which a labeler's next task is looked for first.
@@ -66,8 +66,9 @@ def lease_next_assignment(
 
 # The labeler's live lease on a dataset, oldest first. Written out, as `take_slot`'s statement:
 # every next-task runs it.
-LIVE_LEASE = """
-SELECT a.* FROM labeling_assignment a JOIN labeling_prompt p ON p.id = a.prompt_id
+LIVE_LEASE = f"""
+SELECT {columns(Assignment, "a")}
+FROM labeling_assignment a JOIN labeling_prompt p ON p.id = a.prompt_id
 WHERE a.labeler_id = %(labeler)s AND a.status = 'leased' AND p.dataset_id = %(dataset)s
 ORDER BY a.leased_at, a.id LIMIT 1
 """
@@ -197,7 +198,7 @@ def _take_slot(dataset: Dataset, labeler: User, *, gold_due: bool) -> Prompt | N
     )
     sql = (
         "UPDATE labeling_prompt SET slots_taken = slots_taken + 1 "
-        f"WHERE id = COALESCE({candidates}) RETURNING *"
+        f"WHERE id = COALESCE({candidates}) RETURNING {columns(Prompt)}"
     )
     params = {
         "dataset": dataset.pk,
