@@ -39,7 +39,7 @@ WEB_CONCURRENCY ?= $(shell echo $$(( $$(nproc) * 2 + 1 )))
 WORKER_CONCURRENCY ?= $(shell nproc)
 
 WEB := $(BIN)/gunicorn config.wsgi --bind $(HOST):$(PORT) --workers $(WEB_CONCURRENCY) \
-	--timeout 120 --graceful-timeout 30 --max-requests 2000 --max-requests-jitter 200 \
+	--preload --timeout 120 --graceful-timeout 30 --max-requests 2000 --max-requests-jitter 200 \
 	--access-logfile - --forwarded-allow-ips "$${FORWARDED_ALLOW_IPS:-127.0.0.1}"
 WORKER := $(BIN)/celery -A config worker --loglevel=INFO --concurrency=$(WORKER_CONCURRENCY)
 BEAT := $(BIN)/celery -A config beat --loglevel=INFO
