@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import Counter
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.utils import timezone
 
-from labeling.models import Assignment, Comparison, Dataset, Ranking
+from labeling.models import Assignment, Dataset, Ranking
 from labeling.services import leasing, rankings
 from tests.factories import DatasetFactory, UserFactory, make_lease, make_prompt
 
@@ -148,40 +145,3 @@ def test_skip_needs_a_reason_and_a_live_task(dataset, prompt, labeler):
     rank_in_given_order(assignment)
     with pytest.raises(ValidationError, match="already submitted or skipped"):
         leasing.skip_assignment(assignment=assignment, reason="unsure")
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_parallel_labelers_drain_a_dataset_without_overlap_or_loss():
-    """16 labelers in threads, each with its own database connection, lease and rank until done."""
-    dataset = DatasetFactory(labels_per_prompt=3)
-    prompts = [make_prompt(dataset, completions=3) for _ in range(40)]
-    labelers = UserFactory.create_batch(16)
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(labelers))
-
-    def work(user) -> None:
-        try:
-            start.wait()
-            while (
-                assignment := leasing.lease_next_assignment(dataset=dataset, labeler=user)
-            ) is not None:
-                rank_in_given_order(assignment)
-        except BaseException as error:  # reported to the main thread below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(user,)) for user in labelers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors
-    assert all(not thread.is_alive() for thread in threads)
-    per_prompt = Counter(Ranking.objects.values_list("prompt_id", flat=True))
-    assert per_prompt == {prompt.pk: 3 for prompt in prompts}
-    pairs = list(Ranking.objects.values_list("prompt_id", "labeler_id"))
-    assert len(pairs) == len(set(pairs)) == 120
-    assert Assignment.objects.exclude(status=Assignment.Status.SUBMITTED).count() == 0
-    assert Comparison.objects.count() == 120 * 3

@@ -138,20 +138,21 @@ def test_every_way_a_slot_is_taken_or_given_back_keeps_the_count(staff, settings
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_64_labelers_at_once_never_over_label():
-    """64 threads, each its own labeler and connection, lease and rank until no work is left:
-    every prompt gets exactly labels_per_prompt labels, nobody ranks a prompt twice."""
-    dataset = DatasetFactory(labels_per_prompt=3, gold_rate=0.1)
-    prompts = [make_prompt(dataset, completions=2 + i % 3) for i in range(60)]
+@pytest.mark.parametrize(("threads", "prompt_count", "gold_rate"), [(16, 40, 0.0), (64, 60, 0.1)])
+def test_labelers_at_once_drain_a_dataset_without_overlap_or_loss(threads, prompt_count, gold_rate):
+    """Labelers in threads, each with its own database connection, lease and rank until no work
+    is left: every prompt gets exactly labels_per_prompt labels, nobody ranks a prompt twice."""
+    dataset = DatasetFactory(labels_per_prompt=3, gold_rate=gold_rate)
+    prompts = [make_prompt(dataset, completions=2 + i % 3) for i in range(prompt_count)]
     gold = make_prompt(dataset, is_gold=True, gold_order=[["c0"], ["c1"], ["c2"]])
-    labelers = UserFactory.create_batch(64)
+    labelers = UserFactory.create_batch(threads)
     errors: list[BaseException] = []
     start = threading.Barrier(len(labelers))
 
     def work(user) -> None:
         try:
             start.wait()
-            for _ in range(50):  # bounded: each labeler can do at most the 61 prompts
+            for _ in range(prompt_count + 2):  # bounded: at most every prompt and the gold one
                 assignment = leasing.lease_next_assignment(dataset=dataset, labeler=user)
                 if assignment is None:
                     break
