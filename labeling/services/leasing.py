@@ -20,6 +20,7 @@ taken, so nothing is ever over-labeled.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -124,24 +125,26 @@ def _renew(assignment: Assignment, now: datetime) -> Assignment | None:
 def _lease_open_prompt(
     dataset: Dataset, labeler: User, *, gold_due: bool, now: datetime
 ) -> Assignment | None:
-    """Take one slot of the first open prompt (gold first when due) and lease it: two queries."""
+    """Take one slot of the first open prompt (gold first when due) and lease it: one statement
+    on PostgreSQL, two on SQLite (which has no UPDATE in a WITH)."""
+    expires_at = now + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES)
     try:
-        with transaction.atomic():
-            prompt = _take_slot(dataset, labeler, gold_due=gold_due)
-            if prompt is None:
-                return None
-            assignment = Assignment.objects.create(
-                prompt=prompt,
-                labeler=labeler,
-                leased_at=now,
-                expires_at=now + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES),
+        # A savepoint only inside a caller's transaction: alone, the statement is atomic.
+        with transaction.atomic() if _needs_transaction() else contextlib.nullcontext():
+            assignment = _take_slot(
+                dataset, labeler, gold_due=gold_due, leased_at=now, expires_at=expires_at
             )
     except IntegrityError:
         # A concurrent request of the same labeler leased this prompt first: that is their task.
         current, _ = _labeler_state(dataset, labeler)
         return current
-    prompt.dataset = dataset
+    if assignment is not None:
+        assignment.prompt.dataset = dataset
     return assignment
+
+
+def _needs_transaction() -> bool:
+    return connection.vendor != "postgresql" or connection.in_atomic_block
 
 
 # The candidates of `take_slot`, each the first row of one pool that the labeler was never given
@@ -175,20 +178,30 @@ POOLS = {  # name: (source, condition, order)
 }
 
 
-def _take_slot(dataset: Dataset, labeler: User, *, gold_due: bool) -> Prompt | None:
-    """Raise `slots_taken` of the first open prompt the labeler was never given and return the
-    prompt, locked until the transaction ends; None when there is none.
+def _take_slot(
+    dataset: Dataset,
+    labeler: User,
+    *,
+    gold_due: bool,
+    leased_at: datetime,
+    expires_at: datetime,
+) -> Assignment | None:
+    """Raise `slots_taken` of the first open prompt the labeler was never given and lease it to
+    them; the new assignment with its prompt, or None when there is no open prompt.
 
-    One statement, written out because it is the hot path and its plan matters. Its candidates
-    read the partial indexes in order and skip rows that other requests hold; COALESCE runs each
-    only when those before it found nothing: gold when it is due; the labeler's first free
-    prompt among the `WINDOW` closest to complete; the first untouched prompt; and last, near the
-    end of a dataset, the first free prompt of all. The window keeps a labeler from walking past
-    every prompt they labeled themselves (which come first, being partly labeled) on each
-    request. PostgreSQL rechecks a locked row against its candidate's conditions, so the count
-    never passes `labels_per_prompt`.
+    Written out because it is the hot path and its plan matters. Its candidates read the partial
+    indexes in order and skip rows that other requests hold; COALESCE runs each only when those
+    before it found nothing: gold when it is due; the labeler's first free prompt among the
+    `WINDOW` closest to complete; the first untouched prompt; and last, near the end of a
+    dataset, the first free prompt of all. The window keeps a labeler from walking past every
+    prompt they labeled themselves (which come first, being partly labeled) on each request.
+    PostgreSQL rechecks a locked row against its candidate's conditions, so the count never
+    passes `labels_per_prompt`. On PostgreSQL the assignment is inserted by the same statement
+    (a failed insert undoes the count with it); on SQLite by a second one, in the caller's
+    transaction.
     """
-    lock = "FOR UPDATE OF p SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    postgresql = connection.vendor == "postgresql"
+    lock = "FOR UPDATE OF p SKIP LOCKED" if postgresql else ""
     pools = ["window", "untouched", "open"]
     if gold_due:
         pools.insert(0, "gold")
@@ -196,7 +209,7 @@ def _take_slot(dataset: Dataset, labeler: User, *, gold_due: bool) -> Prompt | N
         CANDIDATE.format(source=source, pool=pool, order=order, lock=lock)
         for source, pool, order in (POOLS[name] for name in pools)
     )
-    sql = (
+    take = (
         "UPDATE labeling_prompt SET slots_taken = slots_taken + 1 "
         f"WHERE id = COALESCE({candidates}) RETURNING {columns(Prompt)}"
     )
@@ -205,8 +218,45 @@ def _take_slot(dataset: Dataset, labeler: User, *, gold_due: bool) -> Prompt | N
         "labeler": labeler.pk,
         "cap": dataset.labels_per_prompt,
         "window": WINDOW,
+        "leased_at": leased_at,
+        "expires_at": expires_at,
     }
-    return next(iter(Prompt.objects.raw(sql, params)), None)
+    if not postgresql:
+        prompt = next(iter(Prompt.objects.raw(take, params)), None)
+        if prompt is None:
+            return None
+        return Assignment.objects.create(
+            prompt=prompt, labeler=labeler, leased_at=leased_at, expires_at=expires_at
+        )
+    sql = f"WITH taken AS ({take}), leased AS ({LEASE}) {TAKEN_AND_LEASED}"
+    prompt = next(iter(Prompt.objects.raw(sql, params)), None)
+    if prompt is None:
+        return None
+    values = {
+        "id": prompt.preflab_assignment_id,
+        "prompt_id": prompt.pk,
+        "labeler_id": labeler.pk,
+        "status": Assignment.Status.LEASED,
+        "leased_at": leased_at,
+        "expires_at": expires_at,
+        "finished_at": None,
+        "skip_reason": "",
+    }
+    assignment = Assignment.from_db(connection.alias, list(values), list(values.values()))
+    assignment.prompt, assignment.labeler = prompt, labeler
+    return assignment
+
+
+# Leasing the prompt `taken` (`_take_slot`'s statement on PostgreSQL); the lease's other columns
+# are known beforehand.
+LEASE = f"""
+INSERT INTO labeling_assignment (prompt_id, labeler_id, status, leased_at, expires_at, skip_reason)
+SELECT id, %(labeler)s, '{Assignment.Status.LEASED}', %(leased_at)s, %(expires_at)s, '' FROM taken
+RETURNING id
+"""
+TAKEN_AND_LEASED = (
+    f"SELECT {columns(Prompt, 'taken')}, leased.id AS preflab_assignment_id FROM taken, leased"
+)
 
 
 def lock_prompts(prompt_ids: Iterable[int]) -> list[int]:

@@ -110,6 +110,25 @@ def assert_counts_are_true() -> None:
     assert {p.pk: p.slots_taken for p in held} == {p.pk: p.held for p in held}
 
 
+def test_a_lease_that_cannot_be_inserted_takes_no_slot(monkeypatch):
+    """Two requests of one labeler (two tabs) can pick the same prompt; the second one's insert
+    then fails on the unique (prompt, labeler), and its raised count is undone with it."""
+    dataset = DatasetFactory(labels_per_prompt=2)
+    prompt = make_prompt(dataset)
+    labeler = UserFactory()
+    first = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
+    # What the race looks like to the second request: its candidate query, run before the first
+    # one's lease was committed, does not see that lease.
+    monkeypatch.setattr(
+        leasing, "CANDIDATE", leasing.CANDIDATE.replace("AND NOT EXISTS", "AND EXISTS")
+    )
+    again = leasing._lease_open_prompt(dataset, labeler, gold_due=False, now=timezone.now())
+    assert again == first
+    prompt.refresh_from_db()
+    assert prompt.slots_taken == 1
+    assert_counts_are_true()
+
+
 def test_every_way_a_slot_is_taken_or_given_back_keeps_the_count(staff, settings):
     dataset = DatasetFactory(labels_per_prompt=2)
     for _ in range(4):
