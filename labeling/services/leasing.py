@@ -233,7 +233,7 @@ def _take_slot(
     if prompt is None:
         return None
     values = {
-        "id": prompt.preflab_assignment_id,
+        "id": prompt.preflab_assignment_id,  # type: ignore[attr-defined]  # a column of the statement
         "prompt_id": prompt.pk,
         "labeler_id": labeler.pk,
         "status": Assignment.Status.LEASED,
