@@ -28,7 +28,6 @@ from labeling.models import (
     RATING_MIN,
     Assignment,
     Comparison,
-    Completion,
     Dataset,
     Flag,
     Prompt,
@@ -83,9 +82,6 @@ def submit_own_ranking(
                 _check_same_task(earlier, assignment_id)
                 return earlier
             check_task_is_live(task)
-            completion_ids = list(
-                Completion.objects.filter(prompt_id=task.prompt_id).values_list("pk", flat=True)
-            )
             check_ranking(
                 order=order,
                 ratings=ratings,
@@ -93,7 +89,7 @@ def submit_own_ranking(
                 strength=strength,
                 seconds_spent=seconds_spent,
                 rationale=rationale,
-                completion_ids=completion_ids,
+                completion_ids=task.completion_ids,
                 criteria=task.criteria,
             )
             ranking = Ranking.objects.create(
@@ -112,9 +108,9 @@ def submit_own_ranking(
                 created_at=now,
             )
             ranking.comparison_count = _store_comparisons(ranking, order, strength)
-            Assignment.objects.filter(pk=assignment_id).update(
-                status=Assignment.Status.SUBMITTED, finished_at=now
-            )
+            with connection.cursor() as cursor:
+                finished_at = connection.ops.adapt_datetimefield_value(now)
+                cursor.execute(SUBMITTED, {"assignment": assignment_id, "now": finished_at})
     except IntegrityError:
         # Nothing was stored. The one unique value a valid submission can collide on is its
         # request id: a retry racing its first try, or an id used for another task.
@@ -137,13 +133,16 @@ class LockedTask:
     criteria: list[str]
     guidelines_version: int
     labels_per_prompt: int
+    completion_ids: list[int]
 
 
-# Written out: every submit runs it, and building it with the ORM cost more CPU than running
-# it. `{submitting}` takes the dataset's shared SUBMITTING lock on PostgreSQL.
+# Written out, as SUBMITTED: every submit runs them, and building them with the ORM cost more
+# CPU than running them. `{completions}` lists the prompt's completion ids (an array on
+# PostgreSQL, comma-separated on SQLite); `{submitting}` takes the dataset's shared SUBMITTING
+# lock on PostgreSQL.
 LOCK_TASK = """
 SELECT a.status, a.prompt_id, u.is_active, p.dataset_id,
-       d.criteria, d.guidelines_version, d.labels_per_prompt {submitting}
+       d.criteria, d.guidelines_version, d.labels_per_prompt, {completions} {submitting}
 FROM labeling_assignment a
 JOIN labeling_prompt p ON p.id = a.prompt_id
 JOIN labeling_dataset d ON d.id = p.dataset_id
@@ -152,12 +151,22 @@ WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s
 {lock}
 """
 
+COMPLETION_IDS = {  # by "is PostgreSQL"
+    True: "ARRAY(SELECT c.id FROM labeling_completion c WHERE c.prompt_id = a.prompt_id)",
+    False: "(SELECT group_concat(c.id) FROM labeling_completion c WHERE c.prompt_id = a.prompt_id)",
+}
+SUBMITTED = f"""
+UPDATE labeling_assignment SET status = '{Assignment.Status.SUBMITTED}', finished_at = %(now)s
+WHERE id = %(assignment)s
+"""
+
 
 def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
     """The labeler's assignment, its row locked until the transaction ends (so double submits
     of one task run one after the other). Raises Assignment.DoesNotExist if it is not theirs."""
     postgresql = connection.vendor == "postgresql"
     sql = LOCK_TASK.format(
+        completions=COMPLETION_IDS[connection.vendor == "postgresql"],
         submitting=", pg_advisory_xact_lock_shared(%(key)s, p.dataset_id::integer)"
         if postgresql
         else "",
@@ -168,7 +177,7 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
         row = cursor.fetchone()
     if row is None:
         raise Assignment.DoesNotExist(f"no assignment {assignment_id} of labeler {labeler_id}")
-    status, prompt_id, active, dataset_id, criteria, guidelines_version, cap = row[:7]
+    status, prompt_id, active, dataset_id, criteria, guidelines_version, cap, ids = row[:8]
     return LockedTask(
         status=status,
         prompt_id=prompt_id,
@@ -177,6 +186,7 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
         criteria=json.loads(criteria) if isinstance(criteria, str) else criteria,
         guidelines_version=guidelines_version,
         labels_per_prompt=cap,
+        completion_ids=ids if postgresql else [int(i) for i in (ids or "").split(",") if i],
     )
 
 
