@@ -4,6 +4,7 @@ import contextlib
 import gzip
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,41 @@ def test_duplicate_id_within_one_file_with_other_content_is_refused(dataset):
     with pytest.raises(ValidationError, match="line 2: field 'id'"):
         run_import(dataset, jsonl(rows(1)[0], twin))
     assert not Prompt.objects.exists()
+
+
+def test_an_id_repeated_in_a_later_batch_counts_once_or_is_refused(dataset, monkeypatch):
+    """A new dataset's batches are written without looking their ids up: a repeat in a later
+    batch is still found, whether it is the same prompt (counted once) or another (refused)."""
+    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 2)
+    result = run_import(dataset, jsonl(*rows(5), rows(1, start=1)[0], *rows(3, start=5)))
+    assert (result.created, result.unchanged) == (8, 1)
+    assert Completion.objects.filter(prompt__dataset=dataset).count() == 24
+    other = Dataset.objects.create(slug="other", name="Other")
+    twin = rows(1, start=1)[0] | {"completions": ["a", "b"]}
+    with pytest.raises(ValidationError, match="line 6: field 'id': prompt 'q1' is already"):
+        run_import(other, jsonl(*rows(5), twin, *rows(3, start=5)))
+    assert not other.prompts.exists()
+
+
+def test_the_first_error_of_the_file_is_the_one_reported(dataset, monkeypatch):
+    """Lines are read ahead of the batches being written, but errors come in line order: a
+    refused id on line 3 (found while writing) wins over a malformed line 9 (found reading)."""
+    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 2)
+    run_import(dataset, jsonl(*rows(2)))
+    changed = rows(1, start=1)[0] | {"completions": ["a", "b"]}
+    content = jsonl(*rows(1, start=10), *rows(1, start=11), changed, *rows(5, start=20))
+    with pytest.raises(ValidationError, match="line 3: field 'id'"):
+        run_import(dataset, content + b"{not json\n")
+    assert Prompt.objects.filter(dataset=dataset).count() == 2
+
+
+def test_a_failed_import_leaves_no_reader_thread(dataset, monkeypatch):
+    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 2)
+    bad = {"id": "bad", "prompt": "Hi", "completions": ["only one"]}
+    for content in (jsonl(*rows(9), bad), jsonl(*rows(30)) + b"{not json\n"):
+        with pytest.raises(ValidationError):
+            run_import(dataset, content)
+    assert not [t for t in threading.enumerate() if t.name == "preflab-import-reader"]
 
 
 def test_hh_import_skips_and_reports_pairs_without_shared_prefix(dataset):
