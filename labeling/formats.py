@@ -30,6 +30,7 @@ MIN_COMPLETIONS = 2
 MAX_COMPLETIONS = 9
 MAX_ID_CHARS = 200
 GZIP_MAGIC = b"\x1f\x8b"
+HOLDS_NUL = "holds a NUL character (\\u0000), which the database cannot store"
 
 
 @dataclass(frozen=True)
@@ -407,6 +408,8 @@ def messages_problem(messages: list[dict[str, str]], *, max_text_chars: int) -> 
             )
         if len(message["content"]) > max_text_chars:
             return f"field 'prompt[{index}].content' is longer than {max_text_chars} characters"
+        if "\x00" in message["content"]:
+            return f"field 'prompt[{index}].content' {HOLDS_NUL}"
     if not any(m["content"].strip() for m in messages):
         return "field 'prompt' is empty"
     if messages[-1]["role"] != "user":
@@ -434,6 +437,13 @@ def validate_record(record: ParsedPrompt, *, max_text_chars: int) -> None:
             raise line_error(line, f"{where} is longer than {max_text_chars} characters")
         if len(completion.external_id) > MAX_ID_CHARS:
             raise line_error(line, f"{where}.id is longer than {MAX_ID_CHARS} characters")
+        for name, value in (
+            ("text", completion.text),
+            ("id", completion.external_id),
+            ("model", completion.model_name),
+        ):
+            if "\x00" in value:
+                raise line_error(line, f"{where}.{name} {HOLDS_NUL}")
         if completion.external_id in seen:
             raise line_error(
                 line, f"{where} repeats the id {completion.external_id!r} (or the same text)"
@@ -443,6 +453,8 @@ def validate_record(record: ParsedPrompt, *, max_text_chars: int) -> None:
         record.external_id = "p-" + record.content_hash[:16]
     if len(record.external_id) > MAX_ID_CHARS:
         raise line_error(line, f"field 'id' is longer than {MAX_ID_CHARS} characters")
+    if "\x00" in record.external_id:
+        raise line_error(line, f"field 'id' {HOLDS_NUL}")
     if record.gold_order is not None:
         gold = record.gold_order
         if not orders.is_order_of(gold, str) or orders.placement_problems(gold, seen):

@@ -4,6 +4,7 @@ import contextlib
 import gzip
 import io
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,50 @@ def test_a_failed_import_leaves_no_reader_thread(dataset, monkeypatch):
         with pytest.raises(ValidationError):
             run_import(dataset, content)
     assert not [t for t in threading.enumerate() if t.name == "preflab-import-reader"]
+
+
+def test_text_that_copy_escapes_comes_back_as_it_was(dataset):
+    """Tabs, newlines, carriage returns and backslashes (COPY's text format escapes them on
+    PostgreSQL), a literal \\N, quotes and non-ASCII text round-trip through an import."""
+    tricky = 'a\tb\nc\r\nd \\ \\N \\t "quoted" \u00e9\u4e2d\U0001f600 '
+    row = {
+        "id": "x\ty\\z",
+        "prompt": [{"role": "user", "content": tricky}],
+        "completions": [
+            {"id": "c\n1", "text": tricky, "model": "m\\1", "metadata": {"k": tricky}},
+            {"id": "c2", "text": "\\N"},
+        ],
+        "metadata": {"note": tricky, "n": [1, 2.5, None, True]},
+        "gold_order": ["c2", "c\n1"],
+    }
+    run_import(dataset, jsonl(row))
+    prompt = Prompt.objects.get(dataset=dataset)
+    assert prompt.external_id == "x\ty\\z"
+    assert prompt.messages == [{"role": "user", "content": tricky}]
+    assert prompt.metadata == {"note": tricky, "n": [1, 2.5, None, True]}
+    assert prompt.is_gold and prompt.gold_order == [["c2"], ["c\n1"]]
+    first, second = prompt.completions.order_by("position")
+    assert (first.external_id, first.text, first.model_name) == ("c\n1", tricky, "m\\1")
+    assert first.metadata == {"k": tricky}
+    assert second.text == "\\N"
+    assert run_import(dataset, jsonl(row)).unchanged == 1
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        (
+            {"prompt": "a\u0000b", "completions": ["x", "y"]},
+            "field 'prompt[0].content' holds a NUL",
+        ),
+        ({"prompt": "a", "completions": ["x", "y\u0000"]}, "field 'completions[1]'.text holds"),
+        ({"id": "p\u0000", "prompt": "a", "completions": ["x", "y"]}, "field 'id' holds a NUL"),
+    ],
+)
+def test_a_nul_character_is_refused_with_its_line(dataset, row, problem):
+    with pytest.raises(ValidationError, match=re.escape(f"line 2: {problem}")):
+        run_import(dataset, jsonl(*rows(1), row))
+    assert not Prompt.objects.exists()
 
 
 def test_hh_import_skips_and_reports_pairs_without_shared_prefix(dataset):
