@@ -99,6 +99,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/training_memory.py
 	$(BIN)/python bench/reward_scale.py
 	$(BIN)/python bench/dashboard_bench.py
+	$(BIN)/python bench/load_bench.py
 
 clean:
 	rm -rf $(VENV) var staticfiles
