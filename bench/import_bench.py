@@ -108,9 +108,9 @@ def time_reading(path: Path) -> dict[str, float]:
     from django.conf import settings
 
     from labeling import formats
-    from labeling.services import imports
+    from labeling.services import import_batches
 
-    limits = imports.read_limits()
+    limits = import_batches.read_limits()
     passes: dict[str, float] = {}
 
     def lines() -> Iterator[bytes]:
@@ -201,7 +201,7 @@ def run_child(path: Path, profile: bool) -> dict[str, Any]:
     from django.db import connection
 
     from labeling.models import Completion
-    from labeling.services import datasets, imports
+    from labeling.services import datasets, import_batches, imports
 
     call_command("migrate", verbosity=0)
     dataset = datasets.create_dataset(slug="bench", name=f"bench {path.name}")
@@ -223,9 +223,9 @@ def run_child(path: Path, profile: bool) -> dict[str, Any]:
         "_copy_completion_rows": "COPY completions",
         "_bulk_create_prompts": "INSERT prompts and completions",
     }
-    originals = {name: getattr(imports, name) for name in stages}
+    originals = {name: getattr(import_batches, name) for name in stages}
     for name, stage in stages.items():
-        setattr(imports, name, stopwatch.wrap(stage, originals[name]))
+        setattr(import_batches, name, stopwatch.wrap(stage, originals[name]))
     connection.ensure_connection()
     connection.commit = stopwatch.wrap("commit", connection.commit)  # type: ignore[method-assign]
     profiler = None
@@ -245,7 +245,7 @@ def run_child(path: Path, profile: bool) -> dict[str, Any]:
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     del connection.commit
     for name, function in originals.items():
-        setattr(imports, name, function)
+        setattr(import_batches, name, function)
     peak = peak_rss_mib()
     start = time.perf_counter()
     second = run_import()

@@ -174,8 +174,7 @@ class PromptQuerySet(models.QuerySet["Prompt"]):
 
 
 class Prompt(models.Model):
-    # No index of its own: the unique (dataset, external_id) serves lookups by dataset, and one
-    # index fewer is written by every imported prompt.
+    # No index of its own (migration 0006): the unique (dataset, external_id) serves lookups.
     dataset = models.ForeignKey(
         Dataset, on_delete=models.CASCADE, related_name="prompts", db_index=False
     )

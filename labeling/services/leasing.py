@@ -65,7 +65,7 @@ def lease_next_assignment(
     return assignment
 
 
-# The labeler's live lease on a dataset, oldest first. Written out, as `take_slot`'s statement:
+# The labeler's live lease on a dataset, oldest first. Written out, as `_take_slot_and_lease`'s:
 # every next-task runs it.
 LIVE_LEASE = f"""
 SELECT {columns(Assignment, "a")}
@@ -131,7 +131,7 @@ def _lease_open_prompt(
     try:
         # A savepoint only inside a caller's transaction: alone, the statement is atomic.
         with transaction.atomic() if _needs_transaction() else contextlib.nullcontext():
-            assignment = _take_slot(
+            assignment = _take_slot_and_lease(
                 dataset, labeler, gold_due=gold_due, leased_at=now, expires_at=expires_at
             )
     except IntegrityError:
@@ -147,8 +147,8 @@ def _needs_transaction() -> bool:
     return connection.vendor != "postgresql" or connection.in_atomic_block
 
 
-# The candidates of `take_slot`, each the first row of one pool that the labeler was never given
-# and that no other request holds. `{lock}` is FOR UPDATE SKIP LOCKED on PostgreSQL.
+# The candidates of `_take_slot_and_lease`, each the first row of one pool that the labeler was
+# never given and that no other request holds. `{lock}` is FOR UPDATE SKIP LOCKED on PostgreSQL.
 CANDIDATE = """(
     SELECT p.id FROM {source}
     WHERE p.dataset_id = %(dataset)s AND {pool}
@@ -178,7 +178,7 @@ POOLS = {  # name: (source, condition, order)
 }
 
 
-def _take_slot(
+def _take_slot_and_lease(
     dataset: Dataset,
     labeler: User,
     *,
@@ -247,7 +247,7 @@ def _take_slot(
     return assignment
 
 
-# Leasing the prompt `taken` (`_take_slot`'s statement on PostgreSQL); the lease's other columns
+# Leasing the prompt `taken` (`_take_slot_and_lease` on PostgreSQL); the lease's other columns
 # are known beforehand.
 LEASE = f"""
 INSERT INTO labeling_assignment (prompt_id, labeler_id, status, leased_at, expires_at, skip_reason)

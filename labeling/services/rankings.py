@@ -151,9 +151,10 @@ WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s
 {lock}
 """
 
-COMPLETION_IDS = {  # by "is PostgreSQL"
-    True: "ARRAY(SELECT c.id FROM labeling_completion c WHERE c.prompt_id = a.prompt_id)",
-    False: "(SELECT group_concat(c.id) FROM labeling_completion c WHERE c.prompt_id = a.prompt_id)",
+PROMPT_COMPLETIONS = "FROM labeling_completion c WHERE c.prompt_id = a.prompt_id"
+COMPLETION_IDS = {
+    "postgresql": f"ARRAY(SELECT c.id {PROMPT_COMPLETIONS})",
+    "sqlite": f"(SELECT group_concat(c.id) {PROMPT_COMPLETIONS})",
 }
 SUBMITTED = f"""
 UPDATE labeling_assignment SET status = '{Assignment.Status.SUBMITTED}', finished_at = %(now)s
@@ -166,7 +167,7 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
     of one task run one after the other). Raises Assignment.DoesNotExist if it is not theirs."""
     postgresql = connection.vendor == "postgresql"
     sql = LOCK_TASK.format(
-        completions=COMPLETION_IDS[connection.vendor == "postgresql"],
+        completions=COMPLETION_IDS[connection.vendor],
         submitting=", pg_advisory_xact_lock_shared(%(key)s, p.dataset_id::integer)"
         if postgresql
         else "",

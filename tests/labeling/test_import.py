@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from labeling.models import Completion, Dataset, ImportJob, Prompt
-from labeling.services import imports
+from labeling.services import import_batches, imports
 
 SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh_harmless_dev.jsonl.gz"
 
@@ -75,7 +75,7 @@ def test_same_id_with_other_content_is_refused_and_changes_nothing(dataset):
 
 
 def test_bad_line_after_several_batches_rolls_back_everything(dataset, monkeypatch):
-    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 10)
+    monkeypatch.setattr(import_batches, "IMPORT_BATCH_SIZE", 10)
     bad = {"id": "bad", "prompt": "Hi", "completions": ["only one"]}
     with pytest.raises(ValidationError, match="line 36: field 'completions' has 1"):
         run_import(dataset, jsonl(*rows(35), bad, *rows(5, start=100)))
@@ -93,7 +93,7 @@ def test_duplicate_id_within_one_file_with_other_content_is_refused(dataset):
 def test_an_id_repeated_in_a_later_batch_counts_once_or_is_refused(dataset, monkeypatch):
     """A new dataset's batches are written without looking their ids up: a repeat in a later
     batch is still found, whether it is the same prompt (counted once) or another (refused)."""
-    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 2)
+    monkeypatch.setattr(import_batches, "IMPORT_BATCH_SIZE", 2)
     result = run_import(dataset, jsonl(*rows(5), rows(1, start=1)[0], *rows(3, start=5)))
     assert (result.created, result.unchanged) == (8, 1)
     assert Completion.objects.filter(prompt__dataset=dataset).count() == 24
@@ -107,7 +107,7 @@ def test_an_id_repeated_in_a_later_batch_counts_once_or_is_refused(dataset, monk
 def test_the_first_error_of_the_file_is_the_one_reported(dataset, monkeypatch):
     """Lines are read ahead of the batches being written, but errors come in line order: a
     refused id on line 3 (found while writing) wins over a malformed line 9 (found reading)."""
-    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 2)
+    monkeypatch.setattr(import_batches, "IMPORT_BATCH_SIZE", 2)
     run_import(dataset, jsonl(*rows(2)))
     changed = rows(1, start=1)[0] | {"completions": ["a", "b"]}
     content = jsonl(*rows(1, start=10), *rows(1, start=11), changed, *rows(5, start=20))
@@ -117,7 +117,7 @@ def test_the_first_error_of_the_file_is_the_one_reported(dataset, monkeypatch):
 
 
 def test_a_failed_import_leaves_no_reader_thread(dataset, monkeypatch):
-    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 2)
+    monkeypatch.setattr(import_batches, "IMPORT_BATCH_SIZE", 2)
     bad = {"id": "bad", "prompt": "Hi", "completions": ["only one"]}
     for content in (jsonl(*rows(9), bad), jsonl(*rows(30)) + b"{not json\n"):
         with pytest.raises(ValidationError):

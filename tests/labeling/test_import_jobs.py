@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from labeling.models import ImportJob
-from labeling.services import imports, jobs
+from labeling.services import import_batches, imports, jobs
 
 
 def queued(dataset, content: bytes, staff=None) -> ImportJob:
@@ -49,7 +49,7 @@ def test_a_finished_or_failed_import_deletes_its_upload(dataset):
 
 
 def test_a_running_import_stops_when_cancelled_and_keeps_nothing(dataset, monkeypatch):
-    monkeypatch.setattr(imports, "IMPORT_BATCH_SIZE", 2)
+    monkeypatch.setattr(import_batches, "IMPORT_BATCH_SIZE", 2)
     job = queued(dataset, lines(9))
     batches = 0
     asked = jobs.cancel_requested
