@@ -62,9 +62,9 @@ def submit_own_ranking(
     strength: str = "",
     now: datetime | None = None,
 ) -> Ranking:
-    """Store a ranking of the labeler's assignment and its comparisons together, in six
-    queries: the assignment (locked), its completions, the ranking, the comparisons, the
-    assignment's status, and nothing else on the common path.
+    """Store a ranking of the labeler's assignment and its comparisons together, in four
+    queries on the common path: the assignment (locked, with its prompt's completion ids), the
+    ranking, the comparisons and the assignment's status.
 
     Raises Assignment.DoesNotExist when the assignment is not the labeler's. Idempotent: a
     repeated request_id returns the ranking stored the first time. Refuses, with a
