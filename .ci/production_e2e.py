@@ -173,23 +173,29 @@ def rank_with_the_keyboard(driver: Any, username: str) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     driver.get(BASE + "/login/")
     driver.find_element(By.NAME, "username").send_keys(username)
     driver.find_element(By.NAME, "password").send_keys(PASSWORD + Keys.ENTER)
     driver.find_element(By.XPATH, "//button[.='Start labeling']").send_keys(Keys.ENTER)
-    form = driver.find_element(By.ID, "ranking-form")
+    driver.find_element(By.ID, "ranking-form")
+    submitted_from = driver.current_url
     keys = ActionChains(driver).send_keys("2", "3", "1")
     for card in range(3):
         keys.send_keys("h", str(7 - card), "o", "6", "a", "5", Keys.ARROW_RIGHT)
     keys.perform()
     ActionChains(driver).send_keys(Keys.ENTER).perform()
-    # The submitted page is gone before the next task's form is looked for: the form found at
-    # once could be the old one, with the submission still on its way.
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(form))
-    driver.find_element(By.ID, "ranking-form")  # the next task opened
+    # The ranking is waited for in the database: the form found at once after Enter can still be
+    # the submitted page's, with the submission on its way (and Chromium may answer a question
+    # about a form of a page that has gone with an error of its own, not a stale element).
+    deadline = time.monotonic() + 30
+    stored = Ranking.objects.filter(labeler__username=username)
+    while not stored.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if stored.exists():  # then the browser is sent on to the next task
+        WebDriverWait(driver, 30).until(lambda d: d.current_url != submitted_from)
+        driver.find_element(By.ID, "ranking-form")
     check(not csp_violations(driver), "the ranking page runs under the CSP")
     ranking = Ranking.objects.filter(labeler__username=username).first()
     check(
