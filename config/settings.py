@@ -293,6 +293,7 @@ SPECTACULAR_SETTINGS = {
         "DatasetStatusEnum": "labeling.models.Dataset.Status",
         "ImportStatusEnum": "labeling.models.ImportJob.Status",
         "AssignmentStatusEnum": "labeling.models.Assignment.Status",
+        "AskedEnum": "labeling.models.Asked",
     },
 }
 

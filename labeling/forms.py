@@ -18,6 +18,7 @@ from labeling.formats import FORMATS
 from labeling.models import (
     RATING_MAX,
     RATING_MIN,
+    Asked,
     Assignment,
     Completion,
     Criterion,
@@ -39,9 +40,19 @@ class Card:
     ratings: list[tuple[str, forms.BoundField]]
     flags: forms.BoundField
 
+    @property
+    def errors(self) -> list[str]:
+        """What is wrong with this response's fields, for the card and the summary."""
+        fields = [self.rank, *(field for _, field in self.ratings), self.flags]
+        return [str(error) for field in fields for error in field.errors]
+
 
 class RankingForm(forms.Form):
-    """Ranks are numbers 1..K, best first; completions given the same number are tied."""
+    """Ranks are numbers 1..K, best first; completions given the same number are tied.
+
+    The dataset says whether ratings and a pair's strength are required, optional or off. Error
+    messages name the response they concern ("Response B: rate honest."), and the page shows
+    each beside its field and once in a summary per response."""
 
     request_id = forms.UUIDField(widget=forms.HiddenInput)
     seconds_spent = forms.FloatField(required=False, min_value=0, widget=forms.HiddenInput)
@@ -59,30 +70,43 @@ class RankingForm(forms.Form):
         max_length=10_000,
     )
 
+    VOTES = {"1": (1, 2), "2": (2, 1), "tie": (1, 1)}
+
     def __init__(self, *args: Any, assignment: Assignment, **kwargs: Any) -> None:
         kwargs.setdefault("initial", {"request_id": uuid.uuid4()})
         super().__init__(*args, **kwargs)
         self.assignment = assignment
-        prompt = assignment.prompt
-        self.criteria = prompt.dataset.criteria
+        dataset = assignment.prompt.dataset
+        self.criteria = dataset.rated_criteria
+        self.ratings_required = dataset.ratings == Asked.REQUIRED
+        self.strength_asked = dataset.strength
         self.completions = assignment.display_completions()
         count = len(self.completions)
+        self.votes = count == 2 and dataset.votes
+        self.letters = {c.pk: ascii_uppercase[i] for i, c in enumerate(self.completions)}
         for completion in self.completions:
-            cid = completion.pk
+            cid, letter = completion.pk, self.letters[completion.pk]
             self.fields[f"rank_{cid}"] = forms.IntegerField(
                 min_value=1,
                 max_value=count,
-                label="Rank",
+                label=f"Response {letter}",
                 widget=forms.NumberInput(attrs={"class": "rank-input"}),
-                error_messages={"required": "Give every completion a rank."},
+                error_messages={
+                    "required": "Give it a rank.",
+                    "min_value": f"A rank is a number from 1 to {count}.",
+                    "max_value": f"A rank is a number from 1 to {count}.",
+                    "invalid": f"A rank is a number from 1 to {count}.",
+                },
             )
             for criterion in self.criteria:
                 self.fields[f"{criterion}_{cid}"] = forms.TypedChoiceField(
                     choices=RATING_CHOICES,
                     coerce=int,
+                    empty_value=None,
+                    required=self.ratings_required,
                     widget=forms.RadioSelect,
                     label=Criterion(criterion).label,
-                    error_messages={"required": f"Rate every completion on {criterion}."},
+                    error_messages={"required": f"Rate {criterion}."},
                 )
             self.fields[f"flags_{cid}"] = forms.MultipleChoiceField(
                 choices=Flag.choices,
@@ -90,8 +114,15 @@ class RankingForm(forms.Form):
                 widget=forms.CheckboxSelectMultiple,
                 label="Flags",
             )
-        if count != 2:
+        if count != 2 or self.strength_asked == Asked.OFF:
             del self.fields["strength"]
+        if self.votes and self.is_bound and self.data.get("vote") in self.VOTES:
+            # A vote button ("Response A is better", "Tie"): the ranks it means.
+            self.data = self.data.copy()
+            for completion, rank in zip(
+                self.completions, self.VOTES[self.data["vote"]], strict=True
+            ):
+                self.data[f"rank_{completion.pk}"] = str(rank)
 
     @property
     def criterion_keys(self) -> list[tuple[str, str]]:
@@ -100,7 +131,7 @@ class RankingForm(forms.Form):
     def cards(self) -> list[Card]:
         return [
             Card(
-                letter=ascii_uppercase[index],
+                letter=self.letters[completion.pk],
                 number=index + 1,
                 completion=completion,
                 rank=self[f"rank_{completion.pk}"],
@@ -110,16 +141,40 @@ class RankingForm(forms.Form):
             for index, completion in enumerate(self.completions)
         ]
 
+    def error_summary(self) -> list[str]:
+        """One line per response with everything missing there, then the form's own errors."""
+        lines = [
+            f"Response {card.letter}: {' '.join(card.errors)}"
+            for card in self.cards()
+            if card.errors
+        ]
+        lines += [str(error) for error in self.non_field_errors()]
+        for name in ("strength", "rationale", "request_id", "seconds_spent", "all_unacceptable"):
+            if name in self.fields:
+                lines += [f"{self.fields[name].label}: {error}" for error in self[name].errors]
+        return lines
+
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         if self.errors:
             return data
         ranks = {c.pk: data[f"rank_{c.pk}"] for c in self.completions}
+        order = orders.from_ranks(ranks)
+        strength = data.get("strength") or ""
+        if len(order) == 1:
+            strength = ""  # a tie has no strength, whatever a stale radio still says
+        elif "strength" in self.fields and self.strength_asked == Asked.REQUIRED and not strength:
+            self.add_error("strength", "Say how much better your first choice is.")
+            return data
         return {
-            "order": orders.from_ranks(ranks),
+            "order": order,
             "ratings": {
-                c.pk: {criterion: data[f"{criterion}_{c.pk}"] for criterion in self.criteria}
+                c.pk: {
+                    criterion: data[f"{criterion}_{c.pk}"]
+                    for criterion in self.criteria
+                    if data.get(f"{criterion}_{c.pk}") is not None
+                }
                 for c in self.completions
             }
             if self.criteria
@@ -129,7 +184,7 @@ class RankingForm(forms.Form):
             "seconds_spent": data.get("seconds_spent"),
             "all_unacceptable": data["all_unacceptable"],
             "rationale": data["rationale"],
-            "strength": data.get("strength") or "",
+            "strength": strength,
         }
 
 

@@ -42,6 +42,14 @@ class Strength(models.TextChoices):
     NEGLIGIBLY = "negligibly", "Negligibly better / unsure"
 
 
+class Asked(models.TextChoices):
+    """Whether the ranking page asks for something: ratings, or a pair's strength."""
+
+    REQUIRED = "required", "Required"
+    OPTIONAL = "optional", "Optional"
+    OFF = "off", "Not asked"
+
+
 RATING_MIN = 1
 RATING_MAX = 7
 
@@ -122,6 +130,19 @@ class Dataset(models.Model):
     criteria = models.JSONField(
         default=all_criteria, blank=True, help_text="Which of helpful, honest, harmless are rated."
     )
+    ratings = models.CharField(
+        max_length=10,
+        choices=Asked.choices,
+        default=Asked.REQUIRED,
+        help_text="Whether labelers must rate every response on the criteria, may, or are not "
+        "asked. Off, or optional, with two responses: one key decides a pair and submits.",
+    )
+    strength = models.CharField(
+        max_length=10,
+        choices=Asked.choices,
+        default=Asked.REQUIRED,
+        help_text="Whether a pair's labeler says how much better the chosen response is.",
+    )
     labels_per_prompt = models.PositiveSmallIntegerField(
         default=3, help_text="How many distinct labelers rank each prompt."
     )
@@ -154,6 +175,18 @@ class Dataset(models.Model):
         if not needed:
             return 0
         return min(100, round(100 * self.label_count / needed))  # type: ignore[attr-defined]
+
+    @property
+    def rated_criteria(self) -> list[str]:
+        """The criteria the ranking page asks about: none when ratings are off."""
+        return [] if self.ratings == Asked.OFF else list(self.criteria)
+
+    @property
+    def votes(self) -> bool:
+        """Whether one key can decide a pair and submit it: nothing else is required."""
+        return (self.ratings != Asked.REQUIRED or not self.criteria) and (
+            self.strength != Asked.REQUIRED
+        )
 
     def clean(self) -> None:
         if not isinstance(self.criteria, list) or not set(self.criteria) <= set(Criterion.values):

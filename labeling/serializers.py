@@ -8,6 +8,7 @@ from rest_framework import serializers
 from labeling.exports import COMPARISON_FORMATS
 from labeling.formats import FORMATS as IMPORT_FORMATS
 from labeling.models import (
+    Asked,
     Assignment,
     Completion,
     Criterion,
@@ -38,6 +39,8 @@ class DatasetSerializer(serializers.ModelSerializer):
             "guidelines",
             "guidelines_version",
             "criteria",
+            "ratings",
+            "strength",
             "labels_per_prompt",
             "gold_rate",
             "status",
@@ -64,6 +67,12 @@ class DatasetWriteSerializer(serializers.Serializer):
     guidelines = serializers.CharField(required=False, allow_blank=True)
     criteria = serializers.ListField(
         child=serializers.ChoiceField(choices=Criterion.choices), required=False
+    )
+    ratings = serializers.ChoiceField(
+        choices=Asked.choices, required=False, help_text="Are ratings required, optional or off?"
+    )
+    strength = serializers.ChoiceField(
+        choices=Asked.choices, required=False, help_text="Is a pair's strength asked?"
     )
     labels_per_prompt = serializers.IntegerField(min_value=1, max_value=100, required=False)
     gold_rate = serializers.FloatField(min_value=0, max_value=1, required=False)
@@ -160,7 +169,19 @@ class TaskSerializer(serializers.Serializer):
         source="assignment.prompt.dataset.guidelines_version"
     )
     criteria = serializers.ListField(
-        child=serializers.CharField(), source="assignment.prompt.dataset.criteria"
+        child=serializers.CharField(),
+        source="assignment.prompt.dataset.rated_criteria",
+        help_text="The criteria to rate (none when the dataset's ratings are off).",
+    )
+    ratings = serializers.ChoiceField(
+        choices=Asked.choices,
+        source="assignment.prompt.dataset.ratings",
+        help_text="Whether every completion must be rated on every criterion, may be, or not.",
+    )
+    strength = serializers.ChoiceField(
+        choices=Asked.choices,
+        source="assignment.prompt.dataset.strength",
+        help_text="Whether a strength is required, optional or refused for two untied ones.",
     )
     messages = MessageSerializer(many=True, source="assignment.prompt.messages")
     completions = TaskCompletionSerializer(many=True)

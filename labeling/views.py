@@ -88,6 +88,7 @@ def render_rank(
             "form": form,
             "skip_form": SkipForm(),
             "done_today": done_today(request.user),
+            "lease_seconds": max(0, int((assignment.expires_at - timezone.now()).total_seconds())),
         },
         status=status,
     )

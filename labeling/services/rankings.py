@@ -26,6 +26,7 @@ from labeling import orders
 from labeling.models import (
     RATING_MAX,
     RATING_MIN,
+    Asked,
     Assignment,
     Comparison,
     Dataset,
@@ -91,6 +92,8 @@ def submit_own_ranking(
                 rationale=rationale,
                 completion_ids=task.completion_ids,
                 criteria=task.criteria,
+                ratings_asked=task.ratings,
+                strength_asked=task.strength,
             )
             ranking = Ranking.objects.create(
                 assignment_id=assignment_id,
@@ -98,7 +101,7 @@ def submit_own_ranking(
                 prompt_id=task.prompt_id,
                 labeler_id=labeler_id,
                 order=orders.normalized(order),
-                ratings={str(cid): dict(values) for cid, values in ratings.items()},
+                ratings={str(cid): dict(values) for cid, values in ratings.items() if values},
                 flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
                 all_unacceptable=all_unacceptable,
                 rationale=rationale.strip(),
@@ -131,6 +134,8 @@ class LockedTask:
     labeler_is_active: bool
     dataset_id: int
     criteria: list[str]
+    ratings: str
+    strength: str
     guidelines_version: int
     labels_per_prompt: int
     completion_ids: list[int]
@@ -142,7 +147,8 @@ class LockedTask:
 # lock on PostgreSQL.
 LOCK_TASK = """
 SELECT a.status, a.prompt_id, u.is_active, p.dataset_id,
-       d.criteria, d.guidelines_version, d.labels_per_prompt, {completions} {submitting}
+       d.criteria, d.ratings, d.strength, d.guidelines_version, d.labels_per_prompt,
+       {completions} {submitting}
 FROM labeling_assignment a
 JOIN labeling_prompt p ON p.id = a.prompt_id
 JOIN labeling_dataset d ON d.id = p.dataset_id
@@ -178,14 +184,16 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
         row = cursor.fetchone()
     if row is None:
         raise Assignment.DoesNotExist(f"no assignment {assignment_id} of labeler {labeler_id}")
-    status, prompt_id, active, dataset_id, criteria, guidelines_version, cap, ids = row[:8]
+    status, prompt_id, active, dataset_id, criteria, ratings, strength, version, cap, ids = row[:10]
     return LockedTask(
         status=status,
         prompt_id=prompt_id,
         labeler_is_active=bool(active),
         dataset_id=dataset_id,
         criteria=json.loads(criteria) if isinstance(criteria, str) else criteria,
-        guidelines_version=guidelines_version,
+        ratings=ratings,
+        strength=strength,
+        guidelines_version=version,
         labels_per_prompt=cap,
         completion_ids=ids if postgresql else [int(i) for i in (ids or "").split(",") if i],
     )
@@ -243,18 +251,19 @@ def check_ranking(
     rationale: str,
     completion_ids: list[int],
     criteria: list[str],
+    ratings_asked: str = Asked.REQUIRED,
+    strength_asked: str = Asked.REQUIRED,
 ) -> None:
     """Refuse, naming the field: an order that is not exactly the prompt's completions in tie
-    groups, ratings out of range or for other criteria, unknown flags, a strength asked of
-    anything but two untied completions, a negative time, an overlong rationale."""
+    groups; ratings missing where the dataset requires them, out of range or for other criteria;
+    unknown flags; a strength missing where required, or given for anything but two untied
+    completions; a negative time; an overlong rationale."""
     orders.check_order(order, completion_ids)
-    _check_ratings(ratings, completion_ids, criteria)
+    if ratings_asked == Asked.OFF:
+        criteria = []
+    _check_ratings(ratings, completion_ids, criteria, required=ratings_asked == Asked.REQUIRED)
     _check_flags(flags, completion_ids)
-    if len(completion_ids) == 2 and len(order) == 2:
-        if strength not in Strength.values:
-            raise ValidationError({"strength": "Say how much better the first choice is."})
-    elif strength:
-        raise ValidationError({"strength": "Only asked for two completions that are not tied."})
+    _check_strength(strength, strength_asked, untied_pair=len(completion_ids) == 2 == len(order))
     if not (math.isfinite(seconds_spent) and seconds_spent >= 0):
         raise ValidationError({"seconds_spent": "Must be a number of seconds, 0 or more."})
     if len(rationale) > RATIONALE_MAX_CHARS:
@@ -263,15 +272,36 @@ def check_ranking(
         )
 
 
-def _check_ratings(ratings: Any, completion_ids: list[int], criteria: list[str]) -> None:
+def _check_strength(strength: str, asked: str, *, untied_pair: bool) -> None:
+    if strength and asked == Asked.OFF:
+        raise ValidationError({"strength": "This dataset does not ask how much better."})
+    if strength and not untied_pair:
+        raise ValidationError(
+            {"strength": "A strength is only asked for two completions that are not tied."}
+        )
+    if strength and strength not in Strength.values:
+        raise ValidationError({"strength": f"Choose one of {', '.join(Strength.values)}."})
+    if untied_pair and asked == Asked.REQUIRED and not strength:
+        raise ValidationError({"strength": "Say how much better the first choice is."})
+
+
+def _check_ratings(
+    ratings: Any, completion_ids: list[int], criteria: list[str], *, required: bool
+) -> None:
     if not criteria:
         if ratings:
             raise ValidationError({"ratings": "This dataset rates no criteria."})
         return
-    if not isinstance(ratings, dict) or set(ratings) != set(completion_ids):
+    if not isinstance(ratings, dict) or not set(ratings) <= set(completion_ids):
+        raise ValidationError({"ratings": "Rate only the completions of this prompt."})
+    if required and set(ratings) != set(completion_ids):
         raise ValidationError({"ratings": "Rate every completion of this prompt."})
     for cid, values in ratings.items():
-        if not isinstance(values, dict) or set(values) != set(criteria):
+        if not isinstance(values, dict) or not set(values) <= set(criteria):
+            raise ValidationError(
+                {"ratings": f"Completion {cid}: rate only {', '.join(criteria)}."}
+            )
+        if required and set(values) != set(criteria):
             raise ValidationError(
                 {"ratings": f"Completion {cid}: rate exactly {', '.join(criteria)}."}
             )

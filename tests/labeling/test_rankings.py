@@ -184,7 +184,7 @@ def test_two_completions_need_a_strength_stored_on_the_comparison(dataset, label
 
 
 def test_strength_is_refused_with_more_than_two(assignment, ids):
-    with pytest.raises(ValidationError, match="Only asked for two"):
+    with pytest.raises(ValidationError, match="only asked for two"):
         submit(assignment, [[cid] for cid in ids], ids, strength="better")
 
 
@@ -218,3 +218,44 @@ def test_late_submit_is_refused_when_the_slot_went_to_someone_else(
     with pytest.raises(ValidationError, match="went to another labeler"):
         submit(assignment, [[cid] for cid in ids], ids, now=later)
     assert not Ranking.objects.exists()
+
+
+def pair_assignment(dataset, labeler, **asked):
+    for name, value in asked.items():
+        setattr(dataset, name, value)
+    dataset.save()
+    make_prompt(dataset, completions=2)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
+    return assignment, list(assignment.prompt.completions.values_list("pk", flat=True))
+
+
+def test_optional_ratings_take_some_none_or_all_but_never_others(dataset, labeler):
+    assignment, ids = pair_assignment(dataset, labeler, ratings="optional", strength="optional")
+    with pytest.raises(ValidationError, match="rate only helpful"):
+        submit(assignment, [[ids[0]], [ids[1]]], ids, ratings={ids[0]: {"brevity": 3}})
+    with pytest.raises(ValidationError, match="from 1 to 7"):
+        submit(assignment, [[ids[0]], [ids[1]]], ids, ratings={ids[0]: {"helpful": 9}})
+    submit(assignment, [[ids[0]], [ids[1]]], ids, ratings={ids[1]: {"honest": 2}, ids[0]: {}})
+    ranking = Ranking.objects.get()
+    assert ranking.ratings == {str(ids[1]): {"honest": 2}}
+    assert Comparison.objects.get().strength == ""
+
+
+def test_ratings_off_take_none_and_a_vote_needs_nothing_but_the_order(dataset, labeler):
+    assignment, ids = pair_assignment(dataset, labeler, ratings="off", strength="optional")
+    with pytest.raises(ValidationError, match="rates no criteria"):
+        submit(assignment, [[ids[0]], [ids[1]]], ids, ratings=ratings_for(ids))
+    submit(assignment, [[ids[1]], [ids[0]]], ids, ratings={})
+    assert Comparison.objects.get().chosen_id == ids[1]
+
+
+def test_strength_off_refuses_one_and_a_tie_never_takes_one(dataset, labeler):
+    assignment, ids = pair_assignment(dataset, labeler, ratings="off", strength="off")
+    with pytest.raises(ValidationError, match="does not ask how much better"):
+        submit(assignment, [[ids[0]], [ids[1]]], ids, ratings={}, strength="better")
+    dataset.strength = "optional"
+    dataset.save()
+    with pytest.raises(ValidationError, match="not tied"):
+        submit(assignment, [[ids[0], ids[1]]], ids, ratings={}, strength="better")
+    submit(assignment, [[ids[0], ids[1]]], ids, ratings={})
+    assert Ranking.objects.get().order == [sorted(ids)]

@@ -177,9 +177,11 @@ def test_invalid_form_says_what_is_wrong_and_stores_nothing(client, labeler, ass
     response = client.post(reverse("labeling:submit", args=[assignment.pk]), data)
     assert response.status_code == 400
     page = response.content.decode()
+    shown = [c.pk for c in assignment.display_completions()]
+    letter = {cid: "ABC"[shown.index(cid)] for cid in shown}
     assert "Nothing was stored" in page
-    assert "Give every completion a rank." in page
-    assert "Select a valid choice. 9 is not one of the available choices." in page
+    assert f"Response {letter[c]}: Give it a rank." in page
+    assert f"Response {letter[a]}: Select a valid choice. 9 is not one of the" in page
     assert not Ranking.objects.exists()
 
 
