@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from string import ascii_uppercase
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 
 from labeling import accounts, orders
 from labeling.formats import FORMATS
@@ -118,11 +118,10 @@ class RankingForm(forms.Form):
             del self.fields["strength"]
         if self.votes and self.is_bound and self.data.get("vote") in self.VOTES:
             # A vote button ("Response A is better", "Tie"): the ranks it means.
-            self.data = self.data.copy()
-            for completion, rank in zip(
-                self.completions, self.VOTES[self.data["vote"]], strict=True
-            ):
-                self.data[f"rank_{completion.pk}"] = str(rank)
+            data = cast(QueryDict, self.data).copy()  # a mutable copy, flags' lists kept
+            for completion, rank in zip(self.completions, self.VOTES[data["vote"]], strict=True):
+                data[f"rank_{completion.pk}"] = str(rank)
+            self.data = data
 
     @property
     def criterion_keys(self) -> list[tuple[str, str]]:

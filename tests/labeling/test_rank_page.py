@@ -131,3 +131,13 @@ def test_completions_render_markdown_inert_with_the_raw_text_beside(client, labe
     assert link + "site</a>" in page
     assert '<div class="text raw-text">Use **bold**</div>' in page
     assert "<strong>bold</strong>" in page.split('class="conversation"')[1]
+
+
+def test_a_vote_keeps_every_flag_and_the_rationale(client, labeler, dataset):
+    assignment, (a, b) = lease(dataset, labeler, ratings="off", strength="optional")
+    client.force_login(labeler)
+    flags = {f"flags_{a}": ["hallucination", "harmful_advice"], "rationale": "B is safer"}
+    assert post(client, assignment, {"vote": "2", **flags}).status_code == 302
+    ranking = Ranking.objects.get()
+    assert ranking.flags == {str(a): ["hallucination", "harmful_advice"]}
+    assert ranking.rationale == "B is safer"
