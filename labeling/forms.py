@@ -119,7 +119,9 @@ class RankingForm(forms.Form):
         if self.votes and self.is_bound and self.data.get("vote") in self.VOTES:
             # A vote button ("Response A is better", "Tie"): the ranks it means.
             data = cast(QueryDict, self.data).copy()  # a mutable copy, flags' lists kept
-            for completion, rank in zip(self.completions, self.VOTES[data["vote"]], strict=True):
+            for completion, rank in zip(
+                self.completions, self.VOTES[str(data["vote"])], strict=True
+            ):
                 data[f"rank_{completion.pk}"] = str(rank)
             self.data = data
 
