@@ -134,7 +134,7 @@ def test_completions_render_markdown_inert_with_the_raw_text_beside(client, labe
 
 
 def test_a_vote_keeps_every_flag_and_the_rationale(client, labeler, dataset):
-    assignment, (a, b) = lease(dataset, labeler, ratings="off", strength="optional")
+    assignment, (a, _b) = lease(dataset, labeler, ratings="off", strength="optional")
     client.force_login(labeler)
     flags = {f"flags_{a}": ["hallucination", "harmful_advice"], "rationale": "B is safer"}
     assert post(client, assignment, {"vote": "2", **flags}).status_code == 302
