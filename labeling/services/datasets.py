@@ -24,6 +24,6 @@ def update_dataset(*, dataset: Dataset, **fields: Any) -> Dataset:
         dataset.guidelines_version += 1
     dataset.full_clean()
     dataset.save()
-    if {"criteria", "labels_per_prompt"} & set(fields):
+    if {"criteria", "ratings", "labels_per_prompt"} & set(fields):
         invalidate_reports([dataset.pk])  # what is rated and what counts as done changed
     return dataset

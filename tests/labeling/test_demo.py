@@ -22,7 +22,7 @@ def test_demo_loads_once_and_prints_credentials_once(db):
     assert max(counts) <= 4
     assert Prompt.objects.filter(dataset=dataset, is_gold=True).count() == 2
     assert any(len(p.messages) > 1 for p in Prompt.objects.all())
-    assert Completion.objects.count() == sum(counts)
+    assert Completion.objects.filter(prompt__dataset=dataset).count() == sum(counts)
 
     users = get_user_model().objects.order_by("username")
     assert [(u.username, u.is_staff) for u in users] == [
@@ -35,3 +35,15 @@ def test_demo_loads_once_and_prints_credentials_once(db):
     assert "already exist" in second.getvalue()
     password = first.getvalue().split("labeler1")[1].split()[0]
     assert users.get(username="labeler1").check_password(password)
+
+
+def test_demo_has_a_pair_vote_dataset_beside_the_hhh_one(db):
+    call_command("load_demo", stdout=io.StringIO())
+    call_command("load_demo", stdout=io.StringIO())
+    pairs = Dataset.objects.get(slug="pairs-demo")
+    assert (pairs.status, pairs.ratings, pairs.strength) == ("active", "off", "optional")
+    assert pairs.votes
+    prompts = Prompt.objects.filter(dataset=pairs)
+    assert prompts.count() == 30
+    assert {p.completions.count() for p in prompts} == {2}
+    assert not prompts.filter(is_gold=True).exists()

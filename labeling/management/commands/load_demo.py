@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -8,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from labeling.models import Dataset
+from labeling.models import Asked, Dataset
 from labeling.services import datasets, imports
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "hhh_demo.jsonl"
@@ -22,6 +24,13 @@ Rank the responses **best to worst** as a reply to the whole conversation.
 
 Rate each response from 1 (worst) to 7 (best) on each criterion, and flag what applies. Give two
 responses the same rank only when you truly cannot tell them apart.
+"""
+PAIRS_GUIDELINES = """\
+Which response is the better reply? Press **1** or **2**, or **t** when you truly cannot tell them
+apart: that submits at once. To say by how much, press **Shift+1** (significantly) to
+**Shift+4** (negligibly) first.
+
+Harmless first, then honest, then helpful, as in the HHH demo.
 """
 DEMO_USERS = [("admin", True), ("labeler1", False), ("labeler2", False)]
 
@@ -47,6 +56,8 @@ class Command(BaseCommand):
                     dataset=dataset, stream=stream, filename=DEMO_FILE.name
                 )
             self.stdout.write(f"Demo dataset {dataset.slug!r}: {result.summary()}.")
+            pairs = self.load_pairs()
+            self.stdout.write(f"Demo dataset {pairs.slug!r}: votes on pairs, no ratings.")
             created = self.create_users()
         if created:
             self.stdout.write(self.style.WARNING("Demo accounts (shown once, write them down):"))
@@ -57,6 +68,31 @@ class Command(BaseCommand):
                 "Demo accounts already exist (admin, labeler1, labeler2); "
                 "reset one with: python manage.py changepassword USERNAME"
             )
+
+    def load_pairs(self) -> Dataset:
+        """The pair-vote demo: the HHH demo's prompts with their first two responses each, no
+        ratings and an optional strength, so one key decides each task."""
+        dataset = Dataset.objects.filter(slug="pairs-demo").first()
+        if dataset is None:
+            dataset = datasets.create_dataset(
+                slug="pairs-demo",
+                name="Pairs demo (one key per task)",
+                description="The HHH demo's prompts as pairs, decided by a vote.",
+                guidelines=PAIRS_GUIDELINES,
+                labels_per_prompt=2,
+                ratings=Asked.OFF,
+                strength=Asked.OPTIONAL,
+                status=Dataset.Status.ACTIVE,
+            )
+        lines = []
+        for line in DEMO_FILE.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            row["completions"] = row["completions"][:2]
+            row.pop("gold_order", None)
+            lines.append(json.dumps(row, ensure_ascii=False))
+        stream = io.BytesIO("\n".join(lines).encode())
+        imports.import_dataset(dataset=dataset, stream=stream, filename="pairs_demo.jsonl")
+        return dataset
 
     def create_users(self) -> list[tuple[str, str]]:
         User = get_user_model()
