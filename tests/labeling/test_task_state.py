@@ -238,9 +238,7 @@ def test_a_second_skip_moves_on_like_the_first(client, labeler, assignment, data
     assert "Nothing from that page was stored." not in page
 
 
-def test_a_submit_after_expiry_is_kept_while_the_slot_is_free(
-    client, labeler, assignment, dataset
-):
+def test_a_submit_after_expiry_is_kept_while_the_slot_is_free(client, labeler, assignment, dataset):
     leasing.expire_stale_leases(now=assignment.expires_at + timedelta(minutes=1))
     client.force_login(labeler)
     response = client.post(submit_url(assignment), form_data(assignment))
