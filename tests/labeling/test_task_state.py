@@ -204,6 +204,19 @@ def test_an_incomplete_submit_of_a_submitted_task_lands_on_the_task_gone_page(
     assert (response.status_code, response.url) == (302, rank_url(assignment))
 
 
+def test_a_submit_of_a_task_skipped_in_another_tab_lands_on_the_task_gone_page(
+    client, labeler, assignment, dataset
+):
+    client.force_login(labeler)
+    data = form_data(assignment)
+    client.post(skip_url(assignment), {"reason": "unsure"})
+    response = client.post(submit_url(assignment), data)
+    assert (response.status_code, response.url) == (302, rank_url(assignment))
+    page = assert_gone_page(client.get(response.url), dataset, "You skipped this task")
+    assert "Nothing from that page was stored." in page
+    assert not Ranking.objects.exists()
+
+
 def test_a_retried_submit_still_moves_on_to_the_next_task(
     client, labeler, assignment, dataset, second_prompt
 ):
