@@ -1,5 +1,10 @@
 """Labeler pages (the list of datasets, the ranking page, submit and skip) and the staff's
-label-quality pages (dashboard, a prompt's votes, excluding labelers, gold prompts)."""
+label-quality pages (dashboard, a prompt's votes, excluding labelers, gold prompts).
+
+A task's page shows its form only while the task is leased; once it is submitted, skipped or
+its lease ended, the same address says so and offers the next task. The task pages are never
+cached, so a reload, Back or a second tab asks again and gets that page instead of a form whose
+submission would be refused."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling import charts, consensus, orders
@@ -94,23 +100,43 @@ def render_rank(
     )
 
 
-@require_GET
-@login_required
-def rank(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
-    assignment = get_object_or_404(
-        Assignment.objects.leased_to(request.user).select_related("prompt__dataset"),
-        pk=assignment_id,
-    )
-    return render_rank(request, assignment, RankingForm(assignment=assignment))
-
-
-@require_POST
-@login_required
-def submit(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
-    assignment = get_object_or_404(
+def own_assignment(request: AuthenticatedRequest, assignment_id: int) -> Assignment:
+    """The labeler's assignment in any state; another labeler's is a 404 like a missing one."""
+    return get_object_or_404(
         Assignment.objects.filter(labeler=request.user).select_related("prompt__dataset"),
         pk=assignment_id,
     )
+
+
+@never_cache
+@require_GET
+@login_required
+def rank(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
+    """The ranking form of a leased task (even past its expiry: until the lease is taken back a
+    submission is still accepted); otherwise what became of the task."""
+    assignment = own_assignment(request, assignment_id)
+    if assignment.status != Assignment.Status.LEASED:
+        return render(
+            request,
+            "labeling/task_gone.html",
+            {"assignment": assignment, "dataset": assignment.prompt.dataset},
+        )
+    return render_rank(request, assignment, RankingForm(assignment=assignment))
+
+
+def closed_task(request: AuthenticatedRequest, assignment: Assignment) -> HttpResponse:
+    """After a submit or skip refused because the task is closed (by another tab, or its lease
+    ended): its own page, which says what became of it. A redirect rather than a 409 page, so
+    that a reload does not post the form again and the address is the task's."""
+    messages.warning(request, "Nothing from that page was stored.")
+    return redirect("labeling:rank", assignment_id=assignment.pk)
+
+
+@never_cache
+@require_POST
+@login_required
+def submit(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
+    assignment = own_assignment(request, assignment_id)
     form = RankingForm(request.POST, assignment=assignment)
     if form.is_valid():
         data = form.cleaned_data
@@ -119,28 +145,38 @@ def submit(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
         try:
             rankings.submit_ranking(assignment=assignment, **data)
         except ValidationError as error:
+            # A refusal of a task that is no longer leased is about the task, not the form.
+            assignment.refresh_from_db(fields=["status", "finished_at", "expires_at"])
             for message in errors_text(error):
                 form.add_error(None, message)
         else:
             return next_after(request, assignment.prompt.dataset)
+    if assignment.status != Assignment.Status.LEASED:
+        return closed_task(request, assignment)
     return render_rank(request, assignment, form, status=400)
 
 
+@never_cache
 @require_POST
 @login_required
 def skip(request: AuthenticatedRequest, assignment_id: int) -> HttpResponse:
-    assignment = get_object_or_404(
-        Assignment.objects.filter(labeler=request.user).select_related("prompt__dataset"),
-        pk=assignment_id,
-    )
+    """Skip the task and move on. A second click of Skip moves on like the first; a skip of a
+    task submitted meanwhile (in another tab) shows that it was submitted."""
+    assignment = own_assignment(request, assignment_id)
     form = SkipForm(request.POST)
+    if assignment.status == Assignment.Status.SUBMITTED:
+        return closed_task(request, assignment)
     if not form.is_valid():
         messages.error(request, "Choose a reason to skip.")
         return redirect("labeling:rank", assignment_id=assignment.pk)
     try:
         leasing.skip_assignment(assignment=assignment, reason=form.cleaned_data["reason"])
     except ValidationError as error:
-        messages.error(request, " ".join(errors_text(error)))
+        assignment.refresh_from_db(fields=["status", "finished_at"])
+        if assignment.status == Assignment.Status.SUBMITTED:
+            return closed_task(request, assignment)
+        if assignment.status != Assignment.Status.SKIPPED:
+            messages.error(request, " ".join(errors_text(error)))
     return next_after(request, assignment.prompt.dataset)
 
 
