@@ -149,7 +149,7 @@
     updateStrength();
     renderStrip();
     if (!summary.hidden && summary.dataset.client === "1") check(false);
-    saveDraft();
+    scheduleDraft();
   }
 
   function chip(number) {
@@ -329,8 +329,16 @@
   rawToggle.hidden = false;
   rawToggle.addEventListener("click", function () { showRaw(!document.body.classList.contains("show-raw")); });
 
-  // --- A draft in this browser, per task, until it is submitted. ---
+  // --- A draft in this browser, per task, until it is submitted. Written a moment after the
+  // last change (a burst of keys writes once), and at once when the page is left or hidden.
+  let draftTimer = null;
+  function scheduleDraft() {
+    if (draftTimer === null) draftTimer = setTimeout(saveDraft, 250);
+  }
+  window.addEventListener("pagehide", function () { saveDraft(); });
+  document.addEventListener("visibilitychange", function () { if (document.visibilityState === "hidden") saveDraft(); });
   function saveDraft() {
+    if (draftTimer !== null) { clearTimeout(draftTimer); draftTimer = null; }
     if (!draftKey || submitting) return;
     const draft = { saved: Date.now(), placements: placements, fields: {} };
     form.querySelectorAll("input, textarea").forEach(function (field) {
