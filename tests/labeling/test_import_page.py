@@ -11,7 +11,6 @@ from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from config.celery import app
 from labeling.models import ImportJob
 from labeling.services import imports
 from tests.factories import UserFactory
@@ -37,16 +36,8 @@ def page_of(client, job: ImportJob) -> str:
     return client.get(reverse("admin:labeling_importjob_change", args=[job.pk])).content.decode()
 
 
-@pytest.fixture
-def eager():
-    """Tasks run where they are sent, as a worker would run them."""
-    app.conf.update(task_always_eager=True)
-    yield
-    app.conf.update(task_always_eager=False)
-
-
 def test_the_upload_runs_the_worker_task_and_its_page_shows_the_result(
-    client, staff, dataset, eager, django_capture_on_commit_callbacks
+    client, staff, dataset, eager_celery, django_capture_on_commit_callbacks
 ):
     client.force_login(staff)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:

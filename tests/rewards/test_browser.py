@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from config.celery import app
 from rewards.models import TrainingRun
 from tests.browser import CHROMEDRIVER, CHROMIUM, chromium
 from tests.factories import PASSWORD, DatasetFactory, UserFactory
@@ -27,16 +26,8 @@ def browser():
     driver.quit()
 
 
-@pytest.fixture
-def eager():
-    """Tasks run where they are sent: the run trains in the request that starts it."""
-    app.conf.update(task_always_eager=True)
-    yield
-    app.conf.update(task_always_eager=False)
-
-
 @pytest.mark.django_db(transaction=True)
-def test_start_training_with_the_defaults_as_shown(browser, live_server, eager):
+def test_start_training_with_the_defaults_as_shown(browser, live_server, eager_celery):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
