@@ -8,9 +8,9 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
 
@@ -160,7 +160,9 @@ class DatasetAdmin(KeepsRankings):
 
 @admin.register(ImportJob)
 class ImportJobAdmin(ReadOnlyAdmin):
-    """An import's progress and result; the page reloads itself until the import ends."""
+    """An import's progress page: status, share of the file read, counts, the line-numbered
+    error; it reloads itself (a meta refresh: no script needed) until the import ends, can
+    cancel it, and then leads to the dataset."""
 
     actions = ["cancel"]
     list_display = ["pk", "filename", "dataset", "status", "percent", "created_count", "created_at"]
@@ -196,6 +198,52 @@ class ImportJobAdmin(ReadOnlyAdmin):
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("labeling.change_importjob")
+
+    def get_urls(self) -> list[URLPattern]:
+        urls = [
+            path(
+                "<int:job_id>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="labeling_importjob_cancel",
+            )
+        ]
+        return urls + super().get_urls()
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {
+            **(extra_context or {}),
+            "can_cancel": self.has_cancel_permission(request),
+            # An import on SQLite holds the only write lock until it ends: no progress till then.
+            "live_progress": connection.vendor == "postgresql",
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def cancel_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        """The progress page's Cancel button: stop the import, and come back to the page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(ImportJob, pk=job_id)
+        try:
+            job = imports.cancel_import(job=job)
+        except ValidationError as error:
+            messages.error(request, " ".join(errors_text(error)))
+        else:
+            messages.success(
+                request,
+                "Cancelled; nothing was imported."
+                if job.status == ImportJob.Status.CANCELLED
+                else "Cancelling: the import stops after the batch it is writing and keeps "
+                "nothing of the file.",
+            )
+        return redirect(reverse("admin:labeling_importjob_change", args=[job.pk]))
 
     @admin.action(
         description="Cancel: stop the import; nothing of it is kept", permissions=["cancel"]

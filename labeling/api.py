@@ -297,15 +297,11 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
     params = export_params(request, ComparisonExportParamsSerializer)
     render_text = params.get("render") == "text"
-    if params["format"] == "trl" and not render_text and dataset.prompts.multi_turn().exists():
-        raise ApiValidationError(
-            {
-                "format": [
-                    "This dataset has multi-turn prompts: use format=trl-conversational, "
-                    "or render=text to flatten conversations into the prompt text."
-                ]
-            }
-        )
+    row_format = params["format"]
+    if row_format == "trl" and not render_text and dataset.prompts.multi_turn().exists():
+        # `trl` holds a prompt as a string, which a conversation is not; TRL's trainers also
+        # read its conversational form, and one file must be one form: every row gets it.
+        row_format = "trl-conversational"
     cursor = export_head(dataset, Comparison, params["since"])
     comparisons = Comparison.objects.filter(dataset=dataset).exported(
         cursor=cursor,
@@ -321,7 +317,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
         lines = exports.consensus_lines(
             prompts,
             ranking_cursor=rankings.export_cursor(dataset=dataset, model=Ranking),
-            format=params["format"],
+            format=row_format,
             include_ids=params["include_ids"],
             render_text=render_text,
             min_agreement=params.get("min_agreement"),
@@ -330,7 +326,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
     else:
         lines = exports.comparison_lines(
             comparisons,
-            format=params["format"],
+            format=row_format,
             include_ids=params["include_ids"],
             render_text=render_text,
             min_agreement=params.get("min_agreement"),

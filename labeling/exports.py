@@ -35,8 +35,8 @@ def assistant(text: str) -> list[dict[str, str]]:
 
 
 def comparison_row(format: str, messages: Messages, chosen: str, rejected: str) -> dict[str, Any]:
-    """One preference pair in `format`; see FORMATS. `trl` needs a single-turn prompt unless the
-    caller renders conversations as text (`trl_text_row`)."""
+    """One preference pair in `format`; see FORMATS. `trl` needs a single-turn prompt: the API
+    exports a dataset with conversations as `trl-conversational`, or as text (`trl_text_row`)."""
     if format == "trl":
         return {"prompt": messages[-1]["content"], "chosen": chosen, "rejected": rejected}
     if format == "trl-conversational":

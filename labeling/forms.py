@@ -14,7 +14,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, QueryDict
 
 from labeling import accounts, orders
-from labeling.formats import FORMATS
+from labeling.formats import FORMATS, MAX_COMPLETIONS, MAX_ID_CHARS
 from labeling.models import (
     RATING_MAX,
     RATING_MIN,
@@ -252,9 +252,14 @@ class GoldOrderForm(forms.Form):
     """A gold prompt's expected order typed as text: `c2 > c1 = c3` (best first, `=` ties)."""
 
     order = forms.CharField(
-        max_length=2000,
+        # Room for the most completions, each with the longest id written with the longest
+        # escapes (a control character is six characters as JSON).
+        max_length=MAX_COMPLETIONS * (6 * MAX_ID_CHARS + 5),
         widget=forms.TextInput(attrs={"size": 40}),
-        help_text="Completion ids best first: 'c2 > c1 = c3' (= ties two completions).",
+        help_text=(
+            "Completion ids best first: 'c2 > c1 = c3' (= ties two completions); an id with a "
+            'space, >, = or a quote is written in double quotes: "a > b" > c1.'
+        ),
     )
 
     def clean_order(self) -> orders.NamedOrder:

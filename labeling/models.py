@@ -518,7 +518,7 @@ class ImportJob(BackgroundJob):
     skipped = models.JSONField(default=list, blank=True, help_text='[{"line": 4, "reason": ...}]')
 
     def __str__(self) -> str:
-        return f"import {self.pk} of {self.filename} into {self.dataset_id} ({self.status})"
+        return f"Import {self.pk} of {self.filename} ({self.status})"
 
 
 class QualityReport(models.Model):

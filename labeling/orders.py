@@ -9,6 +9,8 @@ orders through these functions, so an order means the same everywhere.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Collection, Hashable, Iterator, Mapping
 from itertools import combinations
 from typing import Any, TypeAlias, TypeVar
@@ -149,16 +151,61 @@ def unanimous(orders: list[Order]) -> Order | None:
     return orders[0]
 
 
+# In an order's text, an id holding a separator, a quote, a backslash, white space or a control
+# character (or an empty one) is written as a JSON string, so every id an import accepts can be
+# typed back.
+NEEDS_QUOTES = re.compile(r'[>="\\\s\x00-\x1f\x7f]|^$')
+HOW_TO_WRITE = (
+    "Write completion ids separated by '>' (better) or '=' (tie), e.g. 'c2 > c1 = c3'; "
+    'put an id holding one of these, a space or a quote in double quotes: "a > b" > c1 '
+    '(\\" for a quote inside, \\\\ for a backslash).'
+)
+DECODER = json.JSONDecoder()
+
+
+def name_as_text(name: str) -> str:
+    """An id as an order's text writes it: as it is, or quoted when it needs to be."""
+    return json.dumps(name, ensure_ascii=False) if NEEDS_QUOTES.search(name) else name
+
+
 def as_text(order: NamedOrder) -> str:
-    """[["c2"], ["c1", "c3"]] -> 'c2 > c1 = c3': best first, `=` ties."""
-    return " > ".join(" = ".join(group) for group in order)
+    """[["c2"], ["c1", "c3"]] -> 'c2 > c1 = c3': best first, `=` ties; ids that hold a
+    separator, a quote, a backslash or white space are quoted (`name_as_text`)."""
+    return " > ".join(" = ".join(name_as_text(name) for name in group) for group in order)
 
 
 def from_text(text: str) -> NamedOrder:
-    """The inverse of `as_text`; a ValueError says how to write an order."""
-    groups = [[name.strip() for name in group.split("=")] for group in text.split(">")]
-    if any(not name for group in groups for name in group):
-        raise ValueError(
-            "Write completion ids separated by '>' (better) or '=' (tie), e.g. 'c2 > c1 = c3'."
-        )
-    return groups
+    """The inverse of `as_text`; a ValueError says how to write an order.
+
+    An unquoted id runs to the next separator, less the white space around it; a quoted one is
+    a JSON string."""
+    groups: NamedOrder = [[]]
+    position = 0
+    while True:
+        position = after_space(text, position)
+        if text.startswith('"', position):
+            try:
+                name, position = DECODER.raw_decode(text, position)
+            except json.JSONDecodeError:
+                raise ValueError(HOW_TO_WRITE) from None
+        else:
+            end = position
+            while end < len(text) and text[end] not in ">=":
+                end += 1
+            name, position = text[position:end].strip(), end
+            if not name:
+                raise ValueError(HOW_TO_WRITE)
+        groups[-1].append(name)
+        position = after_space(text, position)
+        if position == len(text):
+            return groups
+        if text[position] == ">":
+            groups.append([])
+        elif text[position] != "=":
+            raise ValueError(HOW_TO_WRITE)
+        position += 1
+
+
+def after_space(text: str, position: int) -> int:
+    """The position of the first character at or after `position` that is not white space."""
+    return len(text) - len(text[position:].lstrip())

@@ -306,7 +306,12 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
         error_messages={"invalid": "Must be a whole number of ranks."},
     )
     render = serializers.ChoiceField(
-        choices=["text"], required=False, help_text="trl: write multi-turn prompts as text."
+        choices=["text"],
+        required=False,
+        help_text=(
+            "trl: write multi-turn prompts as HH-style text (by default a dataset with "
+            "multi-turn prompts is exported in the conversational form on every row)."
+        ),
     )
     consensus = serializers.BooleanField(
         default=False,

@@ -12,6 +12,8 @@ class TrainingRunForm(forms.Form):
     datasets = forms.ModelMultipleChoiceField(
         queryset=Dataset.objects.exclude(status=Dataset.Status.DRAFT),
         widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Tick at least one dataset to train on."},
+        help_text="The active ones are ticked; archived ones can be added.",
     )
     held_out_share = forms.FloatField(
         min_value=0.05,
@@ -38,6 +40,12 @@ class TrainingRunForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Shown ticked so that the form as loaded starts a run: the page promises that the
+        # defaults just work, and a required field shown empty is no default.
+        if not self.is_bound:
+            self.fields["datasets"].initial = list(
+                Dataset.objects.filter(status=Dataset.Status.ACTIVE).values_list("pk", flat=True)
+            )
         from rewards import fitting  # the fitting stack, only when the form is shown
 
         self.fields["l2_penalty"].help_text = (

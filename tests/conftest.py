@@ -58,6 +58,16 @@ def empty_cache(settings: Any) -> Any:
 
 
 @pytest.fixture
+def eager_celery() -> Any:
+    """Tasks run where they are sent (in the request that sends them), as a worker would."""
+    from config.celery import app
+
+    app.conf.update(task_always_eager=True)
+    yield app
+    app.conf.update(task_always_eager=False)
+
+
+@pytest.fixture
 def labeler(db: None) -> Any:
     return UserFactory()
 

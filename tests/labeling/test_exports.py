@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import threading
 import uuid
 
 import pytest
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -15,9 +17,15 @@ from rest_framework.test import APIClient
 
 from labeling import exports
 from labeling.accounts import pseudonym
-from labeling.models import Comparison, Ranking
+from labeling.models import Comparison, Dataset, Ranking
 from labeling.services import leasing, rankings
-from tests.factories import DatasetFactory, PromptFactory, UserFactory, make_lease, make_prompt
+from tests.factories import (
+    DatasetFactory,
+    PromptFactory,
+    UserFactory,
+    make_lease,
+    make_prompt,
+)
 
 CONVERSATION = [
     {"role": "user", "content": "Hi"},
@@ -120,18 +128,44 @@ def test_conversational_formats(client, dataset, labeler, format):
     assert row == exports.comparison_row(format, CONVERSATION, "Red", "No")
 
 
-def test_trl_refuses_multi_turn_unless_rendered_as_text(client, dataset, labeler):
-    prompt = PromptFactory(dataset=dataset, messages=CONVERSATION)
+def test_trl_export_of_a_dataset_with_conversations_is_conversational_on_every_row(
+    client, dataset, labeler
+):
+    single = make_prompt(dataset, completions=2)
+    conversation = PromptFactory(dataset=dataset, messages=CONVERSATION)
     for position, text in enumerate(["Red", "No"]):
-        prompt.completions.create(external_id=str(position), text=text, position=position)
-    rank(dataset, labeler, order=[[0], [1]])
-    response = client.get(
-        reverse("labeling-api:comparisons", args=[dataset.slug]), {"format": "trl"}
+        conversation.completions.create(external_id=str(position), text=text, position=position)
+    for prompt in (single, conversation):
+        rank(dataset, labeler, prompt=prompt, order=[[0], [1]])
+    single_texts = [c.text for c in single.completions.order_by("position")]
+    response = client.get(reverse("labeling-api:comparisons", args=[dataset.slug]))
+    assert response.status_code == 200
+    rows = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    assert rows == [
+        exports.comparison_row("trl-conversational", single.messages, *single_texts),
+        exports.comparison_row("trl-conversational", CONVERSATION, "Red", "No"),
+    ]
+    rows, _ = pull(client, dataset, format="trl", render="text")
+    assert rows == [
+        exports.comparison_row("trl", single.messages, *single_texts),
+        exports.trl_text_row(CONVERSATION, "Red", "No"),
+    ]
+
+
+def test_default_export_of_the_demo_works(client, labeler):
+    call_command("load_demo", stdout=io.StringIO())
+    demo = Dataset.objects.get(slug="hhh-demo")
+    assert demo.prompts.multi_turn().exists()
+    for _ in range(demo.prompts.count()):
+        rank(demo, labeler)
+    rows, _ = pull(client, demo)
+    assert rows and all(
+        isinstance(row["prompt"], list)
+        and row["prompt"][-1]["role"] == "user"
+        and [message["role"] for message in row["chosen"] + row["rejected"]]
+        == ["assistant", "assistant"]
+        for row in rows
     )
-    assert response.status_code == 400
-    assert "trl-conversational" in response.json()["format"][0]
-    [row], _ = pull(client, dataset, format="trl", render="text")
-    assert row == exports.trl_text_row(CONVERSATION, "Red", "No")
 
 
 def test_include_ids_traces_each_row_to_its_ranking(client, dataset, labeler):

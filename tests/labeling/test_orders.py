@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -71,6 +72,33 @@ def test_order_text_round_trips_and_refuses_gaps():
     assert orders.from_text(" c2 >c1= c3 ") == order
     with pytest.raises(ValueError, match="separated by '>'"):
         orders.from_text("c2 > > c1")
+
+
+# Every id of up to three characters from these: separators, quotes, backslashes, white space
+# (a newline too), a control character and non-ASCII letters.
+TRICKY_CHARACTERS = ["c", ">", "=", " ", '"', "'", "\\", "\n", "\x01", "é", "語"]
+TRICKY_IDS = [
+    "".join(characters)
+    for length in range(4)
+    for characters in itertools.product(TRICKY_CHARACTERS, repeat=length)
+]
+
+
+def test_order_text_round_trips_every_id():
+    for position, name in enumerate(TRICKY_IDS):
+        neighbour = TRICKY_IDS[(position * 7 + 1) % len(TRICKY_IDS)]
+        for order in ([[name]], [[name], [neighbour]], [[neighbour, name]], [["c1"], [name, "c2"]]):
+            assert orders.from_text(orders.as_text(order)) == order, order
+
+
+def test_order_text_quotes_only_ids_that_need_it():
+    assert orders.as_text([["c 1", 'say "hi"'], ["a>b"], ["é"]]) == (
+        '"c 1" = "say \\"hi\\"" > "a>b" > é'
+    )
+    assert orders.from_text('"a = b" > c1=c2') == [["a = b"], ["c1", "c2"]]
+    for bad in ['"a', '"a" b > c', "c1 >", '"a" "b"']:
+        with pytest.raises(ValueError, match="double quotes"):
+            orders.from_text(bad)
 
 
 def test_unanimous_needs_two_identical_orders():

@@ -3,15 +3,17 @@ exclusion actions."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from labeling.models import Prompt, QualityReport, Ranking
-from labeling.services import quality_report
-from tests.factories import token_client
+from labeling.services import gold, quality_report
+from tests.factories import CompletionFactory, make_prompt, token_client
 
 
 def test_dashboard_shows_the_report(client, small, staff, django_assert_max_num_queries):
@@ -85,6 +87,26 @@ def test_prompt_page_escapes_model_output_and_marks_gold(client, small, staff):
     assert response.status_code == 302
     prompt.refresh_from_db()
     assert prompt.gold_order == [["c1"], ["c0", "c2"]]
+
+
+def test_prefilled_gold_order_with_awkward_ids_submits_back_unchanged(client, dataset, staff):
+    prompt = make_prompt(dataset, completions=0)
+    names = ["a>b", "x = y", 'say "hi"', "c\\d", "日本 語"]
+    for position, name in enumerate(names):
+        CompletionFactory(prompt=prompt, position=position, external_id=name)
+    expected = [["a>b"], ["x = y", 'say "hi"'], ["c\\d"], ["日本 語"]]
+    gold.set_gold(prompt=prompt, order=expected)
+    client.force_login(staff)
+    page = client.get(reverse("labeling:quality-prompt", args=[dataset.slug, prompt.pk]))
+    prefilled = re.search(r'name="order" value="([^"]*)"', page.content.decode())
+    assert prefilled is not None
+    response = client.post(
+        reverse("labeling:quality-gold", args=[dataset.slug, prompt.pk]),
+        {"action": "set", "order": html.unescape(prefilled.group(1))},
+    )
+    assert response.status_code == 302
+    prompt.refresh_from_db()
+    assert prompt.gold_order == expected
 
 
 def test_promote_button_on_a_unanimous_prompt(client, small, staff):

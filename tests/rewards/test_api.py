@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 import pytest
 from django.contrib.auth.models import Group
+from django.http import QueryDict
+from django.template.loader import render_to_string
 from django.urls import reverse
 
 from labeling.accounts import SERVICE_GROUP
 from rewards import artifacts
+from rewards.forms import TrainingRunForm
 from rewards.models import TrainingRun
 from rewards.services import runs
-from tests.factories import UserFactory, token_client
+from tests.factories import DatasetFactory, UserFactory, token_client
 
 
 @pytest.fixture
@@ -153,6 +158,47 @@ def test_staff_starts_a_run_from_the_web(
     page = client.get(response.url).content.decode()
     assert "Queued" in page
     assert 'http-equiv="refresh"' in page
+
+
+class FormValues(HTMLParser):
+    """What a browser submits for the first form of a page left as it was loaded: the checked
+    boxes and the values of the other inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, list[str]] = {}
+        self.forms = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.forms += tag == "form"
+        if tag != "input" or self.forms != 1 or not attributes.get("name"):
+            return
+        if attributes.get("type") in ("checkbox", "radio") and "checked" not in attributes:
+            return
+        self.values.setdefault(attributes["name"], []).append(
+            attributes.get("value") or ("on" if attributes.get("type") == "checkbox" else "")
+        )
+
+
+def values_as_loaded(page: str) -> dict[str, list[str]]:
+    parser = FormValues()
+    parser.feed(page)
+    return parser.values
+
+
+def test_the_training_form_as_rendered_is_valid_and_picks_the_active_datasets(db):
+    active, archived = DatasetFactory(), DatasetFactory(status="archived")
+    DatasetFactory(status="draft")
+    page = render_to_string("rewards/run_list.html", {"form": TrainingRunForm(), "runs": []})
+    data = QueryDict(mutable=True)
+    for name, values in values_as_loaded(page).items():
+        data.setlist(name, values)
+    form = TrainingRunForm(data)
+    assert form.is_valid(), form.errors
+    assert list(form.cleaned_data["datasets"]) == [active]
+    assert archived.name in page  # offered, not ticked
+    assert form.config() == {"held_out_share": 0.2, "seed": 0, "include_gold": False}
 
 
 def test_staff_sets_the_l2_penalty_which_must_be_positive(
