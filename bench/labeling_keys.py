@@ -50,6 +50,7 @@ SETUP = """
 from django.contrib.auth.models import User
 from labeling.models import Completion, Dataset, Prompt
 fields = {{f.name for f in Dataset._meta.get_fields()}}
+ANSWER = "Answer %d: **boil** it for %d minutes.\\n\\n- one\\n- two"
 User.objects.create_user("bench", password={password!r})
 for k in (2, 4, 9):
     for rated in (True, False):
@@ -66,7 +67,7 @@ for k in (2, 4, 9):
                 messages=[{{"role": "user", "content": f"Question {{n}}: how do I boil an egg?"}}])
             Completion.objects.bulk_create(
                 Completion(prompt=prompt, position=i, external_id=f"c{{i}}",
-                           text=f"Answer {{i}}: **boil** it for {{i + 5}} minutes.\\n\\n- one\\n- two")
+                           text=ANSWER % (i, i + 5))
                 for i in range(k))
 """
 
@@ -191,8 +192,11 @@ def run(app: Path, tasks: int, port: int) -> dict[str, tuple[int, float]]:
         browser.find_element("name", "username").send_keys("bench")
         browser.find_element("name", "password").send_keys(PASSWORD)
         browser.find_element("css selector", "form button, form [type=submit]").click()
-        wait_for(browser, "return document.body.innerText.includes('Start labeling') || "
-                 "document.body.innerText.includes('K=')")
+        wait_for(
+            browser,
+            "return document.body.innerText.includes('Start labeling') || "
+            "document.body.innerText.includes('K=')",
+        )
         results = {}
         for k in (2, 4, 9):
             for kind in ("rated", "plain"):
@@ -215,8 +219,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"app: {args.app}  load average: {os.getloadavg()[0]:.2f}")
     runs = [run(args.app.resolve(), args.tasks, args.port) for _ in range(args.repeat)]
-    print(f"{'completions':>11} {'ratings':>8} {'keys/task':>9} {'s/task (page)':>14}"
-          f" {'runs':>22} {'+0.28 s/key':>12}")
+    print(
+        f"{'completions':>11} {'ratings':>8} {'keys/task':>9} {'s/task (page)':>14}"
+        f" {'runs':>22} {'+0.28 s/key':>12}"
+    )
     for name in runs[0]:
         keys = runs[0][name][0]
         seconds = [result[name][1] for result in runs]

@@ -19,7 +19,16 @@ from rest_framework.response import Response
 
 from labeling import exports
 from labeling.accounts import is_service, labeler_with_pseudonym
-from labeling.models import Assignment, Comparison, Dataset, ImportJob, Prompt, Ranking, Strength
+from labeling.models import (
+    Asked,
+    Assignment,
+    Comparison,
+    Dataset,
+    ImportJob,
+    Prompt,
+    Ranking,
+    Strength,
+)
 from labeling.permissions import IsLabeler, IsStaff, IsStaffOrService, IsStaffToChange
 from labeling.serializers import (
     AssignmentSerializer,
@@ -179,7 +188,9 @@ def next_task(request: Request, slug: str) -> Response:
     task = {
         "assignment": assignment,
         "completions": completions,
-        "strength_levels": list(Strength.values) if len(completions) == 2 else [],
+        "strength_levels": list(Strength.values)
+        if len(completions) == 2 and dataset.strength != Asked.OFF
+        else [],
     }
     return Response(TaskSerializer(task).data)
 

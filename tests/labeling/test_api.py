@@ -307,3 +307,21 @@ def test_create_api_token_command(db, labeler, capsys):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {service_key}")
     assert client.get(reverse("labeling-api:datasets")).status_code == 200
+
+
+def test_a_vote_dataset_through_the_api_asks_for_nothing_but_the_order(api, dataset):
+    url = reverse("labeling-api:dataset", args=[dataset.slug])
+    body = api["staff"].patch(url, {"ratings": "off", "strength": "optional"}, format="json")
+    assert (body.json()["ratings"], body.json()["strength"]) == ("off", "optional")
+    bad = api["staff"].patch(url, {"ratings": "sometimes"}, format="json")
+    assert bad.status_code == 400 and set(bad.json()) == {"ratings"}
+    make_prompt(dataset, completions=2)
+    client = api["labeler"]
+    task = client.post(reverse("labeling-api:next-task", args=[dataset.slug])).json()
+    assert (task["criteria"], task["ratings"], task["strength"]) == ([], "off", "optional")
+    ids = [c["id"] for c in task["completions"]]
+    body = {"order": [[ids[1]], [ids[0]]], "request_id": str(uuid.uuid4()), "seconds_spent": 2}
+    url = reverse("labeling-api:ranking", args=[task["assignment"]])
+    response = client.post(url, body, format="json")
+    assert response.status_code == 201, response.json()
+    assert Comparison.objects.get().chosen_id == ids[1]
