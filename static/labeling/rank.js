@@ -241,7 +241,9 @@
     return found;
   }
   function check(focusFirst) {
-    form.querySelectorAll(".client-error").forEach(function (item) { item.remove(); });
+    // Every message beside a field is this check's own from now on (the server's included:
+    // they are about the values as they were sent).
+    form.querySelectorAll(".field-errors li").forEach(function (item) { item.remove(); });
     cards.forEach(function (card) { card.classList.remove("has-errors"); });
     const found = problems();
     const lines = [];
