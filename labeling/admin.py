@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
 
 from labeling.errors import errors_text
-from labeling.forms import ImportForm, ThrottledAdminAuthenticationForm
+from labeling.forms import ImportForm
 from labeling.models import (
     Assignment,
     Comparison,
@@ -374,7 +374,6 @@ class ComparisonAdmin(ReadOnlyAdmin):
     list_select_related = ["prompt__dataset", "labeler", "chosen", "rejected"]
 
 
-admin.site.login_form = ThrottledAdminAuthenticationForm
 admin.site.unregister(User)
 
 
