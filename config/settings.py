@@ -250,6 +250,32 @@ PREFLAB_PROXY_COUNT = env_int("PREFLAB_PROXY_COUNT", 0)
 PREFLAB_LOGIN_FAILURES_PER_ACCOUNT = env_int("PREFLAB_LOGIN_FAILURES_PER_ACCOUNT", 5)
 PREFLAB_LOGIN_FAILURES_PER_ADDRESS = env_int("PREFLAB_LOGIN_FAILURES_PER_ADDRESS", 20)
 PREFLAB_LOGIN_WINDOW_SECONDS = env_int("PREFLAB_LOGIN_WINDOW_SECONDS", 15 * 60)
+# Password reset e-mails asked for per e-mail address and per client address within the window;
+# past them the form says to wait. Counted whether or not an account has the e-mail address.
+PREFLAB_PASSWORD_RESETS_PER_EMAIL = env_int("PREFLAB_PASSWORD_RESETS_PER_EMAIL", 3)
+PREFLAB_PASSWORD_RESETS_PER_ADDRESS = env_int("PREFLAB_PASSWORD_RESETS_PER_ADDRESS", 10)
+PREFLAB_PASSWORD_RESET_WINDOW_SECONDS = env_int("PREFLAB_PASSWORD_RESET_WINDOW_SECONDS", 60 * 60)
+# How long a reset link works.
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 24 * 60 * 60)
+
+# E-mail (password reset links), sent by the Celery worker. Without EMAIL_HOST, e-mails are
+# printed to the worker's log instead of sent (Django's console backend).
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+# STARTTLS on the submission port (587) by default; EMAIL_USE_SSL=true for TLS from the start
+# (port 465). Django refuses both at once.
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", not EMAIL_USE_SSL)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "PrefLab <preflab@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # REST API
 REST_FRAMEWORK = {

@@ -119,21 +119,26 @@ def _failure_keys(username: str, address: str) -> list[tuple[str, int]]:
     ]
 
 
+def count_attempt(key: str, window_seconds: int) -> int:
+    """Add one to the counter `key`, which starts at the first attempt and is forgotten
+    `window_seconds` later; the count so far. Atomic on Redis: increments, no read-then-write."""
+    if cache.add(key, 1, timeout=window_seconds):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=window_seconds)
+        return 1
+
+
 def begin_login_attempt(username: str, address: str) -> bool:
     """Count a sign-in attempt; False when the account or the address is past its limit (the
-    attempt must then be refused). Atomic on Redis: increments, no read-then-write."""
-    allowed = True
-    for key, limit in _failure_keys(username, address):
-        if cache.add(key, 1, timeout=settings.PREFLAB_LOGIN_WINDOW_SECONDS):
-            count = 1
-        else:
-            try:
-                count = cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.add(key, 1, timeout=settings.PREFLAB_LOGIN_WINDOW_SECONDS)
-                count = 1
-        allowed = allowed and count <= limit
-    return allowed
+    attempt must then be refused)."""
+    window = settings.PREFLAB_LOGIN_WINDOW_SECONDS
+    counts = [
+        (count_attempt(key, window), limit) for key, limit in _failure_keys(username, address)
+    ]
+    return all(count <= limit for count, limit in counts)
 
 
 def login_succeeded(username: str, address: str) -> None:
@@ -151,3 +156,20 @@ def reset_login_failures(*, username: str = "", address: str = "") -> None:
     """Forget the failed sign-ins of an account and/or an address."""
     keys = _failure_keys(username, address)
     cache.delete_many(([keys[0][0]] if username else []) + ([keys[1][0]] if address else []))
+
+
+def begin_password_reset(email: str, address: str) -> bool:
+    """Count a request for a password reset e-mail; False when the e-mail address or the
+    client's address is past its limit within PREFLAB_PASSWORD_RESET_WINDOW_SECONDS. Counted
+    whether or not an account has the address, so a refusal says nothing about which do; the
+    per-address limit keeps the form from being used to flood someone's mailbox."""
+    mailbox = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    window = settings.PREFLAB_PASSWORD_RESET_WINDOW_SECONDS
+    counts = [
+        (count_attempt(key, window), limit)
+        for key, limit in [
+            (f"preflab:reset:email:{mailbox}", settings.PREFLAB_PASSWORD_RESETS_PER_EMAIL),
+            (f"preflab:reset:address:{address}", settings.PREFLAB_PASSWORD_RESETS_PER_ADDRESS),
+        ]
+    ]
+    return all(count <= limit for count, limit in counts)

@@ -25,7 +25,7 @@ from labeling.models import (
     Prompt,
     Ranking,
 )
-from labeling.services import datasets, exclusion, gold, imports, leasing
+from labeling.services import datasets, exclusion, gold, imports, leasing, password_reset
 
 
 def apply_to_each(
@@ -379,9 +379,10 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class LabelerAdmin(KeepsRankings, UserAdmin):
-    """Django's user admin with the label-quality actions: exclude and reinstate labelers."""
+    """Django's user admin (its change page links to the form that sets a password) with the
+    label-quality actions, exclude and reinstate labelers, and sending password reset links."""
 
-    actions = ["exclude_labelers", "reinstate_labelers"]
+    actions = ["exclude_labelers", "reinstate_labelers", "send_password_reset_links"]
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:
         """A user with no rankings may be deleted (`KeepsRankings`); their live leases go with
@@ -427,4 +428,18 @@ class LabelerAdmin(KeepsRankings, UserAdmin):
             queryset.filter(is_active=False),
             lambda user: exclusion.reinstate_labeler(labeler=user, by=by),  # type: ignore[arg-type]
             done="Reinstated:",
+        )
+
+    @admin.action(description="Send a password reset link")
+    def send_password_reset_links(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        """The e-mail of the "Forgot your password?" form; accounts without an address are
+        named in an error message."""
+        domain, use_https = request.get_host(), request.is_secure()
+        apply_to_each(
+            request,
+            queryset,
+            lambda user: password_reset.request_password_reset(
+                user=user, domain=domain, use_https=use_https
+            ),
+            done="A password reset link is on its way to:",
         )
