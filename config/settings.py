@@ -219,6 +219,9 @@ PREFLAB_IMPORT_MAX_UNCOMPRESSED_BYTES = env_int(
 )
 PREFLAB_IMPORT_MAX_LINE_BYTES = env_int("PREFLAB_IMPORT_MAX_LINE_BYTES", 8 * 1024**2)
 PREFLAB_IMPORT_MAX_PROMPTS = env_int("PREFLAB_IMPORT_MAX_PROMPTS", 2_000_000)
+# `manage.py load_demo` keeps the demo accounts' generated passwords here (readable by the owner
+# only, never committed), so `make run` can show them every time (`manage.py demo_accounts`).
+PREFLAB_DEMO_ACCOUNTS_FILE = DATA_DIR / "demo-accounts.json"
 # Uploads no queued or running import needs are deleted after this many hours.
 PREFLAB_UPLOAD_RETENTION_HOURS = env_int("PREFLAB_UPLOAD_RETENTION_HOURS", 24)
 # Key of the pseudonymous labeler ids in exports; change it and every pseudonym changes.

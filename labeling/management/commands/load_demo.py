@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from labeling.demo_accounts import DEMO_USERS, remember_passwords
 from labeling.models import Dataset
 from labeling.services import datasets, imports
 
@@ -23,7 +24,6 @@ Rank the responses **best to worst** as a reply to the whole conversation.
 Rate each response from 1 (worst) to 7 (best) on each criterion, and flag what applies. Give two
 responses the same rank only when you truly cannot tell them apart.
 """
-DEMO_USERS = [("admin", True), ("labeler1", False), ("labeler2", False)]
 
 
 class Command(BaseCommand):
@@ -48,15 +48,12 @@ class Command(BaseCommand):
                 )
             self.stdout.write(f"Demo dataset {dataset.slug!r}: {result.summary()}.")
             created = self.create_users()
-        if created:
-            self.stdout.write(self.style.WARNING("Demo accounts (shown once, write them down):"))
-            for username, password in created:
-                self.stdout.write(f"  {username:10} {password}")
-        else:
-            self.stdout.write(
-                "Demo accounts already exist (admin, labeler1, labeler2); "
-                "reset one with: python manage.py changepassword USERNAME"
-            )
+            remember_passwords(created)
+        names = ", ".join(username for username, _ in DEMO_USERS)
+        self.stdout.write(
+            f"Demo accounts {names}: {'made' if created else 'already there'}; "
+            "python manage.py demo_accounts shows their passwords."
+        )
 
     def create_users(self) -> list[tuple[str, str]]:
         User = get_user_model()
