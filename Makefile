@@ -33,7 +33,7 @@ demo: migrate
 # The web server and a Celery worker with its beat; stopping one (Ctrl-C) stops both. Once both
 # are up, `demo_accounts` prints the URL and the demo accounts' passwords in a box.
 run: demo
-	@trap 'kill 0' EXIT INT TERM; since=$$(date +%s); \
+	@trap 'trap - EXIT INT TERM; kill 0' EXIT INT TERM; since=$$(date +%s); \
 	$(BIN)/celery -A config worker --beat --loglevel=INFO --concurrency=1 & \
 	$(BIN)/python manage.py demo_accounts --url http://$(HOST):$(PORT)/ --wait 120 --since $$since & \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)

@@ -61,7 +61,7 @@ def box(url: str, rows: list[tuple[str, str, str]], notes: list[str]) -> str:
         lines += [f"  {u:{width}}  {p}   ({role})" for u, p, role in rows]
     else:
         lines.append("No demo accounts: python manage.py load_demo makes them.")
-    lines += ["", *notes, "Stop with Ctrl-C."]
+    lines += ["", f"Admin: {url}admin/   API docs: {url}api/docs/", *notes, "Stop with Ctrl-C."]
     inner = max(len(line) for line in lines)
     border = "+" + "-" * (inner + 2) + "+"
     return "\n".join([border, *(f"| {line:{inner}} |" for line in lines), border])
