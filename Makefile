@@ -2,7 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Installed once per version of pyproject.toml: running needs only the runtime dependencies;
+# the development tools (the `dev` extra) come with `make test`, `make lint` and `make format`.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEV_STAMP := $(STAMP)-dev
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input \
+	--progress-bar off
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -11,10 +16,13 @@ PORT ?= 8000
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(PIP_INSTALL) -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PIP_INSTALL) -e ".[dev]"
+	touch $(DEV_STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
@@ -22,11 +30,12 @@ migrate: $(STAMP)
 demo: migrate
 	$(BIN)/python manage.py load_demo
 
-# The web server and a Celery worker with its beat; stopping one (Ctrl-C) stops both.
+# The web server and a Celery worker with its beat; stopping one (Ctrl-C) stops both. Once both
+# are up, `demo_accounts` prints the URL and the demo accounts' passwords in a box.
 run: demo
-	@echo "PrefLab on http://$(HOST):$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
-	@trap 'kill 0' EXIT INT TERM; \
+	@trap 'trap - EXIT INT TERM; kill 0' EXIT INT TERM; since=$$(date +%s); \
 	$(BIN)/celery -A config worker --beat --loglevel=INFO --concurrency=1 & \
+	$(BIN)/python manage.py demo_accounts --url http://$(HOST):$(PORT)/ --wait 120 --since $$since & \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 worker: migrate
@@ -74,24 +83,24 @@ browser-deps:
 	  else echo "chromium is missing and this is not root; the browser test will be skipped."; fi; \
 	fi
 
-test: $(STAMP) browser-deps
+test: $(DEV_STAMP) browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-postgres: $(STAMP) browser-deps
+test-postgres: $(DEV_STAMP) browser-deps
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} PREFLAB_EXPECT_POSTGRES=1 \
 	  $(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy config labeling rewards
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/import_bench.py
 	$(BIN)/python bench/import_limits.py
 	$(BIN)/python bench/export_bench.py

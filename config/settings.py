@@ -97,7 +97,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -124,6 +124,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# A form refused by the CSRF check gets templates/403.html, in PrefLab's layout.
+CSRF_FAILURE_VIEW = "config.views.csrf_failure"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
@@ -217,6 +219,9 @@ PREFLAB_IMPORT_MAX_UNCOMPRESSED_BYTES = env_int(
 )
 PREFLAB_IMPORT_MAX_LINE_BYTES = env_int("PREFLAB_IMPORT_MAX_LINE_BYTES", 8 * 1024**2)
 PREFLAB_IMPORT_MAX_PROMPTS = env_int("PREFLAB_IMPORT_MAX_PROMPTS", 2_000_000)
+# `manage.py load_demo` keeps the demo accounts' generated passwords here (readable by the owner
+# only, never committed), so `make run` can show them every time (`manage.py demo_accounts`).
+PREFLAB_DEMO_ACCOUNTS_FILE = DATA_DIR / "demo-accounts.json"
 # Uploads no queued or running import needs are deleted after this many hours.
 PREFLAB_UPLOAD_RETENTION_HOURS = env_int("PREFLAB_UPLOAD_RETENTION_HOURS", 24)
 # Key of the pseudonymous labeler ids in exports; change it and every pseudonym changes.
@@ -248,6 +253,32 @@ PREFLAB_PROXY_COUNT = env_int("PREFLAB_PROXY_COUNT", 0)
 PREFLAB_LOGIN_FAILURES_PER_ACCOUNT = env_int("PREFLAB_LOGIN_FAILURES_PER_ACCOUNT", 5)
 PREFLAB_LOGIN_FAILURES_PER_ADDRESS = env_int("PREFLAB_LOGIN_FAILURES_PER_ADDRESS", 20)
 PREFLAB_LOGIN_WINDOW_SECONDS = env_int("PREFLAB_LOGIN_WINDOW_SECONDS", 15 * 60)
+# Password reset e-mails asked for per e-mail address and per client address within the window;
+# past them the form says to wait. Counted whether or not an account has the e-mail address.
+PREFLAB_PASSWORD_RESETS_PER_EMAIL = env_int("PREFLAB_PASSWORD_RESETS_PER_EMAIL", 3)
+PREFLAB_PASSWORD_RESETS_PER_ADDRESS = env_int("PREFLAB_PASSWORD_RESETS_PER_ADDRESS", 10)
+PREFLAB_PASSWORD_RESET_WINDOW_SECONDS = env_int("PREFLAB_PASSWORD_RESET_WINDOW_SECONDS", 60 * 60)
+# How long a reset link works.
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 24 * 60 * 60)
+
+# E-mail (password reset links), sent by the Celery worker. Without EMAIL_HOST, e-mails are
+# printed to the worker's log instead of sent (Django's console backend).
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+# STARTTLS on the submission port (587) by default; EMAIL_USE_SSL=true for TLS from the start
+# (port 465). Django refuses both at once.
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", not EMAIL_USE_SSL)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "PrefLab <preflab@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # REST API
 REST_FRAMEWORK = {

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
+from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseBase
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
@@ -56,6 +61,25 @@ class TokenAuthentication(authentication.TokenAuthentication):
         return user, Token(key=key, user=user)
 
 
+View = TypeVar("View", bound=Callable[..., HttpResponseBase])
+
+
+def staff_required(view: View) -> View:
+    """The staff pages' door: an anonymous visitor is sent to log in; a signed-in labeler gets
+    403 (templates/403.html says the page needs a staff account), not a login form that no
+    password of theirs can pass."""
+
+    @wraps(view)
+    def staff_only(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not (request.user.is_active and request.user.is_staff):
+            raise PermissionDenied("This page is for staff.")
+        return view(request, *args, **kwargs)
+
+    return cast(View, staff_only)
+
+
 def pseudonym(user_id: int) -> str:
     """A labeler's stable id in exports: a keyed hash, never the username."""
     key = settings.PREFLAB_PSEUDONYM_KEY.encode()
@@ -95,21 +119,26 @@ def _failure_keys(username: str, address: str) -> list[tuple[str, int]]:
     ]
 
 
+def count_attempt(key: str, window_seconds: int) -> int:
+    """Add one to the counter `key`, which starts at the first attempt and is forgotten
+    `window_seconds` later; the count so far. Atomic on Redis: increments, no read-then-write."""
+    if cache.add(key, 1, timeout=window_seconds):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=window_seconds)
+        return 1
+
+
 def begin_login_attempt(username: str, address: str) -> bool:
     """Count a sign-in attempt; False when the account or the address is past its limit (the
-    attempt must then be refused). Atomic on Redis: increments, no read-then-write."""
-    allowed = True
-    for key, limit in _failure_keys(username, address):
-        if cache.add(key, 1, timeout=settings.PREFLAB_LOGIN_WINDOW_SECONDS):
-            count = 1
-        else:
-            try:
-                count = cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.add(key, 1, timeout=settings.PREFLAB_LOGIN_WINDOW_SECONDS)
-                count = 1
-        allowed = allowed and count <= limit
-    return allowed
+    attempt must then be refused)."""
+    window = settings.PREFLAB_LOGIN_WINDOW_SECONDS
+    counts = [
+        (count_attempt(key, window), limit) for key, limit in _failure_keys(username, address)
+    ]
+    return all(count <= limit for count, limit in counts)
 
 
 def login_succeeded(username: str, address: str) -> None:
@@ -127,3 +156,20 @@ def reset_login_failures(*, username: str = "", address: str = "") -> None:
     """Forget the failed sign-ins of an account and/or an address."""
     keys = _failure_keys(username, address)
     cache.delete_many(([keys[0][0]] if username else []) + ([keys[1][0]] if address else []))
+
+
+def begin_password_reset(email: str, address: str) -> bool:
+    """Count a request for a password reset e-mail; False when the e-mail address or the
+    client's address is past its limit within PREFLAB_PASSWORD_RESET_WINDOW_SECONDS. Counted
+    whether or not an account has the address, so a refusal says nothing about which do; the
+    per-address limit keeps the form from being used to flood someone's mailbox."""
+    mailbox = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    window = settings.PREFLAB_PASSWORD_RESET_WINDOW_SECONDS
+    counts = [
+        (count_attempt(key, window), limit)
+        for key, limit in [
+            (f"preflab:reset:email:{mailbox}", settings.PREFLAB_PASSWORD_RESETS_PER_EMAIL),
+            (f"preflab:reset:address:{address}", settings.PREFLAB_PASSWORD_RESETS_PER_ADDRESS),
+        ]
+    ]
+    return all(count <= limit for count, limit in counts)

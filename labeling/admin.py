@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
 
 from labeling.errors import errors_text
-from labeling.forms import ImportForm, ThrottledAdminAuthenticationForm
+from labeling.forms import ImportForm
 from labeling.models import (
     Assignment,
     Comparison,
@@ -25,7 +25,7 @@ from labeling.models import (
     Prompt,
     Ranking,
 )
-from labeling.services import datasets, exclusion, gold, imports, leasing
+from labeling.services import datasets, exclusion, gold, imports, leasing, password_reset
 
 
 def apply_to_each(
@@ -422,15 +422,15 @@ class ComparisonAdmin(ReadOnlyAdmin):
     list_select_related = ["prompt__dataset", "labeler", "chosen", "rejected"]
 
 
-admin.site.login_form = ThrottledAdminAuthenticationForm
 admin.site.unregister(User)
 
 
 @admin.register(User)
 class LabelerAdmin(KeepsRankings, UserAdmin):
-    """Django's user admin with the label-quality actions: exclude and reinstate labelers."""
+    """Django's user admin (its change page links to the form that sets a password) with the
+    label-quality actions, exclude and reinstate labelers, and sending password reset links."""
 
-    actions = ["exclude_labelers", "reinstate_labelers"]
+    actions = ["exclude_labelers", "reinstate_labelers", "send_password_reset_links"]
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:
         """A user with no rankings may be deleted (`KeepsRankings`); their live leases go with
@@ -476,4 +476,18 @@ class LabelerAdmin(KeepsRankings, UserAdmin):
             queryset.filter(is_active=False),
             lambda user: exclusion.reinstate_labeler(labeler=user, by=by),  # type: ignore[arg-type]
             done="Reinstated:",
+        )
+
+    @admin.action(description="Send a password reset link")
+    def send_password_reset_links(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        """The e-mail of the "Forgot your password?" form; accounts without an address are
+        named in an error message."""
+        domain, use_https = request.get_host(), request.is_secure()
+        apply_to_each(
+            request,
+            queryset,
+            lambda user: password_reset.request_password_reset(
+                user=user, domain=domain, use_https=use_https
+            ),
+            done="A password reset link is on its way to:",
         )

@@ -1,4 +1,5 @@
-"""The ranking form (a rank, ratings and flags per completion), the skip and import forms."""
+"""The ranking form (a rank, ratings and flags per completion), the skip and import forms, and
+the throttled sign-in and password reset forms."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, cast
 from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.http import HttpRequest, QueryDict
 
 from labeling import accounts, orders
@@ -25,6 +26,7 @@ from labeling.models import (
     Flag,
     Strength,
 )
+from labeling.services import password_reset
 
 # helpful and honest share their first letter, so each criterion has its own key.
 CRITERION_KEYS = {"helpful": "h", "honest": "o", "harmless": "a"}
@@ -222,6 +224,43 @@ class ThrottledAuthenticationForm(ThrottledLoginMixin, AuthenticationForm):
 
 class ThrottledAdminAuthenticationForm(ThrottledLoginMixin, AdminAuthenticationForm):
     pass
+
+
+class ThrottledPasswordResetForm(PasswordResetForm):
+    """Django's "Forgot your password?" form, whose e-mails a worker sends, refused for a while
+    once the e-mail address or the client's address asked too often
+    (`labeling.accounts.begin_password_reset`). Whether an account has the address shows
+    nowhere: the same page follows either way."""
+
+    throttled_message = (
+        "Too many password reset requests for this e-mail address or from this network. "
+        "Try again in %(minutes)d minutes, or ask an admin."
+    )
+
+    def __init__(self, *args: Any, request: HttpRequest, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        email = data.get("email")
+        address = accounts.client_address(self.request)
+        if email and not accounts.begin_password_reset(email, address):
+            raise forms.ValidationError(
+                self.throttled_message,
+                code="throttled",
+                params={"minutes": -(-settings.PREFLAB_PASSWORD_RESET_WINDOW_SECONDS // 60)},
+            )
+        return data
+
+    def save(self, **kwargs: Any) -> None:  # type: ignore[override]
+        """Queue the e-mail to each active account with this address and a usable password
+        (Django's `get_users`)."""
+        for user in self.get_users(self.cleaned_data["email"]):
+            password_reset.request_password_reset(
+                user=user, domain=self.request.get_host(), use_https=self.request.is_secure()
+            )
 
 
 class SkipForm(forms.Form):

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from labeling.services import imports, leasing, quality_report
+from labeling.services import imports, leasing, password_reset, quality_report
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ def import_file(job_id: int) -> None:
 def refresh_quality_report(dataset_id: int) -> None:
     """Idempotent: recomputing a report from the same rankings gives the same report."""
     quality_report.refresh_report(dataset_id=dataset_id)
+
+
+@shared_task(name="labeling.send_password_reset")
+def send_password_reset(user_id: int, domain: str, use_https: bool) -> None:
+    """Not retried: a lost e-mail is asked for again, a repeated one does no harm."""
+    password_reset.send_password_reset(user_id=user_id, domain=domain, use_https=use_https)
 
 
 @shared_task(name="labeling.expire_stale_leases")

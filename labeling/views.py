@@ -12,7 +12,6 @@ from datetime import datetime, time
 from typing import Any, cast
 
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -26,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling import charts, consensus, orders
+from labeling.accounts import staff_required
 from labeling.errors import errors_text
 from labeling.forms import GoldOrderForm, RankingForm, SkipForm
 from labeling.models import Assignment, Dataset, Prompt, Ranking
@@ -209,14 +209,14 @@ def sorted_labelers(rows: list[dict[str, Any]], key: str, descending: bool) -> l
 
 
 @require_GET
-@staff_member_required
+@staff_required
 def quality_index(request: HttpRequest) -> HttpResponse:
     datasets = Dataset.objects.with_progress().select_related("quality").order_by("name")
     return render(request, "labeling/quality_index.html", {"datasets": datasets})
 
 
 @require_GET
-@staff_member_required
+@staff_required
 def quality_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
     stored, refreshing = quality_report.current_report(dataset=dataset)
@@ -265,7 +265,7 @@ def progress_shares(progress: dict[str, int]) -> dict[str, float]:
 
 
 @require_POST
-@staff_member_required
+@staff_required
 def quality_refresh(request: HttpRequest, slug: str) -> HttpResponse:
     dataset = get_object_or_404(Dataset, slug=slug)
     quality_report.invalidate_reports([dataset.pk])
@@ -275,7 +275,7 @@ def quality_refresh(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_GET
-@staff_member_required
+@staff_required
 def quality_prompt(request: HttpRequest, slug: str, prompt_id: int) -> HttpResponse:
     prompt = get_object_or_404(
         Prompt.objects.select_related("dataset"), pk=prompt_id, dataset__slug=slug
@@ -319,7 +319,7 @@ def render_quality_prompt(
 
 
 @require_POST
-@staff_member_required
+@staff_required
 def quality_gold(request: HttpRequest, slug: str, prompt_id: int) -> HttpResponse:
     prompt = get_object_or_404(
         Prompt.objects.select_related("dataset"), pk=prompt_id, dataset__slug=slug
@@ -348,7 +348,7 @@ def quality_gold(request: HttpRequest, slug: str, prompt_id: int) -> HttpRespons
 
 
 @require_POST
-@staff_member_required
+@staff_required
 def labeler_exclusion(request: HttpRequest, user_id: int, action: str) -> HttpResponse:
     labeler = get_object_or_404(User, pk=user_id)
     by = cast(User, request.user)

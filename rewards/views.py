@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import cast
 
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from labeling.accounts import staff_required
 from rewards import plots
 from rewards.downloads import artifact_response
 from rewards.forms import TrainingRunForm
@@ -20,11 +20,11 @@ from rewards.services import model_versions, runs
 
 
 def staff_user(request: HttpRequest) -> User:
-    """The signed-in staff member: `staff_member_required` lets nobody else this far."""
+    """The signed-in staff member: `staff_required` lets nobody else this far."""
     return cast(User, request.user)
 
 
-@staff_member_required
+@staff_required
 def run_list(request: HttpRequest) -> HttpResponse:
     form = TrainingRunForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -43,7 +43,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_member_required
+@staff_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(TrainingRun.objects.prefetch_related("datasets"), pk=run_id)
     model = RewardModel.objects.filter(run=run).first()
@@ -51,7 +51,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @require_POST
-@staff_member_required
+@staff_required
 def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(TrainingRun, pk=run_id)
     try:
@@ -63,7 +63,7 @@ def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @require_GET
-@staff_member_required
+@staff_required
 def run_plot(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
     run = get_object_or_404(TrainingRun, pk=run_id, status=TrainingRun.Status.SUCCEEDED)
     metrics = run.metrics
@@ -81,7 +81,7 @@ def run_plot(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
 
 
 @require_POST
-@staff_member_required
+@staff_required
 def model_activate(request: HttpRequest, version: int) -> HttpResponse:
     model = get_object_or_404(RewardModel, version=version)
     model_versions.activate_reward_model(model=model)
@@ -90,7 +90,7 @@ def model_activate(request: HttpRequest, version: int) -> HttpResponse:
 
 
 @require_GET
-@staff_member_required
+@staff_required
 def model_download(request: HttpRequest, version: int, kind: str) -> FileResponse:
     model = get_object_or_404(RewardModel, version=version)
     return artifact_response(model, kind)

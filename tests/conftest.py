@@ -46,6 +46,13 @@ def media_root(settings: Any, tmp_path: Any) -> Any:
 
 
 @pytest.fixture(autouse=True)
+def demo_accounts_file(settings: Any, tmp_path: Any) -> Any:
+    """`load_demo` notes the demo passwords in a file of each test's own, not the developer's."""
+    settings.PREFLAB_DEMO_ACCOUNTS_FILE = tmp_path / "demo-accounts.json"
+    return settings.PREFLAB_DEMO_ACCOUNTS_FILE
+
+
+@pytest.fixture(autouse=True)
 def empty_cache(settings: Any) -> Any:
     """Each test starts with an empty cache of its own (throttle counters, cancel requests):
     local memory, not the data directory's files that a developer's app uses."""

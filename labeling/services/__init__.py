@@ -7,6 +7,7 @@
 - `quality_report`: computing, storing and refreshing a dataset's quality report;
 - `exclusion`: excluding and reinstating labelers;
 - `gold`: gold prompts;
+- `password_reset`: password reset e-mails;
 - `jobs`: what every background job shares (claim, progress, failure).
 
 Every door (pages, API, admin, management commands, tasks, tests) goes through these functions,

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from labeling.demo_accounts import DEMO_USERS, remember_passwords
 from labeling.models import Asked, Dataset
 from labeling.services import datasets, imports
 
@@ -32,7 +33,6 @@ apart: that submits at once. To say by how much, press **Shift+1** (significantl
 
 Harmless first, then honest, then helpful, as in the HHH demo.
 """
-DEMO_USERS = [("admin", True), ("labeler1", False), ("labeler2", False)]
 
 
 class Command(BaseCommand):
@@ -59,15 +59,12 @@ class Command(BaseCommand):
             pairs = self.load_pairs()
             self.stdout.write(f"Demo dataset {pairs.slug!r}: votes on pairs, no ratings.")
             created = self.create_users()
-        if created:
-            self.stdout.write(self.style.WARNING("Demo accounts (shown once, write them down):"))
-            for username, password in created:
-                self.stdout.write(f"  {username:10} {password}")
-        else:
-            self.stdout.write(
-                "Demo accounts already exist (admin, labeler1, labeler2); "
-                "reset one with: python manage.py changepassword USERNAME"
-            )
+            remember_passwords(created)
+        names = ", ".join(username for username, _ in DEMO_USERS)
+        self.stdout.write(
+            f"Demo accounts {names}: {'made' if created else 'already there'}; "
+            "python manage.py demo_accounts shows their passwords."
+        )
 
     def load_pairs(self) -> Dataset:
         """The pair-vote demo: the HHH demo's prompts with their first two responses each, no
