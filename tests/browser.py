@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -21,6 +24,16 @@ FLAGS = (
 )
 
 
+# Every real-browser test module: `pytestmark = [*BROWSER_TEST, ...]`.
+BROWSER_TEST = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="Debian's chromium and chromium-driver are not installed (make browser-deps)",
+    ),
+]
+
+
 def chromium() -> Any:
     """A new browser that keeps its console log (for CSP violations); quit() it when done."""
     from selenium import webdriver
@@ -35,3 +48,11 @@ def chromium() -> Any:
     driver = webdriver.Chrome(service=service, options=options)
     driver.implicitly_wait(10)
     return driver
+
+
+def fresh_browser(implicit_wait: float = 5) -> Iterator[Any]:
+    """A test's own Chromium (the `browser` fixture of tests/conftest.py), quit after it."""
+    driver = chromium()
+    driver.implicitly_wait(implicit_wait)
+    yield driver
+    driver.quit()

@@ -108,3 +108,12 @@ def use_broker(url: str, **transport_options: str) -> None:
     # app, so tasks imported later never reach it; nor closing them: kombu may share them).
     app._pool = None
     app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def browser() -> Any:
+    """A real Chromium of the test's own (tests/browser.py); modules mark themselves
+    `BROWSER_TEST` so it is skipped where Chromium is missing."""
+    from tests.browser import fresh_browser
+
+    yield from fresh_browser()

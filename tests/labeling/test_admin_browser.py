@@ -9,24 +9,10 @@ import pytest
 from labeling import tasks
 from labeling.models import ImportJob
 from labeling.services import imports
-from tests.browser import CHROMEDRIVER, CHROMIUM, chromium
+from tests.browser import BROWSER_TEST
 from tests.factories import PASSWORD, DatasetFactory, UserFactory
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (CHROMIUM and CHROMEDRIVER),
-        reason="Debian's chromium and chromium-driver are not installed (make browser-deps)",
-    ),
-]
-
-
-@pytest.fixture
-def browser():
-    driver = chromium()
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
+pytestmark = BROWSER_TEST
 
 
 @pytest.fixture

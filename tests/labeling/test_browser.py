@@ -7,24 +7,10 @@ import os
 import pytest
 
 from labeling.models import Comparison, Ranking, display_order
-from tests.browser import CHROMEDRIVER, CHROMIUM, chromium
+from tests.browser import BROWSER_TEST
 from tests.factories import PASSWORD, DatasetFactory, UserFactory, make_prompt
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (CHROMIUM and CHROMEDRIVER),
-        reason="Debian's chromium and chromium-driver are not installed (make browser-deps)",
-    ),
-]
-
-
-@pytest.fixture
-def browser():
-    driver = chromium()
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
+pytestmark = BROWSER_TEST
 
 
 def screenshot(browser, name: str) -> None:

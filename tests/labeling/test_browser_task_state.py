@@ -8,16 +8,10 @@ from typing import Any
 import pytest
 
 from labeling.models import Assignment, Ranking
-from tests.browser import CHROMEDRIVER, CHROMIUM, chromium
+from tests.browser import BROWSER_TEST, fresh_browser
 from tests.factories import PASSWORD, DatasetFactory, UserFactory, make_prompt
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (CHROMIUM and CHROMEDRIVER),
-        reason="Debian's chromium and chromium-driver are not installed (make browser-deps)",
-    ),
-]
+pytestmark = BROWSER_TEST
 
 # Ranks the completions in the order shown and rates each 6 on every criterion, telling the
 # page's script through the events that typing and clicking would fire.
@@ -39,10 +33,7 @@ form.requestSubmit();
 
 @pytest.fixture
 def browser() -> Any:
-    driver = chromium()
-    driver.implicitly_wait(0)  # explicit waits only
-    yield driver
-    driver.quit()
+    yield from fresh_browser(implicit_wait=0)  # explicit waits only
 
 
 def wait(browser: Any) -> Any:

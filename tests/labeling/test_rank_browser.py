@@ -9,17 +9,10 @@ import pytest
 from django.utils import timezone
 
 from labeling.models import Assignment, Comparison, Ranking
-from tests.browser import CHROMEDRIVER, CHROMIUM, chromium
+from tests.browser import BROWSER_TEST, chromium
 from tests.factories import PASSWORD, DatasetFactory, UserFactory, make_prompt
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (CHROMIUM and CHROMEDRIVER),
-        reason="Debian's chromium and chromium-driver are not installed (make browser-deps)",
-    ),
-]
+pytestmark = [*BROWSER_TEST, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(scope="module")

@@ -5,25 +5,11 @@ from __future__ import annotations
 import pytest
 
 from rewards.models import TrainingRun
-from tests.browser import CHROMEDRIVER, CHROMIUM, chromium
+from tests.browser import BROWSER_TEST
 from tests.factories import PASSWORD, DatasetFactory, UserFactory
 from tests.rewards.conftest import ranked_dataset
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (CHROMIUM and CHROMEDRIVER),
-        reason="Debian's chromium and chromium-driver are not installed (make browser-deps)",
-    ),
-]
-
-
-@pytest.fixture
-def browser():
-    driver = chromium()
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
+pytestmark = BROWSER_TEST
 
 
 @pytest.mark.django_db(transaction=True)
