@@ -202,6 +202,13 @@ def rank_with_the_keyboard(driver: Any, username: str) -> None:
         ranking is not None and len(ranking.order) == 3 and ranking.ratings,
         "a labeler ranked and rated a task with the keyboard only (rank.js was served)",
     )
+    driver.get(submitted_from)
+    driver.find_element(By.XPATH, "//h1[contains(., 'already submitted')]")
+    check(True, "the submitted task's address says so and offers the next one, DEBUG off")
+    driver.get(BASE + "/quality/")
+    driver.find_element(By.XPATH, "//h1[.='This page is for staff']")
+    check(not csp_violations(driver), "a labeler on a staff page gets PrefLab's 403 page")
+    driver.delete_all_cookies()
 
 
 def throttled(token: str) -> None:
@@ -226,6 +233,11 @@ def main() -> int:
     hammer = users.create_user(f"ci-hammer-{suffix}", password=PASSWORD)
     slug = f"ci-prod-{suffix}"
     import_over_the_api(Token.objects.create(user=staff).key, slug)
+    status, body, _ = call("/password-reset/")
+    check(
+        status == 200 and "Reset your password" in str(body),
+        "the password reset page renders, DEBUG off",
+    )
     status, _, headers = call("/static/admin/css/base.css")
     check(
         status == 200 and "max-age" in headers.get("Cache-Control", ""), "static files are served"
