@@ -134,6 +134,7 @@ class Dataset(models.Model):
         max_length=10,
         choices=Asked.choices,
         default=Asked.REQUIRED,
+        db_default=Asked.REQUIRED,  # rows written by SQL (benchmarks, COPY) get it too
         help_text="Whether labelers must rate every response on the criteria, may, or are not "
         "asked. Off, or optional, with two responses: one key decides a pair and submits.",
     )
@@ -141,6 +142,7 @@ class Dataset(models.Model):
         max_length=10,
         choices=Asked.choices,
         default=Asked.REQUIRED,
+        db_default=Asked.REQUIRED,
         help_text="Whether a pair's labeler says how much better the chosen response is.",
     )
     labels_per_prompt = models.PositiveSmallIntegerField(
