@@ -5,6 +5,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from labeling import review
 from labeling.exports import COMPARISON_FORMATS
 from labeling.formats import FORMATS as IMPORT_FORMATS
 from labeling.models import (
@@ -16,6 +17,7 @@ from labeling.models import (
     Flag,
     ImportJob,
     Prompt,
+    PromptStats,
     Strength,
 )
 
@@ -385,3 +387,68 @@ class QualityReportSerializer(serializers.Serializer):
             "alpha with 95% bootstrap intervals), labelers, flags, disputed prompts."
         ),
     )
+
+
+STATS_ORDERINGS = ("need", "agreement", "min_margin", "labels", "model_contradiction", "prompt")
+
+
+class PromptStatsParamsSerializer(serializers.Serializer):
+    """Filters of the per-prompt statistics; each is optional, errors say what is accepted."""
+
+    ordering = serializers.ChoiceField(
+        choices=[*STATS_ORDERINGS, *(f"-{name}" for name in STATS_ORDERINGS)],
+        default="-need",
+        help_text="A field, or -field for descending; empty values go last.",
+    )
+    min_labels = serializers.IntegerField(min_value=0, max_value=10_000, required=False)
+    max_agreement = serializers.FloatField(min_value=0, max_value=1, required=False)
+    max_margin = serializers.FloatField(
+        min_value=0, max_value=1, required=False, help_text="Only prompts whose thinnest pair "
+        "margin is at most this."
+    )
+    min_need = serializers.FloatField(min_value=0, max_value=100, required=False)
+    min_contradiction = serializers.FloatField(min_value=0, max_value=1, required=False)
+    flagged = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="Given a safety flag (or not)."
+    )
+    adjudicated = serializers.BooleanField(required=False, allow_null=True, default=None)
+    is_gold = serializers.BooleanField(required=False, allow_null=True, default=None)
+    in_queue = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="In the review queue (or not)."
+    )
+
+
+class PromptStatsSerializer(serializers.ModelSerializer):
+    external_id = serializers.CharField(source="prompt.external_id")
+    reasons = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PromptStats
+        fields = [
+            "prompt",
+            "external_id",
+            "labels",
+            "agreement",
+            "consensus",
+            "min_margin",
+            "flags",
+            "safety_flags",
+            "is_gold",
+            "adjudicated",
+            "model_version",
+            "model_scores",
+            "model_contradiction",
+            "need",
+            "reasons",
+            "computed_at",
+        ]
+        read_only_fields = fields
+
+    def get_reasons(self, stats: PromptStats) -> list[str]:
+        return review.reasons(
+            agreement=stats.agreement,
+            min_margin=stats.min_margin,
+            flags=stats.flags,
+            model_contradiction=stats.model_contradiction,
+            model_version=stats.model_version,
+        )
