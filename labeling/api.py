@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.contrib.auth.models import User
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from labeling import exports
 from labeling.accounts import is_service, labeler_with_pseudonym
 from labeling.models import (
+    Adjudication,
     Asked,
     Assignment,
     Comparison,
@@ -324,12 +325,15 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
         labeler=params.get("labeler"),
         min_margin=params.get("min_margin"),
     )
-    if params["consensus"]:
+    if params["consensus"] or params["adjudicated"]:
         prompts = dataset.prompts.all()
         if params["exclude_gold"]:
             prompts = prompts.filter(is_gold=False)
+        if params["adjudicated"]:
+            prompts = prompts.filter(Exists(Adjudication.objects.filter(prompt=OuterRef("pk"))))
         lines = exports.consensus_lines(
             prompts,
+            adjudicated_only=params["adjudicated"],
             ranking_cursor=rankings.export_cursor(dataset=dataset, model=Ranking),
             format=row_format,
             include_ids=params["include_ids"],

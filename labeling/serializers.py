@@ -346,7 +346,17 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
         error_messages={"invalid": "Must be a whole number of labelers."},
     )
 
+    adjudicated = serializers.BooleanField(
+        default=False,
+        help_text=(
+            "Only the pairs of reviewers' adjudicated orders (the newest per prompt), one row per "
+            'pair as a ranking of that order would give, each with "source": "adjudicated".'
+        ),
+        error_messages={"invalid": "Use true or false."},
+    )
+
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        data = self.check_adjudicated_options(data)
         if data["since"] and ("min_agreement" in data or data["min_labelers"] > 1):
             raise serializers.ValidationError(
                 {
@@ -364,6 +374,29 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
                     raise serializers.ValidationError(
                         {name: "Applies to single labelers' comparisons, not to consensus=true."}
                     )
+        return data
+
+
+    def check_adjudicated_options(self, data: dict[str, Any]) -> dict[str, Any]:
+        """adjudicated=true is a whole pull of reviewers' orders: no labeler filters."""
+        if not data["adjudicated"]:
+            return data
+        if data["since"]:
+            raise serializers.ValidationError(
+                {"since": "Adjudications change as reviewers work: pull them whole, no since."}
+            )
+        for name in ("labeler", "min_margin", "min_agreement"):
+            if name in data:
+                raise serializers.ValidationError(
+                    {name: "Applies to labelers' comparisons, not to adjudicated=true."}
+                )
+        if data["consensus"] or data["min_labelers"] > 1:
+            raise serializers.ValidationError(
+                {
+                    "adjudicated": "Choose adjudicated=true or consensus (which prefers "
+                    "adjudicated orders anyway), not both; min_labelers does not apply."
+                }
+            )
         return data
 
 
