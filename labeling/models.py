@@ -625,6 +625,19 @@ class AdjudicationQuerySet(models.QuerySet["Adjudication"]):
         newer = Adjudication.objects.filter(prompt=OuterRef("prompt"), pk__gt=OuterRef("pk"))
         return self.filter(~Exists(newer))
 
+    def overturn_figures(self) -> dict[str, Any]:
+        """How many prompts were adjudicated, how many of them overturned the labelers'
+        consensus (by their newest adjudication), and that share (None before any)."""
+        counts = self.latest_per_prompt().aggregate(
+            adjudicated=Count("pk"), overturned=Count("pk", filter=Q(overturned=True))
+        )
+        adjudicated, overturned = counts["adjudicated"], counts["overturned"]
+        return {
+            "adjudicated": adjudicated,
+            "overturned": overturned,
+            "overturn_rate": overturned / adjudicated if adjudicated else None,
+        }
+
 
 class Adjudication(models.Model):
     """A reviewer's final order of a prompt, with a note. The newest per prompt counts: exports

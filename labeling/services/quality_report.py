@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from labeling import orders
 from labeling.errors import failure_text
-from labeling.models import Completion, Dataset, Prompt, QualityReport, Ranking, labeler_counts
+from labeling.models import Adjudication, Completion, Dataset, Prompt, QualityReport, Ranking, labeler_counts
 from labeling.services import jobs, prompt_stats
 
 if TYPE_CHECKING:  # the figures need numpy: imported by what computes them, not with this module
@@ -182,6 +182,7 @@ def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:
         labels_per_prompt=dataset.labels_per_prompt,
     )
     _describe_disputed(data["disputed"])
+    data["review"] = Adjudication.objects.filter(dataset=dataset).overturn_figures()  # type: ignore[typeddict-item]
     return data
 
 

@@ -285,3 +285,29 @@ def test_the_newest_adjudication_counts_and_history_is_kept(small):
     )
     assert Adjudication.objects.filter(prompt=p2).count() == 2
     assert list(Adjudication.objects.latest_per_prompt()) == [newest]
+
+
+def test_report_and_dashboard_show_the_overturn_rate(client, small, staff):
+    reviewer = make_reviewer()
+    p2, p3 = small["p2"], small["p3"]
+    ids = dict(p3.completions.values_list("external_id", "pk"))
+    adjudication.adjudicate_prompt(
+        prompt=p3, order=[[ids["c1"]], [ids["c0"]]], note="", reviewer=reviewer
+    )
+    adjudication.accept_consensus(prompt=p2, note="", reviewer=reviewer)
+    # p3 again, now agreeing with its labelers: its newest adjudication is what counts.
+    adjudication.accept_consensus(prompt=p3, note="", reviewer=reviewer)
+    adjudication.adjudicate_prompt(
+        prompt=small["p1"], order=[[pk] for pk in reversed(stats_order(small["p1"]))], note="",
+        reviewer=reviewer,
+    )
+    data = report_of(small["dataset"])
+    assert data["review"] == {"adjudicated": 3, "overturned": 1, "overturn_rate": 1 / 3}
+    client.force_login(staff)
+    page = client.get(reverse("labeling:quality", args=[small["dataset"].slug])).content.decode()
+    assert "3 prompts adjudicated by reviewers; 1 of them overturned" in page
+    assert "(33%)" in page
+
+
+def stats_order(prompt: Any) -> list[int]:
+    return list(prompt.completions.order_by("position").values_list("pk", flat=True))
