@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
@@ -12,14 +14,27 @@ from labeling import review
 from labeling.models import Adjudication, PromptStats
 from labeling.services import adjudication, exclusion, prompt_stats
 from tests.factories import UserFactory, make_prompt
+
+reviewers_group = importlib.import_module("labeling.migrations.0009_reviewers_group")
 from tests.labeling.quality_data import rank, report_of
 
 
 def make_reviewer(**fields: Any) -> Any:
-    """A labeler in the "Reviewers" group (made by a data migration): not staff."""
+    """A labeler in the "Reviewers" group: not staff. The group is the data migration's, made
+    again here since a transactional test elsewhere may have flushed it."""
     user = UserFactory(**fields)
+    reviewers_group.make_group(django_apps, None)
     user.groups.add(Group.objects.get(name="Reviewers"))
     return user
+
+
+def test_the_reviewers_group_holds_the_review_permission(db):
+    reviewers_group.make_group(django_apps, None)
+    user = UserFactory()
+    assert not user.has_perm("labeling.adjudicate_prompt")
+    user.groups.add(Group.objects.get(name="Reviewers"))
+    user = type(user).objects.get(pk=user.pk)  # permissions are cached per instance
+    assert user.has_perm("labeling.adjudicate_prompt") and not user.is_staff
 
 
 def stats_of(prompt: Any) -> PromptStats:
