@@ -412,8 +412,8 @@ def filtered_stats(stats: QuerySet[PromptStats], params: dict[str, Any]) -> Quer
         if name in params:
             stats = stats.filter(**{lookup: params[name]})
     if params["flagged"] is not None:
-        stats = stats.filter(safety_flags__gt=0) if params["flagged"] else stats.filter(
-            safety_flags=0
+        stats = (
+            stats.filter(safety_flags__gt=0) if params["flagged"] else stats.filter(safety_flags=0)
         )
     for name in ("adjudicated", "is_gold"):
         if params[name] is not None:
@@ -423,8 +423,10 @@ def filtered_stats(stats: QuerySet[PromptStats], params: dict[str, Any]) -> Quer
         stats = stats.filter(pk__in=queued) if params["in_queue"] else stats.exclude(pk__in=queued)
     name = params["ordering"].lstrip("-")
     field = F("prompt_id" if name == "prompt" else name)
-    first = field.desc(nulls_last=True) if params["ordering"].startswith("-") else field.asc(
-        nulls_last=True
+    first = (
+        field.desc(nulls_last=True)
+        if params["ordering"].startswith("-")
+        else field.asc(nulls_last=True)
     )
     return stats.order_by(first, "prompt_id")
 

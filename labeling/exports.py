@@ -306,13 +306,21 @@ def consensus_lines(
             if prompt_id in settled:
                 continue
             completion_ids = orders.members(prompt_orders[0])
-            for pair in consensus.consensus_pairs(completion_ids, prompt_orders):
-                if pair["vote_share"] >= (min_agreement or 0) and pair["voters"] >= min_labelers:
-                    pairs.append((prompt_id, {**pair, "source": "consensus"}))
+            for agreed in consensus.consensus_pairs(completion_ids, prompt_orders):
+                if (
+                    agreed["vote_share"] >= (min_agreement or 0)
+                    and agreed["voters"] >= min_labelers
+                ):
+                    pairs.append((prompt_id, {**agreed, "source": "consensus"}))
         for prompt_id, (adjudication_id, order) in settled.items():
-            for chosen, rejected, margin in orders.comparison_pairs(order):
-                pair = {"chosen": chosen, "rejected": rejected, "margin": margin}
-                pairs.append((prompt_id, pair | {"source": "adjudicated", "id": adjudication_id}))
+            for better, worse, margin in orders.comparison_pairs(order):
+                pairs.append(
+                    (
+                        prompt_id,
+                        {"chosen": better, "rejected": worse, "margin": margin}
+                        | {"source": "adjudicated", "id": adjudication_id},
+                    )
+                )
         encoded_prompts = {}
         for prompt_id, messages in rows_by_id(Prompt, ("id", "messages"), {*by_prompt, *settled}):
             pair_format = line_format(format, messages, render_text)

@@ -340,13 +340,16 @@ class AdjudicationForm(forms.Form):
         return [(c, self[f"rank_{c.pk}"]) for c in self.completions]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("action") != "save":
             return data
         ranks = {c.pk: data.get(f"rank_{c.pk}") for c in self.completions}
         if any(rank is None for rank in ranks.values()):
             if not self.errors:
-                raise forms.ValidationError("Give every completion a rank, or accept the consensus.")
+                raise forms.ValidationError(
+                    "Give every completion a rank, or accept the consensus."
+                )
             return data
         data["order"] = orders.from_ranks(cast(dict[int, int], ranks))
         return data

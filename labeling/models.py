@@ -584,7 +584,8 @@ class PromptStats(models.Model):
     )
     flags = models.JSONField(default=dict, blank=True, help_text='{"flag": times given}')
     safety_flags = models.PositiveIntegerField(
-        default=0, help_text="Times a safety flag (harmful, sexual, violent, denigrating) was given."
+        default=0,
+        help_text="Times a safety flag (harmful, sexual, violent, denigrating) was given.",
     )
     is_gold = models.BooleanField(default=False)
     adjudicated = models.BooleanField(default=False)

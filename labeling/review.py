@@ -146,9 +146,15 @@ def reasons(
         found.append(f"agreement {agreement:.0%}")
     if min_margin is not None and min_margin < 1:
         found.append(f"thin margin {min_margin:.2f}")
-    safety = [f"{flag.label.lower()} ×{flags[flag.value]}" for flag in SAFETY_FLAGS if flags.get(flag.value)]
+    safety = [
+        f"{flag.label.lower()} x{flags[flag.value]}"
+        for flag in SAFETY_FLAGS
+        if flags.get(flag.value)
+    ]
     if safety:
         found.append("flagged: " + ", ".join(safety))
     if model_contradiction is not None and model_contradiction > 0.5:
-        found.append(f"reward model v{model_version} contradicts it (p = {model_contradiction:.2f})")
+        found.append(
+            f"reward model v{model_version} contradicts it (p = {model_contradiction:.2f})"
+        )
     return found

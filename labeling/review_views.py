@@ -124,9 +124,7 @@ def render_review(
     context: dict[str, Any] = {
         "prompt": prompt,
         "dataset": prompt.dataset,
-        "cards": [
-            (numbers[c.pk], c, field, scores.get(c.pk)) for c, field in form.rank_fields()
-        ],
+        "cards": [(numbers[c.pk], c, field, scores.get(c.pk)) for c, field in form.rank_fields()],
         "form": form,
         "rankings": [ranking_row(ranking, names) for ranking in counted],
         "pairs": [
@@ -138,9 +136,7 @@ def render_review(
         "stats": stats,
         "reasons": reasons_of(stats) if stats else [],
         "model_version": stats.model_version if stats and scores else None,
-        "history": [
-            (item, orders.as_text(orders.renamed(item.order, names))) for item in history
-        ],
+        "history": [(item, orders.as_text(orders.renamed(item.order, names))) for item in history],
     }
     return render(request, "labeling/review_prompt.html", context, status=status)
 
@@ -156,7 +152,8 @@ def ranking_row(ranking: Ranking, names: dict[int, str]) -> dict[str, Any]:
         "labeler": ranking.labeler.username,
         "order": orders.as_text(orders.renamed(ranking.order, names)),
         "ratings": [
-            f"{name(cid)}: " + ", ".join(f"{criterion} {value}" for criterion, value in values.items())
+            f"{name(cid)}: "
+            + ", ".join(f"{criterion} {value}" for criterion, value in values.items())
             for cid, values in ranking.ratings.items()
             if values
         ],

@@ -376,7 +376,6 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
                     )
         return data
 
-
     def check_adjudicated_options(self, data: dict[str, Any]) -> dict[str, Any]:
         """adjudicated=true is a whole pull of reviewers' orders: no labeler filters."""
         if not data["adjudicated"]:
@@ -436,8 +435,10 @@ class PromptStatsParamsSerializer(serializers.Serializer):
     min_labels = serializers.IntegerField(min_value=0, max_value=10_000, required=False)
     max_agreement = serializers.FloatField(min_value=0, max_value=1, required=False)
     max_margin = serializers.FloatField(
-        min_value=0, max_value=1, required=False, help_text="Only prompts whose thinnest pair "
-        "margin is at most this."
+        min_value=0,
+        max_value=1,
+        required=False,
+        help_text="Only prompts whose thinnest pair margin is at most this.",
     )
     min_need = serializers.FloatField(min_value=0, max_value=100, required=False)
     min_contradiction = serializers.FloatField(min_value=0, max_value=1, required=False)

@@ -24,7 +24,15 @@ from django.utils import timezone
 
 from labeling import orders
 from labeling.errors import failure_text
-from labeling.models import Adjudication, Completion, Dataset, Prompt, QualityReport, Ranking, labeler_counts
+from labeling.models import (
+    Adjudication,
+    Completion,
+    Dataset,
+    Prompt,
+    QualityReport,
+    Ranking,
+    labeler_counts,
+)
 from labeling.services import jobs, prompt_stats
 
 if TYPE_CHECKING:  # the figures need numpy: imported by what computes them, not with this module

@@ -83,7 +83,9 @@ def test_roles(computed, labeler):
     assert as_service.get(missing).status_code == 404
 
 
-def test_stats_queries_do_not_grow_with_prompts(dataset, people, staff, django_assert_max_num_queries):
+def test_stats_queries_do_not_grow_with_prompts(
+    dataset, people, staff, django_assert_max_num_queries
+):
     for _ in range(30):
         prompt = make_prompt(dataset, 2)
         rank(prompt, people["ann"], "c0 > c1")

@@ -27,7 +27,10 @@ def settle_reversed(prompt):
 
 def load(dataset, **options):
     return training_data.load_training_data(
-        datasets=[dataset], feature_config=features.FeatureConfig(), report=lambda *a: None, **options
+        datasets=[dataset],
+        feature_config=features.FeatureConfig(),
+        report=lambda *a: None,
+        **options,
     )
 
 
