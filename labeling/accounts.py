@@ -80,6 +80,30 @@ def staff_required(view: View) -> View:
     return cast(View, staff_only)
 
 
+REVIEW_PERMISSION = "labeling.adjudicate_prompt"
+
+
+def is_reviewer(user: Any) -> bool:
+    """Reviewers settle disputed prompts: members of the "Reviewers" group (or holders of the
+    permission otherwise) and superusers. A reviewer need not be staff."""
+    return bool(user.is_authenticated and user.is_active and user.has_perm(REVIEW_PERMISSION))
+
+
+def reviewer_required(view: View) -> View:
+    """The review pages' door, like `staff_required`: an anonymous visitor is sent to log in,
+    a signed-in user without the review permission gets 403."""
+
+    @wraps(view)
+    def reviewers_only(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_reviewer(request.user):
+            raise PermissionDenied("This page is for reviewers.")
+        return view(request, *args, **kwargs)
+
+    return cast(View, reviewers_only)
+
+
 def pseudonym(user_id: int) -> str:
     """A labeler's stable id in exports: a keyed hash, never the username."""
     key = settings.PREFLAB_PSEUDONYM_KEY.encode()

@@ -17,12 +17,14 @@ from django.urls import URLPattern, path, reverse
 from labeling.errors import errors_text
 from labeling.forms import ImportForm
 from labeling.models import (
+    Adjudication,
     Assignment,
     Comparison,
     Completion,
     Dataset,
     ImportJob,
     Prompt,
+    PromptStats,
     Ranking,
 )
 from labeling.services import datasets, exclusion, gold, imports, leasing, password_reset
@@ -420,6 +422,54 @@ class ComparisonAdmin(ReadOnlyAdmin):
     list_filter = ["dataset", "margin", "strength"]
     search_fields = ["labeler__username", "prompt__external_id"]
     list_select_related = ["prompt__dataset", "labeler", "chosen", "rejected"]
+
+
+class SafetyFlagged(admin.SimpleListFilter):
+    title = "safety flags"
+    parameter_name = "flagged"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Flagged for safety"), ("no", "Not flagged")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(safety_flags__gt=0)
+        if self.value() == "no":
+            return queryset.filter(safety_flags=0)
+        return queryset
+
+
+@admin.register(PromptStats)
+class PromptStatsAdmin(ReadOnlyAdmin):
+    """Computed by the quality report's worker (`labeling.services.prompt_stats`)."""
+
+    list_display = [
+        "prompt",
+        "labels",
+        "agreement",
+        "min_margin",
+        "safety_flags",
+        "model_contradiction",
+        "need",
+        "is_gold",
+        "adjudicated",
+        "computed_at",
+    ]
+    list_filter = ["dataset", "adjudicated", "is_gold", SafetyFlagged, "labels"]
+    search_fields = ["prompt__external_id"]
+    ordering = ["-need", "prompt"]
+    list_select_related = ["prompt__dataset"]
+    show_full_result_count = False
+
+
+@admin.register(Adjudication)
+class AdjudicationAdmin(ReadOnlyAdmin):
+    """Made on the review pages; history, never edited."""
+
+    list_display = ["pk", "prompt", "reviewer", "overturned", "promoted_to_gold", "created_at"]
+    list_filter = ["dataset", "overturned", "promoted_to_gold"]
+    search_fields = ["prompt__external_id", "reviewer__username", "note"]
+    list_select_related = ["prompt__dataset", "reviewer"]
 
 
 admin.site.unregister(User)

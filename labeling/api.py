@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -20,12 +20,14 @@ from rest_framework.response import Response
 from labeling import exports
 from labeling.accounts import is_service, labeler_with_pseudonym
 from labeling.models import (
+    Adjudication,
     Asked,
     Assignment,
     Comparison,
     Dataset,
     ImportJob,
     Prompt,
+    PromptStats,
     Ranking,
     Strength,
 )
@@ -39,6 +41,8 @@ from labeling.serializers import (
     ImportCreateSerializer,
     ImportJobSerializer,
     PromptSerializer,
+    PromptStatsParamsSerializer,
+    PromptStatsSerializer,
     QualityReportSerializer,
     RankingExportParamsSerializer,
     RankingInputSerializer,
@@ -321,12 +325,15 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
         labeler=params.get("labeler"),
         min_margin=params.get("min_margin"),
     )
-    if params["consensus"]:
+    if params["consensus"] or params["adjudicated"]:
         prompts = dataset.prompts.all()
         if params["exclude_gold"]:
             prompts = prompts.filter(is_gold=False)
+        if params["adjudicated"]:
+            prompts = prompts.filter(Exists(Adjudication.objects.filter(prompt=OuterRef("pk"))))
         lines = exports.consensus_lines(
             prompts,
+            adjudicated_only=params["adjudicated"],
             ranking_cursor=rankings.export_cursor(dataset=dataset, model=Ranking),
             format=row_format,
             include_ids=params["include_ids"],
@@ -387,3 +394,55 @@ def quality_report(request: Request, slug: str) -> Response:
             }
         ).data
     )
+
+
+# --- Per-prompt statistics ------------------------------------------------------------------
+
+
+def filtered_stats(stats: QuerySet[PromptStats], params: dict[str, Any]) -> QuerySet[PromptStats]:
+    """The stats rows that pass the validated filters, in the asked ordering."""
+    bounds = {
+        "min_labels": "labels__gte",
+        "max_agreement": "agreement__lte",
+        "max_margin": "min_margin__lte",
+        "min_need": "need__gte",
+        "min_contradiction": "model_contradiction__gte",
+    }
+    for name, lookup in bounds.items():
+        if name in params:
+            stats = stats.filter(**{lookup: params[name]})
+    if params["flagged"] is not None:
+        stats = (
+            stats.filter(safety_flags__gt=0) if params["flagged"] else stats.filter(safety_flags=0)
+        )
+    for name in ("adjudicated", "is_gold"):
+        if params[name] is not None:
+            stats = stats.filter(**{name: params[name]})
+    if params["in_queue"] is not None:
+        queued = PromptStats.objects.in_review_queue().values("pk")
+        stats = stats.filter(pk__in=queued) if params["in_queue"] else stats.exclude(pk__in=queued)
+    name = params["ordering"].lstrip("-")
+    field = F("prompt_id" if name == "prompt" else name)
+    first = (
+        field.desc(nulls_last=True)
+        if params["ordering"].startswith("-")
+        else field.asc(nulls_last=True)
+    )
+    return stats.order_by(first, "prompt_id")
+
+
+@extend_schema(
+    parameters=[PromptStatsParamsSerializer],
+    summary="Per-prompt statistics (agreement, consensus, margins, flags, need), paginated",
+)
+class PromptStatsList(generics.ListAPIView):
+    serializer_class = PromptStatsSerializer
+    permission_classes = [IsStaffOrService]
+
+    def get_queryset(self) -> QuerySet[PromptStats]:
+        dataset = get_object_or_404(Dataset, slug=self.kwargs["slug"])
+        params = PromptStatsParamsSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        stats = PromptStats.objects.filter(dataset=dataset).select_related("prompt")
+        stats = stats.defer("prompt__messages", "prompt__metadata", "prompt__gold_order")
+        return filtered_stats(stats, params.validated_data)

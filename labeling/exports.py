@@ -21,7 +21,7 @@ from django.db.models import Func, JSONField, Model, QuerySet, TextField
 from labeling import consensus, orders
 from labeling.accounts import pseudonym
 from labeling.formats import render_hh_dialogue
-from labeling.models import Comparison, Completion, Prompt, Ranking
+from labeling.models import Adjudication, Comparison, Completion, Prompt, Ranking
 
 COMPARISON_FORMATS = ("trl", "trl-conversational", "hh", "openai")
 FORMATS = (*COMPARISON_FORMATS, "rankings")
@@ -283,25 +283,46 @@ def consensus_lines(
     render_text: bool = False,
     min_agreement: float | None = None,
     min_labelers: int = 1,
+    adjudicated_only: bool = False,
 ) -> Iterator[bytes]:
     """One JSON line per completion pair of each prompt that its consensus order separates and
     a strict majority of its counted labelers (rankings up to `ranking_cursor`) ordered the same
     way (`labeling.consensus.consensus_pairs`); with `include_ids`, each
-    row adds its `vote_share` and `voters`."""
+    row adds its `vote_share` and `voters`.
+
+    A prompt a reviewer adjudicated gives the pairs of its newest adjudicated order instead, as
+    a labeler's ranking of that order would (every two completions in different tie groups,
+    whatever `min_agreement` and `min_labelers` say). Each row says which in `source`
+    ("consensus" or "adjudicated"); `adjudicated_only` leaves out the prompts without one."""
     last = 0
     while chunk := list(
         prompts.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[: CHUNK_SIZE // 5]
     ):
         last = chunk[-1]
-        by_prompt = counted_orders(chunk, cursor=ranking_cursor)
-        pairs = []
+        settled = adjudicated_orders(chunk)
+        by_prompt = {} if adjudicated_only else counted_orders(chunk, cursor=ranking_cursor)
+        pairs: list[tuple[int, dict[str, Any]]] = []
         for prompt_id, prompt_orders in by_prompt.items():
+            if prompt_id in settled:
+                continue
             completion_ids = orders.members(prompt_orders[0])
-            for pair in consensus.consensus_pairs(completion_ids, prompt_orders):
-                if pair["vote_share"] >= (min_agreement or 0) and pair["voters"] >= min_labelers:
-                    pairs.append((prompt_id, pair))
+            for agreed in consensus.consensus_pairs(completion_ids, prompt_orders):
+                if (
+                    agreed["vote_share"] >= (min_agreement or 0)
+                    and agreed["voters"] >= min_labelers
+                ):
+                    pairs.append((prompt_id, {**agreed, "source": "consensus"}))
+        for prompt_id, (adjudication_id, order) in settled.items():
+            for better, worse, margin in orders.comparison_pairs(order):
+                pairs.append(
+                    (
+                        prompt_id,
+                        {"chosen": better, "rejected": worse, "margin": margin}
+                        | {"source": "adjudicated", "id": adjudication_id},
+                    )
+                )
         encoded_prompts = {}
-        for prompt_id, messages in rows_by_id(Prompt, ("id", "messages"), by_prompt):
+        for prompt_id, messages in rows_by_id(Prompt, ("id", "messages"), {*by_prompt, *settled}):
             pair_format = line_format(format, messages, render_text)
             encoded_prompts[prompt_id] = (pair_format, prompt_json(pair_format, messages))
         completions = {
@@ -319,6 +340,7 @@ def consensus_lines(
                 completions[pair["rejected"]],
             )
             line = comparison_line(*encoded_prompts[prompt_id], chosen, rejected)
+            fields: dict[str, Any] = {"source": pair["source"]}
             if include_ids:
                 ids = {
                     "prompt": prompt_id,
@@ -327,12 +349,26 @@ def consensus_lines(
                     "chosen_external": chosen_external,
                     "rejected_external": rejected_external,
                 }
-                line = with_fields(
-                    line, {"ids": ids, "vote_share": pair["vote_share"], "voters": pair["voters"]}
-                )
-            lines.append(line)
+                if pair["source"] == "adjudicated":
+                    ids["adjudication"] = pair["id"]
+                    fields |= {"ids": ids, "margin": pair["margin"]}
+                else:
+                    fields |= {"ids": ids, "vote_share": pair["vote_share"]}
+                    fields["voters"] = pair["voters"]
+            lines.append(with_fields(line, fields))
         if lines:
             yield ("\n".join(lines) + "\n").encode()
+
+
+def adjudicated_orders(prompt_ids: Iterable[int]) -> dict[int, tuple[int, orders.Order]]:
+    """prompt id -> (id, order) of its newest adjudication, for those of `prompt_ids` that have
+    one."""
+    return {
+        prompt_id: (pk, order)
+        for pk, prompt_id, order in Adjudication.objects.filter(prompt_id__in=list(prompt_ids))
+        .latest_per_prompt()
+        .values_list("pk", "prompt_id", "order")
+    }
 
 
 RANKING_COLUMNS = (

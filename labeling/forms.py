@@ -306,3 +306,50 @@ class GoldOrderForm(forms.Form):
             return orders.from_text(self.cleaned_data["order"])
         except ValueError as error:
             raise forms.ValidationError(str(error)) from None
+
+
+class AdjudicationForm(forms.Form):
+    """A reviewer's final order: a rank 1..K per completion (the same number ties), or the
+    labelers' consensus (`action=accept`), with a note and whether to make it gold too."""
+
+    action = forms.ChoiceField(choices=[("save", "Save"), ("accept", "Accept the consensus")])
+    note = forms.CharField(
+        required=False,
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="Note (why this order)",
+    )
+    gold = forms.BooleanField(required=False, label="Also make it a gold prompt with this order")
+
+    def __init__(self, *args: Any, completions: list[Completion], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.completions = completions
+        count = len(completions)
+        message = f"A rank is a number from 1 to {count}."
+        for completion in completions:
+            self.fields[f"rank_{completion.pk}"] = forms.IntegerField(
+                min_value=1,
+                max_value=count,
+                required=False,
+                label=completion.external_id,
+                widget=forms.NumberInput(attrs={"class": "rank-input"}),
+                error_messages={"min_value": message, "max_value": message, "invalid": message},
+            )
+
+    def rank_fields(self) -> list[tuple[Completion, forms.BoundField]]:
+        return [(c, self[f"rank_{c.pk}"]) for c in self.completions]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        if data.get("action") != "save":
+            return data
+        ranks = {c.pk: data.get(f"rank_{c.pk}") for c in self.completions}
+        if any(rank is None for rank in ranks.values()):
+            if not self.errors:
+                raise forms.ValidationError(
+                    "Give every completion a rank, or accept the consensus."
+                )
+            return data
+        data["order"] = orders.from_ranks(cast(dict[int, int], ranks))
+        return data

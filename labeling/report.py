@@ -13,7 +13,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
 
 import numpy as np
 
@@ -125,6 +125,14 @@ class DailyCount(TypedDict):
     count: int
 
 
+class ReviewFigures(TypedDict):
+    """Adjudications by reviewers (`AdjudicationQuerySet.overturn_figures`)."""
+
+    adjudicated: int
+    overturned: int
+    overturn_rate: float | None
+
+
 class ReportData(TypedDict):
     """The JSON of `QualityReport.data`, which the dashboard and the API show."""
 
@@ -138,6 +146,8 @@ class ReportData(TypedDict):
     disputed: list[DisputedPrompt]
     unanimous: int
     criteria: list[str]
+    # Added by the service, which reads the adjudications.
+    review: NotRequired[ReviewFigures]
 
 
 @dataclass

@@ -5,6 +5,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from labeling import review
 from labeling.exports import COMPARISON_FORMATS
 from labeling.formats import FORMATS as IMPORT_FORMATS
 from labeling.models import (
@@ -16,6 +17,7 @@ from labeling.models import (
     Flag,
     ImportJob,
     Prompt,
+    PromptStats,
     Strength,
 )
 
@@ -344,7 +346,17 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
         error_messages={"invalid": "Must be a whole number of labelers."},
     )
 
+    adjudicated = serializers.BooleanField(
+        default=False,
+        help_text=(
+            "Only the pairs of reviewers' adjudicated orders (the newest per prompt), one row per "
+            'pair as a ranking of that order would give, each with "source": "adjudicated".'
+        ),
+        error_messages={"invalid": "Use true or false."},
+    )
+
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        data = self.check_adjudicated_options(data)
         if data["since"] and ("min_agreement" in data or data["min_labelers"] > 1):
             raise serializers.ValidationError(
                 {
@@ -362,6 +374,28 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
                     raise serializers.ValidationError(
                         {name: "Applies to single labelers' comparisons, not to consensus=true."}
                     )
+        return data
+
+    def check_adjudicated_options(self, data: dict[str, Any]) -> dict[str, Any]:
+        """adjudicated=true is a whole pull of reviewers' orders: no labeler filters."""
+        if not data["adjudicated"]:
+            return data
+        if data["since"]:
+            raise serializers.ValidationError(
+                {"since": "Adjudications change as reviewers work: pull them whole, no since."}
+            )
+        for name in ("labeler", "min_margin", "min_agreement"):
+            if name in data:
+                raise serializers.ValidationError(
+                    {name: "Applies to labelers' comparisons, not to adjudicated=true."}
+                )
+        if data["consensus"] or data["min_labelers"] > 1:
+            raise serializers.ValidationError(
+                {
+                    "adjudicated": "Choose adjudicated=true or consensus (which prefers "
+                    "adjudicated orders anyway), not both; min_labelers does not apply."
+                }
+            )
         return data
 
 
@@ -385,3 +419,70 @@ class QualityReportSerializer(serializers.Serializer):
             "alpha with 95% bootstrap intervals), labelers, flags, disputed prompts."
         ),
     )
+
+
+STATS_ORDERINGS = ("need", "agreement", "min_margin", "labels", "model_contradiction", "prompt")
+
+
+class PromptStatsParamsSerializer(serializers.Serializer):
+    """Filters of the per-prompt statistics; each is optional, errors say what is accepted."""
+
+    ordering = serializers.ChoiceField(
+        choices=[*STATS_ORDERINGS, *(f"-{name}" for name in STATS_ORDERINGS)],
+        default="-need",
+        help_text="A field, or -field for descending; empty values go last.",
+    )
+    min_labels = serializers.IntegerField(min_value=0, max_value=10_000, required=False)
+    max_agreement = serializers.FloatField(min_value=0, max_value=1, required=False)
+    max_margin = serializers.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        help_text="Only prompts whose thinnest pair margin is at most this.",
+    )
+    min_need = serializers.FloatField(min_value=0, max_value=100, required=False)
+    min_contradiction = serializers.FloatField(min_value=0, max_value=1, required=False)
+    flagged = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="Given a safety flag (or not)."
+    )
+    adjudicated = serializers.BooleanField(required=False, allow_null=True, default=None)
+    is_gold = serializers.BooleanField(required=False, allow_null=True, default=None)
+    in_queue = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="In the review queue (or not)."
+    )
+
+
+class PromptStatsSerializer(serializers.ModelSerializer):
+    external_id = serializers.CharField(source="prompt.external_id")
+    reasons = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PromptStats
+        fields = [
+            "prompt",
+            "external_id",
+            "labels",
+            "agreement",
+            "consensus",
+            "min_margin",
+            "flags",
+            "safety_flags",
+            "is_gold",
+            "adjudicated",
+            "model_version",
+            "model_scores",
+            "model_contradiction",
+            "need",
+            "reasons",
+            "computed_at",
+        ]
+        read_only_fields = fields
+
+    def get_reasons(self, stats: PromptStats) -> list[str]:
+        return review.reasons(
+            agreement=stats.agreement,
+            min_margin=stats.min_margin,
+            flags=stats.flags,
+            model_contradiction=stats.model_contradiction,
+            model_version=stats.model_version,
+        )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import views
+from labeling import review_views, views
 
 app_name = "labeling"
 urlpatterns = [
@@ -24,6 +24,18 @@ urlpatterns = [
         "quality/<slug:slug>/prompts/<int:prompt_id>/gold/",
         views.quality_gold,
         name="quality-gold",
+    ),
+    path("review/", review_views.review_index, name="review-index"),
+    path("review/<slug:slug>/", review_views.review_queue, name="review-queue"),
+    path(
+        "review/<slug:slug>/prompts/<int:prompt_id>/",
+        review_views.review_prompt,
+        name="review-prompt",
+    ),
+    path(
+        "review/<slug:slug>/prompts/<int:prompt_id>/adjudicate/",
+        review_views.review_adjudicate,
+        name="review-adjudicate",
     ),
     path(
         "labelers/<int:user_id>/exclude/",

@@ -28,7 +28,7 @@ from labeling import charts, consensus, orders
 from labeling.accounts import staff_required
 from labeling.errors import errors_text
 from labeling.forms import GoldOrderForm, RankingForm, SkipForm
-from labeling.models import Assignment, Dataset, Prompt, Ranking
+from labeling.models import Adjudication, Assignment, Dataset, Prompt, Ranking
 from labeling.services import exclusion, gold, leasing, quality_report, rankings
 
 
@@ -233,6 +233,8 @@ def quality_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "descending": descending,
         "columns": LABELER_COLUMNS.items(),
         "warnings": warnings(),
+        # Read live (one query): an adjudication changes no ranking, so no report refresh.
+        "review": Adjudication.objects.filter(dataset=dataset).overturn_figures(),
     }
     if data:
         agreement = data["agreement"]

@@ -32,6 +32,13 @@ class TrainingRunForm(forms.Form):
         help_text="Gold prompts are quality checks and are left out unless this is ticked.",
     )
 
+    prefer_adjudicated = forms.BooleanField(
+        required=False,
+        label="Prefer adjudicated orders",
+        help_text="For a prompt a reviewer adjudicated, train on the pairs of the reviewer's "
+        "order instead of its labelers' comparisons.",
+    )
+
     def clean_l2_penalty(self) -> float | None:
         value: float | None = self.cleaned_data["l2_penalty"]
         if value is not None and value <= 0:
@@ -61,6 +68,8 @@ class TrainingRunForm(forms.Form):
             "seed": data["seed"],
             "include_gold": data["include_gold"],
         }
+        if data["prefer_adjudicated"]:
+            config["adjudicated"] = "prefer"
         if data["l2_penalty"] is not None:
             config["fit"] = {"l2_penalty": data["l2_penalty"]}
         return config

@@ -24,8 +24,16 @@ from django.utils import timezone
 
 from labeling import orders
 from labeling.errors import failure_text
-from labeling.models import Completion, Dataset, Prompt, QualityReport, Ranking, labeler_counts
-from labeling.services import jobs
+from labeling.models import (
+    Adjudication,
+    Completion,
+    Dataset,
+    Prompt,
+    QualityReport,
+    Ranking,
+    labeler_counts,
+)
+from labeling.services import jobs, prompt_stats
 
 if TYPE_CHECKING:  # the figures need numpy: imported by what computes them, not with this module
     from labeling import report
@@ -84,11 +92,14 @@ def refresh_report(*, dataset_id: int) -> QualityReport | None:
     started = time.monotonic()
     stored, _ = QualityReport.objects.get_or_create(dataset=dataset)
     generation = stored.generation
+    # Stats rows are recomputed in full after an invalidation, else only where rankings came.
+    stats_since = 0 if stored.invalidated else stored.ranking_cursor
     # Read first: rankings committed while computing make the next view refresh again.
     cursor = Ranking.objects.filter(dataset=dataset).aggregate(top=Max("pk"))["top"] or 0
     rows = QualityReport.objects.filter(pk=stored.pk)
     try:
         data = compute_report(dataset=dataset, cursor=cursor)
+        prompt_stats.refresh_prompt_stats(dataset=dataset, cursor=cursor, since=stats_since)
     except Exception as error:
         jobs.record_failure(rows, error, refresh_queued_at=timezone.now())
         raise
@@ -179,6 +190,7 @@ def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:
         labels_per_prompt=dataset.labels_per_prompt,
     )
     _describe_disputed(data["disputed"])
+    data["review"] = Adjudication.objects.filter(dataset=dataset).overturn_figures()  # type: ignore[typeddict-item]
     return data
 
 

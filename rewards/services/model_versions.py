@@ -54,6 +54,9 @@ def model_card(
             "prompts": metrics["prompts"]["total"],
             "completions": len(data.completion_ids),
             "comparison_ids_sha256": data.ids_sha256,
+            # With config.adjudicated "prefer": the pairs of reviewers' adjudicated orders, in
+            # place of their prompts' labelers' comparisons; their ids are negative stand-ins.
+            "adjudicated_pairs": int(np.count_nonzero(data.comparison_ids < 0)),
             "excluded": (
                 "labelers excluded (deactivated)"
                 if config.get("include_gold")

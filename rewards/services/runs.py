@@ -17,6 +17,9 @@ from labeling.services import jobs
 from rewards.models import TrainingRun
 
 DEFAULT_HELD_OUT_SHARE = 0.2
+# "ignore": the labelers' comparisons only; "prefer": for a prompt a reviewer adjudicated, the
+# pairs of its newest adjudicated order instead of its labelers' comparisons.
+ADJUDICATED_MODES = ("ignore", "prefer")
 # Where each stage starts and ends on the run's progress bar.
 STAGES = {
     "loading": (0.0, 0.1),
@@ -31,7 +34,7 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a run's options and fill in the defaults; a ValidationError names the field."""
     from rewards import features, fitting  # the ML stack, loaded by what trains, not at start
 
-    known = {"features", "fit", "held_out_share", "seed", "include_gold"}
+    known = {"features", "fit", "held_out_share", "seed", "include_gold", "adjudicated"}
     unknown = set(data) - known
     if unknown:
         raise ValidationError(
@@ -54,12 +57,18 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
     include_gold = data.get("include_gold", False)
     if not isinstance(include_gold, bool):
         raise ValidationError({"include_gold": "Must be true or false."})
+    adjudicated = data.get("adjudicated", "ignore")
+    if adjudicated not in ADJUDICATED_MODES:
+        raise ValidationError(
+            {"adjudicated": f"Use one of {', '.join(ADJUDICATED_MODES)} (or leave it out)."}
+        )
     return {
         "features": feature_config.to_dict(),
         "fit": fit_config.to_dict(),
         "held_out_share": float(share),
         "seed": seed,
         "include_gold": include_gold,
+        "adjudicated": adjudicated,
     }
 
 

@@ -31,6 +31,7 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
         feature_config=feature_config,
         report=report,
         include_gold=config.get("include_gold", False),
+        adjudicated=config.get("adjudicated", "ignore"),
     )
 
     # Training pairs first, held-out ones last: both are slices (views) of the data's arrays.

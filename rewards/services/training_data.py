@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from scipy import sparse
 
-from labeling.models import Comparison, Completion, Dataset, Prompt
+from labeling import orders
+from labeling.models import Adjudication, Comparison, Completion, Dataset, Prompt
 from rewards import features
 
 CHUNK_SIZE = 20_000
@@ -22,6 +23,7 @@ POSITION_BLOCK = 1 << 16
 # Completions are featurized in smaller chunks: featurizing needs ~8x its result's memory for a
 # moment (token strings, hashed names, intermediate blocks), ~100 MB for 5,000 completions.
 COMPLETION_CHUNK_SIZE = 5_000
+PAIRS_PER_ADJUDICATION = 64
 
 Report = Callable[..., None]
 
@@ -68,6 +70,7 @@ def load_training_data(
     feature_config: features.FeatureConfig,
     report: Report,
     include_gold: bool = False,
+    adjudicated: str = "ignore",
 ) -> TrainingData:
     """Stream the comparisons (excluded labelers left out, and gold prompts unless asked for) in
     primary key chunks, then featurize each distinct completion once: pairs are rows indices
@@ -79,7 +82,16 @@ def load_training_data(
     comparisons = Comparison.objects.counted().filter(dataset__in=datasets)
     if not include_gold:
         comparisons = comparisons.filter(prompt__is_gold=False)
-    columns = _load_columns(comparisons, report)
+    columns = _empty_columns()
+    if adjudicated == "prefer":
+        settled = Adjudication.objects.filter(dataset__in=datasets).latest_per_prompt()
+        if not include_gold:
+            settled = settled.filter(prompt__is_gold=False)
+        _add_adjudicated_pairs(columns, settled)
+        comparisons = comparisons.exclude(
+            Exists(Adjudication.objects.filter(prompt=OuterRef("prompt")))
+        )
+    _load_columns(columns, comparisons, report)
     if not columns["pk"]:
         raise ValidationError("There are no comparisons to train on in these datasets yet.")
     # Each column becomes an array on its own buffer (np.frombuffer copies nothing); a column is
@@ -113,17 +125,45 @@ def load_training_data(
     )
 
 
-def _load_columns(comparisons: QuerySet[Comparison], report: Report) -> dict[str, array[int]]:
-    """The comparisons' ids, prompts, chosen and rejected completions and margins, each column
-    a compact array, read in primary key chunks."""
-    total = comparisons.count()
-    columns: dict[str, array[int]] = {
+def _empty_columns() -> dict[str, array[int]]:
+    return {
         "pk": array("q"),
         "prompt": array("q"),
         "chosen": array("q"),
         "rejected": array("q"),
         "margin": array("h"),  # a PositiveSmallIntegerField: 1 to 32767
     }
+
+
+def adjudicated_pair_id(adjudication_id: int, index: int) -> int:
+    """The stand-in comparison id of the `index`th pair of an adjudicated order: negative, so
+    that these pairs, loaded first, keep the ids sorted and never meet a real comparison's id
+    (an order of at most 9 completions has at most 36 pairs)."""
+    return -(adjudication_id * PAIRS_PER_ADJUDICATION + index) - 1
+
+
+def _add_adjudicated_pairs(
+    columns: dict[str, array[int]], adjudications: QuerySet[Adjudication]
+) -> None:
+    """The pairs of the adjudicated orders, as a labeler's ranking of each would give them,
+    sorted by their stand-in ids (`adjudicated_pair_id`). Adjudications are few (a reviewer
+    makes each), so they are read at once."""
+    rows = sorted(
+        (adjudicated_pair_id(pk, index), prompt_id, chosen, rejected, margin)
+        for pk, prompt_id, order in adjudications.values_list("pk", "prompt_id", "order")
+        for index, (chosen, rejected, margin) in enumerate(orders.comparison_pairs(order))
+    )
+    if rows:
+        for column, values in zip(columns.values(), zip(*rows, strict=True), strict=True):
+            column.extend(values)
+
+
+def _load_columns(
+    columns: dict[str, array[int]], comparisons: QuerySet[Comparison], report: Report
+) -> dict[str, array[int]]:
+    """Append the comparisons' ids, prompts, chosen and rejected completions and margins to
+    `columns`, each a compact array, read in primary key chunks."""
+    total = comparisons.count()
     last = 0
     while chunk := list(
         comparisons.filter(pk__gt=last)
