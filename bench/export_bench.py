@@ -68,7 +68,7 @@ COLUMNS = {  # the columns each COPY gives, in the order of `synthetic_rows`' tu
     "auth_user": "id, password, is_superuser, username, first_name, last_name, email, is_staff, "
     "is_active, date_joined",
     "labeling_dataset": "id, name, slug, description, guidelines, guidelines_version, criteria, "
-    "labels_per_prompt, gold_rate, status, created_at",
+    "labels_per_prompt, gold_rate, status, created_at, ratings, strength",
     "labeling_prompt": "id, external_id, messages, metadata, content_hash, is_gold, created_at, "
     "dataset_id",
     "labeling_completion": "id, external_id, text, model_name, metadata, position, prompt_id",
@@ -100,7 +100,8 @@ def synthetic_rows(
     rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in COLUMNS}
     for u in range(1, LABELERS + 2):  # user1 is the staff user who exports
         rows["auth_user"].append((u, "!", u == 1, f"user{u}", "", "", "", u == 1, True, now))
-    rows["labeling_dataset"].append((1, "Bench", SLUG, "", "", 1, "[]", 3, 0.0, "active", now))
+    dataset = (1, "Bench", SLUG, "", "", 1, "[]", 3, 0.0, "active", now, "optional", "optional")
+    rows["labeling_dataset"].append(dataset)
     for r in range(1, rankings + 1):
         p, label = (r - 1) // per_prompt + 1, (r - 1) % per_prompt
         first = completions * (p - 1) + 1
