@@ -8,7 +8,9 @@ For each shape and size, a fresh PostgreSQL database is migrated and filled with
 `ranked` is 3 rankings of 4 completions a prompt (18 comparisons a prompt), `hh` one ranking of
 2 completions a prompt (one comparison a prompt, as Anthropic HH). Then each export runs in its own
 child process through Django's test Client, as a staff user, with DEBUG off; the child counts the
-streamed lines and reports its peak RSS growth. The floor is a plain COPY of the joined rows.
+streamed lines (a Parquet pull, `trl.parquet` say, is written to a file whose footer gives the
+rows once the pull is timed) and reports its peak RSS growth. The floor is a plain COPY of the
+joined rows.
 With --runs N each export (and the floor) runs N times on the same data and the table gives the
 run of median time, the rates of all runs and the load average before them: the machine may
 be shared.
@@ -36,7 +38,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
-FORMATS = ("trl", "trl-conversational", "hh", "openai", "rankings")
+PAIR_FORMATS = ("trl", "trl-conversational", "hh", "openai")
+PARQUET = ".parquet"  # a pair format with this suffix: the same pull with output=parquet
+FORMATS = (*PAIR_FORMATS, "rankings", *(format + PARQUET for format in PAIR_FORMATS))
 SLUG = "bench"
 LABELERS = 30
 TARGET_RATIO, TARGET_ROWS_PER_S = 1 / 3, 100_000
@@ -68,7 +72,7 @@ COLUMNS = {  # the columns each COPY gives, in the order of `synthetic_rows`' tu
     "auth_user": "id, password, is_superuser, username, first_name, last_name, email, is_staff, "
     "is_active, date_joined",
     "labeling_dataset": "id, name, slug, description, guidelines, guidelines_version, criteria, "
-    "labels_per_prompt, gold_rate, status, created_at",
+    "labels_per_prompt, gold_rate, status, created_at, ratings, strength",
     "labeling_prompt": "id, external_id, messages, metadata, content_hash, is_gold, created_at, "
     "dataset_id",
     "labeling_completion": "id, external_id, text, model_name, metadata, position, prompt_id",
@@ -100,7 +104,8 @@ def synthetic_rows(
     rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in COLUMNS}
     for u in range(1, LABELERS + 2):  # user1 is the staff user who exports
         rows["auth_user"].append((u, "!", u == 1, f"user{u}", "", "", "", u == 1, True, now))
-    rows["labeling_dataset"].append((1, "Bench", SLUG, "", "", 1, "[]", 3, 0.0, "active", now))
+    dataset = (1, "Bench", SLUG, "", "", 1, "[]", 3, 0.0, "active", now, "optional", "optional")
+    rows["labeling_dataset"].append(dataset)
     for r in range(1, rankings + 1):
         p, label = (r - 1) // per_prompt + 1, (r - 1) % per_prompt
         first = completions * (p - 1) + 1
@@ -171,15 +176,25 @@ def export(format: str, profile: bool) -> dict[str, Any]:
 
     client = Client()
     client.force_login(get_user_model().objects.get(username="user1"))
+    parquet = format.endswith(PARQUET)
+    format = format.removesuffix(PARQUET)
     query = {"format": format} if format != "rankings" else {}
+    if parquet:
+        query["output"] = "parquet"
     path = f"/api/v1/datasets/{SLUG}/{'rankings' if format == 'rankings' else 'comparisons'}/"
+    written = tempfile.NamedTemporaryFile(suffix=PARQUET)  # noqa: SIM115 (the child ends soon)
 
     def pull(params: dict[str, Any]) -> tuple[int, int]:
         response = client.get(path, params)
         assert response.status_code == 200, response.status_code
         rows = size = 0
+        written.seek(0)
+        written.truncate()
         for chunk in response.streaming_content:  # type: ignore[attr-defined]
-            rows += chunk.count(b"\n")
+            if parquet:
+                written.write(chunk)
+            else:
+                rows += chunk.count(b"\n")
             size += len(chunk)
         response.close()
         return rows, size
@@ -196,15 +211,16 @@ def export(format: str, profile: bool) -> dict[str, Any]:
         start = time.perf_counter()
         rows, size = pull(query)
         seconds = time.perf_counter() - start
+    rss = peak_rss_mib() - rss_before
+    if parquet:
+        import pyarrow.parquet as pq
+
+        written.flush()
+        rows = pq.ParquetFile(written.name).metadata.num_rows
     if profiler is not None:
         for order, lines in (("cumulative", 35), ("tottime", 25)):
             pstats.Stats(profiler, stream=sys.stderr).sort_stats(order).print_stats(lines)
-    return {
-        "rows": rows,
-        "mib": size / 2**20,
-        "seconds": seconds,
-        "rss": peak_rss_mib() - rss_before,
-    }
+    return {"rows": rows, "mib": size / 2**20, "seconds": seconds, "rss": rss}
 
 
 def copy_floor() -> dict[str, Any]:
@@ -278,7 +294,7 @@ def main() -> None:
         return
 
     header = (
-        f"{'comparisons':>11} {'format':<18} {'rows':>9} {'MiB':>7} {'seconds':>8} "
+        f"{'comparisons':>11} {'format':<26} {'rows':>9} {'MiB':>7} {'seconds':>8} "
         f"{'rows/s':>9} {'x COPY':>7} {'RSS +MiB':>8}  rows/s of each run"
     )
     for shape in args.shapes:
@@ -316,7 +332,7 @@ def measure_shape(
                     rate, floor_rate = r["rows"] / r["seconds"], floor["rows"] / floor["seconds"]
                     each = " ".join(f"{run['rows'] / run['seconds']:,.0f}" for run in runs)
                     print(
-                        f"{n:>11,} {format:<18} {r['rows']:>9,} {r['mib']:>7.1f} "
+                        f"{n:>11,} {format:<26} {r['rows']:>9,} {r['mib']:>7.1f} "
                         f"{r['seconds']:>8.2f} {rate:>9,.0f} {rate / floor_rate:>7.2f} "
                         f"{r['rss']:>8.1f}  {each}",
                         flush=True,
@@ -346,22 +362,32 @@ def report_targets(
     floor = results[big, "COPY"]
     floor_rate = floor["rows"] / floor["seconds"]
     for format in formats:
-        if format == "rankings":
+        if format == "rankings" or format.endswith(PARQUET):
             continue
         pairs = results[big, format]
         rate = pairs["rows"] / pairs["seconds"]
         met = rate >= TARGET_RATIO * floor_rate and rate >= TARGET_ROWS_PER_S
         print(
-            f"speed:  {format:<18} {rate:,.0f} rows/s = {rate / floor_rate:.2f} x COPY "
+            f"speed:  {format:<26} {rate:,.0f} rows/s = {rate / floor_rate:.2f} x COPY "
             f"({floor_rate:,.0f} rows/s) at {big:,} -> {'met' if met else 'NOT met'}"
         )
+    for format in formats:
+        if format.endswith(PARQUET) and (jsonl := format.removesuffix(PARQUET)) in formats:
+            rate, jsonl_rate = (
+                results[big, name]["rows"] / results[big, name]["seconds"]
+                for name in (format, jsonl)
+            )
+            print(
+                f"parquet: {format:<26} {rate:,.0f} rows/s beside {jsonl} JSON Lines "
+                f"{jsonl_rate:,.0f} rows/s ({rate / jsonl_rate:.2f} x) at {big:,}"
+            )
     # Below one chunk (5,000 rows) an export holds less, so flat is judged over the last 10x.
     before = sorted(sizes)[-2] if len(sizes) > 1 else big
     for format in formats:
         trail = " -> ".join(f"+{results[n, format]['rss']:.1f}" for n in sorted(sizes))
         growth = results[big, format]["rss"] - results[before, format]["rss"]
         print(
-            f"memory: {format:<18} {trail} MiB; {growth:+.1f} MiB from {before:,} to {big:,} "
+            f"memory: {format:<26} {trail} MiB; {growth:+.1f} MiB from {before:,} to {big:,} "
             f"(allowed +{FLAT_MEMORY_SLACK_MIB:.0f}) -> "
             f"{'met' if growth <= FLAT_MEMORY_SLACK_MIB else 'NOT met'}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from django.contrib.auth.models import User
@@ -17,7 +18,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from labeling import exports
+from labeling import exports, parquet
 from labeling.accounts import is_service, labeler_with_pseudonym
 from labeling.models import (
     Adjudication,
@@ -301,10 +302,19 @@ def jsonl_response(
     return response
 
 
+PAIR_EXPORT_RESPONSES = {
+    **EXPORT_RESPONSES,
+    (200, parquet.CONTENT_TYPE): OpenApiResponse(
+        OpenApiTypes.BINARY,
+        description=f"output=parquet: one Parquet file; the next cursor is in {CURSOR_HEADER}.",
+    ),
+}
+
+
 @extend_schema(
     parameters=[ComparisonExportParamsSerializer],
-    responses=EXPORT_RESPONSES,
-    summary="Stream preference pairs (chosen, rejected) as JSON Lines",
+    responses=PAIR_EXPORT_RESPONSES,
+    summary="Stream preference pairs (chosen, rejected) as JSON Lines or Parquet",
 )
 @api_view(["GET"])
 @permission_classes([IsStaffOrService])
@@ -318,39 +328,61 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
         # read its conversational form, and one file must be one form: every row gets it.
         row_format = "trl-conversational"
     cursor = export_head(dataset, Comparison, params["since"])
-    comparisons = Comparison.objects.filter(dataset=dataset).exported(
-        cursor=cursor,
-        since=params["since"],
-        exclude_gold=params["exclude_gold"],
-        labeler=params.get("labeler"),
-        min_margin=params.get("min_margin"),
-    )
+    parquet_output = params["output"] == "parquet"
+    make_rows: Callable[..., Iterator[Any]]
+    rows: Any  # JSON lines or Parquet rows, as asked
+    options = {
+        "format": row_format,
+        "include_ids": params["include_ids"],
+        "render_text": render_text,
+        "min_agreement": params.get("min_agreement"),
+        "min_labelers": params["min_labelers"],
+        "include": params["include"],
+        "split": params["split"],
+    }
     if params["consensus"] or params["adjudicated"]:
         prompts = dataset.prompts.all()
         if params["exclude_gold"]:
             prompts = prompts.filter(is_gold=False)
         if params["adjudicated"]:
             prompts = prompts.filter(Exists(Adjudication.objects.filter(prompt=OuterRef("pk"))))
-        lines = exports.consensus_lines(
+        make_rows = exports.consensus_records if parquet_output else exports.consensus_lines
+        rows = make_rows(
             prompts,
             adjudicated_only=params["adjudicated"],
             ranking_cursor=rankings.export_cursor(dataset=dataset, model=Ranking),
-            format=row_format,
-            include_ids=params["include_ids"],
-            render_text=render_text,
-            min_agreement=params.get("min_agreement"),
-            min_labelers=params["min_labelers"],
+            exclude_unacceptable=params["exclude_unacceptable"],
+            **options,
         )
     else:
-        lines = exports.comparison_lines(
-            comparisons,
-            format=row_format,
-            include_ids=params["include_ids"],
-            render_text=render_text,
-            min_agreement=params.get("min_agreement"),
-            min_labelers=params["min_labelers"],
+        comparisons = Comparison.objects.filter(dataset=dataset).exported(
+            cursor=cursor,
+            since=params["since"],
+            exclude_gold=params["exclude_gold"],
+            labeler=params.get("labeler"),
+            min_margin=params.get("min_margin"),
+            exclude_unacceptable=params["exclude_unacceptable"],
         )
-    return jsonl_response(request, lines, cursor, f"{dataset.slug}-{params['format']}.jsonl")
+        make_rows = exports.comparison_records if parquet_output else exports.comparison_lines
+        rows = make_rows(comparisons, **options)
+    filename = f"{dataset.slug}-{params['format']}"
+    if parquet_output:
+        schema = parquet.pair_schema(
+            row_format,
+            include=params["include"],
+            include_ids=params["include_ids"],
+            consensus=params["consensus"] or params["adjudicated"],
+        )
+        return parquet_response(parquet.parquet_stream(rows, schema), cursor, filename)
+    return jsonl_response(request, rows, cursor, f"{filename}.jsonl")
+
+
+def parquet_response(data: Any, cursor: int, filename: str) -> StreamingHttpResponse:
+    """A streamed Parquet file, never gzipped (its pages are compressed already)."""
+    response = StreamingHttpResponse(data, content_type=parquet.CONTENT_TYPE)
+    response[CURSOR_HEADER] = str(cursor)
+    response["Content-Disposition"] = f'attachment; filename="{filename}.parquet"'
+    return response
 
 
 @extend_schema(
@@ -369,8 +401,11 @@ def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
         since=params["since"],
         exclude_gold=params["exclude_gold"],
         labeler=params.get("labeler"),
+        exclude_unacceptable=params["exclude_unacceptable"],
     )
-    lines = exports.ranking_lines(rows, include_ids=params["include_ids"])
+    lines = exports.ranking_lines(
+        rows, include_ids=params["include_ids"], shape=params["shape"], split=params["split"]
+    )
     return jsonl_response(request, lines, cursor, f"{dataset.slug}-rankings.jsonl")
 
 

@@ -8,10 +8,12 @@ whose prompts and completions are fetched once per chunk.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -21,7 +23,7 @@ from django.db.models import Func, JSONField, Model, QuerySet, TextField
 from labeling import consensus, orders
 from labeling.accounts import pseudonym
 from labeling.formats import render_hh_dialogue
-from labeling.models import Adjudication, Comparison, Completion, Prompt, Ranking
+from labeling.models import Adjudication, Comparison, Completion, Prompt, Ranking, all_criteria
 
 COMPARISON_FORMATS = ("trl", "trl-conversational", "hh", "openai")
 FORMATS = (*COMPARISON_FORMATS, "rankings")
@@ -164,12 +166,14 @@ def rows_by_id(model: type[Model], columns: tuple[str, ...], ids: Iterable[int])
 
 
 def counted_orders(
-    prompt_ids: Iterable[int], cursor: int | None = None
+    prompt_ids: Iterable[int], cursor: int | None = None, exclude_unacceptable: bool = False
 ) -> dict[int, list[orders.Order]]:
     """The orders that count for each prompt, up to the ranking `cursor`."""
     rankings = Ranking.objects.counted().filter(prompt_id__in=set(prompt_ids))
     if cursor is not None:
         rankings = rankings.filter(pk__lte=cursor)
+    if exclude_unacceptable:
+        rankings = rankings.filter(all_unacceptable=False)
     return rankings.orders_by_prompt()
 
 
@@ -188,6 +192,154 @@ def vote_shares(
     return shares
 
 
+INCLUDES = ("models", "ratings", "flags", "metadata", "strength", "agreement")
+# A consensus pair is many labelers' verdict: one labeler's ratings, flags or strength do not
+# belong to it, and its agreement is its vote share.
+CONSENSUS_INCLUDES = ("models", "metadata", "agreement")
+# The columns each `include` name needs from a comparison's joined rows.
+INCLUDE_COLUMNS = {
+    "models": ("chosen__model_name", "rejected__model_name"),
+    "ratings": ("ranking__ratings",),
+    "flags": ("ranking__flags", "ranking__all_unacceptable"),
+    "metadata": ("prompt__metadata",),
+    "strength": ("strength",),
+    "agreement": (),
+}
+TRACE_COLUMNS = ("ranking_id", "margin", "strength", "chosen__external_id", "rejected__external_id")
+
+
+@dataclass(frozen=True)
+class Split:
+    """A deterministic train/test split by prompt: `part` is "train" or "test"."""
+
+    part: str
+    test_share: float
+    seed: int
+
+    def keeps(self, prompt_external_id: str) -> bool:
+        return in_test_part(self.seed, prompt_external_id, self.test_share) == (self.part == "test")
+
+
+def in_test_part(seed: int, prompt_external_id: str, test_share: float) -> bool:
+    """Whether a prompt is in the test part: the first 8 bytes of sha256("<seed>:<external
+    id>"), read as a big-endian number over 2**64, fall under `test_share`. A hash of the
+    prompt's own id, so every pair of a prompt lands in the same part, the parts of one seed
+    and share are disjoint and cover everything, and any machine (or a user's script) gives the
+    same split; the share is met on average, not exactly."""
+    digest = hashlib.sha256(f"{seed}:{prompt_external_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < test_share * 2**64
+
+
+def criteria_ratings(ratings: dict[str, int] | None) -> dict[str, int | None]:
+    """A completion's ratings on every criterion, None where it has none: one shape for every
+    row, so column tools (and Parquet) see fixed fields."""
+    given = ratings or {}
+    return {criterion: given.get(criterion) for criterion in all_criteria()}
+
+
+def included_fields(
+    include: tuple[str, ...],
+    row: tuple[Any, ...],
+    at: dict[str, int],
+    shares: dict[tuple[int, int, int], tuple[float, int]] | None,
+) -> dict[str, Any]:
+    """The `include` fields of one comparison's joined row (`at`: column name -> index)."""
+    fields: dict[str, Any] = {}
+    chosen_id, rejected_id = str(row[2]), str(row[3])
+    if "models" in include:
+        fields["chosen_model"] = row[at["chosen__model_name"]] or None
+        fields["rejected_model"] = row[at["rejected__model_name"]] or None
+    if "ratings" in include:
+        ratings = row[at["ranking__ratings"]]
+        fields["chosen_ratings"] = criteria_ratings(ratings.get(chosen_id))
+        fields["rejected_ratings"] = criteria_ratings(ratings.get(rejected_id))
+    if "flags" in include:
+        flags = row[at["ranking__flags"]]
+        fields["chosen_flags"] = flags.get(chosen_id, [])
+        fields["rejected_flags"] = flags.get(rejected_id, [])
+        fields["all_unacceptable"] = row[at["ranking__all_unacceptable"]]
+    if "metadata" in include:
+        fields["prompt_metadata"] = row[at["prompt__metadata"]]
+    if "strength" in include:
+        fields["strength"] = row[at["strength"]] or None
+    if "agreement" in include and shares is not None:
+        fields["agreement"], fields["voters"] = shares[row[1:4]]
+    return fields
+
+
+def comparison_chunks(
+    comparisons: QuerySet[Comparison],
+    columns: list[Any],
+    *,
+    shares_needed: bool,
+    min_agreement: float | None,
+    min_labelers: int,
+    split: Split | None,
+) -> Iterator[tuple[list[tuple[Any, ...]], dict[tuple[int, int, int], tuple[float, int]] | None]]:
+    """`comparisons`' rows of `columns` (the first four: pk, prompt_id, chosen_id, rejected_id;
+    with `split`, the last: the prompt's external id), CHUNK_SIZE at a time, in primary key
+    order, with the prompts' vote shares when `shares_needed` or a share filter asks for them.
+
+    One query is read by a cursor (a server-side one, in a transaction, on PostgreSQL), so
+    memory stays flat however many comparisons there are. `min_agreement` and `min_labelers`
+    keep only comparisons whose direction at least that share of at least that many of the
+    prompt's counted labelers gave (`vote_shares`, over every counted ranking at the time of
+    the pull)."""
+    share_filter = min_agreement is not None or min_labelers > 1
+    # Outside a transaction, Django's server-side cursors on PostgreSQL are WITH HOLD: the
+    # server runs the whole query and stores its result before the first row comes. Inside
+    # one, rows are made as they are fetched. (On SQLite, which reads as it goes anyway, a
+    # transaction would hold the write lock against every submission for the whole export.)
+    with transaction.atomic() if connection.vendor == "postgresql" else nullcontext():
+        rows = comparisons.order_by("pk").values_list(*columns).iterator(chunk_size=CHUNK_SIZE)
+        while chunk := list(islice(rows, CHUNK_SIZE)):
+            if split is not None:
+                chunk = [row for row in chunk if split.keeps(row[-1])]
+            shares = None
+            if shares_needed or share_filter:
+                shares = vote_shares(counted_orders(row[1] for row in chunk))
+            if shares is not None and share_filter:
+                chunk = [
+                    row
+                    for row in chunk
+                    if shares[row[1:4]][0] >= (min_agreement or 0)
+                    and shares[row[1:4]][1] >= min_labelers
+                ]
+            yield chunk, shares
+
+
+def pair_columns(
+    prompt_column: Any, *, include_ids: bool, include: tuple[str, ...], split: Split | None
+) -> tuple[list[Any], dict[str, int]]:
+    """The columns a comparison export reads, and where each named one is: the pair's own
+    seven, then the trace of `include_ids`, those `include` needs, the prompt's external id
+    for `split` (always last)."""
+    columns = ["pk", "prompt_id", "chosen_id", "rejected_id", prompt_column]
+    columns += ["chosen__text", "rejected__text"]
+    if include_ids:
+        columns += TRACE_COLUMNS
+    for name in include:
+        columns += [column for column in INCLUDE_COLUMNS[name] if column not in columns]
+    if split is not None:
+        columns.append("prompt__external_id")
+    return columns, {column: i for i, column in enumerate(columns) if isinstance(column, str)}
+
+
+def trace_fields(row: tuple[Any, ...], at: dict[str, int]) -> dict[str, Any]:
+    """`include_ids`: the ids that trace a comparison's row to its ranking, and its margin."""
+    strength = row[at["strength"]]
+    ids = {
+        "comparison": row[0],
+        "ranking": row[at["ranking_id"]],
+        "prompt": row[1],
+        "chosen": row[2],
+        "rejected": row[3],
+        "chosen_external": row[at["chosen__external_id"]],
+        "rejected_external": row[at["rejected__external_id"]],
+    }
+    return {"ids": ids, "margin": row[at["margin"]]} | ({"strength": strength} if strength else {})
+
+
 def comparison_lines(
     comparisons: QuerySet[Comparison],
     *,
@@ -196,15 +348,11 @@ def comparison_lines(
     render_text: bool = False,
     min_agreement: float | None = None,
     min_labelers: int = 1,
+    include: tuple[str, ...] = (),
+    split: Split | None = None,
 ) -> Iterator[bytes]:
-    """JSON Lines of `comparisons` (already filtered and bounded), in primary key order.
-
-    One query joins each comparison to its prompt and its two completions and is read
-    CHUNK_SIZE rows at a time (through a server-side cursor, in a transaction, on PostgreSQL), so
-    memory stays flat however many comparisons there are. With `min_agreement` or
-    `min_labelers`, only comparisons whose direction at least that share of at least that many
-    of the prompt's counted labelers gave (`vote_shares`, over every counted ranking at the time
-    of the pull)."""
+    """JSON Lines of `comparisons` (already filtered and bounded), in primary key order, read
+    by `comparison_chunks`; `include` adds `included_fields`, `split` keeps one part."""
     in_database = (
         connection.vendor == "postgresql" and format in PROMPT_JSON_SQL and not render_text
     )
@@ -213,94 +361,126 @@ def comparison_lines(
         if in_database
         else "prompt__messages"
     )
-    columns = ["pk", "prompt_id", "chosen_id", "rejected_id", prompt_column]
-    columns += ["chosen__text", "rejected__text"]
-    if include_ids:
-        columns += ["ranking_id", "margin", "strength"]
-        columns += ["chosen__external_id", "rejected__external_id"]
+    columns, at = pair_columns(prompt_column, include_ids=include_ids, include=include, split=split)
+    extra = include_ids or bool(include)
     last_prompt, pair_format, prompt = 0, format, ""
-    # Outside a transaction, Django's server-side cursors on PostgreSQL are WITH HOLD: the
-    # server runs the whole query and stores its result before the first row comes. Inside
-    # one, rows are made as they are fetched. (On SQLite, which reads as it goes anyway, a
-    # transaction would hold the write lock against every submission for the whole export.)
-    with transaction.atomic() if connection.vendor == "postgresql" else nullcontext():
-        rows = comparisons.order_by("pk").values_list(*columns).iterator(chunk_size=CHUNK_SIZE)
-        while chunk := list(islice(rows, CHUNK_SIZE)):
-            if min_agreement is not None or min_labelers > 1:
-                shares = vote_shares(counted_orders(row[1] for row in chunk))
-                chunk = [
-                    row
-                    for row in chunk
-                    if shares[row[1:4]][0] >= (min_agreement or 0)
-                    and shares[row[1:4]][1] >= min_labelers
-                ]
-            lines = []
-            for (
-                pk,
-                prompt_id,
-                chosen_id,
-                rejected_id,
-                prompt_value,
-                chosen,
-                rejected,
-                *trace,
-            ) in chunk:
-                # A ranking's comparisons come one after another: their prompt is encoded once.
-                if prompt_id != last_prompt:
-                    last_prompt = prompt_id
-                    if in_database:
-                        prompt = prompt_value
-                    else:
-                        pair_format = line_format(format, prompt_value, render_text)
-                        prompt = prompt_json(pair_format, prompt_value)
-                line = comparison_line(pair_format, prompt, encode(chosen), encode(rejected))
+    for chunk, shares in comparison_chunks(
+        comparisons,
+        columns,
+        shares_needed="agreement" in include,
+        min_agreement=min_agreement,
+        min_labelers=min_labelers,
+        split=split,
+    ):
+        lines = []
+        for row in chunk:
+            prompt_id, prompt_value, chosen, rejected = row[1], row[4], row[5], row[6]
+            # A ranking's comparisons come one after another: their prompt is encoded once.
+            if prompt_id != last_prompt:
+                last_prompt = prompt_id
+                if in_database:
+                    prompt = prompt_value
+                else:
+                    pair_format = line_format(format, prompt_value, render_text)
+                    prompt = prompt_json(pair_format, prompt_value)
+            line = comparison_line(pair_format, prompt, encode(chosen), encode(rejected))
+            if extra:
+                fields = included_fields(include, row, at, shares)
                 if include_ids:
-                    ranking_id, margin, strength, chosen_external, rejected_external = trace
-                    ids = {
-                        "comparison": pk,
-                        "ranking": ranking_id,
-                        "prompt": prompt_id,
-                        "chosen": chosen_id,
-                        "rejected": rejected_id,
-                        "chosen_external": chosen_external,
-                        "rejected_external": rejected_external,
-                    }
-                    fields = {"ids": ids, "margin": margin} | (
-                        {"strength": strength} if strength else {}
-                    )
-                    line = with_fields(line, fields)
-                lines.append(line)
-            if lines:
-                yield ("\n".join(lines) + "\n").encode()
+                    fields.update(trace_fields(row, at))
+                line = with_fields(line, fields)
+            lines.append(line)
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
 
 
-def consensus_lines(
-    prompts: QuerySet[Prompt],
+def comparison_records(
+    comparisons: QuerySet[Comparison],
     *,
-    ranking_cursor: int,
     format: str,
     include_ids: bool,
     render_text: bool = False,
     min_agreement: float | None = None,
     min_labelers: int = 1,
+    include: tuple[str, ...] = (),
+    split: Split | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows of `comparison_lines` as dicts, a chunk at a time (for Parquet): the same
+    fields, except that `prompt_metadata` is a JSON string and `strength` (with `include_ids`)
+    is None rather than left out."""
+    columns, at = pair_columns(
+        "prompt__messages", include_ids=include_ids, include=include, split=split
+    )
+    for chunk, shares in comparison_chunks(
+        comparisons,
+        columns,
+        shares_needed="agreement" in include,
+        min_agreement=min_agreement,
+        min_labelers=min_labelers,
+        split=split,
+    ):
+        records = []
+        for row in chunk:
+            record = pair_row(line_format(format, row[4], render_text), row[4], row[5], row[6])
+            record.update(included_fields(include, row, at, shares))
+            if include_ids:
+                record.update({"strength": None} | trace_fields(row, at))
+            records.append(record)
+        yield records
+
+
+def pair_row(pair_format: str, messages: Messages, chosen: str, rejected: str) -> dict[str, Any]:
+    """`comparison_row`, or `trl_text_row` for the "trl-text" of `line_format`."""
+    if pair_format == "trl-text":
+        return trl_text_row(messages, chosen, rejected)
+    return comparison_row(pair_format, messages, chosen, rejected)
+
+
+@dataclass
+class ConsensusChunk:
+    """The consensus pairs of a chunk of prompts, with what their rows are made of."""
+
+    pairs: list[tuple[int, dict[str, Any]]]  # a ConsensusPair, or an adjudicated pair
+    prompts: dict[int, tuple[Any, ...]]  # id -> (messages, metadata when asked)
+    completions: dict[int, tuple[Any, ...]]  # id -> (external id, text, model when asked)
+
+
+def consensus_chunks(
+    prompts: QuerySet[Prompt],
+    *,
+    ranking_cursor: int,
+    min_agreement: float | None = None,
+    min_labelers: int = 1,
+    include: tuple[str, ...] = (),
+    split: Split | None = None,
+    exclude_unacceptable: bool = False,
     adjudicated_only: bool = False,
-) -> Iterator[bytes]:
-    """One JSON line per completion pair of each prompt that its consensus order separates and
-    a strict majority of its counted labelers (rankings up to `ranking_cursor`) ordered the same
-    way (`labeling.consensus.consensus_pairs`); with `include_ids`, each
-    row adds its `vote_share` and `voters`.
+) -> Iterator[ConsensusChunk]:
+    """Each completion pair of each prompt that its consensus order separates and a strict
+    majority of its counted labelers (rankings up to `ranking_cursor`, without "all
+    unacceptable" ones when `exclude_unacceptable`) ordered the same way
+    (`labeling.consensus.consensus_pairs`), a chunk of prompts (keyset pagination) at a time.
 
     A prompt a reviewer adjudicated gives the pairs of its newest adjudicated order instead, as
     a labeler's ranking of that order would (every two completions in different tie groups,
-    whatever `min_agreement` and `min_labelers` say). Each row says which in `source`
+    whatever `min_agreement` and `min_labelers` say). Each pair says which in `source`
     ("consensus" or "adjudicated"); `adjudicated_only` leaves out the prompts without one."""
     last = 0
     while chunk := list(
-        prompts.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[: CHUNK_SIZE // 5]
+        prompts.filter(pk__gt=last)
+        .order_by("pk")
+        .values_list("pk", "external_id")[: CHUNK_SIZE // 5]
     ):
-        last = chunk[-1]
-        settled = adjudicated_orders(chunk)
-        by_prompt = {} if adjudicated_only else counted_orders(chunk, cursor=ranking_cursor)
+        last = chunk[-1][0]
+        wanted = [pk for pk, external_id in chunk if split is None or split.keeps(external_id)]
+        settled = adjudicated_orders(wanted)
+        by_prompt = (
+            {}
+            if adjudicated_only
+            else counted_orders(
+                wanted, cursor=ranking_cursor, exclude_unacceptable=exclude_unacceptable
+            )
+        )
         pairs: list[tuple[int, dict[str, Any]]] = []
         for prompt_id, prompt_orders in by_prompt.items():
             if prompt_id in settled:
@@ -314,47 +494,112 @@ def consensus_lines(
                     pairs.append((prompt_id, {**agreed, "source": "consensus"}))
         for prompt_id, (adjudication_id, order) in settled.items():
             for better, worse, margin in orders.comparison_pairs(order):
-                pairs.append(
-                    (
-                        prompt_id,
-                        {"chosen": better, "rejected": worse, "margin": margin}
-                        | {"source": "adjudicated", "id": adjudication_id},
-                    )
+                settled_pair: dict[str, Any] = {"chosen": better, "rejected": worse}
+                settled_pair |= {"margin": margin, "source": "adjudicated", "id": adjudication_id}
+                pairs.append((prompt_id, settled_pair))
+        prompt_columns = (
+            ("id", "messages", "metadata") if "metadata" in include else ("id", "messages")
+        )
+        completion_columns: tuple[str, ...] = ("id", "external_id", "text")
+        if "models" in include:
+            completion_columns += ("model_name",)
+        yield ConsensusChunk(
+            pairs=pairs,
+            prompts={
+                pk: rest for pk, *rest in rows_by_id(Prompt, prompt_columns, {*by_prompt, *settled})
+            },
+            completions={
+                pk: rest
+                for pk, *rest in rows_by_id(
+                    Completion,
+                    completion_columns,
+                    (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"])),
                 )
+            },
+        )
+
+
+def consensus_fields(
+    pair: dict[str, Any],
+    include: tuple[str, ...],
+    include_ids: bool,
+    prompt_id: int,
+    prompt: tuple[Any, ...],
+    chosen: tuple[Any, ...],
+    rejected: tuple[Any, ...],
+) -> dict[str, Any]:
+    """The fields a consensus row adds to its pair: its `source`, `include`'s, then
+    `include_ids`'. An adjudicated pair has no vote share: its agreement is null."""
+    fields: dict[str, Any] = {"source": pair["source"]}
+    adjudicated = pair["source"] == "adjudicated"
+    if "models" in include:
+        fields["chosen_model"], fields["rejected_model"] = chosen[2] or None, rejected[2] or None
+    if "metadata" in include:
+        fields["prompt_metadata"] = prompt[1]
+    if "agreement" in include:
+        fields["agreement"] = None if adjudicated else pair["vote_share"]
+        fields["voters"] = None if adjudicated else pair["voters"]
+    if include_ids:
+        ids = {
+            "prompt": prompt_id,
+            "chosen": pair["chosen"],
+            "rejected": pair["rejected"],
+            "chosen_external": chosen[0],
+            "rejected_external": rejected[0],
+        }
+        if adjudicated:
+            fields |= {"ids": ids | {"adjudication": pair["id"]}, "margin": pair["margin"]}
+        else:
+            fields |= {"ids": ids, "vote_share": pair["vote_share"], "voters": pair["voters"]}
+    return fields
+
+
+def consensus_lines(
+    prompts: QuerySet[Prompt],
+    *,
+    ranking_cursor: int,
+    format: str,
+    include_ids: bool,
+    render_text: bool = False,
+    min_agreement: float | None = None,
+    min_labelers: int = 1,
+    include: tuple[str, ...] = (),
+    split: Split | None = None,
+    exclude_unacceptable: bool = False,
+    adjudicated_only: bool = False,
+) -> Iterator[bytes]:
+    """One JSON line per pair of `consensus_chunks`, each saying its `source` ("consensus" or
+    "adjudicated"); with `include_ids`, a consensus row adds its `vote_share` and `voters`, an
+    adjudicated one its adjudication's id and the pair's `margin`."""
+    for chunk in consensus_chunks(
+        prompts,
+        ranking_cursor=ranking_cursor,
+        min_agreement=min_agreement,
+        min_labelers=min_labelers,
+        include=include,
+        split=split,
+        exclude_unacceptable=exclude_unacceptable,
+        adjudicated_only=adjudicated_only,
+    ):
         encoded_prompts = {}
-        for prompt_id, messages in rows_by_id(Prompt, ("id", "messages"), {*by_prompt, *settled}):
+        for prompt_id, (messages, *_) in chunk.prompts.items():
             pair_format = line_format(format, messages, render_text)
             encoded_prompts[prompt_id] = (pair_format, prompt_json(pair_format, messages))
-        completions = {
-            pk: (external_id, encode(text))
-            for pk, external_id, text in rows_by_id(
-                Completion,
-                ("id", "external_id", "text"),
-                (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"])),
-            )
-        }
+        texts = {pk: encode(values[1]) for pk, values in chunk.completions.items()}
         lines = []
-        for prompt_id, pair in pairs:
-            (chosen_external, chosen), (rejected_external, rejected) = (
-                completions[pair["chosen"]],
-                completions[pair["rejected"]],
+        for prompt_id, pair in chunk.pairs:
+            line = comparison_line(
+                *encoded_prompts[prompt_id], texts[pair["chosen"]], texts[pair["rejected"]]
             )
-            line = comparison_line(*encoded_prompts[prompt_id], chosen, rejected)
-            fields: dict[str, Any] = {"source": pair["source"]}
-            if include_ids:
-                ids = {
-                    "prompt": prompt_id,
-                    "chosen": pair["chosen"],
-                    "rejected": pair["rejected"],
-                    "chosen_external": chosen_external,
-                    "rejected_external": rejected_external,
-                }
-                if pair["source"] == "adjudicated":
-                    ids["adjudication"] = pair["id"]
-                    fields |= {"ids": ids, "margin": pair["margin"]}
-                else:
-                    fields |= {"ids": ids, "vote_share": pair["vote_share"]}
-                    fields["voters"] = pair["voters"]
+            fields = consensus_fields(
+                pair,
+                include,
+                include_ids,
+                prompt_id,
+                chunk.prompts[prompt_id],
+                chunk.completions[pair["chosen"]],
+                chunk.completions[pair["rejected"]],
+            )
             lines.append(with_fields(line, fields))
         if lines:
             yield ("\n".join(lines) + "\n").encode()
@@ -369,6 +614,47 @@ def adjudicated_orders(prompt_ids: Iterable[int]) -> dict[int, tuple[int, orders
         .latest_per_prompt()
         .values_list("pk", "prompt_id", "order")
     }
+
+
+def consensus_records(
+    prompts: QuerySet[Prompt],
+    *,
+    ranking_cursor: int,
+    format: str,
+    include_ids: bool,
+    render_text: bool = False,
+    min_agreement: float | None = None,
+    min_labelers: int = 1,
+    include: tuple[str, ...] = (),
+    split: Split | None = None,
+    exclude_unacceptable: bool = False,
+    adjudicated_only: bool = False,
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows of `consensus_lines` as dicts, a chunk at a time (for Parquet)."""
+    for chunk in consensus_chunks(
+        prompts,
+        ranking_cursor=ranking_cursor,
+        min_agreement=min_agreement,
+        min_labelers=min_labelers,
+        include=include,
+        split=split,
+        exclude_unacceptable=exclude_unacceptable,
+        adjudicated_only=adjudicated_only,
+    ):
+        records = []
+        for prompt_id, pair in chunk.pairs:
+            prompt = chunk.prompts[prompt_id]
+            chosen, rejected = (
+                chunk.completions[pair["chosen"]],
+                chunk.completions[pair["rejected"]],
+            )
+            pair_format = line_format(format, prompt[0], render_text)
+            record = pair_row(pair_format, prompt[0], chosen[1], rejected[1])
+            record.update(
+                consensus_fields(pair, include, include_ids, prompt_id, prompt, chosen, rejected)
+            )
+            records.append(record)
+        yield records
 
 
 RANKING_COLUMNS = (
@@ -386,25 +672,53 @@ RANKING_COLUMNS = (
 )
 
 
-def ranking_lines(rankings: QuerySet[Ranking], *, include_ids: bool) -> Iterator[bytes]:
-    """One JSON line per ranking: every completion, the order with ties, ratings, flags."""
+RANKING_SHAPES = ("v2", "v1")
+
+
+def ranking_lines(
+    rankings: QuerySet[Ranking],
+    *,
+    include_ids: bool,
+    shape: str = "v2",
+    split: Split | None = None,
+) -> Iterator[bytes]:
+    """One JSON line per ranking: every completion, the order with ties, ratings, flags.
+
+    `v2` (the default) holds a list of completion records keyed by the import's ids
+    (`ranking_v2_fields`), which column tools read as one schema; `v1`, the earlier shape,
+    keeps order, ratings and flags keyed by internal completion ids."""
     pseudonyms: dict[int, str] = {}
     last = 0
     while chunk := list(
         rankings.filter(pk__gt=last).order_by("pk").values_list(*RANKING_COLUMNS)[: CHUNK_SIZE // 5]
     ):
         last = chunk[-1][0]
-        prompts = _encoded_prompts_with_completions({row[1] for row in chunk})
+        prompt_ids = {row[1] for row in chunk}
+        prompts = (
+            _encoded_prompts_with_completions(prompt_ids)
+            if shape == "v1"
+            else _encoded_prompts_with_completion_records(prompt_ids)
+        )
         lines = []
         for values in chunk:
             ranking = dict(zip(RANKING_COLUMNS, values, strict=True))
             labeler_id, prompt_id = ranking["labeler_id"], ranking["prompt_id"]
+            external_id, head, *completions = prompts[prompt_id]
+            if split is not None and not split.keeps(external_id):
+                continue
             if labeler_id not in pseudonyms:
                 pseudonyms[labeler_id] = pseudonym(labeler_id)
-            row: dict[str, Any] = {
-                "order": ranking["order"],
-                "ratings": ranking["ratings"],
-                "flags": ranking["flags"],
+            if shape == "v1":
+                row: dict[str, Any] = {
+                    "order": ranking["order"],
+                    "ratings": ranking["ratings"],
+                    "flags": ranking["flags"],
+                }
+                line_head = head
+            else:
+                row = {"order": external_order(ranking["order"], completions[0])}
+                line_head = head + completion_records_json(ranking, completions[0]) + ", "
+            row |= {
                 "all_unacceptable": ranking["all_unacceptable"],
                 "rationale": ranking["rationale"],
                 "seconds_spent": ranking["seconds_spent"],
@@ -412,15 +726,75 @@ def ranking_lines(rankings: QuerySet[Ranking], *, include_ids: bool) -> Iterator
                 "labeler": pseudonyms[labeler_id],
                 "created_at": ranking["created_at"].isoformat(),
             }
-            external_id, head = prompts[prompt_id]
             if include_ids:
                 row["ids"] = {
                     "ranking": ranking["pk"],
                     "prompt": prompt_id,
                     "prompt_external": external_id,
                 }
-            lines.append(head + json.dumps(row, ensure_ascii=False)[1:])
-        yield ("\n".join(lines) + "\n").encode()
+                if shape != "v1":
+                    row["ids"]["completions"] = [pk for pk, _, _ in completions[0]]
+            lines.append(line_head + json.dumps(row, ensure_ascii=False)[1:])
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
+
+
+def external_order(order: orders.Order, completions: list[tuple[int, str, str]]) -> list[list[str]]:
+    """A ranking's order with the import's completion ids instead of internal ones."""
+    external = {pk: external_id for pk, external_id, _ in completions}
+    return [[external[pk] for pk in group] for group in order]
+
+
+def completion_records_json(
+    ranking: dict[str, Any], completions: list[tuple[int, str, str]]
+) -> str:
+    """`"completions": [...]` of a v2 ranking line: each completion's record (from its encoded
+    start) with its rank (1 for the best tie group, 2 for the next, ...), its ratings on every
+    criterion (None where none was given) and its flags."""
+    ranks = {pk: rank for rank, group in enumerate(ranking["order"], start=1) for pk in group}
+    ratings, flags = ranking["ratings"], ranking["flags"]
+    records = [
+        start
+        + json.dumps(
+            {
+                "rank": ranks.get(pk),
+                "ratings": criteria_ratings(ratings.get(str(pk))),
+                "flags": flags.get(str(pk), []),
+            },
+            ensure_ascii=False,
+        )[1:]
+        for pk, _, start in completions
+    ]
+    return '"completions": [' + ", ".join(records) + "]"
+
+
+def _encoded_prompts_with_completion_records(
+    prompt_ids: set[int],
+) -> dict[int, tuple[str, str, list[tuple[int, str, str]]]]:
+    """prompt id -> (external id, the start of its v2 ranking lines: the prompt and its
+    external id, and its completions in import order as (id, external id, the start of their
+    record as JSON up to the comma before the ranking's own fields))."""
+    completions: dict[int, list[tuple[int, str, str]]] = {pk: [] for pk in prompt_ids}
+    for pk, prompt_id, external_id, text, model in (
+        Completion.objects.filter(prompt_id__in=prompt_ids)
+        .order_by("prompt_id", "position")
+        .values_list("pk", "prompt_id", "external_id", "text", "model_name")
+    ):
+        start = json.dumps(
+            {"id": external_id, "text": text, "model": model or None}, ensure_ascii=False
+        )
+        completions[prompt_id].append((pk, external_id, start[:-1] + ", "))
+    return {
+        pk: (
+            external_id,
+            f'{{"prompt": {json.dumps(messages, ensure_ascii=False)}, '
+            f'"prompt_id": {json.dumps(external_id, ensure_ascii=False)}, ',
+            completions[pk],
+        )
+        for pk, external_id, messages in Prompt.objects.filter(pk__in=prompt_ids)
+        .order_by()
+        .values_list("pk", "external_id", "messages")
+    }
 
 
 def _encoded_prompts_with_completions(prompt_ids: set[int]) -> dict[int, tuple[str, str]]:

@@ -374,6 +374,7 @@ class ExportQuerySet(models.QuerySet[Any]):
         exclude_gold: bool = True,
         labeler: int | None = None,
         min_margin: int | None = None,
+        exclude_unacceptable: bool = False,
     ) -> ExportQuerySet:
         """Rows of one export pull: after `since`, up to `cursor`, with the export's filters.
 
@@ -385,6 +386,12 @@ class ExportQuerySet(models.QuerySet[Any]):
             rows = rows.filter(labeler_id=labeler)
         if min_margin:
             rows = rows.filter(margin__gte=min_margin)
+        if exclude_unacceptable:
+            # A ranking's own flag, or for a comparison its ranking's.
+            unacceptable = (
+                "all_unacceptable" if self.model is Ranking else "ranking__all_unacceptable"
+            )
+            rows = rows.exclude(**{unacceptable: True})
         return rows
 
 

@@ -6,7 +6,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labeling import review
-from labeling.exports import COMPARISON_FORMATS
+from labeling.exports import (
+    COMPARISON_FORMATS,
+    CONSENSUS_INCLUDES,
+    INCLUDES,
+    RANKING_SHAPES,
+    Split,
+)
 from labeling.formats import FORMATS as IMPORT_FORMATS
 from labeling.models import (
     Asked,
@@ -287,6 +293,56 @@ class ExportParamsSerializer(serializers.Serializer):
         error_messages={"invalid": "Use true or false."},
     )
     labeler = serializers.CharField(required=False, help_text="Only this pseudonymous labeler.")
+    exclude_unacceptable = serializers.BooleanField(
+        default=False,
+        help_text='Leave out rankings (and their pairs) marked "all unacceptable".',
+        error_messages={"invalid": "Use true or false."},
+    )
+    split = serializers.ChoiceField(
+        choices=["train", "test"],
+        required=False,
+        help_text=(
+            "Only one part of a deterministic split by prompt: a prompt is in test when the "
+            'first 8 bytes of sha256("<seed>:<prompt external id>"), as a big-endian number '
+            "over 2**64, are under test_share; all rows of a prompt land in the same part."
+        ),
+        error_messages={"invalid_choice": 'Unknown split "{input}"; use train or test.'},
+    )
+    test_share = serializers.FloatField(
+        default=0.1,
+        help_text="With split: the share of prompts in test, between 0 and 1 (exclusive).",
+        error_messages={"invalid": "Must be a share between 0 and 1 (exclusive)."},
+    )
+    seed = serializers.IntegerField(
+        min_value=0,
+        max_value=2**32 - 1,
+        default=0,
+        help_text="With split: another seed gives another split (0 to 4294967295).",
+        error_messages={
+            "invalid": "Must be a whole number from 0 to 4294967295.",
+            "min_value": "Must be a whole number from 0 to 4294967295.",
+            "max_value": "Must be a whole number from 0 to 4294967295.",
+        },
+    )
+
+    def validate_test_share(self, value: float) -> float:
+        if not 0 < value < 1:
+            raise serializers.ValidationError("Must be a share between 0 and 1 (exclusive).")
+        return value
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Folds split, test_share and seed into one `Split` (or None) under "split"."""
+        if "split" in data:
+            data["split"] = Split(data["split"], data["test_share"], data["seed"])
+        else:
+            for name in ("test_share", "seed"):
+                if name in self.initial_data:
+                    raise serializers.ValidationError(
+                        {name: "Applies only with split=train or split=test."}
+                    )
+            data["split"] = None
+        del data["test_share"], data["seed"]
+        return data
 
 
 def format_field(formats: tuple[str, ...], default: str) -> serializers.ChoiceField:
@@ -355,8 +411,43 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
         error_messages={"invalid": "Use true or false."},
     )
 
+    include = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text=(
+            "Extra fields on each row, a comma list of " + ", ".join(INCLUDES) + " (with "
+            "consensus=true: " + ", ".join(CONSENSUS_INCLUDES) + ")."
+        ),
+    )
+    output = serializers.ChoiceField(
+        choices=["jsonl", "parquet"],
+        default="jsonl",
+        help_text="jsonl (JSON Lines, gzip when accepted) or parquet (one Parquet file).",
+        error_messages={"invalid_choice": 'Unknown output "{input}"; use jsonl or parquet.'},
+    )
+
+    def validate_include(self, value: str) -> tuple[str, ...]:
+        """The names asked for, in INCLUDES order."""
+        names = {name.strip() for name in value.split(",") if name.strip()}
+        if unknown := names - set(INCLUDES):
+            raise serializers.ValidationError(
+                f"Unknown include {', '.join(sorted(unknown))}; use any of {', '.join(INCLUDES)}."
+            )
+        return tuple(name for name in INCLUDES if name in names)
+
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        data = super().validate(data)
         data = self.check_adjudicated_options(data)
+        data.setdefault("include", ())
+        whole = data["consensus"] or data["adjudicated"]
+        if whole and (other := set(data["include"]) - set(CONSENSUS_INCLUDES)):
+            raise serializers.ValidationError(
+                {
+                    "include": f"{', '.join(sorted(other))} belong to one labeler's comparison; "
+                    f"with consensus=true or adjudicated=true use any of "
+                    f"{', '.join(CONSENSUS_INCLUDES)}."
+                }
+            )
         if data["since"] and ("min_agreement" in data or data["min_labelers"] > 1):
             raise serializers.ValidationError(
                 {
@@ -401,6 +492,15 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
 
 class RankingExportParamsSerializer(ExportParamsSerializer):
     format = format_field(("rankings",), "rankings")
+    shape = serializers.ChoiceField(
+        choices=RANKING_SHAPES,
+        default="v2",
+        help_text=(
+            "v2: a list of completion records (id, text, model, rank, ratings, flags) and the "
+            "order by the import's ids; v1: the earlier shape, keyed by internal ids."
+        ),
+        error_messages={"invalid_choice": 'Unknown shape "{input}"; use v2 or v1.'},
+    )
 
 
 class QualityReportSerializer(serializers.Serializer):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("numpy", "scipy", "sklearn", "onnx", "onnxruntime", "skops", "skl2onnx")
+HEAVY = ("numpy", "scipy", "sklearn", "onnx", "onnxruntime", "skops", "skl2onnx", "pyarrow")
 
 PROBE = """
 import os, sys

@@ -69,3 +69,22 @@ def test_adjudicated_options_that_do_not_fit_are_refused(small, staff, params, f
     response = token_client(staff).get(url, params)
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_adjudicated_pairs_as_parquet_and_with_the_fields_a_reviewer_order_has(small, staff):
+    import io
+
+    import pyarrow.parquet as pq
+
+    settle(small["p3"], "c1 > c0")
+    url = reverse("labeling-api:comparisons", args=[small["dataset"].slug])
+    client = token_client(staff)
+    response = client.get(
+        url, {"adjudicated": "true", "output": "parquet", "include": "models,agreement"}
+    )
+    table = pq.read_table(io.BytesIO(b"".join(response.streaming_content)))
+    assert table.num_rows == 1
+    row = table.to_pylist()[0]
+    assert (row["source"], row["agreement"], row["voters"]) == ("adjudicated", None, None)
+    refused = client.get(url, {"adjudicated": "true", "include": "ratings"})
+    assert refused.status_code == 400 and "adjudicated=true" in refused.json()["include"][0]
