@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 from typing import Any, cast
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -38,6 +39,8 @@ from labeling.serializers import (
     ExportParamsSerializer,
     ImportCreateSerializer,
     ImportJobSerializer,
+    LeaderboardParamsSerializer,
+    LeaderboardSerializer,
     PromptSerializer,
     QualityReportSerializer,
     RankingExportParamsSerializer,
@@ -46,7 +49,7 @@ from labeling.serializers import (
     SkipSerializer,
     TaskSerializer,
 )
-from labeling.services import datasets, imports, leasing, rankings
+from labeling.services import datasets, imports, leaderboard, leasing, rankings
 from labeling.services.quality_report import current_report
 
 
@@ -387,3 +390,37 @@ def quality_report(request: Request, slug: str) -> Response:
             }
         ).data
     )
+
+
+@extend_schema(
+    parameters=[LeaderboardParamsSerializer],
+    responses={
+        200: LeaderboardSerializer,
+        (200, "text/csv"): OpenApiResponse(
+            OpenApiTypes.STR,
+            description="With format=csv: rank, model, score, low, high, comparisons, wins, "
+            "losses, ties; a row per model, best first.",
+        ),
+        400: OpenApiResponse(description="Unknown dataset, too many datasets, bad rounds."),
+    },
+    summary="A Bradley-Terry leaderboard of the completions' source models, with bootstrap "
+    "95% intervals and the win-rate matrix",
+)
+@api_view(["GET"])
+@permission_classes([IsStaffOrService])
+def model_leaderboard(request: Request, slug: str) -> Response | HttpResponse:
+    get_object_or_404(Dataset, slug=slug)
+    params = LeaderboardParamsSerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    chosen = leaderboard.parse_datasets(slug=slug, extra=params.validated_data.get("datasets", ""))
+    data = leaderboard.compute_leaderboard(datasets=chosen, rounds=params.validated_data["rounds"])
+    if params.validated_data["format"] == "csv":
+        return csv_download(leaderboard.as_csv_rows(data), f"{slug}-leaderboard.csv")
+    return Response(data)
+
+
+def csv_download(rows: list[list[str | int | float]], filename: str) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    csv.writer(response).writerows(rows)
+    return response

@@ -18,4 +18,5 @@ urlpatterns = [
     path("datasets/<slug:slug>/comparisons/", api.comparison_export, name="comparisons"),
     path("datasets/<slug:slug>/rankings/", api.ranking_export, name="rankings"),
     path("datasets/<slug:slug>/quality/", api.quality_report, name="quality"),
+    path("datasets/<slug:slug>/leaderboard/", api.model_leaderboard, name="leaderboard"),
 ]

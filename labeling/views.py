@@ -27,9 +27,9 @@ from django.views.decorators.http import require_GET, require_POST
 from labeling import charts, consensus, orders
 from labeling.accounts import staff_required
 from labeling.errors import errors_text
-from labeling.forms import GoldOrderForm, RankingForm, SkipForm
+from labeling.forms import GoldOrderForm, LeaderboardForm, RankingForm, SkipForm
 from labeling.models import Assignment, Dataset, Prompt, Ranking
-from labeling.services import exclusion, gold, leasing, quality_report, rankings
+from labeling.services import exclusion, gold, leaderboard, leasing, quality_report, rankings
 
 
 class AuthenticatedRequest(HttpRequest):
@@ -257,6 +257,34 @@ def warnings() -> Any:
     from labeling.report import WARNINGS  # with the statistics' numpy: staff pages only
 
     return WARNINGS.items()
+
+
+@require_GET
+@staff_required
+def model_leaderboard(request: HttpRequest, slug: str) -> HttpResponse:
+    """The Bradley-Terry leaderboard of the source models of the dataset (and others chosen)."""
+    dataset = get_object_or_404(Dataset, slug=slug)
+    form = LeaderboardForm(request.GET, slug=slug)
+    context: dict[str, Any] = {
+        "dataset": dataset,
+        "form": form,
+        "others": Dataset.objects.exclude(pk=dataset.pk).order_by("name"),
+    }
+    if not form.is_valid():
+        return render(request, "labeling/leaderboard.html", context, status=400)
+    data = leaderboard.compute_leaderboard(
+        datasets=form.cleaned_data["datasets"], rounds=form.cleaned_data["rounds"]
+    )
+    models = data["standings"]["models"]
+    context.update(
+        data=data,
+        chosen=set(data["datasets"]),
+        # Built from numbers and escaped model names by labeling.charts.
+        chart=mark_safe(charts.leaderboard_svg(models)),  # type: ignore[arg-type]
+        matrix=zip(models, data["standings"]["win_rates"], strict=True),
+        query=request.GET.urlencode(),
+    )
+    return render(request, "labeling/leaderboard.html", context)
 
 
 def progress_shares(progress: dict[str, int]) -> dict[str, float]:

@@ -1,0 +1,213 @@
+"""The model leaderboard: counting battles between source models in SQL, fitting them.
+
+A battle is one counted comparison (chosen beat rejected) or one tied pair of a counted ranking
+(tie groups of `Ranking.order`; ties store no comparison). Each is between the source models
+(`Completion.model_name`) of its two completions. Left out, and counted as such:
+- battles with a completion of no model name (`unnamed`),
+- battles between two completions of the same model (`same_model`): they say nothing about
+  which model is better.
+Also left out: excluded labelers (`labeler_counts`, like every statistic) and gold prompts. A
+gold prompt is shown to every labeler at the dataset's gold rate, so its few pairs would weigh
+like hundreds of regular prompts, and gold items are picked for being clear-cut.
+
+Two GROUP BY queries give the counts (at most models^2 rows each, however many comparisons);
+`labeling.leaderboard` fits them. The numpy and scipy imports stay inside `compute_leaderboard`
+so that importing this module (the URLconf does, through the views) loads none of them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypedDict
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models import Count, QuerySet
+
+from labeling.models import Comparison, Completion, Dataset, Ranking
+
+if TYPE_CHECKING:
+    from labeling.leaderboard import Standings
+
+SEED = 0
+
+
+class LeftOut(TypedDict):
+    unnamed: int
+    same_model: int
+
+
+class LeaderboardData(TypedDict):
+    datasets: list[str]
+    standings: Standings
+    left_out: LeftOut
+
+
+class Battles(TypedDict):
+    names: list[str]
+    wins: list[list[int]]
+    ties: list[list[int]]
+    left_out: LeftOut
+
+
+def parse_datasets(*, slug: str, extra: str = "") -> list[Dataset]:
+    """The dataset of the address and those of a `datasets=a,b` parameter, in that order.
+
+    Raises ValidationError (field `datasets`) naming unknown slugs, or when there are more than
+    PREFLAB_LEADERBOARD_MAX_DATASETS. The address's own dataset must exist (the caller's 404).
+    """
+    limit = settings.PREFLAB_LEADERBOARD_MAX_DATASETS
+    if len(extra) > 110 * limit:  # a slug is at most 100 characters
+        raise ValidationError({"datasets": f"At most {limit} datasets, comma-separated."})
+    wanted = list(dict.fromkeys([slug, *(s.strip() for s in extra.split(",") if s.strip())]))
+    if len(wanted) > limit:
+        raise ValidationError({"datasets": f"At most {limit} datasets at once ({len(wanted)})."})
+    found = {dataset.slug: dataset for dataset in Dataset.objects.filter(slug__in=wanted)}
+    unknown = [s for s in wanted if s not in found]
+    if unknown:
+        raise ValidationError({"datasets": f"No dataset {', '.join(map(repr, unknown))}."})
+    return [found[s] for s in wanted]
+
+
+def counted_rankings(dataset_ids: Sequence[int]) -> QuerySet[Ranking]:
+    """The rankings a leaderboard counts: of counted labelers, on regular prompts."""
+    return Ranking.objects.counted().filter(dataset_id__in=dataset_ids, prompt__is_gold=False)
+
+
+def comparison_counts(dataset_ids: Sequence[int]) -> list[tuple[str, str, int]]:
+    """(model of chosen, model of rejected, comparisons), one row per pair of model names."""
+    rows = (
+        Comparison.objects.counted()
+        .filter(dataset_id__in=dataset_ids, prompt__is_gold=False)
+        .values_list("chosen__model_name", "rejected__model_name")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return list(rows)  # type: ignore[arg-type]
+
+
+# The tied pairs of counted rankings, per pair of model names: each tie group of a ranking's
+# order is unnested twice, and a pair is one (smaller id, larger id) of the same group. The
+# rankings are chosen by the ORM's own query (`counted_rankings`), so who counts is defined once.
+TIES_SQL = {
+    "postgresql": """
+        SELECT one.model_name, other.model_name, COUNT(*)
+        FROM {ranking} r
+        CROSS JOIN LATERAL jsonb_array_elements(r."order") AS tie_group(members)
+        CROSS JOIN LATERAL jsonb_array_elements_text(tie_group.members) AS one_side(id)
+        CROSS JOIN LATERAL jsonb_array_elements_text(tie_group.members) AS other_side(id)
+        JOIN {completion} one ON one.id = one_side.id::bigint
+        JOIN {completion} other ON other.id = other_side.id::bigint
+        WHERE r.id IN ({rankings}) AND jsonb_array_length(tie_group.members) > 1
+          AND one_side.id::bigint < other_side.id::bigint
+        GROUP BY one.model_name, other.model_name
+    """,
+    "sqlite": """
+        SELECT one.model_name, other.model_name, COUNT(*)
+        FROM {ranking} r
+        JOIN json_each(r."order") AS tie_group
+        JOIN json_each(tie_group.value) AS one_side
+        JOIN json_each(tie_group.value) AS other_side
+        JOIN {completion} one ON one.id = one_side.value
+        JOIN {completion} other ON other.id = other_side.value
+        WHERE r.id IN ({rankings}) AND json_array_length(tie_group.value) > 1
+          AND one_side.value < other_side.value
+        GROUP BY one.model_name, other.model_name
+    """,
+}
+
+
+def tie_counts(dataset_ids: Sequence[int]) -> list[tuple[str, str, int]]:
+    """(model, model, tied pairs), one row per pair of model names, in either order."""
+    rankings, params = (
+        counted_rankings(dataset_ids).values("pk").query.sql_with_params()  # type: ignore[attr-defined]
+    )
+    sql = TIES_SQL[connection.vendor].format(
+        ranking=Ranking._meta.db_table, completion=Completion._meta.db_table, rankings=rankings
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(one, other, n) for one, other, n in cursor.fetchall()]
+
+
+def count_battles(*, dataset_ids: Sequence[int]) -> Battles:
+    """The win and tie matrices over the named models of the datasets, and what was left out.
+    Two queries, whatever the number of comparisons."""
+    wins: dict[tuple[str, str], int] = defaultdict(int)
+    ties: dict[tuple[str, str], int] = defaultdict(int)
+    left_out: LeftOut = {"unnamed": 0, "same_model": 0}
+    for counts, outcome in (
+        (comparison_counts(dataset_ids), wins),
+        (tie_counts(dataset_ids), ties),
+    ):
+        for first, second, n in counts:
+            if not first or not second:
+                left_out["unnamed"] += n
+            elif first == second:
+                left_out["same_model"] += n
+            else:
+                outcome[first, second] += n
+    names = sorted({name for pair in [*wins, *ties] for name in pair})
+    index = {name: i for i, name in enumerate(names)}
+    win_matrix = [[0] * len(names) for _ in names]
+    tie_matrix = [[0] * len(names) for _ in names]
+    for (winner, loser), n in wins.items():
+        win_matrix[index[winner]][index[loser]] += n
+    for (first, second), n in ties.items():
+        tie_matrix[index[first]][index[second]] += n
+        tie_matrix[index[second]][index[first]] += n
+    return {"names": names, "wins": win_matrix, "ties": tie_matrix, "left_out": left_out}
+
+
+def compute_leaderboard(*, datasets: Sequence[Dataset], rounds: int) -> LeaderboardData:
+    """The leaderboard of the datasets' source models with `rounds` bootstrap rounds (seeded:
+    the same battles give the same intervals)."""
+    from labeling import leaderboard  # numpy and scipy: loaded by the pages that fit
+
+    battles = count_battles(dataset_ids=[dataset.pk for dataset in datasets])
+    standings = leaderboard.standings(
+        battles["names"], battles["wins"], battles["ties"], rounds=rounds, seed=SEED
+    )
+    return {
+        "datasets": [dataset.slug for dataset in datasets],
+        "standings": standings,
+        "left_out": battles["left_out"],
+    }
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A model name (from an imported file) that a spreadsheet will not run as a formula."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def as_csv_rows(data: LeaderboardData) -> list[list[str | int | float]]:
+    """The table as CSV rows, a header first: one row per model, best first."""
+    header: list[str | int | float] = [
+        "rank",
+        "model",
+        "score",
+        "low",
+        "high",
+        "comparisons",
+        "wins",
+        "losses",
+        "ties",
+    ]
+    rows: list[list[str | int | float]] = [header]
+    for row in data["standings"]["models"]:
+        rows.append(
+            [
+                row["rank"],
+                spreadsheet_safe(row["model"]),
+                round(row["score"], 1),
+                round(row["low"], 1),
+                round(row["high"], 1),
+                row["comparisons"],
+                row["wins"],
+                row["losses"],
+                row["ties"],
+            ]
+        )
+    return rows
