@@ -249,6 +249,9 @@ PREFLAB_LEADERBOARD_ROUNDS = env_int("PREFLAB_LEADERBOARD_ROUNDS", 1000)
 PREFLAB_LEADERBOARD_MIN_ROUNDS = 100
 PREFLAB_LEADERBOARD_MAX_ROUNDS = 5000
 PREFLAB_LEADERBOARD_MAX_DATASETS = 20
+# Up to this many rankings a stale leaderboard is computed in the request; above, by a worker
+# while the page shows the last one.
+PREFLAB_LEADERBOARD_INLINE_RANKINGS = env_int("PREFLAB_LEADERBOARD_INLINE_RANKINGS", 10000)
 
 # How many proxies (a TLS terminator, a load balancer) stand in front of the web processes: the
 # client's address, which login and anonymous API throttles count by, is then that many entries

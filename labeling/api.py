@@ -402,9 +402,12 @@ def quality_report(request: Request, slug: str) -> Response:
             "losses, ties; a row per model, best first.",
         ),
         400: OpenApiResponse(description="Unknown dataset, too many datasets, bad rounds."),
+        503: OpenApiResponse(
+            description="format=csv while the first computation runs; see Retry-After."
+        ),
     },
     summary="A Bradley-Terry leaderboard of the completions' source models, with bootstrap "
-    "95% intervals and the win-rate matrix",
+    "95% intervals and the win-rate matrix (staff, service)",
 )
 @api_view(["GET"])
 @permission_classes([IsStaffOrService])
@@ -413,14 +416,38 @@ def model_leaderboard(request: Request, slug: str) -> Response | HttpResponse:
     params = LeaderboardParamsSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
     chosen = leaderboard.parse_datasets(slug=slug, extra=params.validated_data.get("datasets", ""))
-    data = leaderboard.compute_leaderboard(datasets=chosen, rounds=params.validated_data["rounds"])
+    stored, refreshing = leaderboard.current_leaderboard(
+        datasets=chosen, rounds=params.validated_data["rounds"]
+    )
+    shown = stored if stored is not None and stored.computed_at is not None else None
     if params.validated_data["format"] == "csv":
-        return csv_download(leaderboard.as_csv_rows(data), f"{slug}-leaderboard.csv")
-    return Response(data)
+        if shown is None:
+            return computing_csv()
+        rows = leaderboard.as_csv_rows(shown.data)  # type: ignore[arg-type]
+        return csv_download(rows, f"{slug}-leaderboard.csv")
+    return Response(
+        {
+            "status": ("refreshing" if refreshing else "ready") if shown else "computing",
+            "computed_at": shown.computed_at if shown else None,
+            "ranking_cursor": shown.ranking_cursor if shown else 0,
+            "error": stored.error if stored else "",
+            "leaderboard": shown.data if shown else None,
+        }
+    )
 
 
 def csv_download(rows: list[list[str | int | float]], filename: str) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     csv.writer(response).writerows(rows)
+    return response
+
+
+def computing_csv() -> HttpResponse:
+    response = HttpResponse(
+        "The leaderboard is being computed; ask again in a few seconds.\n",
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = "5"
     return response

@@ -459,9 +459,24 @@ class StandingsSerializer(serializers.Serializer):
     )
 
 
-class LeaderboardSerializer(serializers.Serializer):
-    """A Bradley-Terry leaderboard of the completions' source models."""
-
+class LeaderboardDataSerializer(serializers.Serializer):
     datasets = serializers.ListField(child=serializers.CharField())
     standings = StandingsSerializer()
     left_out = LeftOutSerializer()
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    """A Bradley-Terry leaderboard of the completions' source models, as a worker last stored
+    it (a small one is computed at once)."""
+
+    status = serializers.ChoiceField(
+        choices=["ready", "refreshing", "computing"],
+        help_text="computing: none yet, ask again in a few seconds; refreshing: this one, while "
+        "a newer one is made.",
+    )
+    computed_at = serializers.DateTimeField(allow_null=True)
+    ranking_cursor = serializers.IntegerField(help_text="The newest ranking id it covers.")
+    error = serializers.CharField(
+        allow_blank=True, help_text="Why the last computation failed; empty when it did not."
+    )
+    leaderboard = LeaderboardDataSerializer(allow_null=True)

@@ -262,7 +262,8 @@ def warnings() -> Any:
 @require_GET
 @staff_required
 def model_leaderboard(request: HttpRequest, slug: str) -> HttpResponse:
-    """The Bradley-Terry leaderboard of the source models of the dataset (and others chosen)."""
+    """The Bradley-Terry leaderboard of the source models of the dataset (and others chosen),
+    as last computed; a stale one of many rankings is being recomputed by a worker meanwhile."""
     dataset = get_object_or_404(Dataset, slug=slug)
     form = LeaderboardForm(request.GET, slug=slug)
     context: dict[str, Any] = {
@@ -272,18 +273,23 @@ def model_leaderboard(request: HttpRequest, slug: str) -> HttpResponse:
     }
     if not form.is_valid():
         return render(request, "labeling/leaderboard.html", context, status=400)
-    data = leaderboard.compute_leaderboard(
+    stored, refreshing = leaderboard.current_leaderboard(
         datasets=form.cleaned_data["datasets"], rounds=form.cleaned_data["rounds"]
     )
-    models = data["standings"]["models"]
+    data = stored.data if stored is not None and stored.computed_at is not None else {}
     context.update(
+        stored=stored,
+        refreshing=refreshing,
         data=data,
-        chosen=set(data["datasets"]),
-        # Built from numbers and escaped model names by labeling.charts.
-        chart=mark_safe(charts.leaderboard_svg(models)),  # type: ignore[arg-type]
-        matrix=zip(models, data["standings"]["win_rates"], strict=True),
+        rounds=form.cleaned_data["rounds"],
+        chosen={d.slug for d in form.cleaned_data["datasets"]},
         query=request.GET.urlencode(),
     )
+    if data:
+        models = data["standings"]["models"]
+        # Built from numbers and escaped model names by labeling.charts.
+        context["chart"] = mark_safe(charts.leaderboard_svg(models))
+        context["matrix"] = zip(models, data["standings"]["win_rates"], strict=True)
     return render(request, "labeling/leaderboard.html", context)
 
 

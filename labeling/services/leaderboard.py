@@ -13,23 +13,36 @@ like hundreds of regular prompts, and gold items are picked for being clear-cut.
 Two GROUP BY queries give the counts (at most models^2 rows each, however many comparisons);
 `labeling.leaderboard` fits them. The numpy and scipy imports stay inside `compute_leaderboard`
 so that importing this module (the URLconf does, through the views) loads none of them.
+
+At a million comparisons counting takes about 2 s and the bootstrap 1 s (bench/
+leaderboard_bench.py), too slow for a request: a worker computes each leaderboard (datasets and
+rounds) into a `ModelLeaderboard` row that the page and the API read, like the quality report.
+Small datasets (up to PREFLAB_LEADERBOARD_INLINE_RANKINGS rankings) are computed on the spot.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, QuerySet
+from django.utils import timezone
 
-from labeling.models import Comparison, Completion, Dataset, Ranking
+from labeling.errors import failure_text
+from labeling.models import Comparison, Completion, Dataset, ModelLeaderboard, Ranking
+from labeling.services import jobs
 
 if TYPE_CHECKING:
     from labeling.leaderboard import Standings
+
+logger = logging.getLogger(__name__)
 
 SEED = 0
 
@@ -211,3 +224,129 @@ def as_csv_rows(data: LeaderboardData) -> list[list[str | int | float]]:
             ]
         )
     return rows
+
+
+# --- Stored leaderboards -----------------------------------------------------------------------
+
+
+def leaderboard_key(datasets: Sequence[Dataset], rounds: int) -> str:
+    """The stored row's key: the same datasets in any order and rounds share one row."""
+    return f"{','.join(str(pk) for pk in sorted(d.pk for d in datasets))}:{rounds}"
+
+
+def newest_ranking(dataset_ids: Sequence[int]) -> int:
+    top = Ranking.objects.filter(dataset_id__in=dataset_ids).aggregate(top=Max("pk"))["top"]
+    return top or 0
+
+
+def leaderboard_is_stale(
+    stored: ModelLeaderboard | None, *, newest_ranking: int, now: datetime
+) -> bool:
+    """Stale: never computed, invalidated, or newer rankings and older than the refresh period."""
+    if stored is None or stored.computed_at is None or stored.invalidated:
+        return True
+    age = now - stored.computed_at
+    return newest_ranking > stored.ranking_cursor and age >= timedelta(
+        seconds=settings.PREFLAB_QUALITY_REFRESH_SECONDS
+    )
+
+
+def current_leaderboard(
+    *, datasets: Sequence[Dataset], rounds: int, now: datetime | None = None
+) -> tuple[ModelLeaderboard | None, bool]:
+    """The leaderboard to show and whether a fresher one is on its way.
+
+    A fresh stored one is shown. A stale one of few rankings (PREFLAB_LEADERBOARD_INLINE_RANKINGS
+    at most) is computed at once and shown, not stored; otherwise the stored one (or None, never
+    computed) is shown and a worker is asked for a new one (`request_refresh`).
+    """
+    now = now or timezone.now()
+    ids = [dataset.pk for dataset in datasets]
+    stored = ModelLeaderboard.objects.filter(key=leaderboard_key(datasets, rounds)).first()
+    newest = newest_ranking(ids)
+    if not leaderboard_is_stale(stored, newest_ranking=newest, now=now):
+        return stored, False
+    small = Ranking.objects.filter(dataset_id__in=ids).count() <= (
+        settings.PREFLAB_LEADERBOARD_INLINE_RANKINGS
+    )
+    if not small:
+        request_refresh(datasets=datasets, rounds=rounds, now=now)
+        return stored, True
+    shown = stored or ModelLeaderboard(key=leaderboard_key(datasets, rounds), rounds=rounds)
+    try:
+        shown.data = dict(compute_leaderboard(datasets=datasets, rounds=rounds))
+    except Exception as error:
+        logger.exception("leaderboard %s failed", shown.key)
+        shown.error = failure_text(error)
+        return shown, False
+    shown.ranking_cursor, shown.computed_at, shown.error = newest, now, ""
+    shown.computed_generation = shown.generation
+    return shown, False
+
+
+def request_refresh(
+    *, datasets: Sequence[Dataset], rounds: int, now: datetime | None = None
+) -> bool:
+    """Queue one computation of the leaderboard; False if one was queued recently (claimed by a
+    conditional update, so of many views at once one enqueues)."""
+    from labeling import tasks
+
+    now = now or timezone.now()
+    stored, created = ModelLeaderboard.objects.get_or_create(
+        key=leaderboard_key(datasets, rounds), defaults={"rounds": rounds}
+    )
+    if created:
+        stored.datasets.set(datasets)
+    recently = now - timedelta(seconds=settings.PREFLAB_QUALITY_REFRESH_SECONDS)
+    claimed = (
+        ModelLeaderboard.objects.filter(pk=stored.pk)
+        .exclude(refresh_queued_at__gt=recently)
+        .update(refresh_queued_at=now)
+    )
+    if claimed:
+        transaction.on_commit(lambda: tasks.refresh_leaderboard.delay(stored.pk))
+    return bool(claimed)
+
+
+def invalidate_leaderboards(dataset_ids: Sequence[int]) -> None:
+    """Something that counts changed in these datasets: their leaderboards are stale now."""
+    ModelLeaderboard.objects.filter(datasets__in=dataset_ids).update(
+        refresh_queued_at=None, generation=F("generation") + 1
+    )
+
+
+def refresh_leaderboard(*, leaderboard_id: int) -> ModelLeaderboard | None:
+    """Compute and store a leaderboard; a deleted one, or one of a deleted dataset (its row is
+    deleted then), returns None quietly. A failure is stored on the row and raised; the next
+    try waits for the refresh period. An invalidation during the computation keeps the row
+    invalidated."""
+    stored = ModelLeaderboard.objects.filter(pk=leaderboard_id).first()
+    if stored is None:
+        logger.info("leaderboard %s is gone", leaderboard_id)
+        return None
+    ids = [int(pk) for pk in stored.key.split(":")[0].split(",")]
+    datasets = list(Dataset.objects.filter(pk__in=ids).order_by("pk"))
+    if len(datasets) != len(ids):
+        logger.info("leaderboard %s: a dataset is gone", stored.key)
+        stored.delete()
+        return None
+    started = time.monotonic()
+    generation = stored.generation
+    cursor = newest_ranking(ids)  # read first: newer rankings make the next view refresh again
+    rows = ModelLeaderboard.objects.filter(pk=stored.pk)
+    try:
+        data = compute_leaderboard(datasets=datasets, rounds=stored.rounds)
+    except Exception as error:
+        jobs.record_failure(rows, error, refresh_queued_at=timezone.now())
+        raise
+    rows.update(
+        data=data,
+        ranking_cursor=cursor,
+        computed_at=timezone.now(),
+        computed_generation=generation,
+        seconds=time.monotonic() - started,
+        error="",
+        refresh_queued_at=None,
+    )
+    stored.refresh_from_db()
+    return stored

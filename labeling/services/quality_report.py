@@ -26,6 +26,7 @@ from labeling import orders
 from labeling.errors import failure_text
 from labeling.models import Completion, Dataset, Prompt, QualityReport, Ranking, labeler_counts
 from labeling.services import jobs
+from labeling.services.leaderboard import invalidate_leaderboards
 
 if TYPE_CHECKING:  # the figures need numpy: imported by what computes them, not with this module
     from labeling import report
@@ -63,11 +64,12 @@ def request_refresh(*, dataset: Dataset, now: datetime | None = None) -> bool:
 
 
 def invalidate_reports(dataset_ids: list[int]) -> None:
-    """Something that counts changed (an exclusion, a gold prompt): the report is stale now,
-    and a refresh may be queued at once."""
+    """Something that counts changed (an exclusion, a gold prompt): the report, and the model
+    leaderboards of these datasets, are stale now, and a refresh may be queued at once."""
     QualityReport.objects.filter(dataset_id__in=dataset_ids).update(
         refresh_queued_at=None, generation=F("generation") + 1
     )
+    invalidate_leaderboards(dataset_ids)
 
 
 def refresh_report(*, dataset_id: int) -> QualityReport | None:

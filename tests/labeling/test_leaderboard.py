@@ -11,9 +11,10 @@ import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
+from labeling import tasks
 from labeling.accounts import SERVICE_GROUP
-from labeling.models import Asked, Dataset
-from labeling.services import leaderboard, rankings
+from labeling.models import Asked, Dataset, ModelLeaderboard
+from labeling.services import exclusion, leaderboard, rankings
 from tests.factories import (
     CompletionFactory,
     DatasetFactory,
@@ -159,10 +160,12 @@ def test_service_token_reads_the_leaderboard_as_json(arena):
     response = token_client(service_account()).get(api_url(), {"rounds": 100})
     assert response.status_code == 200
     body = response.json()
-    assert [row["model"] for row in body["standings"]["models"]] == ["big", "mid", "small"]
-    assert body["standings"]["rounds"] == 100
-    assert body["left_out"] == {"unnamed": 0, "same_model": 0}
-    first_row = body["standings"]["win_rates"][0]
+    assert body["status"] == "ready"
+    board = body["leaderboard"]
+    assert [row["model"] for row in board["standings"]["models"]] == ["big", "mid", "small"]
+    assert board["standings"]["rounds"] == 100
+    assert board["left_out"] == {"unnamed": 0, "same_model": 0}
+    first_row = board["standings"]["win_rates"][0]
     assert first_row[0] == {"share": None, "battles": 0}
     assert first_row[2] == {"share": 3.5 / 4, "battles": 4}  # big over small
 
@@ -292,3 +295,116 @@ def test_page_queries_do_not_grow_with_comparisons(client, staff, django_assert_
     for _ in range(6):
         ranked(dataset, ["a", "b", "c"], [[2], [0, 1]], labeler)
     assert queries() == few
+
+
+# --- Computed by a worker ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def big(settings: Any, arena: dict[str, Any]) -> dict[str, Any]:
+    """The arena, counted as too big to compute in a request."""
+    settings.PREFLAB_LEADERBOARD_INLINE_RANKINGS = 0
+    return arena
+
+
+def test_a_big_leaderboard_is_computed_by_a_worker_then_read(
+    big, staff, django_capture_on_commit_callbacks
+):
+    client = token_client(staff)
+    with django_capture_on_commit_callbacks() as queued:
+        first = client.get(api_url(), {"rounds": 100}).json()
+    assert first["status"] == "computing" and first["leaderboard"] is None
+    assert len(queued) == 1
+    with django_capture_on_commit_callbacks() as again:
+        csv_response = client.get(api_url(), {"rounds": 100, "format": "csv"})
+    assert not again  # claimed once per refresh period
+    assert csv_response.status_code == 503 and csv_response["Retry-After"] == "5"
+    stored = ModelLeaderboard.objects.get()
+    tasks.refresh_leaderboard(stored.pk)  # what the worker runs
+    with django_capture_on_commit_callbacks() as none:
+        ready = client.get(api_url(), {"rounds": 100}).json()
+    assert not none
+    assert ready["status"] == "ready"
+    assert [row["model"] for row in ready["leaderboard"]["standings"]["models"]] == [
+        "big",
+        "mid",
+        "small",
+    ]
+    assert client.get(api_url(), {"rounds": 100, "format": "csv"}).status_code == 200
+
+
+def test_newer_rankings_refresh_it_after_the_period_showing_the_last_meanwhile(big, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    dataset = big["dataset"]
+    stored = ModelLeaderboard.objects.get(pk=request_and_compute(dataset))
+    ranked(dataset, ["mid", "big"], [[0], [1]], UserFactory())
+    soon = stored.computed_at + timedelta(seconds=settings.PREFLAB_QUALITY_REFRESH_SECONDS - 1)
+    shown, refreshing = leaderboard.current_leaderboard(datasets=[dataset], rounds=100, now=soon)
+    assert (shown, refreshing) == (stored, False)
+    later = timezone.now() + timedelta(seconds=settings.PREFLAB_QUALITY_REFRESH_SECONDS)
+    shown, refreshing = leaderboard.current_leaderboard(datasets=[dataset], rounds=100, now=later)
+    assert shown == stored and refreshing
+    assert shown is not None and shown.data["standings"]["battles"] == 8
+
+
+def request_and_compute(dataset: Dataset) -> int:
+    leaderboard.request_refresh(datasets=[dataset], rounds=100)
+    stored = ModelLeaderboard.objects.get(key=leaderboard.leaderboard_key([dataset], 100))
+    leaderboard.refresh_leaderboard(leaderboard_id=stored.pk)
+    return stored.pk
+
+
+def test_an_exclusion_makes_the_leaderboards_of_its_datasets_stale_at_once(big, staff):
+    dataset = big["dataset"]
+    request_and_compute(dataset)
+    shown, refreshing = leaderboard.current_leaderboard(datasets=[dataset], rounds=100)
+    assert not refreshing
+    exclusion.exclude_labeler(labeler=big["bob"], by=staff)
+    shown, refreshing = leaderboard.current_leaderboard(datasets=[dataset], rounds=100)
+    assert refreshing
+    stored = leaderboard.refresh_leaderboard(leaderboard_id=shown.pk)
+    assert stored is not None and stored.data["standings"]["battles"] == 4  # ann's only
+
+
+def test_pooled_datasets_share_one_row_in_any_order(big):
+    other = unrated_dataset(slug="other")
+    first = leaderboard.leaderboard_key([big["dataset"], other], 100)
+    assert first == leaderboard.leaderboard_key([other, big["dataset"]], 100)
+    assert first != leaderboard.leaderboard_key([other, big["dataset"]], 200)
+
+
+def test_a_leaderboard_of_a_deleted_dataset_is_dropped_quietly(big):
+    other = unrated_dataset(slug="other")
+    leaderboard.request_refresh(datasets=[big["dataset"], other], rounds=100)
+    stored = ModelLeaderboard.objects.get()
+    other.delete()
+    assert leaderboard.refresh_leaderboard(leaderboard_id=stored.pk) is None
+    assert not ModelLeaderboard.objects.exists()
+    assert leaderboard.refresh_leaderboard(leaderboard_id=stored.pk) is None
+
+
+def test_a_failed_computation_is_stored_and_raised(big, monkeypatch):
+    leaderboard.request_refresh(datasets=[big["dataset"]], rounds=100)
+    stored = ModelLeaderboard.objects.get()
+
+    def broken(**kwargs: Any) -> Any:
+        raise RuntimeError("out of luck")
+
+    monkeypatch.setattr(leaderboard, "compute_leaderboard", broken)
+    with pytest.raises(RuntimeError):
+        leaderboard.refresh_leaderboard(leaderboard_id=stored.pk)
+    stored.refresh_from_db()
+    assert stored.error == "RuntimeError: out of luck" and stored.computed_at is None
+
+
+def test_page_shows_computing_then_the_stored_leaderboard(client, staff, big):
+    client.force_login(staff)
+    waiting = client.get(page_url(), {"rounds": 100}).content.decode()
+    assert "being computed" in waiting and 'http-equiv="refresh"' in waiting
+    leaderboard.refresh_leaderboard(leaderboard_id=ModelLeaderboard.objects.get().pk)
+    page = client.get(page_url(), {"rounds": 100}).content.decode()
+    assert "being computed" not in page and 'http-equiv="refresh"' not in page
+    assert "<svg" in page and "Computed " in page
