@@ -21,6 +21,10 @@ from labeling.models import (
 )
 
 
+# What the quality report and the model leaderboard say of the stored result they answer with.
+REPORT_STATUSES = ["ready", "refreshing", "computing"]
+
+
 class ProgressSerializer(serializers.Serializer):
     prompts = serializers.IntegerField(help_text="Prompts to label (gold left out).")
     labels_needed = serializers.IntegerField(help_text="prompts x labels_per_prompt")
@@ -374,7 +378,7 @@ class QualityReportSerializer(serializers.Serializer):
     """A dataset's label-quality report, as on the staff dashboard."""
 
     status = serializers.ChoiceField(
-        choices=["ready", "refreshing", "computing"],
+        choices=REPORT_STATUSES,
         help_text="computing: no report yet; refreshing: this one, while a newer one is made.",
     )
     computed_at = serializers.DateTimeField(allow_null=True)
@@ -470,7 +474,7 @@ class LeaderboardSerializer(serializers.Serializer):
     it (a small one is computed at once)."""
 
     status = serializers.ChoiceField(
-        choices=["ready", "refreshing", "computing"],
+        choices=REPORT_STATUSES,
         help_text="computing: none yet, ask again in a few seconds; refreshing: this one, while "
         "a newer one is made.",
     )
