@@ -20,7 +20,6 @@ from labeling.models import (
     Strength,
 )
 
-
 # What the quality report and the model leaderboard say of the stored result they answer with.
 REPORT_STATUSES = ["ready", "refreshing", "computing"]
 
