@@ -14,7 +14,7 @@ Two GROUP BY queries give the counts (at most models^2 rows each, however many c
 `labeling.leaderboard` fits them. The numpy and scipy imports stay inside `compute_leaderboard`
 so that importing this module (the URLconf does, through the views) loads none of them.
 
-At a million comparisons counting takes about 2 s and the bootstrap 1 s (bench/
+At a million comparisons counting takes about 1 s and the bootstrap 1 s (bench/
 leaderboard_bench.py), too slow for a request: a worker computes each leaderboard (datasets and
 rounds) into a `ModelLeaderboard` row that the page and the API read, like the quality report.
 Small datasets (up to PREFLAB_LEADERBOARD_INLINE_RANKINGS rankings) are computed on the spot.
