@@ -243,6 +243,15 @@ PREFLAB_API_MAX_JSON_DEPTH = 32
 # rankings exist and it is older than this. Up to INLINE rankings, the view computes it at once.
 PREFLAB_QUALITY_REFRESH_SECONDS = env_int("PREFLAB_QUALITY_REFRESH_SECONDS", 60)
 PREFLAB_QUALITY_INLINE_RANKINGS = env_int("PREFLAB_QUALITY_INLINE_RANKINGS", 5000)
+# The model leaderboard: bootstrap rounds by default and the range a request may ask for, and how
+# many datasets one leaderboard may pool.
+PREFLAB_LEADERBOARD_ROUNDS = env_int("PREFLAB_LEADERBOARD_ROUNDS", 1000)
+PREFLAB_LEADERBOARD_MIN_ROUNDS = 100
+PREFLAB_LEADERBOARD_MAX_ROUNDS = 5000
+PREFLAB_LEADERBOARD_MAX_DATASETS = 20
+# Up to this many rankings a stale leaderboard is computed in the request; above, by a worker
+# while the page shows the last one.
+PREFLAB_LEADERBOARD_INLINE_RANKINGS = env_int("PREFLAB_LEADERBOARD_INLINE_RANKINGS", 10000)
 
 # How many proxies (a TLS terminator, a load balancer) stand in front of the web processes: the
 # client's address, which login and anonymous API throttles count by, is then that many entries
@@ -325,6 +334,7 @@ SPECTACULAR_SETTINGS = {
         "ImportStatusEnum": "labeling.models.ImportJob.Status",
         "AssignmentStatusEnum": "labeling.models.Assignment.Status",
         "AskedEnum": "labeling.models.Asked",
+        "ReportStatusEnum": "labeling.serializers.REPORT_STATUSES",
     },
 }
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from django.contrib.auth.models import User
 from django.db.models import Exists, F, OuterRef, QuerySet
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -41,6 +42,8 @@ from labeling.serializers import (
     ExportParamsSerializer,
     ImportCreateSerializer,
     ImportJobSerializer,
+    LeaderboardParamsSerializer,
+    LeaderboardSerializer,
     PromptSerializer,
     PromptStatsParamsSerializer,
     PromptStatsSerializer,
@@ -51,7 +54,7 @@ from labeling.serializers import (
     SkipSerializer,
     TaskSerializer,
 )
-from labeling.services import datasets, imports, leasing, rankings
+from labeling.services import datasets, imports, leaderboard, leasing, rankings
 from labeling.services.quality_report import current_report
 
 
@@ -481,3 +484,64 @@ class PromptStatsList(generics.ListAPIView):
         stats = PromptStats.objects.filter(dataset=dataset).select_related("prompt")
         stats = stats.defer("prompt__messages", "prompt__metadata", "prompt__gold_order")
         return filtered_stats(stats, params.validated_data)
+
+
+@extend_schema(
+    parameters=[LeaderboardParamsSerializer],
+    responses={
+        200: LeaderboardSerializer,
+        (200, "text/csv"): OpenApiResponse(
+            OpenApiTypes.STR,
+            description="With format=csv: rank, model, score, low, high, comparisons, wins, "
+            "losses, ties; a row per model, best first.",
+        ),
+        400: OpenApiResponse(description="Unknown dataset, too many datasets, bad rounds."),
+        503: OpenApiResponse(
+            description="format=csv while the first computation runs; see Retry-After."
+        ),
+    },
+    summary="A Bradley-Terry leaderboard of the completions' source models, with bootstrap "
+    "95% intervals and the win-rate matrix (staff, service)",
+)
+@api_view(["GET"])
+@permission_classes([IsStaffOrService])
+def model_leaderboard(request: Request, slug: str) -> Response | HttpResponse:
+    get_object_or_404(Dataset, slug=slug)
+    params = LeaderboardParamsSerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    chosen = leaderboard.parse_datasets(slug=slug, extra=params.validated_data.get("datasets", ""))
+    stored, refreshing = leaderboard.current_leaderboard(
+        datasets=chosen, rounds=params.validated_data["rounds"]
+    )
+    shown = stored if stored is not None and stored.computed_at is not None else None
+    if params.validated_data["format"] == "csv":
+        if shown is None:
+            return computing_csv()
+        rows = leaderboard.as_csv_rows(shown.data)  # type: ignore[arg-type]
+        return csv_download(rows, f"{slug}-leaderboard.csv")
+    return Response(
+        {
+            "status": ("refreshing" if refreshing else "ready") if shown else "computing",
+            "computed_at": shown.computed_at if shown else None,
+            "ranking_cursor": shown.ranking_cursor if shown else 0,
+            "error": stored.error if stored else "",
+            "leaderboard": shown.data if shown else None,
+        }
+    )
+
+
+def csv_download(rows: list[list[str | int | float]], filename: str) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    csv.writer(response).writerows(rows)
+    return response
+
+
+def computing_csv() -> HttpResponse:
+    response = HttpResponse(
+        "The leaderboard is being computed; ask again in a few seconds.\n",
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = "5"
+    return response

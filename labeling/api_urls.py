@@ -19,4 +19,5 @@ urlpatterns = [
     path("datasets/<slug:slug>/rankings/", api.ranking_export, name="rankings"),
     path("datasets/<slug:slug>/quality/", api.quality_report, name="quality"),
     path("datasets/<slug:slug>/prompt-stats/", api.PromptStatsList.as_view(), name="prompt-stats"),
+    path("datasets/<slug:slug>/leaderboard/", api.model_leaderboard, name="leaderboard"),
 ]

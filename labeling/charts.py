@@ -1,10 +1,13 @@
-"""The quality dashboard's two charts, drawn on the server as small SVG documents.
+"""The staff pages' charts (quality dashboard, model leaderboard), drawn on the server as small
+SVG documents.
 
-Every label is a constant, a date or a number, and all text is XML-escaped anyway.
+Labels are constants, dates, numbers and model names (from imported files); all text is
+XML-escaped.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 from xml.sax.saxutils import escape
@@ -82,6 +85,57 @@ def intervals_svg(rows: Sequence[tuple[str, float | None, float | None, float | 
         parts.append(
             f'<circle cx="{x(value):.1f}" cy="{y}" r="4" fill="{ACCENT}"><title>'
             f"{escape(label)}: {value:.3f}</title></circle>"
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering low..high, about `count` of them."""
+    span = max(high - low, 1e-9)
+    raw = span / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(int((high - first) / step) + 1)]
+
+
+def leaderboard_svg(rows: Sequence[dict[str, Any]], width: int = 720) -> str:
+    """One line per model, best on top: its score as a dot and its 95% interval as a whisker.
+    Model names come from imported files: escaped, and cut to fit the label column."""
+    label_width, right, step = 210, 24, 20
+    height = 36 + step * len(rows)
+    values = [row[key] for row in rows for key in ("low", "score", "high")]
+    low, high = (min(values), max(values)) if values else (900.0, 1100.0)
+    pad = max((high - low) * 0.05, 5.0)
+    low, high = low - pad, high + pad
+
+    def x(value: float) -> float:
+        return label_width + (value - low) / (high - low) * (width - label_width - right)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" font-family="sans-serif" font-size="11" role="img">',
+        "<title>Model scores with 95% bootstrap intervals</title>",
+    ]
+    for tick in nice_ticks(low, high):
+        parts.append(
+            f'<line x1="{x(tick):.1f}" y1="8" x2="{x(tick):.1f}" y2="{height - 18}" '
+            'stroke="#ddd"/>'
+            f'<text x="{x(tick):.1f}" y="{height - 5}" text-anchor="middle">{tick:g}</text>'
+        )
+    for i, row in enumerate(rows):
+        y = 20 + step * i
+        name = str(row["model"])
+        shown = name if len(name) <= 32 else name[:31] + "…"
+        label = f"{row['rank']}. {shown}"
+        parts.append(f'<text x="4" y="{y + 4}">{escape(label)}</text>')
+        parts.append(
+            f'<line x1="{x(row["low"]):.1f}" y1="{y}" x2="{x(row["high"]):.1f}" y2="{y}" '
+            f'stroke="{ACCENT}" stroke-width="2"/>'
+            f'<circle cx="{x(row["score"]):.1f}" cy="{y}" r="4" fill="{ACCENT}"><title>'
+            f"{escape(name)}: {row['score']:.0f} ({row['low']:.0f} to {row['high']:.0f})"
+            "</title></circle>"
         )
     parts.append("</svg>")
     return "\n".join(parts)

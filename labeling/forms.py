@@ -12,6 +12,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, QueryDict
 
 from labeling import accounts, orders
@@ -23,10 +24,11 @@ from labeling.models import (
     Assignment,
     Completion,
     Criterion,
+    Dataset,
     Flag,
     Strength,
 )
-from labeling.services import password_reset
+from labeling.services import leaderboard, password_reset
 
 # helpful and honest share their first letter, so each criterion has its own key.
 CRITERION_KEYS = {"helpful": "h", "honest": "o", "harmless": "a"}
@@ -353,3 +355,33 @@ class AdjudicationForm(forms.Form):
             return data
         data["order"] = orders.from_ranks(cast(dict[int, int], ranks))
         return data
+
+
+class LeaderboardForm(forms.Form):
+    """The leaderboard page's choices: datasets to pool with the page's own (slugs from the
+    checkboxes, or comma-separated as in the API's `?datasets=a,b`) and bootstrap rounds."""
+
+    datasets = forms.CharField(required=False, max_length=2000)
+    rounds = forms.IntegerField(
+        required=False,
+        min_value=settings.PREFLAB_LEADERBOARD_MIN_ROUNDS,
+        max_value=settings.PREFLAB_LEADERBOARD_MAX_ROUNDS,
+    )
+
+    def __init__(self, query: QueryDict, *, slug: str) -> None:
+        data = {
+            "datasets": ",".join(query.getlist("datasets")),
+            "rounds": query.get("rounds", ""),
+        }
+        super().__init__(data)
+        self.slug = slug
+
+    def clean_rounds(self) -> int:
+        rounds = self.cleaned_data["rounds"]
+        return settings.PREFLAB_LEADERBOARD_ROUNDS if rounds is None else int(rounds)
+
+    def clean_datasets(self) -> list[Dataset]:
+        try:
+            return leaderboard.parse_datasets(slug=self.slug, extra=self.cleaned_data["datasets"])
+        except ValidationError as error:
+            raise forms.ValidationError(error.message_dict["datasets"]) from None

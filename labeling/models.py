@@ -680,3 +680,34 @@ class Adjudication(models.Model):
 
     def __str__(self) -> str:
         return f"adjudication {self.pk} of {self.prompt_id} by {self.reviewer_id}"
+
+
+class ModelLeaderboard(models.Model):
+    """A leaderboard of source models over one or more datasets, at a number of bootstrap
+    rounds, computed by a worker and read by the page and the API (over a million comparisons,
+    counting and bootstrapping take seconds). Refreshed like `QualityReport`: when newer rankings
+    exist and it is older than `PREFLAB_QUALITY_REFRESH_SECONDS`, or at once after something
+    that counts changed (an exclusion, a gold change: `invalidated`)."""
+
+    key = models.CharField(
+        max_length=300, unique=True, help_text="The datasets' ids, sorted, and rounds: '3,5:1000'."
+    )
+    datasets = models.ManyToManyField(Dataset, related_name="leaderboards")
+    rounds = models.PositiveIntegerField()
+    data = models.JSONField(default=dict, blank=True)
+    ranking_cursor = models.BigIntegerField(default=0)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(default=0.0, help_text="How long the last computation took.")
+    generation = models.PositiveIntegerField(
+        default=0, help_text="Raised by each invalidation (an exclusion, a gold change, ...)."
+    )
+    computed_generation = models.PositiveIntegerField(default=0)
+    refresh_queued_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"leaderboard {self.key} at {self.computed_at}"
+
+    @property
+    def invalidated(self) -> bool:
+        return self.computed_at is None or self.computed_generation != self.generation

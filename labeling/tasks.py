@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from labeling.services import imports, leasing, password_reset, quality_report
+from labeling.services import imports, leaderboard, leasing, password_reset, quality_report
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ def import_file(job_id: int) -> None:
 def refresh_quality_report(dataset_id: int) -> None:
     """Idempotent: recomputing a report from the same rankings gives the same report."""
     quality_report.refresh_report(dataset_id=dataset_id)
+
+
+@shared_task(name="labeling.refresh_leaderboard")
+def refresh_leaderboard(leaderboard_id: int) -> None:
+    """Idempotent: recomputing a leaderboard from the same battles gives the same one (seeded)."""
+    leaderboard.refresh_leaderboard(leaderboard_id=leaderboard_id)
 
 
 @shared_task(name="labeling.send_password_reset")

@@ -15,6 +15,7 @@ urlpatterns = [
     path("quality/", views.quality_index, name="quality-index"),
     path("quality/<slug:slug>/", views.quality_dashboard, name="quality"),
     path("quality/<slug:slug>/refresh/", views.quality_refresh, name="quality-refresh"),
+    path("quality/<slug:slug>/leaderboard/", views.model_leaderboard, name="leaderboard"),
     path(
         "quality/<slug:slug>/prompts/<int:prompt_id>/",
         views.quality_prompt,

@@ -27,9 +27,9 @@ from django.views.decorators.http import require_GET, require_POST
 from labeling import charts, consensus, orders
 from labeling.accounts import staff_required
 from labeling.errors import errors_text
-from labeling.forms import GoldOrderForm, RankingForm, SkipForm
+from labeling.forms import GoldOrderForm, LeaderboardForm, RankingForm, SkipForm
 from labeling.models import Adjudication, Assignment, Dataset, Prompt, Ranking
-from labeling.services import exclusion, gold, leasing, quality_report, rankings
+from labeling.services import exclusion, gold, leaderboard, leasing, quality_report, rankings
 
 
 class AuthenticatedRequest(HttpRequest):
@@ -259,6 +259,40 @@ def warnings() -> Any:
     from labeling.report import WARNINGS  # with the statistics' numpy: staff pages only
 
     return WARNINGS.items()
+
+
+@require_GET
+@staff_required
+def model_leaderboard(request: HttpRequest, slug: str) -> HttpResponse:
+    """The Bradley-Terry leaderboard of the source models of the dataset (and others chosen),
+    as last computed; a stale one of many rankings is being recomputed by a worker meanwhile."""
+    dataset = get_object_or_404(Dataset, slug=slug)
+    form = LeaderboardForm(request.GET, slug=slug)
+    context: dict[str, Any] = {
+        "dataset": dataset,
+        "form": form,
+        "others": Dataset.objects.exclude(pk=dataset.pk).order_by("name"),
+    }
+    if not form.is_valid():
+        return render(request, "labeling/leaderboard.html", context, status=400)
+    stored, refreshing = leaderboard.current_leaderboard(
+        datasets=form.cleaned_data["datasets"], rounds=form.cleaned_data["rounds"]
+    )
+    data = stored.data if stored is not None and stored.computed_at is not None else {}
+    context.update(
+        stored=stored,
+        refreshing=refreshing,
+        data=data,
+        rounds=form.cleaned_data["rounds"],
+        chosen={d.slug for d in form.cleaned_data["datasets"]},
+        query=request.GET.urlencode(),
+    )
+    if data:
+        models = data["standings"]["models"]
+        # Built from numbers and escaped model names by labeling.charts.
+        context["chart"] = mark_safe(charts.leaderboard_svg(models))
+        context["matrix"] = zip(models, data["standings"]["win_rates"], strict=True)
+    return render(request, "labeling/leaderboard.html", context)
 
 
 def progress_shares(progress: dict[str, int]) -> dict[str, float]:

@@ -13,6 +13,7 @@ STAFF_PAGES = [
     ("get", reverse("labeling:quality-index")),
     ("get", reverse("labeling:quality", args=["any"])),
     ("post", reverse("labeling:quality-refresh", args=["any"])),
+    ("get", reverse("labeling:leaderboard", args=["any"])),
     ("get", reverse("labeling:quality-prompt", args=["any", 1])),
     ("post", reverse("labeling:quality-gold", args=["any", 1])),
     ("post", reverse("labeling:labeler-exclude", args=[1])),

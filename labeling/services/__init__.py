@@ -5,6 +5,7 @@
 - `leasing`: the next task, skipping it, expiring and releasing leases;
 - `rankings`: submitting a ranking with its comparisons, the export cursor;
 - `quality_report`: computing, storing and refreshing a dataset's quality report;
+- `leaderboard`: counting battles between source models, the stored model leaderboards;
 - `exclusion`: excluding and reinstating labelers;
 - `gold`: gold prompts;
 - `password_reset`: password reset e-mails;

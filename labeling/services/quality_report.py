@@ -34,6 +34,7 @@ from labeling.models import (
     labeler_counts,
 )
 from labeling.services import jobs, prompt_stats
+from labeling.services.leaderboard import invalidate_leaderboards
 
 if TYPE_CHECKING:  # the figures need numpy: imported by what computes them, not with this module
     from labeling import report
@@ -71,11 +72,12 @@ def request_refresh(*, dataset: Dataset, now: datetime | None = None) -> bool:
 
 
 def invalidate_reports(dataset_ids: list[int]) -> None:
-    """Something that counts changed (an exclusion, a gold prompt): the report is stale now,
-    and a refresh may be queued at once."""
+    """Something that counts changed (an exclusion, a gold prompt): the report, and the model
+    leaderboards of these datasets, are stale now, and a refresh may be queued at once."""
     QualityReport.objects.filter(dataset_id__in=dataset_ids).update(
         refresh_queued_at=None, generation=F("generation") + 1
     )
+    invalidate_leaderboards(dataset_ids)
 
 
 def refresh_report(*, dataset_id: int) -> QualityReport | None:

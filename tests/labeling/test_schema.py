@@ -92,3 +92,23 @@ def test_the_schema_lists_every_error_and_the_score_limits(settings):
     assert "413" not in export["responses"]
     error = export["responses"]["429"]["content"]["application/json"]["schema"]
     assert error == {"$ref": "#/components/schemas/Error"}
+
+
+def test_leaderboard_responses_match_the_schema(spec, staff, dataset):
+    from tests.labeling.test_leaderboard import ranked
+
+    dataset.ratings = dataset.strength = "off"
+    dataset.save()
+    ranked(dataset, ["big", "small", "mid"], [[0], [1, 2]], staff)
+    client = token_client(staff)
+    url = reverse("labeling-api:leaderboard", args=[dataset.slug])
+    board = client.get(url, {"rounds": 100})
+    assert board.status_code == 200
+    check(spec, board)
+    bad = client.get(url, {"rounds": 1})
+    assert bad.status_code == 400
+    check(spec, bad)
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operation = schema["paths"]["/api/v1/datasets/{slug}/leaderboard/"]["get"]
+    assert {"application/json", "text/csv"} <= set(operation["responses"]["200"]["content"])
+    assert {"datasets", "rounds", "format"} <= {p["name"] for p in operation["parameters"]}
