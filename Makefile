@@ -108,7 +108,10 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/training_memory.py
 	$(BIN)/python bench/reward_scale.py
 	$(BIN)/python bench/dashboard_bench.py
+	$(BIN)/python bench/review_bench.py
+	$(BIN)/python bench/leaderboard_bench.py
 	$(BIN)/python bench/load_bench.py
+	$(BIN)/python bench/labeling_keys.py --repeat 3
 
 clean:
 	rm -rf $(VENV) var staticfiles

@@ -1,7 +1,7 @@
 """Review queue benchmark: the queue page of a dataset with 100,000 prompts and their stats rows.
 
-Run from the repo root (PYTHONPATH so that the child finds the project from bench/):
-    PYTHONPATH=. .venv/bin/python bench/review_bench.py [--prompts 100000] [--renders 30]
+Run from the repo root:
+    .venv/bin/python bench/review_bench.py [--prompts 100000] [--renders 30]
 
 A fresh PostgreSQL database is migrated and filled with SQL (INSERT ... SELECT over
 generate_series): a superuser, a dataset, its prompts with two completions each, and one
