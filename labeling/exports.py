@@ -557,30 +557,17 @@ def consensus_fields(
 def consensus_lines(
     prompts: QuerySet[Prompt],
     *,
-    ranking_cursor: int,
     format: str,
     include_ids: bool,
     render_text: bool = False,
-    min_agreement: float | None = None,
-    min_labelers: int = 1,
     include: tuple[str, ...] = (),
-    split: Split | None = None,
-    exclude_unacceptable: bool = False,
-    adjudicated_only: bool = False,
+    **selection: Any,
 ) -> Iterator[bytes]:
-    """One JSON line per pair of `consensus_chunks`, each saying its `source` ("consensus" or
-    "adjudicated"); with `include_ids`, a consensus row adds its `vote_share` and `voters`, an
-    adjudicated one its adjudication's id and the pair's `margin`."""
-    for chunk in consensus_chunks(
-        prompts,
-        ranking_cursor=ranking_cursor,
-        min_agreement=min_agreement,
-        min_labelers=min_labelers,
-        include=include,
-        split=split,
-        exclude_unacceptable=exclude_unacceptable,
-        adjudicated_only=adjudicated_only,
-    ):
+    """One JSON line per pair of `consensus_chunks` (which takes `selection`: the ranking
+    cursor and the filters), each saying its `source` ("consensus" or "adjudicated"); with
+    `include_ids`, a consensus row adds its `vote_share` and `voters`, an adjudicated one its
+    adjudication's id and the pair's `margin`."""
+    for chunk in consensus_chunks(prompts, include=include, **selection):
         encoded_prompts = {}
         for prompt_id, (messages, *_) in chunk.prompts.items():
             pair_format = line_format(format, messages, render_text)
@@ -619,28 +606,14 @@ def adjudicated_orders(prompt_ids: Iterable[int]) -> dict[int, tuple[int, orders
 def consensus_records(
     prompts: QuerySet[Prompt],
     *,
-    ranking_cursor: int,
     format: str,
     include_ids: bool,
     render_text: bool = False,
-    min_agreement: float | None = None,
-    min_labelers: int = 1,
     include: tuple[str, ...] = (),
-    split: Split | None = None,
-    exclude_unacceptable: bool = False,
-    adjudicated_only: bool = False,
+    **selection: Any,
 ) -> Iterator[list[dict[str, Any]]]:
     """The rows of `consensus_lines` as dicts, a chunk at a time (for Parquet)."""
-    for chunk in consensus_chunks(
-        prompts,
-        ranking_cursor=ranking_cursor,
-        min_agreement=min_agreement,
-        min_labelers=min_labelers,
-        include=include,
-        split=split,
-        exclude_unacceptable=exclude_unacceptable,
-        adjudicated_only=adjudicated_only,
-    ):
+    for chunk in consensus_chunks(prompts, include=include, **selection):
         records = []
         for prompt_id, pair in chunk.pairs:
             prompt = chunk.prompts[prompt_id]
