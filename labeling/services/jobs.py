@@ -8,7 +8,8 @@ while it runs, and on failure stores the error text on the row and raises again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -56,6 +57,30 @@ def record_failure(rows: QuerySet[Any], error: BaseException, **fields: Any) -> 
     text = failure_text(error)
     rows.update(error=text, **fields)
     return text
+
+
+def store_computed(
+    rows: QuerySet[Any], compute: Callable[[], Any], *, cursor: int, generation: int
+) -> None:
+    """Compute a stored statistic (a quality report, a leaderboard) and write it on its row
+    with the ranking `cursor` it covers and the `generation` it was started at (an
+    invalidation meanwhile raised the row's own, so it stays invalidated). A failure is stored
+    on the row, with the time, and raised."""
+    started = time.monotonic()
+    try:
+        data = compute()
+    except Exception as error:
+        record_failure(rows, error, refresh_queued_at=timezone.now())
+        raise
+    rows.update(
+        data=data,
+        ranking_cursor=cursor,
+        computed_at=timezone.now(),
+        computed_generation=generation,
+        seconds=time.monotonic() - started,
+        error="",
+        refresh_queued_at=None,
+    )
 
 
 def finish_job(model: type[BackgroundJob], job_id: int, **fields: Any) -> bool:

@@ -23,7 +23,6 @@ Small datasets (up to PREFLAB_LEADERBOARD_INLINE_RANKINGS rankings) are computed
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -334,23 +333,14 @@ def refresh_leaderboard(*, leaderboard_id: int) -> ModelLeaderboard | None:
         logger.info("leaderboard %s: a dataset is gone", stored.key)
         stored.delete()
         return None
-    started = time.monotonic()
     generation = stored.generation
     cursor = newest_ranking(ids)  # read first: newer rankings make the next view refresh again
     rows = ModelLeaderboard.objects.filter(pk=stored.pk)
-    try:
-        data = compute_leaderboard(datasets=datasets, rounds=stored.rounds)
-    except Exception as error:
-        jobs.record_failure(rows, error, refresh_queued_at=timezone.now())
-        raise
-    rows.update(
-        data=data,
-        ranking_cursor=cursor,
-        computed_at=timezone.now(),
-        computed_generation=generation,
-        seconds=time.monotonic() - started,
-        error="",
-        refresh_queued_at=None,
+    jobs.store_computed(
+        rows,
+        lambda: compute_leaderboard(datasets=datasets, rounds=stored.rounds),
+        cursor=cursor,
+        generation=generation,
     )
     stored.refresh_from_db()
     return stored

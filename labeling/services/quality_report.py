@@ -8,7 +8,6 @@ dashboard views at once one enqueues, and a failure is stored on the row (`jobs.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -91,29 +90,20 @@ def refresh_report(*, dataset_id: int) -> QualityReport | None:
     if dataset is None:
         logger.info("quality report: dataset %s is gone", dataset_id)
         return None
-    started = time.monotonic()
     stored, _ = QualityReport.objects.get_or_create(dataset=dataset)
     generation = stored.generation
     # Stats rows are recomputed in full after an invalidation, else only where rankings came.
     stats_since = 0 if stored.invalidated else stored.ranking_cursor
     # Read first: rankings committed while computing make the next view refresh again.
     cursor = Ranking.objects.filter(dataset=dataset).aggregate(top=Max("pk"))["top"] or 0
-    rows = QualityReport.objects.filter(pk=stored.pk)
-    try:
+
+    def compute() -> report.ReportData:
         data = compute_report(dataset=dataset, cursor=cursor)
         prompt_stats.refresh_prompt_stats(dataset=dataset, cursor=cursor, since=stats_since)
-    except Exception as error:
-        jobs.record_failure(rows, error, refresh_queued_at=timezone.now())
-        raise
-    rows.update(
-        data=data,
-        ranking_cursor=cursor,
-        computed_at=timezone.now(),
-        computed_generation=generation,
-        seconds=time.monotonic() - started,
-        error="",
-        refresh_queued_at=None,
-    )
+        return data
+
+    rows = QualityReport.objects.filter(pk=stored.pk)
+    jobs.store_computed(rows, compute, cursor=cursor, generation=generation)
     stored.refresh_from_db()
     return stored
 
