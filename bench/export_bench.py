@@ -142,7 +142,6 @@ def fill(
     completions: int = 4,
 ) -> dict[str, Any]:
     """Migrate, then COPY the synthetic rows with their ids, move the sequences on, ANALYZE."""
-    import psycopg
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -151,8 +150,23 @@ def fill(
         rows = synthetic_rows(comparisons, per_prompt=per_prompt, completions=completions)
     else:
         rows = make_rows(comparisons, per_prompt=per_prompt)
+    copy_tables(rows)
+    return {
+        "seconds": time.perf_counter() - started,
+        "prompts": len(rows["labeling_prompt"]),
+        "rankings": len(rows["labeling_ranking"]),
+    }
+
+
+def copy_tables(
+    rows: dict[str, list[tuple[Any, ...]]], tables: dict[str, str] | None = None
+) -> None:
+    """COPY each table's rows (`tables`: table -> its columns, COLUMNS by default, in an order
+    that keeps foreign keys) into DATABASE_URL, set the id sequences past them, ANALYZE."""
+    import psycopg
+
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn, conn.cursor() as cur:
-        for table, columns in COLUMNS.items():
+        for table, columns in (tables or COLUMNS).items():
             with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[arg-type]
                 for row in rows[table]:
                     copy.write_row(row)
@@ -160,11 +174,6 @@ def fill(
             cur.execute(f"SELECT setval({sequence}, MAX(id)) FROM {table}")  # type: ignore[arg-type]
         conn.commit()
         conn.execute("ANALYZE")
-    return {
-        "seconds": time.perf_counter() - started,
-        "prompts": len(rows["labeling_prompt"]),
-        "rankings": len(rows["labeling_ranking"]),
-    }
 
 
 # --- Child: one export, or the COPY floor ----------------------------------------------------

@@ -36,7 +36,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from export_bench import LABELERS, PG_SERVER, ROOT, SLUG, peak_rss_mib, postgres_admin
+from export_bench import (
+    LABELERS,
+    PG_SERVER,
+    ROOT,
+    SLUG,
+    copy_tables,
+    peak_rss_mib,
+    postgres_admin,
+)
 
 COLUMNS = {  # the columns each COPY gives, in the order of `arena_rows`' tuples
     "auth_user": "id, password, is_superuser, username, first_name, last_name, email, is_staff, "
@@ -136,21 +144,12 @@ def plackett_luce(rng: random.Random, strengths: list[float]) -> list[int]:
 
 def fill(comparisons: int, models: int) -> dict[str, Any]:
     """Migrate, then COPY the rows with their ids, move the sequences on, ANALYZE."""
-    import psycopg
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
     rows = arena_rows(comparisons, models=models)
-    with psycopg.connect(os.environ["DATABASE_URL"]) as conn, conn.cursor() as cur:
-        for table, columns in COLUMNS.items():
-            with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[arg-type]
-                for row in rows[table]:
-                    copy.write_row(row)
-            sequence = f"pg_get_serial_sequence('{table}', 'id')"
-            cur.execute(f"SELECT setval({sequence}, MAX(id)) FROM {table}")  # type: ignore[arg-type]
-        conn.commit()
-        conn.execute("ANALYZE")
+    copy_tables(rows, COLUMNS)
     return {
         "seconds": time.perf_counter() - started,
         "prompts": len(rows["labeling_prompt"]),
