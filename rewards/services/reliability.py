@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.core.exceptions import ValidationError
@@ -27,6 +27,9 @@ from django.db.models import Max
 from labeling.models import Comparison, Dataset, Ranking
 from labeling.report import MIN_EVIDENCE
 from labeling.services.quality_report import compute_reliabilities
+
+if TYPE_CHECKING:
+    from labeling import report
 
 CHUNK_SIZE = 20_000
 # How a labeler's reliability r (0..1) becomes the weight of each of their comparisons.
@@ -86,32 +89,50 @@ class LabelerWeights:
         return self.by_labeler.get((dataset_id, labeler_id), self.default.get(dataset_id, 1.0))
 
 
+@dataclass
+class DatasetWeights:
+    """One dataset's labelers' weights (0: dropped), and the weight of a labeler it has no
+    reliability for."""
+
+    weights: dict[int, float]
+    default: float
+    dropped: int
+    defaulted: int
+
+
+def weigh_labelers(
+    reliabilities: dict[int, report.Reliability], weighting: str, min_reliability: float
+) -> DatasetWeights:
+    """Weights from one dataset's reliabilities (`labeling.report.labeler_reliabilities`): the
+    formula of `weighting`, 0 under `min_reliability`, the default for too little evidence (see
+    the module's docstring)."""
+    to_weight = WEIGHTINGS[weighting]
+    estimated = {pk: found for pk, found in reliabilities.items() if found.evidence >= MIN_EVIDENCE}
+    weights = {pk: to_weight(found.reliability) for pk, found in estimated.items()}
+    default = statistics.median(weights.values()) if weights else 1.0
+    dropped = {pk for pk, found in estimated.items() if found.reliability < min_reliability}
+    return DatasetWeights(
+        weights={pk: 0.0 if pk in dropped else weights.get(pk, default) for pk in reliabilities},
+        default=default,
+        dropped=len(dropped),
+        defaulted=len(reliabilities) - len(estimated),
+    )
+
+
 def labeler_weights(
     *, datasets: list[Dataset], weighting: str, min_reliability: float
 ) -> LabelerWeights:
     """Every labeler's weight in each dataset, from reliabilities computed now (module doc)."""
-    to_weight = WEIGHTINGS[weighting]
     result = LabelerWeights()
     cursors, dropped, defaulted = {}, 0, 0
     for dataset in datasets:
         cursor = Ranking.objects.filter(dataset=dataset).aggregate(top=Max("pk"))["top"] or 0
         cursors[dataset.slug] = cursor
         reliabilities, _ = compute_reliabilities(dataset=dataset, cursor=cursor)
-        estimated = {
-            pk: found for pk, found in reliabilities.items() if found.evidence >= MIN_EVIDENCE
-        }
-        weights = {pk: to_weight(found.reliability) for pk, found in estimated.items()}
-        default = statistics.median(weights.values()) if weights else 1.0
-        result.default[dataset.pk] = default
-        for pk, found in reliabilities.items():
-            if pk not in estimated:
-                result.by_labeler[(dataset.pk, pk)] = default
-                defaulted += 1
-            elif found.reliability < min_reliability:
-                result.by_labeler[(dataset.pk, pk)] = 0.0
-                dropped += 1
-            else:
-                result.by_labeler[(dataset.pk, pk)] = weights[pk]
+        found = weigh_labelers(reliabilities, weighting, min_reliability)
+        result.default[dataset.pk] = found.default
+        result.by_labeler.update(((dataset.pk, pk), w) for pk, w in found.weights.items())
+        dropped, defaulted = dropped + found.dropped, defaulted + found.defaulted
     kept = [w for w in result.by_labeler.values() if w > 0]
     result.summary = {
         "weighting": weighting,
