@@ -46,6 +46,7 @@ class TrainingRunForm(forms.Form):
             ("reliability", "Reliability"),
         ],
         initial="none",
+        required=False,  # left out: none, as before the option existed
         widget=forms.RadioSelect,
         label="Weight comparisons by",
         help_text="Each labeler's reliability as the quality report computes it (agreement "
@@ -98,7 +99,7 @@ class TrainingRunForm(forms.Form):
     def weighting_config(self) -> dict[str, Any]:
         """The reliability options, only when they differ from unweighted training."""
         config: dict[str, Any] = {}
-        if self.cleaned_data["weighting"] != "none":
+        if self.cleaned_data["weighting"] not in ("", "none"):
             config["weighting"] = self.cleaned_data["weighting"]
         if self.cleaned_data["min_reliability"]:
             config["min_reliability"] = self.cleaned_data["min_reliability"]
