@@ -67,8 +67,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
     def get_reward_model(self, run: TrainingRun) -> int | None:
         """The version the run made, if any."""
-        model = RewardModel.objects.filter(run=run).values_list("version", flat=True).first()
-        return model
+        return RewardModel.objects.filter(run=run).values_list("version", flat=True).first()
 
 
 class ScoreItemSerializer(serializers.Serializer):
