@@ -313,6 +313,17 @@ class ReportBuilder:
             totals[labeler] = (score, count)
         return totals
 
+    def reliabilities(self) -> tuple[dict[int, Reliability], float | None]:
+        """Each labeler's reliability, as the labeler table has it, and the dataset's pairwise
+        agreement rate it is pulled toward; without the report's bootstraps, so training can
+        compute it cheaply."""
+        total, count = 0.0, 0
+        for prompt in self.prompts:
+            prompt_sum, prompt_count = quality.prompt_agreement(prompt.rankings)
+            total, count = total + prompt_sum, count + prompt_count
+        rate = total / count if count else None
+        return labeler_reliabilities(self.activity, self.agreement_by_labeler(), rate), rate
+
     def progress(self, regular: int, gold: int, labels_per_prompt: int) -> Progress:
         labeled = [len(p.rankings) for p in self.prompts]
         done = sum(1 for n in labeled if n >= labels_per_prompt)
@@ -372,18 +383,12 @@ def labeler_table(
     """
     medians = {pk: statistics.median(a.seconds) for pk, a in activity.items() if a.seconds}
     typical = statistics.median(medians.values()) if medians else None
-    prior = dataset_rate if dataset_rate is not None else 0.5
-    gold_rates = [a.gold_sum / a.gold_count for a in activity.values() if a.gold_count]
-    gold_prior = statistics.median(gold_rates) if len(gold_rates) >= 2 else prior
+    _, gold_prior = reliability_priors(activity, dataset_rate)
+    reliabilities = labeler_reliabilities(activity, agreement, dataset_rate)
     rows: list[LabelerRow] = []
     for pk, done in activity.items():
         username, is_active = labelers.get(pk, (str(pk), False))
         agree_sum, agree_count = agreement.get(pk, (0.0, 0))
-        parts = [(agree_sum + PRIOR_PAIRS * prior) / (agree_count + PRIOR_PAIRS)]
-        if done.gold_count:
-            parts.append(
-                (done.gold_sum + PRIOR_PAIRS * gold_prior) / (done.gold_count + PRIOR_PAIRS)
-            )
         rate = agree_sum / agree_count if agree_count else None
         gold = done.gold_sum / done.gold_count if done.gold_count else None
         rows.append(
@@ -399,7 +404,7 @@ def labeler_table(
                 "gold": gold,
                 "gold_pairs": done.gold_count,
                 "flag_rate": done.flagged / done.completions if done.completions else 0.0,
-                "reliability": float(np.mean(parts)),
+                "reliability": reliabilities[pk].reliability,
                 "warnings": warnings(
                     done,
                     medians.get(pk),
@@ -410,6 +415,43 @@ def labeler_table(
             }
         )
     return rows
+
+
+class Reliability(NamedTuple):
+    reliability: float
+    # Compared pairs plus gold pairs: how much the estimate rests on.
+    evidence: int
+
+
+def reliability_priors(
+    activity: dict[int, LabelerActivity], dataset_rate: float | None
+) -> tuple[float, float]:
+    """What a labeler without evidence is pulled toward: the dataset's agreement rate (0.5
+    without one), and for gold the labelers' median gold accuracy (that rate below two)."""
+    prior = dataset_rate if dataset_rate is not None else 0.5
+    gold_rates = [a.gold_sum / a.gold_count for a in activity.values() if a.gold_count]
+    gold_prior = statistics.median(gold_rates) if len(gold_rates) >= 2 else prior
+    return prior, gold_prior
+
+
+def labeler_reliabilities(
+    activity: dict[int, LabelerActivity],
+    agreement: dict[int, tuple[float, int]],
+    dataset_rate: float | None,
+) -> dict[int, Reliability]:
+    """Each labeler's reliability (see `labeler_table`), the one formula the report shows and
+    reliability-weighted training uses."""
+    prior, gold_prior = reliability_priors(activity, dataset_rate)
+    found = {}
+    for pk, done in activity.items():
+        agree_sum, agree_count = agreement.get(pk, (0.0, 0))
+        parts = [(agree_sum + PRIOR_PAIRS * prior) / (agree_count + PRIOR_PAIRS)]
+        if done.gold_count:
+            parts.append(
+                (done.gold_sum + PRIOR_PAIRS * gold_prior) / (done.gold_count + PRIOR_PAIRS)
+            )
+        found[pk] = Reliability(float(np.mean(parts)), agree_count + done.gold_count)
+    return found
 
 
 def warnings(

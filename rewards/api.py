@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics
+from rest_framework import generics, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api import ScoreJSONParser
+from labeling.models import Dataset
 from labeling.permissions import IsStaff, IsStaffOrService
 from rewards.downloads import artifact_response
-from rewards.models import ARTIFACT_FILES, RewardModel
+from rewards.models import ARTIFACT_FILES, RewardModel, TrainingRun
 from rewards.serializers import (
     RewardModelSerializer,
     ScoreRequestSerializer,
     ScoreResponseSerializer,
+    TrainingRunRequestSerializer,
+    TrainingRunSerializer,
 )
+from rewards.services import runs
 
 
 @extend_schema(
@@ -100,3 +106,36 @@ def artifact(request: Request, version: int) -> FileResponse:
             {"format": [f"Unknown format {kind!r}; use one of {', '.join(ARTIFACT_FILES)}."]}
         )
     return artifact_response(model, kind)
+
+
+@extend_schema(
+    request=TrainingRunRequestSerializer,
+    responses={201: TrainingRunSerializer},
+    summary="Start a training run (staff)",
+    description="A queued run on the datasets, handed to a worker. Options are checked at once: "
+    "an unknown or out-of-range option is a 400 naming it.",
+)
+@api_view(["POST"])
+@permission_classes([IsStaff])
+def start_training_run(request: Request) -> Response:
+    serializer = TrainingRunRequestSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    slugs = serializer.validated_data["datasets"]
+    datasets = list(Dataset.objects.filter(slug__in=slugs))
+    missing = sorted(set(slugs) - {dataset.slug for dataset in datasets})
+    if missing:
+        raise ValidationError({"datasets": [f"No dataset {', '.join(missing)}."]})
+    run = runs.start_training_run(
+        datasets=datasets,
+        config=serializer.validated_data["config"],
+        user=cast(User, request.user),  # IsStaff lets only signed-in staff this far
+    )
+    return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(responses=TrainingRunSerializer, summary="A training run: status and metrics")
+@api_view(["GET"])
+@permission_classes([IsStaff])
+def training_run_detail(request: Request, run_id: int) -> Response:
+    run = get_object_or_404(TrainingRun.objects.prefetch_related("datasets"), pk=run_id)
+    return Response(TrainingRunSerializer(run).data)

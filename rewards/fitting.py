@@ -29,6 +29,11 @@ over the whole array exactly as before blocks (numpy's pairwise summation), and 
 the rows by `np.add.at` in pair order, the very sums `np.bincount` made: the same bits, not an
 approximation.
 
+With sample weights s_i (a labeler's reliability, `rewards.services.reliability`), the mean
+becomes sum_i s_i log(1 + exp(-d_i)) / S and lambda = l2_penalty / S, S = sum_i s_i: a pair of
+weight s counts as s pairs. That path is a function of its own, so the unweighted fit keeps its
+bits.
+
 This is the same optimum as a logistic regression without intercept on the differences
 x_chosen - x_rejected, all labelled 1, or on randomly sign-flipped differences with labels
 sign > 0 (the classic recipe): log(1 + exp(-d)) is the loss of a pair either way round, so the
@@ -113,9 +118,10 @@ def loss_and_gradient(
     chosen: np.ndarray,
     rejected: np.ndarray,
     penalty: float,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """L(w) of the module's docstring (lambda = `penalty`) and its gradient, without a matrix
-    of differences.
+    of differences; with `sample_weight`, its weighted form (`_weighted_loss_and_gradient`).
 
     The two products run in the matrix's precision (float32 from `features.featurize`: scipy
     would otherwise copy the whole matrix to float64 on every product); the rest is float64.
@@ -123,6 +129,10 @@ def loss_and_gradient(
     per-pair gradients exist a block of pairs at a time.
     """
     chosen, rejected = _row_numbers(chosen), _row_numbers(rejected)
+    if sample_weight is not None:
+        return _weighted_loss_and_gradient(
+            weights, matrix, chosen, rejected, penalty, sample_weight
+        )
     scores = np.asarray(matrix @ weights.astype(matrix.dtype), dtype=np.float64)
     losses = np.empty(len(chosen))
     chosen_sums, rejected_sums = np.zeros(matrix.shape[0]), np.zeros(matrix.shape[0])
@@ -140,15 +150,63 @@ def loss_and_gradient(
     return loss, gradient + penalty * weights
 
 
+def _weighted_loss_and_gradient(
+    weights: np.ndarray,
+    matrix: sparse.csr_matrix,
+    chosen: np.ndarray,
+    rejected: np.ndarray,
+    penalty: float,
+    sample_weight: np.ndarray,
+) -> tuple[float, np.ndarray]:
+    """The weighted L(w): sum_i s_i log(1 + exp(-d_i)) / S + lambda / 2 * |w|^2 with S = sum_i
+    s_i, and its gradient (g_i = -s_i sigmoid(-d_i) / S). A pair of weight s counts as s pairs,
+    so weights of 1 give L(w) itself; kept apart from the unweighted path, whose bits must not
+    change."""
+    total = float(sample_weight.sum())
+    scores = np.asarray(matrix @ weights.astype(matrix.dtype), dtype=np.float64)
+    loss_sum = 0.0
+    chosen_sums, rejected_sums = np.zeros(matrix.shape[0]), np.zeros(matrix.shape[0])
+    for start in range(0, len(chosen), PAIR_BLOCK):
+        block = slice(start, start + PAIR_BLOCK)
+        margin = reward_differences(scores, chosen[block], rejected[block])
+        np.negative(margin, out=margin)
+        block_weight = sample_weight[block]
+        loss_sum += float(block_weight @ np.logaddexp(0, margin))
+        per_pair = -expit(margin) * block_weight / total
+        np.add.at(chosen_sums, chosen[block], per_pair)
+        np.add.at(rejected_sums, rejected[block], per_pair)
+    loss = loss_sum / total + penalty / 2 * float(weights @ weights)
+    per_row = chosen_sums - rejected_sums
+    gradient = np.asarray(matrix.T @ per_row.astype(matrix.dtype), dtype=np.float64)
+    return loss, gradient + penalty * weights
+
+
+def check_sample_weight(sample_weight: np.ndarray, pairs: int) -> np.ndarray:
+    """`sample_weight` as float64, one finite weight of 0 or more per pair and some above 0."""
+    sample_weight = np.asarray(sample_weight, dtype=np.float64)
+    if sample_weight.shape != (pairs,):
+        raise ValueError("sample_weight must hold one weight per pair")
+    if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
+        raise ValueError("sample weights must be finite and 0 or more")
+    if not sample_weight.any():
+        raise ValueError("every sample weight is 0: no comparison to fit")
+    return sample_weight
+
+
 def fit_bradley_terry(
     features: sparse.csr_matrix,
     chosen: np.ndarray,
     rejected: np.ndarray,
     config: FitConfig,
     on_progress: Callable[[float], None] | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """The float64 weights minimizing L(w) (the module's docstring) for the pairs "row chosen[i]
     of `features` beat row rejected[i]", by L-BFGS-B from w = 0.
+
+    `sample_weight` (one per pair, 0 or more) weighs each pair's loss: a pair of weight s
+    counts as s pairs, in the loss and in lambda = l2_penalty / (sum of the weights). None is
+    the unweighted fit, bit for bit as before weights existed.
 
     Deterministic: nothing is random, so there is no seed. Rows that no pair uses are dropped
     first when they are the majority (the learning curve's subsets), so a small fit does not pay
@@ -165,6 +223,8 @@ def fit_bradley_terry(
     matrix = sparse.csr_matrix(features)  # the same arrays, not a copy
     if matrix.dtype not in (np.float32, np.float64):
         matrix = matrix.astype(np.float64)
+    if sample_weight is not None:
+        sample_weight = check_sample_weight(sample_weight, len(chosen))
     matrix, chosen, rejected = _without_unused_rows(matrix, chosen, rejected)
     # Only the weights of columns that some row uses can move: any other has gradient
     # lambda * w, 0 from w = 0 on. Leaving them out changes nothing but L-BFGS's own work
@@ -173,11 +233,14 @@ def fit_bradley_terry(
     touched[matrix.indices] = True
     active = np.flatnonzero(touched)
     weights = np.zeros(matrix.shape[1])
-    per_pair_penalty = config.l2_penalty / len(chosen)  # lambda
+    pairs = len(chosen) if sample_weight is None else float(sample_weight.sum())
+    per_pair_penalty = config.l2_penalty / pairs  # lambda
 
     def objective(active_weights: np.ndarray) -> tuple[float, np.ndarray]:
         weights[active] = active_weights
-        loss, gradient = loss_and_gradient(weights, matrix, chosen, rejected, per_pair_penalty)
+        loss, gradient = loss_and_gradient(
+            weights, matrix, chosen, rejected, per_pair_penalty, sample_weight
+        )
         return loss, gradient[active]
 
     iterations = 0

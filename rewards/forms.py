@@ -39,6 +39,28 @@ class TrainingRunForm(forms.Form):
         "order instead of its labelers' comparisons.",
     )
 
+    weighting = forms.ChoiceField(
+        choices=[
+            ("none", "None: every comparison weighs 1"),
+            ("chance_corrected", "Chance-corrected reliability: max(0, 2 x reliability - 1)"),
+            ("reliability", "Reliability"),
+        ],
+        initial="none",
+        required=False,  # left out: none, as before the option existed
+        widget=forms.RadioSelect,
+        label="Weight comparisons by",
+        help_text="Each labeler's reliability as the quality report computes it (agreement "
+        "with the other labelers and gold accuracy), computed when the run starts.",
+    )
+    min_reliability = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        label="Drop labelers under reliability",
+        help_text="0 to 1; empty keeps everyone. Labelers with too little data to estimate "
+        "are kept.",
+    )
+
     def clean_l2_penalty(self) -> float | None:
         value: float | None = self.cleaned_data["l2_penalty"]
         if value is not None and value <= 0:
@@ -72,4 +94,13 @@ class TrainingRunForm(forms.Form):
             config["adjudicated"] = "prefer"
         if data["l2_penalty"] is not None:
             config["fit"] = {"l2_penalty": data["l2_penalty"]}
+        return config | self.weighting_config()
+
+    def weighting_config(self) -> dict[str, Any]:
+        """The reliability options, only when they differ from unweighted training."""
+        config: dict[str, Any] = {}
+        if self.cleaned_data["weighting"] not in ("", "none"):
+            config["weighting"] = self.cleaned_data["weighting"]
+        if self.cleaned_data["min_reliability"]:
+            config["min_reliability"] = self.cleaned_data["min_reliability"]
         return config

@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from labeling.formats import messages_problem
 from labeling.serializers import MessageSerializer
-from rewards.models import RewardModel
+from rewards.models import RewardModel, TrainingRun
 
 
 class RewardModelSerializer(serializers.ModelSerializer):
@@ -20,6 +20,54 @@ class RewardModelSerializer(serializers.ModelSerializer):
         model = RewardModel
         fields = ["id", "run", "datasets", "is_active", "created_at", "files", "card"]
         read_only_fields = fields
+
+
+MAX_RUN_DATASETS = 50
+
+
+class TrainingRunRequestSerializer(serializers.Serializer):
+    datasets = serializers.ListField(
+        child=serializers.SlugField(max_length=100),
+        allow_empty=False,
+        max_length=MAX_RUN_DATASETS,
+        help_text="Slugs of the datasets to train on.",
+    )
+    config = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="Run options: held_out_share, seed, include_gold, adjudicated, fit, features, "
+        "weighting (none, reliability, chance_corrected), min_reliability (0 to 1).",
+    )
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    datasets = serializers.SlugRelatedField(  # type: ignore[var-annotated]
+        slug_field="slug", many=True, read_only=True
+    )
+    config = serializers.JSONField()
+    metrics = serializers.JSONField()
+    reward_model = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "status",
+            "stage",
+            "progress",
+            "datasets",
+            "config",
+            "metrics",
+            "error",
+            "created_at",
+            "finished_at",
+            "reward_model",
+        ]
+        read_only_fields = fields
+
+    def get_reward_model(self, run: TrainingRun) -> int | None:
+        """The version the run made, if any."""
+        return RewardModel.objects.filter(run=run).values_list("version", flat=True).first()
 
 
 class ScoreItemSerializer(serializers.Serializer):

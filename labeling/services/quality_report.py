@@ -155,23 +155,11 @@ def refresh_stale_reports(*, now: datetime | None = None) -> int:
 
 def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:
     """Every statistic on the dashboard, as JSON, from the rankings with ids up to `cursor`."""
-    from labeling import report
-
-    gold_orders = _gold_orders_as_ids(dataset)
-    prompts = {
-        pk: report.PromptFacts(is_gold, gold_since, gold_orders.get(pk) if is_gold else None)
-        for pk, is_gold, gold_since in Prompt.objects.filter(dataset=dataset).values_list(
-            "pk", "is_gold", "gold_since"
-        )
-    }
+    builder, prompts, counted = _build_report(dataset, cursor)
     ranked_by = User.objects.filter(rankings__dataset=dataset).distinct()
-    counted = set(ranked_by.filter(labeler_counts("")).values_list("pk", flat=True))
     labelers = {
         pk: (username, pk in counted) for pk, username in ranked_by.values_list("pk", "username")
     }
-    builder = report.ReportBuilder(criteria=list(dataset.criteria), counted_labelers=counted)
-    for prompt_id, group in groupby(_rankings(dataset, cursor), key=lambda row: row.prompt_id):
-        builder.add_prompt(prompts[prompt_id], list(group))
     gold = sum(1 for facts in prompts.values() if facts.is_gold)
     data = builder.figures(
         cursor=cursor,
@@ -184,6 +172,38 @@ def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:
     _describe_disputed(data["disputed"])
     data["review"] = Adjudication.objects.filter(dataset=dataset).overturn_figures()  # type: ignore[typeddict-item]
     return data
+
+
+def compute_reliabilities(
+    *, dataset: Dataset, cursor: int
+) -> tuple[dict[int, report.Reliability], float | None]:
+    """Each labeler's reliability as the report computes it (its labeler table), from the
+    rankings with ids up to `cursor`, and the dataset's agreement rate; without the report's
+    other figures. For training, which must not rely on a stored report that may be stale."""
+    builder, _, _ = _build_report(dataset, cursor)
+    return builder.reliabilities()
+
+
+def _build_report(
+    dataset: Dataset, cursor: int
+) -> tuple[report.ReportBuilder, dict[int, report.PromptFacts], set[int]]:
+    """The report's builder fed the rankings up to `cursor`, the prompts' facts, and the
+    labelers who count."""
+    from labeling import report
+
+    gold_orders = _gold_orders_as_ids(dataset)
+    prompts = {
+        pk: report.PromptFacts(is_gold, gold_since, gold_orders.get(pk) if is_gold else None)
+        for pk, is_gold, gold_since in Prompt.objects.filter(dataset=dataset).values_list(
+            "pk", "is_gold", "gold_since"
+        )
+    }
+    ranked_by = User.objects.filter(rankings__dataset=dataset).distinct()
+    counted = set(ranked_by.filter(labeler_counts("")).values_list("pk", flat=True))
+    builder = report.ReportBuilder(criteria=list(dataset.criteria), counted_labelers=counted)
+    for prompt_id, group in groupby(_rankings(dataset, cursor), key=lambda row: row.prompt_id):
+        builder.add_prompt(prompts[prompt_id], list(group))
+    return builder, prompts, counted
 
 
 def _rankings(dataset: Dataset, cursor: int) -> Iterator[report.RankingRow]:

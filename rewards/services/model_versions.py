@@ -64,6 +64,9 @@ def model_card(
             ),
         },
         "config": config,
+        # With config.weighting or config.min_reliability: where the weights came from and
+        # how they fell (rewards.services.reliability).
+        "weighting": metrics.get("weighting"),
         "model": (
             "reward = featurizer row . weights (no intercept); the weights minimize, over the "
             "training pairs, sum log(1 + exp(-(reward(chosen) - reward(rejected)))) + "

@@ -33,8 +33,18 @@ STAGES = {
 def run_config(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a run's options and fill in the defaults; a ValidationError names the field."""
     from rewards import features, fitting  # the ML stack, loaded by what trains, not at start
+    from rewards.services.reliability import check_weighting_options
 
-    known = {"features", "fit", "held_out_share", "seed", "include_gold", "adjudicated"}
+    known = {
+        "features",
+        "fit",
+        "held_out_share",
+        "seed",
+        "include_gold",
+        "adjudicated",
+        "weighting",
+        "min_reliability",
+    }
     unknown = set(data) - known
     if unknown:
         raise ValidationError(
@@ -69,6 +79,7 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "include_gold": include_gold,
         "adjudicated": adjudicated,
+        **check_weighting_options(data),
     }
 
 

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from labeling.quality import comparison_agreement
 from rewards import features, fitting
 from rewards.models import RewardModel, TrainingRun
+from rewards.services import reliability
 from rewards.services.model_versions import save_reward_model
 from rewards.services.training_data import Report, TrainingData, load_training_data
 
@@ -26,6 +27,16 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
     fit_config = fitting.FitConfig.from_dict(config["fit"])
     datasets = list(run.datasets.all())
     report("loading")
+    # Before the comparisons: the reliabilities rest on rankings the data has too.
+    labelers = (
+        reliability.labeler_weights(
+            datasets=datasets,
+            weighting=config.get("weighting", "none"),
+            min_reliability=config.get("min_reliability", 0.0),
+        )
+        if reliability.is_weighted(config)
+        else None
+    )
     data = load_training_data(
         datasets=datasets,
         feature_config=feature_config,
@@ -41,6 +52,7 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
     train_count = data.put_held_out_last(held_out_mask)
     del held_out_mask
     train_pairs = slice(0, train_count)
+    sample_weight = _sample_weights(data, datasets, labelers, train_count)
     report("fitting")
     weights = fitting.fit_bradley_terry(
         data.features,
@@ -48,9 +60,16 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
         data.rejected_rows[train_pairs],
         fit_config,
         on_progress=lambda share: report("fitting", share),
+        sample_weight=None if sample_weight is None else sample_weight[train_pairs],
     )
     report("evaluating")
-    metrics = evaluate(data, weights, train_count, fit_config, config["seed"], report)
+    metrics = evaluate(
+        data, weights, train_count, fit_config, config["seed"], report, sample_weight
+    )
+    if labelers is not None and sample_weight is not None:
+        metrics["weighting"] = reliability.training_summary(
+            labelers.summary, sample_weight[train_pairs]
+        )
     report("exporting")
     model = save_reward_model(
         run=run,
@@ -63,6 +82,25 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
     return metrics, model
 
 
+def _sample_weights(
+    data: TrainingData,
+    datasets: list[Any],
+    labelers: reliability.LabelerWeights | None,
+    train_count: int,
+) -> np.ndarray | None:
+    """Each comparison's weight by its labeler's reliability, or None for an unweighted run."""
+    if labelers is None:
+        return None
+    sample_weight = reliability.comparison_weights(
+        comparison_ids=data.comparison_ids, datasets=datasets, weights=labelers
+    )
+    if not sample_weight[:train_count].any():
+        raise ValidationError(
+            "min_reliability drops the labelers of every training comparison; lower it."
+        )
+    return sample_weight
+
+
 def evaluate(
     data: TrainingData,
     weights: np.ndarray,
@@ -70,10 +108,16 @@ def evaluate(
     fit_config: fitting.FitConfig,
     seed: int,
     report: Report,
+    sample_weight: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The run's metrics: accuracy, log loss and calibration on the training and the held-out
     pairs (the first `train_count` and the rest), a learning curve, the labelers' agreement on
-    comparisons (the ceiling) and a sample of rewards for the histogram."""
+    comparisons (the ceiling) and a sample of rewards for the histogram.
+
+    With `sample_weight`, the held-out figures stay unweighted, over every held-out pair (so
+    they compare with unweighted runs'), and `held_out_weighted` adds the accuracy with each
+    pair counting its labeler's weight (dropped labelers' pairs not at all); the learning curve
+    fits with the weights, as the model did."""
     train, held_out = slice(0, train_count), slice(train_count, len(data.comparison_ids))
     scores = fitting.rewards(data.features, weights)
 
@@ -84,7 +128,16 @@ def evaluate(
         return fitting.difference_metrics(differences, data.margins[pairs])
 
     held_out_metrics = metrics_of(held_out)
-    return {
+    extra: dict[str, Any] = {}
+    if sample_weight is not None:
+        differences = fitting.reward_differences(
+            scores, data.chosen_rows[held_out], data.rejected_rows[held_out]
+        )
+        extra["held_out_weighted"] = {
+            "accuracy": reliability.weighted_accuracy(differences, sample_weight[held_out]),
+            "pairs": int(np.count_nonzero(sample_weight[held_out])),
+        }
+    return extra | {
         "comparisons": {
             "total": len(data.comparison_ids),
             "train": train_count,
@@ -102,7 +155,14 @@ def evaluate(
             data.prompts, data.chosen_rows, data.rejected_rows
         ),
         "learning_curve": _learning_curve(
-            data, train, held_out, fit_config, seed, held_out_metrics["accuracy"], report
+            data,
+            train,
+            held_out,
+            fit_config,
+            seed,
+            held_out_metrics["accuracy"],
+            report,
+            None if sample_weight is None else sample_weight[train],
         ),
         "reward_samples": {
             "chosen": _sample(scores[data.chosen_rows[held_out]], seed),
@@ -119,8 +179,10 @@ def _learning_curve(
     seed: int,
     full_accuracy: float,
     report: Report,
+    train_weight: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
-    """Held-out accuracy of models fitted on growing shares of the training prompts."""
+    """Held-out accuracy of models fitted on growing shares of the training prompts (weighted
+    by `train_weight` when given; a share whose pairs all weigh 0 is left out)."""
     points = []
     train_prompts = data.prompts[train]
     shuffled = np.random.default_rng(seed).permutation(np.unique(train_prompts))
@@ -132,6 +194,9 @@ def _learning_curve(
         in_subset = np.zeros(len(data.prompt_ids), dtype=bool)
         in_subset[shuffled[: max(1, int(len(shuffled) * share))]] = True
         subset = in_subset[train_prompts]
+        subset_weight = None if train_weight is None else train_weight[subset]
+        if subset_weight is not None and not subset_weight.any():
+            continue
         report("evaluating", index / len(LEARNING_CURVE_SHARES))
         weights = fitting.fit_bradley_terry(
             data.features,
@@ -140,6 +205,7 @@ def _learning_curve(
             fit_config,
             # Progress is also the heartbeat: a long fit must not look like a dead worker.
             on_progress=partial(_curve_progress, report, index),
+            sample_weight=subset_weight,
         )
         scores = fitting.rewards(data.features, weights)
         metrics = fitting.difference_metrics(
