@@ -4,7 +4,7 @@ from typing import Any
 
 from django import forms
 
-from labeling.models import Dataset
+from labeling.models import Criterion, Dataset
 from rewards.services.runs import DEFAULT_HELD_OUT_SHARE
 
 
@@ -37,6 +37,15 @@ class TrainingRunForm(forms.Form):
         label="Prefer adjudicated orders",
         help_text="For a prompt a reviewer adjudicated, train on the pairs of the reviewer's "
         "order instead of its labelers' comparisons.",
+    )
+
+    heads = forms.MultipleChoiceField(
+        choices=Criterion.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Per-criterion heads",
+        help_text="Beside the overall head, train one per ticked criterion on the pairs the "
+        "labelers' ratings order (equal ratings left out); the datasets must rate it.",
     )
 
     def clean_l2_penalty(self) -> float | None:
@@ -72,4 +81,6 @@ class TrainingRunForm(forms.Form):
             config["adjudicated"] = "prefer"
         if data["l2_penalty"] is not None:
             config["fit"] = {"l2_penalty": data["l2_penalty"]}
+        if data["heads"]:
+            config["heads"] = data["heads"]
         return config

@@ -24,7 +24,8 @@ ADJUDICATED_MODES = ("ignore", "prefer")
 STAGES = {
     "loading": (0.0, 0.1),
     "featurizing": (0.1, 0.35),
-    "fitting": (0.35, 0.8),
+    "fitting": (0.35, 0.7),
+    "heads": (0.7, 0.8),  # the per-criterion heads, when the run has any
     "evaluating": (0.8, 0.95),
     "exporting": (0.95, 1.0),
 }
@@ -34,7 +35,9 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a run's options and fill in the defaults; a ValidationError names the field."""
     from rewards import features, fitting  # the ML stack, loaded by what trains, not at start
 
-    known = {"features", "fit", "held_out_share", "seed", "include_gold", "adjudicated"}
+    from rewards.services.heads import heads_option
+
+    known = {"features", "fit", "held_out_share", "seed", "include_gold", "adjudicated", "heads"}
     unknown = set(data) - known
     if unknown:
         raise ValidationError(
@@ -62,6 +65,7 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError(
             {"adjudicated": f"Use one of {', '.join(ADJUDICATED_MODES)} (or leave it out)."}
         )
+    heads = heads_option(data.get("heads"))
     return {
         "features": feature_config.to_dict(),
         "fit": fit_config.to_dict(),
@@ -69,6 +73,8 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "include_gold": include_gold,
         "adjudicated": adjudicated,
+        # Left out when empty, so a run without heads has the config runs always had.
+        **({"heads": heads} if heads else {}),
     }
 
 
@@ -83,12 +89,13 @@ def start_training_run(
     """Create a queued run and, after commit, hand it to a worker (unless `enqueue` is False)."""
     if not datasets:
         raise ValidationError({"datasets": "Choose at least one dataset."})
+    from rewards.services.heads import check_heads
     from rewards.tasks import train_reward_model
 
+    checked = run_config(config or {})
+    check_heads(checked.get("heads", []), datasets)
     with transaction.atomic():
-        run = TrainingRun.objects.create(
-            config=run_config(config or {}), created_by=user, retry_of=retry_of
-        )
+        run = TrainingRun.objects.create(config=checked, created_by=user, retry_of=retry_of)
         run.datasets.set(datasets)
         if enqueue:
             run.task_id = f"train-{run.pk}"

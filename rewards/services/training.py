@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from labeling.quality import comparison_agreement
 from rewards import features, fitting
 from rewards.models import RewardModel, TrainingRun
+from rewards.services.heads import train_heads
 from rewards.services.model_versions import save_reward_model
 from rewards.services.training_data import Report, TrainingData, load_training_data
 
@@ -49,8 +50,23 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
         fit_config,
         on_progress=lambda share: report("fitting", share),
     )
+    head_weights, head_metrics = [], []
+    if config.get("heads"):
+        head_weights, head_metrics = train_heads(
+            heads=config["heads"],
+            datasets=datasets,
+            data=data,
+            train_count=train_count,
+            fit_config=fit_config,
+            include_gold=config.get("include_gold", False),
+            report=report,
+        )
     report("evaluating")
     metrics = evaluate(data, weights, train_count, fit_config, config["seed"], report)
+    if head_metrics:
+        metrics["heads"] = head_metrics
+        # Row 0 the overall head, then a row per criterion: one weight matrix for every file.
+        weights = np.vstack([weights, *head_weights])
     report("exporting")
     model = save_reward_model(
         run=run,
