@@ -107,8 +107,10 @@ def _positions(sorted_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, 
     """The index of each value in `sorted_ids` (int32) and whether it is there at all."""
     index = np.searchsorted(sorted_ids, values)
     clipped = np.minimum(index, max(len(sorted_ids) - 1, 0))
-    found = (index < len(sorted_ids)) & (sorted_ids[clipped] == values) if len(sorted_ids) else (
-        np.zeros(len(values), dtype=bool)
+    found = (
+        (index < len(sorted_ids)) & (sorted_ids[clipped] == values)
+        if len(sorted_ids)
+        else (np.zeros(len(values), dtype=bool))
     )
     return clipped.astype(np.int32), found
 

@@ -4,6 +4,7 @@ labelers' ratings read from the database and a head fitted per criterion (`rewar
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
@@ -94,7 +95,8 @@ def train_heads(
     pairs = head_fitting.pairs_from_ratings(_rated_rankings(datasets, include_gold), heads)
     held_out_prompts = np.zeros(len(data.prompt_ids), dtype=bool)
     held_out_prompts[data.prompts[train_count:]] = True
-    all_weights, all_metrics = [], []
+    all_weights: list[np.ndarray] = []
+    all_metrics: list[dict[str, Any]] = []
     for index, criterion in enumerate(heads):
         rows = head_fitting.to_rows(pairs[criterion], data.completion_ids, data.prompt_ids)
         try:
@@ -104,7 +106,7 @@ def train_heads(
                 data.features,
                 held_out_prompts,
                 fit_config,
-                on_progress=lambda share, i=index: report("heads", (i + share) / len(heads)),
+                on_progress=partial(_head_progress, report, index, len(heads)),
             )
         except ValueError as error:
             raise ValidationError(
@@ -113,3 +115,7 @@ def train_heads(
         all_weights.append(weights)
         all_metrics.append(metrics | {"output": index + 1})
     return all_weights, all_metrics
+
+
+def _head_progress(report: Report, index: int, count: int, done: float) -> None:
+    report("heads", (index + done) / count)

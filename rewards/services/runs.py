@@ -15,6 +15,7 @@ from django.utils import timezone
 from labeling.models import Dataset
 from labeling.services import jobs
 from rewards.models import TrainingRun
+from rewards.services.heads import check_heads, heads_option
 
 DEFAULT_HELD_OUT_SHARE = 0.2
 # "ignore": the labelers' comparisons only; "prefer": for a prompt a reviewer adjudicated, the
@@ -34,8 +35,6 @@ STAGES = {
 def run_config(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a run's options and fill in the defaults; a ValidationError names the field."""
     from rewards import features, fitting  # the ML stack, loaded by what trains, not at start
-
-    from rewards.services.heads import heads_option
 
     known = {"features", "fit", "held_out_share", "seed", "include_gold", "adjudicated", "heads"}
     unknown = set(data) - known
@@ -89,7 +88,6 @@ def start_training_run(
     """Create a queued run and, after commit, hand it to a worker (unless `enqueue` is False)."""
     if not datasets:
         raise ValidationError({"datasets": "Choose at least one dataset."})
-    from rewards.services.heads import check_heads
     from rewards.tasks import train_reward_model
 
     checked = run_config(config or {})

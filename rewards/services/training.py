@@ -50,7 +50,8 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
         fit_config,
         on_progress=lambda share: report("fitting", share),
     )
-    head_weights, head_metrics = [], []
+    head_weights: list[np.ndarray] = []
+    head_metrics: list[dict[str, Any]] = []
     if config.get("heads"):
         head_weights, head_metrics = train_heads(
             heads=config["heads"],

@@ -48,10 +48,13 @@ def rated_dataset(prompts: int = 30, labelers: int = 2) -> Dataset:
         texts = [GOOD, BAD] + ([NEUTRAL] if index % 3 == 0 else [])
         for position, text in enumerate(texts):
             Completion.objects.create(
-                prompt=prompt, external_id=str(position), text=f"{text} ({index})", position=position
+                prompt=prompt,
+                external_id=str(position),
+                text=f"{text} ({index})",
+                position=position,
             )
     for user in UserFactory.create_batch(labelers):
-        while (assignment := leasing.lease_next_assignment(dataset=dataset, labeler=user)) is not None:
+        while assignment := leasing.lease_next_assignment(dataset=dataset, labeler=user):
             completions = list(assignment.prompt.completions.order_by("position"))
             order = [completions[0], *completions[2:], completions[1]]
             rankings.submit_ranking(
