@@ -89,9 +89,10 @@ def model_card(
             "rewards = featurizer.score(items, featurizer.FeatureConfig.from_dict("
             "card['config']['features']), featurizer.load_weights('weights.npy')) for items "
             "[(messages, completion), ...]: sparse rows times the float64 weights, never dense, "
-            "featurized 1,000 items at a time (what PrefLab itself does; about 25 MB peak per "
-            "1,000 items where the ONNX file's dense input takes 1 GiB, see "
-            "bench/scoring_memory.py); the ONNX file gives the same rewards to ~1e-6 (float32)"
+            "featurized 1,000 items at a time (what PrefLab itself does): about 20 MB above "
+            "the process's own for 1,000 or 10,000 items, where the ONNX file's dense input "
+            "takes 1 GiB per 1,000 items and its documented usage (toarray, astype) 2 GB "
+            "(bench/scoring_memory.py); the ONNX file gives the same rewards to ~1e-6 (float32)"
         ),
         **(_heads_card(config["heads"]) if config.get("heads") else {}),
     }
