@@ -68,7 +68,8 @@ def reward_model_detail(request: Request, version: int) -> Response:
         f"Limits: 1 to {settings.PREFLAB_SCORE_BATCH_MAX} items (maxItems); a JSON body of at "
         f"most {settings.PREFLAB_SCORE_MAX_JSON_BYTES} bytes (413 past it); prompts and "
         f"completions of at most {settings.PREFLAB_MAX_TEXT_CHARS} characters each, a prompt "
-        "ending with a user message, as imports take them."
+        "ending with a user message, as imports take them. A model trained with per-criterion "
+        "heads also answers `criteria`: each head's rewards, in the items' order."
     ),
 )
 @api_view(["POST"])
@@ -83,8 +84,12 @@ def score(request: Request, version: int) -> Response:
 
     estimator = artifacts.load_model(Path(settings.MEDIA_ROOT) / model.directory)
     config = features.FeatureConfig.from_dict(model.card["config"]["features"])
-    rewards = artifacts.score(estimator, items, config)
-    return Response({"model": model.version, "rewards": [float(r) for r in rewards]})
+    heads = model.card.get("heads", [])
+    columns = artifacts.score_heads(estimator, items, config)
+    body = {"model": model.version, "rewards": columns[:, 0].tolist()}
+    if heads:
+        body["criteria"] = {name: columns[:, 1 + i].tolist() for i, name in enumerate(heads)}
+    return Response(body)
 
 
 @extend_schema(

@@ -671,3 +671,37 @@ def featurize(
     matrix = sparse.hstack([sparse.csr_matrix(dense), hashed], format="csr", dtype=np.float32)
     matrix.eliminate_zeros()
     return matrix
+
+
+# Items featurized at once by `score`: featurizing needs ~8x its result's memory for a moment,
+# ~20 MB for 1,000 completions, so a long list is scored in chunks of this many.
+SCORE_CHUNK_SIZE = 1_000
+
+
+def load_weights(path: str) -> np.ndarray:
+    """The `weights.npy` shipped beside `model.onnx` (float64, read without pickle): shape
+    (n_features,) for a model with the overall head only, (1 + heads, n_features) for one with
+    per-criterion heads: row 0 is the overall head, then the heads in the card's "heads" order."""
+    weights: np.ndarray = np.load(path, allow_pickle=False)
+    return weights
+
+
+def rewards(matrix: sparse.csr_matrix, weights: np.ndarray) -> np.ndarray:
+    """`matrix @ weights.T` in float64 without making the matrix dense: one reward per row for
+    weights of shape (n_features,), one column per head for (heads, n_features)."""
+    return np.asarray(matrix @ np.asarray(weights, dtype=np.float64).T, dtype=np.float64)
+
+
+def score(
+    items: Sequence[tuple[list[Message], str]], config: FeatureConfig, weights: np.ndarray
+) -> np.ndarray:
+    """The rewards of (conversation, completion) items, the sparse way: featurized and
+    multiplied `SCORE_CHUNK_SIZE` items at a time, so memory is the sparse rows of one chunk
+    (about 5 KB an item) and the result, where the ONNX model's dense input costs 1 MiB an
+    item (2**18 float32 columns). Shape as `rewards`: (items,) or (items, heads)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    result = np.zeros((len(items), *weights.shape[:-1]))
+    for start in range(0, len(items), SCORE_CHUNK_SIZE):
+        chunk = items[start : start + SCORE_CHUNK_SIZE]
+        result[start : start + len(chunk)] = rewards(featurize(chunk, config), weights)
+    return result

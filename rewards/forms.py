@@ -4,7 +4,7 @@ from typing import Any
 
 from django import forms
 
-from labeling.models import Dataset
+from labeling.models import Criterion, Dataset
 from rewards.services.runs import DEFAULT_HELD_OUT_SHARE
 
 
@@ -60,6 +60,14 @@ class TrainingRunForm(forms.Form):
         help_text="0 to 1; empty keeps everyone. Labelers with too little data to estimate "
         "are kept.",
     )
+    heads = forms.MultipleChoiceField(
+        choices=Criterion.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Per-criterion heads",
+        help_text="Beside the overall head, train one per ticked criterion on the pairs the "
+        "labelers' ratings order (equal ratings left out); the datasets must rate it.",
+    )
 
     def clean_l2_penalty(self) -> float | None:
         value: float | None = self.cleaned_data["l2_penalty"]
@@ -94,6 +102,8 @@ class TrainingRunForm(forms.Form):
             config["adjudicated"] = "prefer"
         if data["l2_penalty"] is not None:
             config["fit"] = {"l2_penalty": data["l2_penalty"]}
+        if data["heads"]:
+            config["heads"] = data["heads"]
         return config | self.weighting_config()
 
     def weighting_config(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from labeling.models import BackgroundJob, Dataset
 ARTIFACT_FILES = {
     "skops": "model.skops",
     "onnx": "model.onnx",
+    "weights": "weights.npy",
     "featurizer": "featurizer.py",
     "card": "model_card.json",
 }

@@ -106,4 +106,11 @@ class ScoreRequestSerializer(serializers.Serializer):
 
 class ScoreResponseSerializer(serializers.Serializer):
     model = serializers.IntegerField(help_text="The version that scored.")
-    rewards = serializers.ListField(child=serializers.FloatField())
+    rewards = serializers.ListField(
+        child=serializers.FloatField(), help_text="The overall head's reward of each item."
+    )
+    criteria = serializers.DictField(
+        child=serializers.ListField(child=serializers.FloatField()),
+        required=False,
+        help_text='Only for a model with per-criterion heads: {"helpful": [reward per item], ...}.',
+    )

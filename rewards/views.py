@@ -39,7 +39,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
         else:
             return redirect("rewards:run", run_id=run.pk)
     recent = TrainingRun.objects.prefetch_related("datasets").select_related("reward_model")[:50]
-    return render(request, "rewards/run_list.html", {"form": form, "runs": recent})
+    status = 400 if form.errors else 200
+    return render(request, "rewards/run_list.html", {"form": form, "runs": recent}, status=status)
 
 
 @require_GET

@@ -88,6 +88,37 @@ def model_card(
             "featurizer.FeatureConfig.from_dict(card['config']['features'])).toarray()"
             ".astype('float32')); P(a beats b) = sigmoid(reward_a - reward_b)"
         ),
+        "sparse_usage": (
+            "rewards = featurizer.score(items, featurizer.FeatureConfig.from_dict("
+            "card['config']['features']), featurizer.load_weights('weights.npy')) for items "
+            "[(messages, completion), ...]: sparse rows times the float64 weights, never dense, "
+            "featurized 1,000 items at a time (what PrefLab itself does): about 20 MB above "
+            "the process's own for 1,000 or 10,000 items, where the ONNX file's dense input "
+            "takes 1 GiB per 1,000 items and its documented usage (toarray, astype) 2 GB "
+            "(bench/scoring_memory.py); the ONNX file gives the same rewards to ~1e-6 (float32)"
+        ),
+        **(_heads_card(config["heads"]) if config.get("heads") else {}),
+    }
+
+
+def _heads_card(heads: list[str]) -> dict[str, Any]:
+    """What a model with per-criterion heads adds to its card: the heads and where each is."""
+    return {
+        "heads": heads,
+        "outputs": (
+            f"{1 + len(heads)} rewards per item: column 0 the overall head (trained on the "
+            f"comparisons), then {', '.join(heads)} (columns 1..{len(heads)}), each trained on "
+            "the pairs its criterion's ratings order (every two completions of a ranking rated "
+            "differently on it, the higher-rated chosen; equal ratings left out). model.onnx "
+            f"outputs 'variable' of shape [items, {1 + len(heads)}]; weights.npy has a row per "
+            "column; featurizer.score returns those columns. Per head, metrics.heads gives "
+            "its pairs (train, held_out on the overall head's held-out prompts, left_out: "
+            "pairs of a completion no comparison uses), accuracy and log loss, and two "
+            "ceilings: labeler_agreement (of every two labelers who ordered the same pair by "
+            "their ratings, the share who ordered it alike) and held_out_best (the held-out "
+            "accuracy a perfect scorer could reach given labelers' conflicting votes: the "
+            "majority's share of each pair's votes)"
+        ),
     }
 
 

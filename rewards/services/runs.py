@@ -15,6 +15,7 @@ from django.utils import timezone
 from labeling.models import Dataset
 from labeling.services import jobs
 from rewards.models import TrainingRun
+from rewards.services.heads import check_heads, heads_option
 
 DEFAULT_HELD_OUT_SHARE = 0.2
 # "ignore": the labelers' comparisons only; "prefer": for a prompt a reviewer adjudicated, the
@@ -24,7 +25,8 @@ ADJUDICATED_MODES = ("ignore", "prefer")
 STAGES = {
     "loading": (0.0, 0.1),
     "featurizing": (0.1, 0.35),
-    "fitting": (0.35, 0.8),
+    "fitting": (0.35, 0.7),
+    "heads": (0.7, 0.8),  # the per-criterion heads, when the run has any
     "evaluating": (0.8, 0.95),
     "exporting": (0.95, 1.0),
 }
@@ -44,6 +46,7 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
         "adjudicated",
         "weighting",
         "min_reliability",
+        "heads",
     }
     unknown = set(data) - known
     if unknown:
@@ -72,6 +75,7 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError(
             {"adjudicated": f"Use one of {', '.join(ADJUDICATED_MODES)} (or leave it out)."}
         )
+    heads = heads_option(data.get("heads"))
     return {
         "features": feature_config.to_dict(),
         "fit": fit_config.to_dict(),
@@ -80,6 +84,8 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
         "include_gold": include_gold,
         "adjudicated": adjudicated,
         **check_weighting_options(data),
+        # Left out when empty, so a run without heads has the config runs always had.
+        **({"heads": heads} if heads else {}),
     }
 
 
@@ -96,10 +102,10 @@ def start_training_run(
         raise ValidationError({"datasets": "Choose at least one dataset."})
     from rewards.tasks import train_reward_model
 
+    checked = run_config(config or {})
+    check_heads(checked.get("heads", []), datasets)
     with transaction.atomic():
-        run = TrainingRun.objects.create(
-            config=run_config(config or {}), created_by=user, retry_of=retry_of
-        )
+        run = TrainingRun.objects.create(config=checked, created_by=user, retry_of=retry_of)
         run.datasets.set(datasets)
         if enqueue:
             run.task_id = f"train-{run.pk}"

@@ -13,6 +13,7 @@ from labeling.quality import comparison_agreement
 from rewards import features, fitting
 from rewards.models import RewardModel, TrainingRun
 from rewards.services import reliability
+from rewards.services.heads import train_heads
 from rewards.services.model_versions import save_reward_model
 from rewards.services.training_data import Report, TrainingData, load_training_data
 
@@ -62,6 +63,18 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
         on_progress=lambda share: report("fitting", share),
         sample_weight=None if sample_weight is None else sample_weight[train_pairs],
     )
+    head_weights: list[np.ndarray] = []
+    head_metrics: list[dict[str, Any]] = []
+    if config.get("heads"):
+        head_weights, head_metrics = train_heads(
+            heads=config["heads"],
+            datasets=datasets,
+            data=data,
+            train_count=train_count,
+            fit_config=fit_config,
+            include_gold=config.get("include_gold", False),
+            report=report,
+        )
     report("evaluating")
     metrics = evaluate(
         data, weights, train_count, fit_config, config["seed"], report, sample_weight
@@ -70,6 +83,10 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
         metrics["weighting"] = reliability.training_summary(
             labelers.summary, sample_weight[train_pairs]
         )
+    if head_metrics:
+        metrics["heads"] = head_metrics
+        # Row 0 the overall head, then a row per criterion: one weight matrix for every file.
+        weights = np.vstack([weights, *head_weights])
     report("exporting")
     model = save_reward_model(
         run=run,

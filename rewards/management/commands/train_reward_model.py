@@ -19,6 +19,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--include-gold", action="store_true", help="Train on gold prompts too."
         )
+        parser.add_argument(
+            "--head",
+            action="append",
+            default=[],
+            help="Also train a head on this rating criterion (helpful, honest, harmless); "
+            "repeatable.",
+        )
         parser.add_argument("--queue", action="store_true", help="Leave the run to a worker.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -32,6 +39,8 @@ class Command(BaseCommand):
             "seed": options["seed"],
             "include_gold": options["include_gold"],
         }
+        if options["head"]:
+            config["heads"] = options["head"]
         try:
             run = runs.start_training_run(
                 datasets=datasets, config=config, enqueue=options["queue"]
