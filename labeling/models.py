@@ -151,6 +151,7 @@ class Dataset(models.Model):
     gold_rate = models.FloatField(
         default=0.0, help_text="Share of each labeler's tasks drawn from gold prompts (0 to 1)."
     )
+
     class Order(models.TextChoices):
         FIXED = "fixed", "Fixed (import order)"
         UNCERTAINTY = "uncertainty", "Uncertainty (active learning)"

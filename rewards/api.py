@@ -11,15 +11,18 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
 from rest_framework.decorators import api_view, parser_classes, permission_classes
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api import ScoreJSONParser
+from labeling.models import Dataset
 from labeling.permissions import IsStaff, IsStaffOrService
 from rewards.downloads import artifact_response
-from rewards.models import ARTIFACT_FILES, RewardModel
+from rewards.models import ARTIFACT_FILES, Prediction, RewardModel
 from rewards.serializers import (
+    PredictionPageSerializer,
+    PredictionParamsSerializer,
     RewardModelSerializer,
     ScoreRequestSerializer,
     ScoreResponseSerializer,
@@ -100,3 +103,50 @@ def artifact(request: Request, version: int) -> FileResponse:
             {"format": [f"Unknown format {kind!r}; use one of {', '.join(ARTIFACT_FILES)}."]}
         )
     return artifact_response(model, kind)
+
+
+@extend_schema(
+    parameters=[PredictionParamsSerializer],
+    responses={
+        200: PredictionPageSerializer,
+        400: OpenApiResponse(description="Bad parameter, or a version not trained on it."),
+        404: OpenApiResponse(description="No such dataset, or no active model and no version."),
+    },
+    summary="A dataset's predicted rewards by a reward model version, a page at a time",
+)
+@api_view(["GET"])
+@permission_classes([IsStaffOrService])
+def predictions(request: Request, slug: str) -> Response:
+    dataset = get_object_or_404(Dataset, slug=slug)
+    params = PredictionParamsSerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    query = params.validated_data
+    models = RewardModel.objects.filter(datasets=dataset)
+    if "version" in query:
+        model = models.filter(version=query["version"]).first()
+        if model is None:
+            raise ValidationError(
+                {"version": [f"No reward model v{query['version']} was trained on {slug!r}."]}
+            )
+    else:
+        model = models.filter(is_active=True).first()
+        if model is None:
+            raise NotFound(f"Dataset {slug!r} has no active reward model; pass a version.")
+    rows = list(
+        Prediction.objects.filter(
+            reward_model=model, completion__prompt__dataset=dataset, pk__gt=query["after"]
+        )
+        .order_by("pk")
+        .values(
+            "id",
+            "completion_id",
+            "completion__external_id",
+            "completion__prompt_id",
+            "completion__prompt__external_id",
+            "reward",
+            "criteria",
+        )[: query["limit"]]
+    )
+    cursor = rows[-1]["id"] if len(rows) == query["limit"] else None
+    page = {"model": model.version, "results": rows, "cursor": cursor}
+    return Response(PredictionPageSerializer(page).data)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("reward-models/<int:version>/", api.reward_model_detail, name="model"),
     path("reward-models/<int:version>/score", api.score, name="score"),
     path("reward-models/<int:version>/artifact", api.artifact, name="artifact"),
+    path("datasets/<slug:slug>/predictions/", api.predictions, name="predictions"),
 ]

@@ -90,6 +90,8 @@ class Prediction(models.Model):
                 fields=["reward_model", "completion"], name="prediction_model_completion_unique"
             )
         ]
+        # The API's pages: one model's predictions in id order.
+        indexes = [models.Index(fields=["reward_model", "id"], name="prediction_model_id")]
 
     def __str__(self) -> str:
         return f"v{self.reward_model_id} on completion {self.completion_id}: {self.reward:.4f}"
@@ -109,4 +111,6 @@ class PredictionJob(BackgroundJob):
     )
 
     def __str__(self) -> str:
-        return f"predictions of v{self.reward_model_id} on dataset {self.dataset_id} ({self.status})"
+        return (
+            f"predictions of v{self.reward_model_id} on dataset {self.dataset_id} ({self.status})"
+        )

@@ -4,33 +4,58 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0010_model_leaderboard'),
+        ("labeling", "0010_model_leaderboard"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='dataset',
-            name='order',
-            field=models.CharField(choices=[('fixed', 'Fixed (import order)'), ('uncertainty', 'Uncertainty (active learning)')], db_default='fixed', default='fixed', help_text='Which new prompts are opened first: in import order, or those the active reward model is least sure about (smallest reward margin), for `uncertainty_share` of the tasks. Prompts already started are finished first either way.', max_length=12),
+            model_name="dataset",
+            name="order",
+            field=models.CharField(
+                choices=[
+                    ("fixed", "Fixed (import order)"),
+                    ("uncertainty", "Uncertainty (active learning)"),
+                ],
+                db_default="fixed",
+                default="fixed",
+                help_text="Which new prompts are opened first: in import order, or those the active reward model is least sure about (smallest reward margin), for `uncertainty_share` of the tasks. Prompts already started are finished first either way.",
+                max_length=12,
+            ),
         ),
         migrations.AddField(
-            model_name='dataset',
-            name='uncertainty_share',
-            field=models.FloatField(db_default=0.5, default=0.5, help_text='With order uncertainty: the share of new prompts picked by uncertainty (0 to 1); the rest come in import order, so the labeled data stays representative.'),
+            model_name="dataset",
+            name="uncertainty_share",
+            field=models.FloatField(
+                db_default=0.5,
+                default=0.5,
+                help_text="With order uncertainty: the share of new prompts picked by uncertainty (0 to 1); the rest come in import order, so the labeled data stays representative.",
+            ),
         ),
         migrations.AddField(
-            model_name='prompt',
-            name='uncertainty',
-            field=models.FloatField(blank=True, help_text='The smallest reward margin between two of its completions by the active reward model (0: it cannot tell them apart); empty until scored. Kept by the prediction worker (rewards.services.predictions), read by uncertainty leasing.', null=True),
+            model_name="prompt",
+            name="uncertainty",
+            field=models.FloatField(
+                blank=True,
+                help_text="The smallest reward margin between two of its completions by the active reward model (0: it cannot tell them apart); empty until scored. Kept by the prediction worker (rewards.services.predictions), read by uncertainty leasing.",
+                null=True,
+            ),
         ),
         migrations.AddIndex(
-            model_name='prompt',
-            index=models.Index(condition=models.Q(('is_gold', False), ('slots_taken', 0), ('uncertainty__isnull', False)), fields=['dataset', 'uncertainty', 'id'], name='prompt_uncertain'),
+            model_name="prompt",
+            index=models.Index(
+                condition=models.Q(
+                    ("is_gold", False), ("slots_taken", 0), ("uncertainty__isnull", False)
+                ),
+                fields=["dataset", "uncertainty", "id"],
+                name="prompt_uncertain",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='dataset',
-            constraint=models.CheckConstraint(condition=models.Q(('uncertainty_share__gte', 0), ('uncertainty_share__lte', 1)), name='dataset_uncertainty_share'),
+            model_name="dataset",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("uncertainty_share__gte", 0), ("uncertainty_share__lte", 1)),
+                name="dataset_uncertainty_share",
+            ),
         ),
     ]

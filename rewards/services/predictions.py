@@ -19,6 +19,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -136,7 +137,9 @@ def score_dataset(
         prompt_ids = [pk for pk, _ in chunk]
         unscored = list(
             Completion.objects.filter(prompt_id__in=prompt_ids)
-            .filter(~Exists(Prediction.objects.filter(reward_model=model, completion=OuterRef("pk"))))
+            .filter(
+                ~Exists(Prediction.objects.filter(reward_model=model, completion=OuterRef("pk")))
+            )
             .order_by()
             .values_list("prompt_id", flat=True)
             .distinct()
@@ -167,7 +170,7 @@ def uncertainty(rewards: list[float]) -> float | None:
     if len(rewards) < 2:
         return None
     ordered = sorted(rewards)
-    return round(min(b - a for a, b in zip(ordered, ordered[1:], strict=False)), 6)
+    return round(min(b - a for a, b in pairwise(ordered)), 6)
 
 
 def _set_uncertainty(model: RewardModel, current: dict[int, float | None]) -> None:

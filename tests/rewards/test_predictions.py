@@ -53,7 +53,9 @@ def test_activation_scores_every_completion_and_sets_uncertainty(
     assert Prediction.objects.first().criteria == {}
 
 
-def test_scoring_again_writes_nothing_twice(trained_on, eager_celery, django_capture_on_commit_callbacks):
+def test_scoring_again_writes_nothing_twice(
+    trained_on, eager_celery, django_capture_on_commit_callbacks
+):
     model = trained_and_scored(trained_on, django_capture_on_commit_callbacks)
     before = list(Prediction.objects.order_by("pk").values_list("pk", "reward"))
     activate(model, django_capture_on_commit_callbacks)
