@@ -80,7 +80,7 @@ class Prediction(models.Model):
     criteria = models.JSONField(
         default=dict,
         blank=True,
-        help_text='{"<criterion>": reward} by the model\'s per-criterion heads; empty without.',
+        help_text='{"<criterion>": reward} by its per-criterion heads; {} without.',
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

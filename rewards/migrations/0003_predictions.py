@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
                     models.JSONField(
                         blank=True,
                         default=dict,
-                        help_text='{"<criterion>": reward} by the model\'s per-criterion heads; empty without.',
+                        help_text='{"<criterion>": reward} by its per-criterion heads; {} without.',
                     ),
                 ),
                 ("created_at", models.DateTimeField(auto_now_add=True)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -49,7 +50,7 @@ def test_activation_scores_every_completion_and_sets_uncertainty(
     )
     assert stored == pytest.approx(expected)
     ordered = sorted(expected.values())
-    assert prompt.uncertainty == pytest.approx(min(b - a for a, b in zip(ordered, ordered[1:])))
+    assert prompt.uncertainty == pytest.approx(min(b - a for a, b in pairwise(ordered)))
     assert Prediction.objects.first().criteria == {}
 
 
