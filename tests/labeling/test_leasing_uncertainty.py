@@ -9,6 +9,7 @@ from itertools import cycle
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 
 from labeling.models import Assignment, Dataset, Prompt, Ranking
 from labeling.services import leasing
@@ -156,3 +157,16 @@ def test_labelers_at_once_drain_an_uncertainty_dataset_exactly():
     assert len(pairs) == len(set(pairs))
     assert Assignment.objects.exclude(status=Assignment.Status.SUBMITTED).count() == 0
     assert_counts_are_true()
+
+
+def test_the_setting_is_changed_through_the_api_within_its_limits(staff):
+    dataset = DatasetFactory()
+    client = token_client(staff)
+    url = reverse("labeling-api:dataset", args=[dataset.slug])
+    assert client.get(url).json()["order"] == "fixed"  # off by default
+    response = client.patch(url, {"order": "uncertainty", "uncertainty_share": 0.3}, format="json")
+    assert response.status_code == 200
+    assert (response.json()["order"], response.json()["uncertainty_share"]) == ("uncertainty", 0.3)
+    for bad in ({"uncertainty_share": 1.5}, {"order": "random"}):
+        response = client.patch(url, bad, format="json")
+        assert response.status_code == 400 and set(bad) <= set(response.json())
