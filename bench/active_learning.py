@@ -99,6 +99,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("SECRET_KEY", "bench")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # no log line per fit
     import django
 
     django.setup()  # the uncertainty of rewards.services.predictions sits beside its models
