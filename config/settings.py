@@ -368,6 +368,7 @@ CELERY_BEAT_SCHEDULE = {
         "labeling.refresh_stale_reports": PREFLAB_PERIODIC_SECONDS,
         "labeling.reclaim_stale_imports": PREFLAB_PERIODIC_SECONDS,
         "rewards.reclaim_stale_runs": PREFLAB_PERIODIC_SECONDS,
+        "rewards.reclaim_stale_prediction_jobs": PREFLAB_PERIODIC_SECONDS,
         "labeling.delete_old_uploads": 3600,
     }.items()
 }

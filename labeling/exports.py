@@ -18,7 +18,7 @@ from itertools import islice
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Func, JSONField, Model, QuerySet, TextField
+from django.db.models import F, Func, JSONField, Model, QuerySet, TextField
 
 from labeling import consensus, orders
 from labeling.accounts import pseudonym
@@ -192,10 +192,10 @@ def vote_shares(
     return shares
 
 
-INCLUDES = ("models", "ratings", "flags", "metadata", "strength", "agreement")
+INCLUDES = ("models", "ratings", "flags", "metadata", "strength", "agreement", "predictions")
 # A consensus pair is many labelers' verdict: one labeler's ratings, flags or strength do not
 # belong to it, and its agreement is its vote share.
-CONSENSUS_INCLUDES = ("models", "metadata", "agreement")
+CONSENSUS_INCLUDES = ("models", "metadata", "agreement", "predictions")
 # The columns each `include` name needs from a comparison's joined rows.
 INCLUDE_COLUMNS = {
     "models": ("chosen__model_name", "rejected__model_name"),
@@ -204,6 +204,7 @@ INCLUDE_COLUMNS = {
     "metadata": ("prompt__metadata",),
     "strength": ("strength",),
     "agreement": (),
+    "predictions": (),  # looked up a chunk at a time (`predicted_rewards`)
 }
 TRACE_COLUMNS = ("ranking_id", "margin", "strength", "chosen__external_id", "rejected__external_id")
 
@@ -237,11 +238,43 @@ def criteria_ratings(ratings: dict[str, int] | None) -> dict[str, int | None]:
     return {criterion: given.get(criterion) for criterion in all_criteria()}
 
 
+Predicted = dict[int, tuple[float, dict[str, float]]]
+
+
+def predicted_rewards(completion_ids: Iterable[int]) -> Predicted:
+    """completion id -> (reward, per-criterion rewards) by the active reward model of its
+    dataset (`rewards.services.predictions`), for those of `completion_ids` it scored. At most
+    one active model covers a dataset (`activate_reward_model`), so each id has one row."""
+    from rewards.models import Prediction  # rewards builds on labeling
+
+    ids = list(set(completion_ids))
+    if not ids:
+        return {}
+    rows = Prediction.objects.filter(
+        completion_id__in=ids,
+        reward_model__is_active=True,
+        reward_model__datasets=F("completion__prompt__dataset"),
+    ).values_list("completion_id", "reward", "criteria")
+    return {completion_id: (reward, criteria) for completion_id, reward, criteria in rows}
+
+
+def prediction_fields(predictions: Predicted, chosen_id: int, rejected_id: int) -> dict[str, Any]:
+    """`include=predictions`: each side's predicted reward and per-criterion rewards, null
+    where the model has not scored it (or has no head for a criterion), in one shape."""
+    fields: dict[str, Any] = {}
+    for side, completion_id in (("chosen", chosen_id), ("rejected", rejected_id)):
+        reward, criteria = predictions.get(completion_id, (None, {}))
+        fields[f"{side}_reward"] = reward
+        fields[f"{side}_criterion_rewards"] = {c: criteria.get(c) for c in all_criteria()}
+    return fields
+
+
 def included_fields(
     include: tuple[str, ...],
     row: tuple[Any, ...],
     at: dict[str, int],
     shares: dict[tuple[int, int, int], tuple[float, int]] | None,
+    predictions: Predicted | None = None,
 ) -> dict[str, Any]:
     """The `include` fields of one comparison's joined row (`at`: column name -> index)."""
     fields: dict[str, Any] = {}
@@ -264,6 +297,8 @@ def included_fields(
         fields["strength"] = row[at["strength"]] or None
     if "agreement" in include and shares is not None:
         fields["agreement"], fields["voters"] = shares[row[1:4]]
+    if predictions is not None:
+        fields |= prediction_fields(predictions, row[2], row[3])
     return fields
 
 
@@ -373,6 +408,7 @@ def comparison_lines(
         split=split,
     ):
         lines = []
+        predictions = chunk_predictions(include, chunk)
         for row in chunk:
             prompt_id, prompt_value, chosen, rejected = row[1], row[4], row[5], row[6]
             # A ranking's comparisons come one after another: their prompt is encoded once.
@@ -385,7 +421,7 @@ def comparison_lines(
                     prompt = prompt_json(pair_format, prompt_value)
             line = comparison_line(pair_format, prompt, encode(chosen), encode(rejected))
             if extra:
-                fields = included_fields(include, row, at, shares)
+                fields = included_fields(include, row, at, shares, predictions)
                 if include_ids:
                     fields.update(trace_fields(row, at))
                 line = with_fields(line, fields)
@@ -420,13 +456,22 @@ def comparison_records(
         split=split,
     ):
         records = []
+        predictions = chunk_predictions(include, chunk)
         for row in chunk:
             record = pair_row(line_format(format, row[4], render_text), row[4], row[5], row[6])
-            record.update(included_fields(include, row, at, shares))
+            record.update(included_fields(include, row, at, shares, predictions))
             if include_ids:
                 record.update({"strength": None} | trace_fields(row, at))
             records.append(record)
         yield records
+
+
+def chunk_predictions(include: tuple[str, ...], chunk: list[tuple[Any, ...]]) -> Predicted | None:
+    """The predicted rewards of a chunk of comparison rows' completions, with
+    `include=predictions` (one query); None without."""
+    if "predictions" not in include:
+        return None
+    return predicted_rewards(completion_id for row in chunk for completion_id in row[2:4])
 
 
 def pair_row(pair_format: str, messages: Messages, chosen: str, rejected: str) -> dict[str, Any]:
@@ -443,6 +488,7 @@ class ConsensusChunk:
     pairs: list[tuple[int, dict[str, Any]]]  # a ConsensusPair, or an adjudicated pair
     prompts: dict[int, tuple[Any, ...]]  # id -> (messages, metadata when asked)
     completions: dict[int, tuple[Any, ...]]  # id -> (external id, text, model when asked)
+    predictions: Predicted | None = None  # with include=predictions
 
 
 def consensus_chunks(
@@ -504,6 +550,13 @@ def consensus_chunks(
         if "models" in include:
             completion_columns += ("model_name",)
         yield ConsensusChunk(
+            predictions=(
+                predicted_rewards(
+                    cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"])
+                )
+                if "predictions" in include
+                else None
+            ),
             pairs=pairs,
             prompts={
                 pk: rest for pk, *rest in rows_by_id(Prompt, prompt_columns, {*by_prompt, *settled})
@@ -527,6 +580,7 @@ def consensus_fields(
     prompt: tuple[Any, ...],
     chosen: tuple[Any, ...],
     rejected: tuple[Any, ...],
+    predictions: Predicted | None = None,
 ) -> dict[str, Any]:
     """The fields a consensus row adds to its pair: its `source`, `include`'s, then
     `include_ids`'. An adjudicated pair has no vote share: its agreement is null."""
@@ -539,6 +593,8 @@ def consensus_fields(
     if "agreement" in include:
         fields["agreement"] = None if adjudicated else pair["vote_share"]
         fields["voters"] = None if adjudicated else pair["voters"]
+    if predictions is not None:
+        fields |= prediction_fields(predictions, pair["chosen"], pair["rejected"])
     if include_ids:
         ids = {
             "prompt": prompt_id,
@@ -586,6 +642,7 @@ def consensus_lines(
                 chunk.prompts[prompt_id],
                 chunk.completions[pair["chosen"]],
                 chunk.completions[pair["rejected"]],
+                chunk.predictions,
             )
             lines.append(with_fields(line, fields))
         if lines:
@@ -624,7 +681,16 @@ def consensus_records(
             pair_format = line_format(format, prompt[0], render_text)
             record = pair_row(pair_format, prompt[0], chosen[1], rejected[1])
             record.update(
-                consensus_fields(pair, include, include_ids, prompt_id, prompt, chosen, rejected)
+                consensus_fields(
+                    pair,
+                    include,
+                    include_ids,
+                    prompt_id,
+                    prompt,
+                    chosen,
+                    rejected,
+                    chunk.predictions,
+                )
             )
             records.append(record)
         yield records

@@ -151,6 +151,26 @@ class Dataset(models.Model):
     gold_rate = models.FloatField(
         default=0.0, help_text="Share of each labeler's tasks drawn from gold prompts (0 to 1)."
     )
+
+    class Order(models.TextChoices):
+        FIXED = "fixed", "Fixed (import order)"
+        UNCERTAINTY = "uncertainty", "Uncertainty (active learning)"
+
+    order = models.CharField(
+        max_length=12,
+        choices=Order.choices,
+        default=Order.FIXED,
+        db_default=Order.FIXED,
+        help_text="Which new prompts are opened first: in import order, or those the active "
+        "reward model is least sure about (smallest reward margin), for `uncertainty_share` of "
+        "the tasks. Prompts already started are finished first either way.",
+    )
+    uncertainty_share = models.FloatField(
+        default=0.5,
+        db_default=0.5,
+        help_text="With order uncertainty: the share of new prompts picked by uncertainty (0 to "
+        "1); the rest come in import order, so the labeled data stays representative.",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -164,6 +184,10 @@ class Dataset(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="dataset_gold_rate_share"
+            ),
+            models.CheckConstraint(
+                condition=Q(uncertainty_share__gte=0) & Q(uncertainty_share__lte=1),
+                name="dataset_uncertainty_share",
             ),
         ]
 
@@ -237,6 +261,13 @@ class Prompt(models.Model):
         help_text="Label slots held: live leases and submissions of labelers who count. Kept by "
         "the leasing service under the prompt row's lock (see labeling.services.leasing).",
     )
+    uncertainty = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="The smallest reward margin between two of its completions by the active "
+        "reward model (0: it cannot tell them apart); empty until scored. Kept by the "
+        "prediction worker (rewards.services.predictions), read by uncertainty leasing.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = PromptQuerySet.as_manager()
@@ -259,6 +290,13 @@ class Prompt(models.Model):
                 name="prompt_open_slots",
             ),
             models.Index(fields=["dataset", "id"], condition=Q(is_gold=True), name="prompt_gold"),
+            # Uncertainty leasing: untouched scored prompts, least certain first. A prompt leaves
+            # the index when its first slot is taken, so the scan never walks past started ones.
+            models.Index(
+                fields=["dataset", "uncertainty", "id"],
+                condition=Q(is_gold=False, slots_taken=0, uncertainty__isnull=False),
+                name="prompt_uncertain",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -89,6 +89,10 @@ def pair_schema(
         fields += [("agreement", pa.float64())]
     if "agreement" in include or (include_ids and consensus):
         fields += [("voters", pa.int32())]
+    if "predictions" in include:
+        rewards = pa.struct([(criterion, pa.float64()) for criterion in all_criteria()])
+        fields += [("chosen_reward", pa.float64()), ("chosen_criterion_rewards", rewards)]
+        fields += [("rejected_reward", pa.float64()), ("rejected_criterion_rewards", rewards)]
     if include_ids:
         ids = [(name, pa.int64()) for name in ("comparison", "ranking")] if not consensus else []
         ids += [(name, pa.int64()) for name in ("prompt", "chosen", "rejected")]

@@ -55,6 +55,8 @@ class DatasetSerializer(serializers.ModelSerializer):
             "strength",
             "labels_per_prompt",
             "gold_rate",
+            "order",
+            "uncertainty_share",
             "status",
             "created_at",
             "progress",
@@ -88,6 +90,17 @@ class DatasetWriteSerializer(serializers.Serializer):
     )
     labels_per_prompt = serializers.IntegerField(min_value=1, max_value=100, required=False)
     gold_rate = serializers.FloatField(min_value=0, max_value=1, required=False)
+    order = serializers.ChoiceField(
+        choices=Dataset.Order.choices,
+        required=False,
+        help_text="Which new prompts open first: fixed (import order) or uncertainty.",
+    )
+    uncertainty_share = serializers.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        help_text="With order uncertainty: the share of new prompts picked by uncertainty.",
+    )
     status = serializers.ChoiceField(choices=Dataset.Status.choices, required=False)
 
 

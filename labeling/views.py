@@ -324,6 +324,9 @@ def render_quality_prompt(
 ) -> HttpResponse:
     completions = list(prompt.completions.all())
     names = {completion.pk: completion.external_id for completion in completions}
+    model_version, rewards = predicted_rewards(prompt)
+    for completion in completions:
+        completion.predicted_reward = rewards.get(completion.pk)  # type: ignore[attr-defined]
     shown = list(
         Ranking.objects.filter(prompt=prompt).select_related("labeler").order_by("created_at")
     )
@@ -350,8 +353,22 @@ def render_quality_prompt(
         "unanimous": unanimous,
         "gold_text": orders.as_text(prompt.gold_order) if prompt.gold_order else "",
         "form": form,
+        "model_version": model_version,
     }
     return render(request, "labeling/quality_prompt.html", context, status=status)
+
+
+def predicted_rewards(prompt: Prompt) -> tuple[int | None, dict[int, float]]:
+    """The version of the dataset's active reward model and its predicted reward of each of the
+    prompt's completions that it scored (`rewards.services.predictions`): two queries."""
+    from labeling.services.prompt_stats import active_reward_model
+    from rewards.models import Prediction  # rewards builds on labeling
+
+    model = active_reward_model(prompt.dataset)
+    if model is None:
+        return None, {}
+    rewards = Prediction.objects.filter(reward_model=model, completion__prompt=prompt)
+    return model.version, dict(rewards.values_list("completion_id", "reward"))
 
 
 @require_POST

@@ -13,7 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -21,8 +21,10 @@ from config.api import ScoreJSONParser
 from labeling.models import Dataset
 from labeling.permissions import IsStaff, IsStaffOrService
 from rewards.downloads import artifact_response
-from rewards.models import ARTIFACT_FILES, RewardModel, TrainingRun
+from rewards.models import ARTIFACT_FILES, Prediction, RewardModel, TrainingRun
 from rewards.serializers import (
+    PredictionPageSerializer,
+    PredictionParamsSerializer,
     RewardModelSerializer,
     ScoreRequestSerializer,
     ScoreResponseSerializer,
@@ -144,3 +146,50 @@ def start_training_run(request: Request) -> Response:
 def training_run_detail(request: Request, run_id: int) -> Response:
     run = get_object_or_404(TrainingRun.objects.prefetch_related("datasets"), pk=run_id)
     return Response(TrainingRunSerializer(run).data)
+
+
+@extend_schema(
+    parameters=[PredictionParamsSerializer],
+    responses={
+        200: PredictionPageSerializer,
+        400: OpenApiResponse(description="Bad parameter, or a version not trained on it."),
+        404: OpenApiResponse(description="No such dataset, or no active model and no version."),
+    },
+    summary="A dataset's predicted rewards by a reward model version, a page at a time",
+)
+@api_view(["GET"])
+@permission_classes([IsStaffOrService])
+def predictions(request: Request, slug: str) -> Response:
+    dataset = get_object_or_404(Dataset, slug=slug)
+    params = PredictionParamsSerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    query = params.validated_data
+    models = RewardModel.objects.filter(datasets=dataset)
+    if "version" in query:
+        model = models.filter(version=query["version"]).first()
+        if model is None:
+            raise ValidationError(
+                {"version": [f"No reward model v{query['version']} was trained on {slug!r}."]}
+            )
+    else:
+        model = models.filter(is_active=True).first()
+        if model is None:
+            raise NotFound(f"Dataset {slug!r} has no active reward model; pass a version.")
+    rows = list(
+        Prediction.objects.filter(
+            reward_model=model, completion__prompt__dataset=dataset, pk__gt=query["after"]
+        )
+        .order_by("pk")
+        .values(
+            "id",
+            "completion_id",
+            "completion__external_id",
+            "completion__prompt_id",
+            "completion__prompt__external_id",
+            "reward",
+            "criteria",
+        )[: query["limit"]]
+    )
+    cursor = rows[-1]["id"] if len(rows) == query["limit"] else None
+    page = {"model": model.version, "results": rows, "cursor": cursor}
+    return Response(PredictionPageSerializer(page).data)

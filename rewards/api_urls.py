@@ -12,4 +12,5 @@ urlpatterns = [
     path("reward-models/<int:version>/artifact", api.artifact, name="artifact"),
     path("training-runs/", api.start_training_run, name="runs"),
     path("training-runs/<int:run_id>/", api.training_run_detail, name="run"),
+    path("datasets/<slug:slug>/predictions/", api.predictions, name="predictions"),
 ]

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
-from labeling.models import BackgroundJob, Dataset
+from labeling.models import BackgroundJob, Completion, Dataset
 
 # A reward model's files, by kind, as `rewards.artifacts` writes them.
 ARTIFACT_FILES = {
@@ -65,3 +65,53 @@ class RewardModel(models.Model):
 
     def __str__(self) -> str:
         return f"reward model v{self.version}"
+
+
+class Prediction(models.Model):
+    """A reward model's reward of one completion, as data: written by the prediction worker
+    (`rewards.services.predictions`) for the datasets of an activated model, read by the admin,
+    the quality pages, the API and `include=predictions` exports."""
+
+    # No index of its own: the unique (reward_model, completion) serves lookups by model.
+    reward_model = models.ForeignKey(
+        RewardModel, on_delete=models.CASCADE, related_name="predictions", db_index=False
+    )
+    completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="predictions")
+    reward = models.FloatField()
+    criteria = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='{"<criterion>": reward} by its per-criterion heads; {} without.',
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reward_model", "completion"], name="prediction_model_completion_unique"
+            )
+        ]
+        # The API's pages: one model's predictions in id order.
+        indexes = [models.Index(fields=["reward_model", "id"], name="prediction_model_id")]
+
+    def __str__(self) -> str:
+        return f"v{self.reward_model_id} on completion {self.completion_id}: {self.reward:.4f}"
+
+
+class PredictionJob(BackgroundJob):
+    """Scoring one dataset's completions with one reward model, on a worker: queued when the
+    model is activated and after each import into a dataset with an active model."""
+
+    reward_model = models.ForeignKey(
+        RewardModel, on_delete=models.CASCADE, related_name="prediction_jobs"
+    )
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="prediction_jobs")
+    scored = models.PositiveIntegerField(default=0, help_text="Completions newly scored.")
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries"
+    )
+
+    def __str__(self) -> str:
+        return (
+            f"predictions of v{self.reward_model_id} on dataset {self.dataset_id} ({self.status})"
+        )

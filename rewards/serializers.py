@@ -114,3 +114,44 @@ class ScoreResponseSerializer(serializers.Serializer):
         required=False,
         help_text='Only for a model with per-criterion heads: {"helpful": [reward per item], ...}.',
     )
+
+
+PREDICTIONS_PAGE_MAX = 5000
+
+
+class PredictionParamsSerializer(serializers.Serializer):
+    """The query of a dataset's predictions: which model, and a page after a cursor."""
+
+    version = serializers.IntegerField(
+        min_value=1,
+        max_value=2**31 - 1,
+        required=False,
+        help_text="A reward model version trained on the dataset (default: its active one).",
+    )
+    after = serializers.IntegerField(
+        min_value=0,
+        max_value=2**63 - 1,
+        default=0,
+        help_text="The `cursor` of the previous page: predictions after it.",
+    )
+    limit = serializers.IntegerField(
+        min_value=1, max_value=PREDICTIONS_PAGE_MAX, default=1000, help_text="Rows per page."
+    )
+
+
+class PredictionSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The prediction's id (pages are in this order).")
+    prompt = serializers.IntegerField(source="completion__prompt_id")
+    prompt_external_id = serializers.CharField(source="completion__prompt__external_id")
+    completion = serializers.IntegerField(source="completion_id")
+    completion_external_id = serializers.CharField(source="completion__external_id")
+    reward = serializers.FloatField()
+    criteria = serializers.JSONField(help_text="Per-criterion rewards; {} without heads.")
+
+
+class PredictionPageSerializer(serializers.Serializer):
+    model = serializers.IntegerField(help_text="The reward model version that predicted.")
+    results = PredictionSerializer(many=True)
+    cursor = serializers.IntegerField(
+        allow_null=True, help_text="Pass as `after` for the next page; null on the last one."
+    )

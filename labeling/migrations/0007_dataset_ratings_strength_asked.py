@@ -4,20 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0006_fk_indexes_covered_by_unique'),
+        ("labeling", "0006_fk_indexes_covered_by_unique"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='dataset',
-            name='ratings',
-            field=models.CharField(choices=[('required', 'Required'), ('optional', 'Optional'), ('off', 'Not asked')], db_default='required', default='required', help_text='Whether labelers must rate every response on the criteria, may, or are not asked. Off, or optional, with two responses: one key decides a pair and submits.', max_length=10),
+            model_name="dataset",
+            name="ratings",
+            field=models.CharField(
+                choices=[("required", "Required"), ("optional", "Optional"), ("off", "Not asked")],
+                db_default="required",
+                default="required",
+                help_text="Whether labelers must rate every response on the criteria, may, or are not asked. Off, or optional, with two responses: one key decides a pair and submits.",
+                max_length=10,
+            ),
         ),
         migrations.AddField(
-            model_name='dataset',
-            name='strength',
-            field=models.CharField(choices=[('required', 'Required'), ('optional', 'Optional'), ('off', 'Not asked')], db_default='required', default='required', help_text="Whether a pair's labeler says how much better the chosen response is.", max_length=10),
+            model_name="dataset",
+            name="strength",
+            field=models.CharField(
+                choices=[("required", "Required"), ("optional", "Optional"), ("off", "Not asked")],
+                db_default="required",
+                default="required",
+                help_text="Whether a pair's labeler says how much better the chosen response is.",
+                max_length=10,
+            ),
         ),
     ]

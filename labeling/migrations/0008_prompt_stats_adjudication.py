@@ -6,54 +6,180 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0007_dataset_ratings_strength_asked'),
+        ("labeling", "0007_dataset_ratings_strength_asked"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Adjudication',
+            name="Adjudication",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('order', models.JSONField(help_text='Completion ids best to worst, as tie groups.')),
-                ('consensus', models.JSONField(blank=True, default=list, help_text="The labelers' consensus order when it was made.")),
-                ('overturned', models.BooleanField(help_text="The order differs from the labelers' consensus (ranked pairs).")),
-                ('note', models.TextField(blank=True)),
-                ('promoted_to_gold', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField()),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.dataset')),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='adjudications', to='labeling.prompt')),
-                ('reviewer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='adjudications', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "order",
+                    models.JSONField(help_text="Completion ids best to worst, as tie groups."),
+                ),
+                (
+                    "consensus",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="The labelers' consensus order when it was made.",
+                    ),
+                ),
+                (
+                    "overturned",
+                    models.BooleanField(
+                        help_text="The order differs from the labelers' consensus (ranked pairs)."
+                    ),
+                ),
+                ("note", models.TextField(blank=True)),
+                ("promoted_to_gold", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField()),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="labeling.dataset",
+                    ),
+                ),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="adjudications",
+                        to="labeling.prompt",
+                    ),
+                ),
+                (
+                    "reviewer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="adjudications",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'permissions': [('adjudicate_prompt', 'Can adjudicate prompts in the review queue')],
-                'indexes': [models.Index(fields=['prompt', '-id'], name='adjudication_prompt_latest'), models.Index(fields=['dataset', 'id'], name='adjudication_dataset_id')],
+                "permissions": [
+                    ("adjudicate_prompt", "Can adjudicate prompts in the review queue")
+                ],
+                "indexes": [
+                    models.Index(fields=["prompt", "-id"], name="adjudication_prompt_latest"),
+                    models.Index(fields=["dataset", "id"], name="adjudication_dataset_id"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PromptStats',
+            name="PromptStats",
             fields=[
-                ('prompt', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='stats', serialize=False, to='labeling.prompt')),
-                ('labels', models.PositiveIntegerField(default=0, help_text='Counted rankings.')),
-                ('agreement', models.FloatField(blank=True, help_text='Pairwise agreement of its labelers (two or more).', null=True)),
-                ('consensus', models.JSONField(blank=True, default=list, help_text='Ranked pairs order of the counted rankings (ids).')),
-                ('min_margin', models.FloatField(blank=True, help_text='Smallest vote margin over a completion pair, (winner - loser votes) / voters: 0 is a split vote, 1 unanimous. Empty with fewer than two labels.', null=True)),
-                ('flags', models.JSONField(blank=True, default=dict, help_text='{"flag": times given}')),
-                ('safety_flags', models.PositiveIntegerField(default=0, help_text='Times a safety flag (harmful, sexual, violent, denigrating) was given.')),
-                ('is_gold', models.BooleanField(default=False)),
-                ('adjudicated', models.BooleanField(default=False)),
-                ('model_version', models.PositiveIntegerField(blank=True, help_text='The active reward model that scored its completions.', null=True)),
-                ('model_scores', models.JSONField(blank=True, default=dict, help_text='{"<completion id>": reward} by that model.')),
-                ('model_contradiction', models.FloatField(blank=True, help_text="The model's largest probability against a pair the consensus orders.", null=True)),
-                ('need', models.FloatField(default=0.0, help_text='How much the prompt needs a reviewer.')),
-                ('computed_at', models.DateTimeField()),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.dataset')),
+                (
+                    "prompt",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="stats",
+                        serialize=False,
+                        to="labeling.prompt",
+                    ),
+                ),
+                ("labels", models.PositiveIntegerField(default=0, help_text="Counted rankings.")),
+                (
+                    "agreement",
+                    models.FloatField(
+                        blank=True,
+                        help_text="Pairwise agreement of its labelers (two or more).",
+                        null=True,
+                    ),
+                ),
+                (
+                    "consensus",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Ranked pairs order of the counted rankings (ids).",
+                    ),
+                ),
+                (
+                    "min_margin",
+                    models.FloatField(
+                        blank=True,
+                        help_text="Smallest vote margin over a completion pair, (winner - loser votes) / voters: 0 is a split vote, 1 unanimous. Empty with fewer than two labels.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "flags",
+                    models.JSONField(blank=True, default=dict, help_text='{"flag": times given}'),
+                ),
+                (
+                    "safety_flags",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Times a safety flag (harmful, sexual, violent, denigrating) was given.",
+                    ),
+                ),
+                ("is_gold", models.BooleanField(default=False)),
+                ("adjudicated", models.BooleanField(default=False)),
+                (
+                    "model_version",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="The active reward model that scored its completions.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "model_scores",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='{"<completion id>": reward} by that model.',
+                    ),
+                ),
+                (
+                    "model_contradiction",
+                    models.FloatField(
+                        blank=True,
+                        help_text="The model's largest probability against a pair the consensus orders.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "need",
+                    models.FloatField(
+                        default=0.0, help_text="How much the prompt needs a reviewer."
+                    ),
+                ),
+                ("computed_at", models.DateTimeField()),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="labeling.dataset",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'prompt stats',
-                'indexes': [models.Index(condition=models.Q(('adjudicated', False), ('is_gold', False), ('need__gt', 0)), fields=['dataset', '-need', 'prompt'], name='promptstats_review_queue'), models.Index(fields=['dataset', 'prompt'], name='promptstats_dataset')],
+                "verbose_name_plural": "prompt stats",
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(
+                            ("adjudicated", False), ("is_gold", False), ("need__gt", 0)
+                        ),
+                        fields=["dataset", "-need", "prompt"],
+                        name="promptstats_review_queue",
+                    ),
+                    models.Index(fields=["dataset", "prompt"], name="promptstats_dataset"),
+                ],
             },
         ),
     ]

@@ -4,27 +4,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0009_reviewers_group'),
+        ("labeling", "0009_reviewers_group"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModelLeaderboard',
+            name="ModelLeaderboard",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(help_text="The datasets' ids, sorted, and rounds: '3,5:1000'.", max_length=300, unique=True)),
-                ('rounds', models.PositiveIntegerField()),
-                ('data', models.JSONField(blank=True, default=dict)),
-                ('ranking_cursor', models.BigIntegerField(default=0)),
-                ('computed_at', models.DateTimeField(blank=True, null=True)),
-                ('seconds', models.FloatField(default=0.0, help_text='How long the last computation took.')),
-                ('generation', models.PositiveIntegerField(default=0, help_text='Raised by each invalidation (an exclusion, a gold change, ...).')),
-                ('computed_generation', models.PositiveIntegerField(default=0)),
-                ('refresh_queued_at', models.DateTimeField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('datasets', models.ManyToManyField(related_name='leaderboards', to='labeling.dataset')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "key",
+                    models.CharField(
+                        help_text="The datasets' ids, sorted, and rounds: '3,5:1000'.",
+                        max_length=300,
+                        unique=True,
+                    ),
+                ),
+                ("rounds", models.PositiveIntegerField()),
+                ("data", models.JSONField(blank=True, default=dict)),
+                ("ranking_cursor", models.BigIntegerField(default=0)),
+                ("computed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "seconds",
+                    models.FloatField(default=0.0, help_text="How long the last computation took."),
+                ),
+                (
+                    "generation",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Raised by each invalidation (an exclusion, a gold change, ...).",
+                    ),
+                ),
+                ("computed_generation", models.PositiveIntegerField(default=0)),
+                ("refresh_queued_at", models.DateTimeField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                (
+                    "datasets",
+                    models.ManyToManyField(related_name="leaderboards", to="labeling.dataset"),
+                ),
             ],
         ),
     ]

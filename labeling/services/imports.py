@@ -74,7 +74,8 @@ def import_dataset(
     error. HH lines that cannot be split into one conversation and two replies are skipped and
     reported, or are errors when `strict`. `on_progress` is called after each batch with the
     number of (compressed) bytes read so far; when `is_cancelled` says so after a batch, the
-    import stops with ImportCancelled and nothing is written.
+    import stops with ImportCancelled and nothing is written. New prompts of a dataset with an
+    active reward model are scored by a worker after commit (`rewards.services.predictions`).
     """
     limit = settings.PREFLAB_IMPORT_MAX_BYTES
     if size is not None and size > limit:
@@ -113,6 +114,11 @@ def import_dataset(
             if is_cancelled is not None and is_cancelled():
                 raise ImportCancelled
         _check_constraints("DEFERRED")  # as Django declares them, for a caller's transaction
+        if result.created:
+            # The dataset's active reward model scores the new prompts once they are committed.
+            from rewards.services.predictions import queue_after_import  # rewards builds on this
+
+            queue_after_import(dataset=dataset)
     return result
 
 

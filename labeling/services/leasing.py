@@ -13,6 +13,11 @@ Locks are taken prompt row first, then assignment rows, everywhere a prompt's co
 a late submit of an expired lease (assignment, then prompt), touches no row those others wait for:
 they only change leased assignments.
 
+Active learning (`Dataset.order` "uncertainty"): for `uncertainty_share` of the requests, the
+untouched prompts the active reward model is least sure about come before the others, read in
+order from their own index (`prompt_uncertain`, kept by the prediction worker in
+`Prompt.uncertainty`); prompts already started still come first, and gold keeps its rate.
+
 Stale leases (past `expires_at`) are expired by the periodic job (`labeling.expire_stale_leases`),
 and on the dataset at hand when it seems to have no open prompt left; until then their slots stay
 taken, so nothing is ever over-labeled.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -49,9 +55,9 @@ def lease_next_assignment(
     """The labeler's current lease on the dataset, or a new one; None when no work is left.
 
     A new lease goes to a prompt the labeler was never given that still has a free label slot,
-    prompts closest to complete first; gold comes at the dataset's rate (`gold_is_due`). The
-    returned assignment carries its prompt and the dataset, so showing it needs only the
-    completions.
+    prompts closest to complete first; gold comes at the dataset's rate (`gold_is_due`); new
+    prompts in import order, or by uncertainty (`by_uncertainty`). The returned assignment
+    carries its prompt and the dataset, so showing it needs only the completions.
     """
     now = now or timezone.now()
     if dataset.status != Dataset.Status.ACTIVE:
@@ -159,21 +165,34 @@ CANDIDATE = """(
 )"""
 PROMPT = "labeling_prompt p"
 OPEN = "NOT p.is_gold AND p.slots_taken < %(cap)s"
+WINDOW_SOURCE = (
+    "(SELECT w.id, w.slots_taken FROM labeling_prompt w "
+    "WHERE w.dataset_id = %(dataset)s AND NOT w.is_gold AND w.slots_taken < %(cap)s {started}"
+    "ORDER BY w.slots_taken DESC, w.id LIMIT %(window)s) win "
+    f"JOIN {PROMPT} ON p.id = win.id"
+)
 POOLS = {  # name: (source, condition, order)
     "gold": (PROMPT, "p.is_gold", "p.id"),
     # The WINDOW prompts closest to complete, read from the index in order and joined back to
     # their rows, lazily: the scan stops at the first prompt this labeler may take. The cap is
     # repeated on the joined row: that is what PostgreSQL rechecks once it is locked.
-    "window": (
-        "(SELECT w.id, w.slots_taken FROM labeling_prompt w "
-        "WHERE w.dataset_id = %(dataset)s AND NOT w.is_gold AND w.slots_taken < %(cap)s "
-        "ORDER BY w.slots_taken DESC, w.id LIMIT %(window)s) win "
-        f"JOIN {PROMPT} ON p.id = win.id",
+    "window": (WINDOW_SOURCE.format(started=""), OPEN, "win.slots_taken DESC, win.id"),
+    # The window without untouched prompts, for the requests that open new prompts by
+    # uncertainty: started ones are still finished first.
+    "started": (
+        WINDOW_SOURCE.format(started="AND w.slots_taken >= 1 "),
         OPEN,
         "win.slots_taken DESC, win.id",
     ),
     # A range, not `= 0`, so that the planner keeps to the index's order.
     "untouched": (PROMPT, "NOT p.is_gold AND p.slots_taken < 1", "p.slots_taken DESC, p.id"),
+    # Active learning: untouched scored prompts, smallest reward margin first. The condition is
+    # the partial index's (`prompt_uncertain`), so the scan reads it in order.
+    "uncertain": (
+        PROMPT,
+        "NOT p.is_gold AND p.slots_taken = 0 AND p.uncertainty IS NOT NULL",
+        "p.uncertainty, p.id",
+    ),
     "open": (PROMPT, OPEN, "p.slots_taken DESC, p.id"),
 }
 
@@ -195,6 +214,8 @@ def _take_slot_and_lease(
     `WINDOW` closest to complete; the first untouched prompt; and last, near the end of a
     dataset, the first free prompt of all. The window keeps a labeler from walking past every
     prompt they labeled themselves (which come first, being partly labeled) on each request.
+    A request that opens new prompts by uncertainty (`by_uncertainty`) reads the window's
+    started prompts only, then the least certain untouched prompt, then the rest as above.
     PostgreSQL rechecks a locked row against its candidate's conditions, so the count never
     passes `labels_per_prompt`. On PostgreSQL the assignment is inserted by the same statement
     (a failed insert undoes the count with it); on SQLite by a second one, in the caller's
@@ -203,6 +224,8 @@ def _take_slot_and_lease(
     postgresql = connection.vendor == "postgresql"
     lock = "FOR UPDATE OF p SKIP LOCKED" if postgresql else ""
     pools = ["window", "untouched", "open"]
+    if by_uncertainty(dataset):
+        pools = ["started", "uncertain", "untouched", "open"]
     if gold_due:
         pools.insert(0, "gold")
     candidates = ", ".join(
@@ -245,6 +268,15 @@ def _take_slot_and_lease(
     assignment = Assignment.from_db(connection.alias, list(values), list(values.values()))
     assignment.prompt, assignment.labeler = prompt, labeler
     return assignment
+
+
+def by_uncertainty(dataset: Dataset) -> bool:
+    """Whether this request opens the least certain untouched prompt rather than the next in
+    import order: on an "uncertainty" dataset, for `uncertainty_share` of the requests, drawn
+    at random so that the labeled prompts stay a mix of both."""
+    if dataset.order != Dataset.Order.UNCERTAINTY:
+        return False
+    return random.random() < dataset.uncertainty_share
 
 
 # Leasing the prompt `taken` (`_take_slot_and_lease` on PostgreSQL); the lease's other columns

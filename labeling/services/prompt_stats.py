@@ -168,9 +168,17 @@ class Scorer:
         self.version = model.version
         self.estimator = artifacts.load_model(Path(settings.MEDIA_ROOT) / model.directory)
         self.config = features.FeatureConfig.from_dict(model.card["config"]["features"])
+        self.heads: list[str] = list(model.card.get("heads", []))
 
     def scores(self, prompt_ids: list[int]) -> dict[int, dict[int, float]]:
         """prompt id -> {completion id: reward} for these prompts' completions."""
+        return {
+            prompt_id: {pk: rewards[0] for pk, rewards in by_completion.items()}
+            for prompt_id, by_completion in self.head_scores(prompt_ids).items()
+        }
+
+    def head_scores(self, prompt_ids: list[int]) -> dict[int, dict[int, list[float]]]:
+        """prompt id -> {completion id: [overall reward, then one per head in `self.heads`]}."""
         from rewards import artifacts
 
         if not prompt_ids:
@@ -182,8 +190,8 @@ class Scorer:
             )
         )
         items: list[tuple[Any, str]] = [(messages[p], text) for _, p, text in completions]
-        rewards = artifacts.score(self.estimator, items, self.config)
-        result: dict[int, dict[int, float]] = defaultdict(dict)
-        for (pk, prompt_id, _), reward in zip(completions, rewards, strict=True):
-            result[prompt_id][pk] = round(float(reward), 6)
+        rewards = artifacts.score_heads(self.estimator, items, self.config)
+        result: dict[int, dict[int, list[float]]] = defaultdict(dict)
+        for (pk, prompt_id, _), row in zip(completions, rewards, strict=True):
+            result[prompt_id][pk] = [round(float(value), 6) for value in row]
         return dict(result)

@@ -167,7 +167,10 @@ def save_reward_model(
 
 
 def activate_reward_model(*, model: RewardModel) -> RewardModel:
-    """Make `model` the active one for each of its datasets; others on them are deactivated."""
+    """Make `model` the active one for each of its datasets; others on them are deactivated.
+    After commit, a worker scores the datasets' completions with it (`predictions`)."""
+    from rewards.services import predictions
+
     with transaction.atomic():
         dataset_ids = list(model.datasets.values_list("pk", flat=True))
         list(Dataset.objects.select_for_update().filter(pk__in=dataset_ids).values_list("pk"))
@@ -175,5 +178,6 @@ def activate_reward_model(*, model: RewardModel) -> RewardModel:
             pk=model.pk
         ).update(is_active=False)
         RewardModel.objects.filter(pk=model.pk).update(is_active=True)
+        predictions.queue_predictions(model=model)
     model.refresh_from_db()
     return model

@@ -108,6 +108,11 @@ def test_include_adds_models_ratings_flags_metadata_strength_and_agreement(
         "strength": "slightly",
         "agreement": 0.5,
         "voters": 2,
+        # No reward model has scored the dataset: null predictions, in the same shape.
+        "chosen_reward": None,
+        "rejected_reward": None,
+        "chosen_criterion_rewards": {"helpful": None, "honest": None, "harmless": None},
+        "rejected_criterion_rewards": {"helpful": None, "honest": None, "harmless": None},
     }
 
 

@@ -298,3 +298,19 @@ def test_run_page_shows_the_heads(client, staff, headed):
     assert "Per-criterion heads" in page
     assert "<td>helpful</td>" in page and "<td>harmless</td>" in page
     assert "weights.npy" in page
+
+
+def test_predictions_of_a_model_with_heads_store_each_heads_reward(
+    rated, media_root, eager_celery, django_capture_on_commit_callbacks
+):
+    from labeling.services.prompt_stats import Scorer
+    from rewards.models import Prediction
+
+    run = runs.start_training_run(datasets=[rated], config={"heads": ["helpful"]}, enqueue=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        model = runs.run_training(run_id=run.pk).reward_model
+    prediction = Prediction.objects.filter(reward_model=model).select_related("completion").first()
+    assert prediction is not None and set(prediction.criteria) == {"helpful"}
+    expected = Scorer(model).head_scores([prediction.completion.prompt_id])
+    overall, helpful = expected[prediction.completion.prompt_id][prediction.completion_id]
+    assert (prediction.reward, prediction.criteria["helpful"]) == pytest.approx((overall, helpful))
