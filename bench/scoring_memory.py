@@ -14,7 +14,7 @@ peak RSS (VmHWM in /proc/self/status):
 
 - sparse: `featurizer.score(items, config, featurizer.load_weights("weights.npy"))`, sparse
   rows (1,000 items at a time) times the weights, never dense: what PrefLab itself does;
-- onnx: `featurize(...).toarray().astype("float32")` fed to onnxruntime, `--dense-batch`
+- onnx: `featurize(...).astype("float32").toarray()` fed to onnxruntime, `--dense-batch`
   items at a time (the ONNX graph takes the dense 2**18-column input: 1 MiB an item).
 
 The figure that matters is the peak minus the RSS before scoring (the items and the imported
@@ -67,7 +67,7 @@ if path == "onnx":
     session = onnxruntime.InferenceSession(
         f"{directory}/model.onnx", providers=["CPUExecutionProvider"]
     )
-    warm = featurizer.featurize(items[:10], config).toarray().astype(np.float32)
+    warm = featurizer.featurize(items[:10], config).astype(np.float32).toarray()
     session.run(None, {"features": warm})
     del warm
 # Reset the peak (VmHWM) to the present RSS, so the peak read below is that of the scoring.
@@ -81,7 +81,7 @@ else:
     parts = []
     for first in range(0, count, batch):
         rows = featurizer.featurize(items[first : first + batch], config)
-        parts.append(session.run(None, {"features": rows.toarray().astype(np.float32)})[0])
+        parts.append(session.run(None, {"features": rows.astype(np.float32).toarray()})[0])
         del rows
     rewards = np.concatenate(parts)
 seconds = time.perf_counter() - start

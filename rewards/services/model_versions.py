@@ -85,8 +85,8 @@ def model_card(
         },
         "usage": (
             "reward = model.onnx(featurizer.featurize([(messages, completion)], "
-            "featurizer.FeatureConfig.from_dict(card['config']['features'])).toarray()"
-            ".astype('float32')); P(a beats b) = sigmoid(reward_a - reward_b)"
+            "featurizer.FeatureConfig.from_dict(card['config']['features']))"
+            ".astype('float32').toarray()); P(a beats b) = sigmoid(reward_a - reward_b)"
         ),
         "sparse_usage": (
             "rewards = featurizer.score(items, featurizer.FeatureConfig.from_dict("
@@ -94,7 +94,7 @@ def model_card(
             "[(messages, completion), ...]: sparse rows times the float64 weights, never dense, "
             "featurized 1,000 items at a time (what PrefLab itself does): about 20 MB above "
             "the process's own for 1,000 or 10,000 items, where the ONNX file's dense input "
-            "takes 1 GiB per 1,000 items and its documented usage (toarray, astype) 2 GB "
+            "takes 1 GiB per 1,000 items (float32 rows, cast before toarray) "
             "(bench/scoring_memory.py); the ONNX file gives the same rewards to ~1e-6 (float32)"
         ),
         **(_heads_card(config["heads"]) if config.get("heads") else {}),
