@@ -7,6 +7,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
@@ -15,412 +16,151 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name="Dataset",
+            name='Dataset',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=200)),
-                ("slug", models.SlugField(max_length=100, unique=True)),
-                ("description", models.TextField(blank=True)),
-                (
-                    "guidelines",
-                    models.TextField(blank=True, help_text="Markdown, shown to labelers."),
-                ),
-                (
-                    "guidelines_version",
-                    models.PositiveIntegerField(
-                        default=1,
-                        help_text="Raised each time the guidelines change; rankings record it.",
-                    ),
-                ),
-                (
-                    "criteria",
-                    models.JSONField(
-                        blank=True,
-                        default=labeling.models.all_criteria,
-                        help_text="Which of helpful, honest, harmless are rated.",
-                    ),
-                ),
-                (
-                    "labels_per_prompt",
-                    models.PositiveSmallIntegerField(
-                        default=3, help_text="How many distinct labelers rank each prompt."
-                    ),
-                ),
-                (
-                    "gold_rate",
-                    models.FloatField(
-                        default=0.0,
-                        help_text="Share of each labeler's tasks drawn from gold prompts (0 to 1).",
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("draft", "Draft"),
-                            ("active", "Active"),
-                            ("archived", "Archived"),
-                        ],
-                        default="draft",
-                        max_length=10,
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200)),
+                ('slug', models.SlugField(max_length=100, unique=True)),
+                ('description', models.TextField(blank=True)),
+                ('guidelines', models.TextField(blank=True, help_text='Markdown, shown to labelers.')),
+                ('guidelines_version', models.PositiveIntegerField(default=1, help_text='Raised each time the guidelines change; rankings record it.')),
+                ('criteria', models.JSONField(blank=True, default=labeling.models.all_criteria, help_text='Which of helpful, honest, harmless are rated.')),
+                ('labels_per_prompt', models.PositiveSmallIntegerField(default=3, help_text='How many distinct labelers rank each prompt.')),
+                ('gold_rate', models.FloatField(default=0.0, help_text="Share of each labeler's tasks drawn from gold prompts (0 to 1).")),
+                ('status', models.CharField(choices=[('draft', 'Draft'), ('active', 'Active'), ('archived', 'Archived')], default='draft', max_length=10)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                "ordering": ["name"],
-                "constraints": [
-                    models.CheckConstraint(
-                        condition=models.Q(("labels_per_prompt__gte", 1)),
-                        name="dataset_labels_per_prompt_positive",
-                    ),
-                    models.CheckConstraint(
-                        condition=models.Q(("gold_rate__gte", 0), ("gold_rate__lte", 1)),
-                        name="dataset_gold_rate_share",
-                    ),
-                ],
+                'ordering': ['name'],
+                'constraints': [models.CheckConstraint(condition=models.Q(('labels_per_prompt__gte', 1)), name='dataset_labels_per_prompt_positive'), models.CheckConstraint(condition=models.Q(('gold_rate__gte', 0), ('gold_rate__lte', 1)), name='dataset_gold_rate_share')],
             },
         ),
         migrations.CreateModel(
-            name="Prompt",
+            name='Prompt',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("external_id", models.CharField(max_length=200)),
-                (
-                    "messages",
-                    models.JSONField(
-                        help_text='The conversation: [{"role": ..., "content": ...}].'
-                    ),
-                ),
-                ("metadata", models.JSONField(blank=True, default=dict)),
-                (
-                    "content_hash",
-                    models.CharField(
-                        help_text="sha256 of the messages and completions, to spot re-imports.",
-                        max_length=64,
-                    ),
-                ),
-                ("is_gold", models.BooleanField(default=False)),
-                (
-                    "gold_order",
-                    models.JSONField(
-                        blank=True,
-                        help_text="Expected order for a gold prompt: tie groups of completion external ids.",
-                        null=True,
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                (
-                    "dataset",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="prompts",
-                        to="labeling.dataset",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('external_id', models.CharField(max_length=200)),
+                ('messages', models.JSONField(help_text='The conversation: [{"role": ..., "content": ...}].')),
+                ('metadata', models.JSONField(blank=True, default=dict)),
+                ('content_hash', models.CharField(help_text='sha256 of the messages and completions, to spot re-imports.', max_length=64)),
+                ('is_gold', models.BooleanField(default=False)),
+                ('gold_order', models.JSONField(blank=True, help_text='Expected order for a gold prompt: tie groups of completion external ids.', null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prompts', to='labeling.dataset')),
             ],
         ),
         migrations.CreateModel(
-            name="Completion",
+            name='Completion',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("external_id", models.CharField(max_length=200)),
-                ("text", models.TextField()),
-                ("model_name", models.CharField(blank=True, max_length=200)),
-                ("metadata", models.JSONField(blank=True, default=dict)),
-                (
-                    "position",
-                    models.PositiveSmallIntegerField(help_text="Order in the imported file."),
-                ),
-                (
-                    "prompt",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="completions",
-                        to="labeling.prompt",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('external_id', models.CharField(max_length=200)),
+                ('text', models.TextField()),
+                ('model_name', models.CharField(blank=True, max_length=200)),
+                ('metadata', models.JSONField(blank=True, default=dict)),
+                ('position', models.PositiveSmallIntegerField(help_text='Order in the imported file.')),
+                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='completions', to='labeling.prompt')),
             ],
             options={
-                "ordering": ["prompt", "position"],
+                'ordering': ['prompt', 'position'],
             },
         ),
         migrations.CreateModel(
-            name="Assignment",
+            name='Assignment',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("leased", "Leased"),
-                            ("submitted", "Submitted"),
-                            ("skipped", "Skipped"),
-                            ("expired", "Expired"),
-                        ],
-                        default="leased",
-                        max_length=10,
-                    ),
-                ),
-                ("leased_at", models.DateTimeField()),
-                ("expires_at", models.DateTimeField()),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                ("skip_reason", models.CharField(blank=True, max_length=200)),
-                (
-                    "labeler",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="assignments",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "prompt",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="assignments",
-                        to="labeling.prompt",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('status', models.CharField(choices=[('leased', 'Leased'), ('submitted', 'Submitted'), ('skipped', 'Skipped'), ('expired', 'Expired')], default='leased', max_length=10)),
+                ('leased_at', models.DateTimeField()),
+                ('expires_at', models.DateTimeField()),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('skip_reason', models.CharField(blank=True, max_length=200)),
+                ('labeler', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to=settings.AUTH_USER_MODEL)),
+                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='labeling.prompt')),
             ],
         ),
         migrations.CreateModel(
-            name="Ranking",
+            name='Ranking',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "order",
-                    models.JSONField(
-                        help_text="Completion ids best to worst, as tie groups: [[3], [1, 2]]."
-                    ),
-                ),
-                (
-                    "ratings",
-                    models.JSONField(
-                        blank=True,
-                        default=dict,
-                        help_text='{"<completion id>": {"helpful": 1..7, ...}}',
-                    ),
-                ),
-                (
-                    "flags",
-                    models.JSONField(
-                        blank=True, default=dict, help_text='{"<completion id>": [flag]}'
-                    ),
-                ),
-                ("all_unacceptable", models.BooleanField(default=False)),
-                ("rationale", models.TextField(blank=True)),
-                ("seconds_spent", models.FloatField()),
-                ("guidelines_version", models.PositiveIntegerField()),
-                ("request_id", models.UUIDField(unique=True)),
-                ("created_at", models.DateTimeField()),
-                (
-                    "assignment",
-                    models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="ranking",
-                        to="labeling.assignment",
-                    ),
-                ),
-                (
-                    "dataset",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="rankings",
-                        to="labeling.dataset",
-                    ),
-                ),
-                (
-                    "labeler",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="rankings",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "prompt",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="rankings",
-                        to="labeling.prompt",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('order', models.JSONField(help_text='Completion ids best to worst, as tie groups: [[3], [1, 2]].')),
+                ('ratings', models.JSONField(blank=True, default=dict, help_text='{"<completion id>": {"helpful": 1..7, ...}}')),
+                ('flags', models.JSONField(blank=True, default=dict, help_text='{"<completion id>": [flag]}')),
+                ('all_unacceptable', models.BooleanField(default=False)),
+                ('rationale', models.TextField(blank=True)),
+                ('seconds_spent', models.FloatField()),
+                ('guidelines_version', models.PositiveIntegerField()),
+                ('request_id', models.UUIDField(unique=True)),
+                ('created_at', models.DateTimeField()),
+                ('assignment', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='ranking', to='labeling.assignment')),
+                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rankings', to='labeling.dataset')),
+                ('labeler', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rankings', to=settings.AUTH_USER_MODEL)),
+                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rankings', to='labeling.prompt')),
             ],
         ),
         migrations.CreateModel(
-            name="Comparison",
+            name='Comparison',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "margin",
-                    models.PositiveSmallIntegerField(help_text="Rank distance between the two."),
-                ),
-                (
-                    "strength",
-                    models.CharField(
-                        blank=True,
-                        choices=[
-                            ("significantly", "Significantly better"),
-                            ("better", "Better"),
-                            ("slightly", "Slightly better"),
-                            ("negligibly", "Negligibly better / unsure"),
-                        ],
-                        help_text="How much better, asked when the prompt has exactly two completions.",
-                        max_length=15,
-                    ),
-                ),
-                ("created_at", models.DateTimeField()),
-                (
-                    "labeler",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="comparisons",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "chosen",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="labeling.completion",
-                    ),
-                ),
-                (
-                    "rejected",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="labeling.completion",
-                    ),
-                ),
-                (
-                    "dataset",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="comparisons",
-                        to="labeling.dataset",
-                    ),
-                ),
-                (
-                    "prompt",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="comparisons",
-                        to="labeling.prompt",
-                    ),
-                ),
-                (
-                    "ranking",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="comparisons",
-                        to="labeling.ranking",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('margin', models.PositiveSmallIntegerField(help_text='Rank distance between the two.')),
+                ('strength', models.CharField(blank=True, choices=[('significantly', 'Significantly better'), ('better', 'Better'), ('slightly', 'Slightly better'), ('negligibly', 'Negligibly better / unsure')], help_text='How much better, asked when the prompt has exactly two completions.', max_length=15)),
+                ('created_at', models.DateTimeField()),
+                ('labeler', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to=settings.AUTH_USER_MODEL)),
+                ('chosen', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.completion')),
+                ('rejected', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.completion')),
+                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='labeling.dataset')),
+                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='labeling.prompt')),
+                ('ranking', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='labeling.ranking')),
             ],
         ),
         migrations.AddConstraint(
-            model_name="prompt",
-            constraint=models.UniqueConstraint(
-                fields=("dataset", "external_id"), name="prompt_external_id_unique"
-            ),
+            model_name='prompt',
+            constraint=models.UniqueConstraint(fields=('dataset', 'external_id'), name='prompt_external_id_unique'),
         ),
         migrations.AddConstraint(
-            model_name="prompt",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    ("is_gold", False), ("gold_order__isnull", False), _connector="OR"
-                ),
-                name="prompt_gold_has_order",
-            ),
+            model_name='prompt',
+            constraint=models.CheckConstraint(condition=models.Q(('is_gold', False), ('gold_order__isnull', False), _connector='OR'), name='prompt_gold_has_order'),
         ),
         migrations.AddConstraint(
-            model_name="completion",
-            constraint=models.UniqueConstraint(
-                fields=("prompt", "external_id"), name="completion_external_id_unique"
-            ),
+            model_name='completion',
+            constraint=models.UniqueConstraint(fields=('prompt', 'external_id'), name='completion_external_id_unique'),
         ),
         migrations.AddIndex(
-            model_name="assignment",
-            index=models.Index(fields=["labeler", "status"], name="assignment_labeler_status"),
+            model_name='assignment',
+            index=models.Index(fields=['labeler', 'status'], name='assignment_labeler_status'),
         ),
         migrations.AddIndex(
-            model_name="assignment",
-            index=models.Index(fields=["status", "expires_at"], name="assignment_status_expiry"),
+            model_name='assignment',
+            index=models.Index(fields=['status', 'expires_at'], name='assignment_status_expiry'),
         ),
         migrations.AddConstraint(
-            model_name="assignment",
-            constraint=models.UniqueConstraint(
-                fields=("prompt", "labeler"), name="assignment_once_per_labeler"
-            ),
+            model_name='assignment',
+            constraint=models.UniqueConstraint(fields=('prompt', 'labeler'), name='assignment_once_per_labeler'),
         ),
         migrations.AddIndex(
-            model_name="ranking",
-            index=models.Index(fields=["labeler", "created_at"], name="ranking_labeler_created"),
+            model_name='ranking',
+            index=models.Index(fields=['labeler', 'created_at'], name='ranking_labeler_created'),
         ),
         migrations.AddIndex(
-            model_name="ranking",
-            index=models.Index(fields=["dataset", "id"], name="ranking_dataset_id"),
+            model_name='ranking',
+            index=models.Index(fields=['dataset', 'id'], name='ranking_dataset_id'),
         ),
         migrations.AddConstraint(
-            model_name="ranking",
-            constraint=models.CheckConstraint(
-                condition=models.Q(("seconds_spent__gte", 0)), name="ranking_seconds_spent"
-            ),
+            model_name='ranking',
+            constraint=models.CheckConstraint(condition=models.Q(('seconds_spent__gte', 0)), name='ranking_seconds_spent'),
         ),
         migrations.AddIndex(
-            model_name="comparison",
-            index=models.Index(fields=["dataset", "id"], name="comparison_dataset_id"),
+            model_name='comparison',
+            index=models.Index(fields=['dataset', 'id'], name='comparison_dataset_id'),
         ),
         migrations.AddConstraint(
-            model_name="comparison",
-            constraint=models.CheckConstraint(
-                condition=models.Q(("chosen", models.F("rejected")), _negated=True),
-                name="comparison_distinct_completions",
-            ),
+            model_name='comparison',
+            constraint=models.CheckConstraint(condition=models.Q(('chosen', models.F('rejected')), _negated=True), name='comparison_distinct_completions'),
         ),
         migrations.AddConstraint(
-            model_name="comparison",
-            constraint=models.CheckConstraint(
-                condition=models.Q(("margin__gte", 1)), name="comparison_margin_positive"
-            ),
+            model_name='comparison',
+            constraint=models.CheckConstraint(condition=models.Q(('margin__gte', 1)), name='comparison_margin_positive'),
         ),
         migrations.AddConstraint(
-            model_name="comparison",
-            constraint=models.UniqueConstraint(
-                fields=("ranking", "chosen", "rejected"), name="comparison_once_per_ranking"
-            ),
+            model_name='comparison',
+            constraint=models.UniqueConstraint(fields=('ranking', 'chosen', 'rejected'), name='comparison_once_per_ranking'),
         ),
     ]

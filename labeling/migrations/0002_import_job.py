@@ -6,79 +6,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("labeling", "0001_initial"),
+        ('labeling', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="ImportJob",
+            name='ImportJob',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("file", models.FileField(blank=True, upload_to="imports/")),
-                ("filename", models.CharField(max_length=255)),
-                ("size", models.PositiveBigIntegerField()),
-                ("format", models.CharField(blank=True, max_length=10)),
-                ("strict", models.BooleanField(default=False)),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("queued", "Queued"),
-                            ("running", "Running"),
-                            ("succeeded", "Succeeded"),
-                            ("failed", "Failed"),
-                        ],
-                        default="queued",
-                        max_length=10,
-                    ),
-                ),
-                ("progress", models.FloatField(default=0.0)),
-                ("created_count", models.PositiveIntegerField(default=0)),
-                ("unchanged_count", models.PositiveIntegerField(default=0)),
-                (
-                    "skipped",
-                    models.JSONField(
-                        blank=True, default=list, help_text='[{"line": 4, "reason": ...}]'
-                    ),
-                ),
-                ("error", models.TextField(blank=True)),
-                ("task_id", models.CharField(blank=True, max_length=50)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("started_at", models.DateTimeField(blank=True, null=True)),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "dataset",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="import_jobs",
-                        to="labeling.dataset",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('file', models.FileField(blank=True, upload_to='imports/')),
+                ('filename', models.CharField(max_length=255)),
+                ('size', models.PositiveBigIntegerField()),
+                ('format', models.CharField(blank=True, max_length=10)),
+                ('strict', models.BooleanField(default=False)),
+                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=10)),
+                ('progress', models.FloatField(default=0.0)),
+                ('created_count', models.PositiveIntegerField(default=0)),
+                ('unchanged_count', models.PositiveIntegerField(default=0)),
+                ('skipped', models.JSONField(blank=True, default=list, help_text='[{"line": 4, "reason": ...}]')),
+                ('error', models.TextField(blank=True)),
+                ('task_id', models.CharField(blank=True, max_length=50)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('started_at', models.DateTimeField(blank=True, null=True)),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='import_jobs', to='labeling.dataset')),
             ],
             options={
-                "ordering": ["-created_at"],
-                "constraints": [
-                    models.CheckConstraint(
-                        condition=models.Q(("progress__gte", 0), ("progress__lte", 1)),
-                        name="importjob_progress_share",
-                    )
-                ],
+                'ordering': ['-created_at'],
+                'constraints': [models.CheckConstraint(condition=models.Q(('progress__gte', 0), ('progress__lte', 1)), name='importjob_progress_share')],
             },
         ),
     ]

@@ -5,59 +5,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("labeling", "0002_import_job"),
+        ('labeling', '0002_import_job'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="prompt",
-            name="gold_since",
-            field=models.DateTimeField(
-                blank=True,
-                help_text="When a prompt was made gold after import: only later rankings are scored, so the rankings that gave its order do not score themselves.",
-                null=True,
-            ),
+            model_name='prompt',
+            name='gold_since',
+            field=models.DateTimeField(blank=True, help_text='When a prompt was made gold after import: only later rankings are scored, so the rankings that gave its order do not score themselves.', null=True),
         ),
         migrations.CreateModel(
-            name="QualityReport",
+            name='QualityReport',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("data", models.JSONField(blank=True, default=dict)),
-                ("ranking_cursor", models.BigIntegerField(default=0)),
-                ("computed_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "seconds",
-                    models.FloatField(default=0.0, help_text="How long the last computation took."),
-                ),
-                (
-                    "generation",
-                    models.PositiveIntegerField(
-                        default=0,
-                        help_text="Raised by each invalidation (an exclusion, a gold change, ...).",
-                    ),
-                ),
-                (
-                    "computed_generation",
-                    models.PositiveIntegerField(
-                        default=0, help_text="The generation the data was computed at."
-                    ),
-                ),
-                ("refresh_queued_at", models.DateTimeField(blank=True, null=True)),
-                ("error", models.TextField(blank=True)),
-                (
-                    "dataset",
-                    models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="quality",
-                        to="labeling.dataset",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('data', models.JSONField(blank=True, default=dict)),
+                ('ranking_cursor', models.BigIntegerField(default=0)),
+                ('computed_at', models.DateTimeField(blank=True, null=True)),
+                ('seconds', models.FloatField(default=0.0, help_text='How long the last computation took.')),
+                ('generation', models.PositiveIntegerField(default=0, help_text='Raised by each invalidation (an exclusion, a gold change, ...).')),
+                ('computed_generation', models.PositiveIntegerField(default=0, help_text='The generation the data was computed at.')),
+                ('refresh_queued_at', models.DateTimeField(blank=True, null=True)),
+                ('error', models.TextField(blank=True)),
+                ('dataset', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='quality', to='labeling.dataset')),
             ],
         ),
     ]

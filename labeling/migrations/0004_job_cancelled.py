@@ -4,31 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("labeling", "0003_quality_report"),
+        ('labeling', '0003_quality_report'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="importjob",
-            name="file",
-            field=models.FileField(
-                blank=True, help_text="Deleted once it ends.", upload_to="imports/"
-            ),
+            model_name='importjob',
+            name='file',
+            field=models.FileField(blank=True, help_text='Deleted once it ends.', upload_to='imports/'),
         ),
         migrations.AlterField(
-            model_name="importjob",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("queued", "Queued"),
-                    ("running", "Running"),
-                    ("succeeded", "Succeeded"),
-                    ("failed", "Failed"),
-                    ("cancelled", "Cancelled"),
-                ],
-                default="queued",
-                max_length=10,
-            ),
+            model_name='importjob',
+            name='status',
+            field=models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=10),
         ),
     ]
