@@ -161,6 +161,9 @@ def admin_pages_run_under_the_csp(driver: Any, username: str, slug: str) -> None
         f"/admin/labeling/dataset/{dataset.pk}/import/",
         "/admin/labeling/importjob/",
         f"/quality/{slug}/",
+        f"/quality/{slug}/leaderboard/",
+        "/review/",
+        f"/review/{slug}/",
         "/rewards/",
     ):
         driver.get(BASE + path)
