@@ -19,7 +19,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from labeling import exports, parquet
+from labeling import consensus_exports, exports, parquet, ranking_exports
 from labeling.accounts import is_service, labeler_with_pseudonym
 from labeling.models import (
     Adjudication,
@@ -349,7 +349,11 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
             prompts = prompts.filter(is_gold=False)
         if params["adjudicated"]:
             prompts = prompts.filter(Exists(Adjudication.objects.filter(prompt=OuterRef("pk"))))
-        make_rows = exports.consensus_records if parquet_output else exports.consensus_lines
+        make_rows = (
+            consensus_exports.consensus_records
+            if parquet_output
+            else consensus_exports.consensus_lines
+        )
         rows = make_rows(
             prompts,
             adjudicated_only=params["adjudicated"],
@@ -406,7 +410,7 @@ def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
         labeler=params.get("labeler"),
         exclude_unacceptable=params["exclude_unacceptable"],
     )
-    lines = exports.ranking_lines(
+    lines = ranking_exports.ranking_lines(
         rows, include_ids=params["include_ids"], shape=params["shape"], split=params["split"]
     )
     return jsonl_response(request, lines, cursor, f"{dataset.slug}-rankings.jsonl")

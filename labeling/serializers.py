@@ -7,13 +7,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labeling import review
-from labeling.exports import (
-    COMPARISON_FORMATS,
-    CONSENSUS_INCLUDES,
-    INCLUDES,
-    RANKING_SHAPES,
-    Split,
-)
+from labeling.export_options import CONSENSUS_INCLUDES, INCLUDES, Split
+from labeling.exports import COMPARISON_FORMATS
 from labeling.formats import FORMATS as IMPORT_FORMATS
 from labeling.models import (
     Asked,
@@ -27,6 +22,7 @@ from labeling.models import (
     PromptStats,
     Strength,
 )
+from labeling.ranking_exports import RANKING_SHAPES
 
 # What the quality report and the model leaderboard say of the stored result they answer with.
 REPORT_STATUSES = ["ready", "refreshing", "computing"]

@@ -13,7 +13,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling import exports, parquet
+from labeling import export_options, exports, parquet
 from labeling.models import Asked
 from labeling.services import rankings
 from tests.factories import (
@@ -26,7 +26,7 @@ from tests.factories import (
 )
 from tests.labeling.test_exports import pull, rank
 
-ALL_INCLUDES = ",".join(exports.INCLUDES)
+ALL_INCLUDES = ",".join(export_options.INCLUDES)
 
 
 @pytest.fixture
@@ -192,12 +192,14 @@ def test_exclude_unacceptable_drops_the_pairs_and_rankings_of_such_rankings(
 
 def test_split_of_a_thousand_prompts_is_disjoint_covering_and_near_its_share():
     ids = [f"prompt-{n}" for n in range(1000)]
-    test = {i for i in ids if exports.Split("test", 0.2, seed=3).keeps(i)}
-    train = {i for i in ids if exports.Split("train", 0.2, seed=3).keeps(i)}
+    test = {i for i in ids if export_options.Split("test", 0.2, seed=3).keeps(i)}
+    train = {i for i in ids if export_options.Split("train", 0.2, seed=3).keeps(i)}
     assert test.isdisjoint(train) and test | train == set(ids)
     assert 150 <= len(test) <= 250
-    assert test == {i for i in ids if exports.in_test_part(3, i, 0.2)}  # the same every time
-    assert test != {i for i in ids if exports.in_test_part(4, i, 0.2)}  # another seed, another
+    assert test == {i for i in ids if export_options.in_test_part(3, i, 0.2)}  # the same every time
+    assert test != {
+        i for i in ids if export_options.in_test_part(4, i, 0.2)
+    }  # another seed, another
     # A fixed value, so a change of the hash (which would move prompts between parts) shows.
     assert sorted(test)[:3] == ["prompt-1", "prompt-102", "prompt-106"]
 
@@ -221,7 +223,7 @@ def test_split_keeps_every_pair_of_a_prompt_together(client, dataset, labeler, o
     )
     external = {prompt.pk: prompt.external_id for prompt in prompts}
     assert {prompt for prompt, pairs in per_prompt.items() if pairs[0][0] == "test"} == {
-        pk for pk in external if exports.in_test_part(7, external[pk], 0.3)
+        pk for pk in external if export_options.in_test_part(7, external[pk], 0.3)
     }
     test_rankings, _ = pull(client, dataset, "rankings", split="test", test_share="0.3", seed="7")
     assert {row["prompt_id"] for row in test_rankings} == {
@@ -347,7 +349,7 @@ def test_parquet_holds_the_rows_of_the_jsonl_export(
     assert table.to_pylist() == expected
     assert table.schema == parquet.pair_schema(
         format,
-        include=exports.INCLUDES if options else (),
+        include=export_options.INCLUDES if options else (),
         include_ids=bool(options),
         consensus=False,
     )
