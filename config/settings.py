@@ -334,7 +334,7 @@ SPECTACULAR_SETTINGS = {
         "ImportStatusEnum": "labeling.models.ImportJob.Status",
         "AssignmentStatusEnum": "labeling.models.Assignment.Status",
         "AskedEnum": "labeling.models.Asked",
-        "ReportStatusEnum": "labeling.serializers.REPORT_STATUSES",
+        "ReportStatusEnum": "labeling.quality_serializers.REPORT_STATUSES",
     },
 }
 

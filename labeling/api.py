@@ -21,6 +21,11 @@ from rest_framework.response import Response
 
 from labeling import consensus_exports, exports, parquet, ranking_exports
 from labeling.accounts import is_service, labeler_with_pseudonym
+from labeling.export_serializers import (
+    ComparisonExportParamsSerializer,
+    ExportParamsSerializer,
+    RankingExportParamsSerializer,
+)
 from labeling.models import (
     Adjudication,
     Asked,
@@ -34,21 +39,20 @@ from labeling.models import (
     Strength,
 )
 from labeling.permissions import IsLabeler, IsStaff, IsStaffOrService, IsStaffToChange
-from labeling.serializers import (
-    AssignmentSerializer,
-    ComparisonExportParamsSerializer,
-    DatasetSerializer,
-    DatasetWriteSerializer,
-    ExportParamsSerializer,
-    ImportCreateSerializer,
-    ImportJobSerializer,
+from labeling.quality_serializers import (
     LeaderboardParamsSerializer,
     LeaderboardSerializer,
-    PromptSerializer,
     PromptStatsParamsSerializer,
     PromptStatsSerializer,
     QualityReportSerializer,
-    RankingExportParamsSerializer,
+)
+from labeling.serializers import (
+    AssignmentSerializer,
+    DatasetSerializer,
+    DatasetWriteSerializer,
+    ImportCreateSerializer,
+    ImportJobSerializer,
+    PromptSerializer,
     RankingInputSerializer,
     RankingSerializer,
     SkipSerializer,
