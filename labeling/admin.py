@@ -5,10 +5,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth.admin import UserAdmin
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,17 +15,15 @@ from django.urls import URLPattern, path, reverse
 from labeling.errors import errors_text
 from labeling.forms import ImportForm
 from labeling.models import (
-    Adjudication,
     Assignment,
     Comparison,
     Completion,
     Dataset,
     ImportJob,
     Prompt,
-    PromptStats,
     Ranking,
 )
-from labeling.services import datasets, exclusion, gold, imports, leasing, password_reset
+from labeling.services import datasets, gold, imports, leasing
 
 
 def apply_to_each(
@@ -424,120 +420,6 @@ class ComparisonAdmin(ReadOnlyAdmin):
     list_select_related = ["prompt__dataset", "labeler", "chosen", "rejected"]
 
 
-class SafetyFlagged(admin.SimpleListFilter):
-    title = "safety flags"
-    parameter_name = "flagged"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Flagged for safety"), ("no", "Not flagged")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "yes":
-            return queryset.filter(safety_flags__gt=0)
-        if self.value() == "no":
-            return queryset.filter(safety_flags=0)
-        return queryset
-
-
-@admin.register(PromptStats)
-class PromptStatsAdmin(ReadOnlyAdmin):
-    """Computed by the quality report's worker (`labeling.services.prompt_stats`)."""
-
-    list_display = [
-        "prompt",
-        "labels",
-        "agreement",
-        "min_margin",
-        "safety_flags",
-        "model_contradiction",
-        "need",
-        "is_gold",
-        "adjudicated",
-        "computed_at",
-    ]
-    list_filter = ["dataset", "adjudicated", "is_gold", SafetyFlagged, "labels"]
-    search_fields = ["prompt__external_id"]
-    ordering = ["-need", "prompt"]
-    list_select_related = ["prompt__dataset"]
-    show_full_result_count = False
-
-
-@admin.register(Adjudication)
-class AdjudicationAdmin(ReadOnlyAdmin):
-    """Made on the review pages; history, never edited."""
-
-    list_display = ["pk", "prompt", "reviewer", "overturned", "promoted_to_gold", "created_at"]
-    list_filter = ["dataset", "overturned", "promoted_to_gold"]
-    search_fields = ["prompt__external_id", "reviewer__username", "note"]
-    list_select_related = ["prompt__dataset", "reviewer"]
-
-
-admin.site.unregister(User)
-
-
-@admin.register(User)
-class LabelerAdmin(KeepsRankings, UserAdmin):
-    """Django's user admin (its change page links to the form that sets a password) with the
-    label-quality actions, exclude and reinstate labelers, and sending password reset links."""
-
-    actions = ["exclude_labelers", "reinstate_labelers", "send_password_reset_links"]
-
-    def delete_model(self, request: HttpRequest, obj: User) -> None:
-        """A user with no rankings may be deleted (`KeepsRankings`); their live leases go with
-        them, so those prompts' slots are counted again."""
-        prompt_ids = list(obj.assignments.values_list("prompt_id", flat=True))
-        with transaction.atomic():
-            super().delete_model(request, obj)
-            leasing.recount_slots(prompt_ids)
-
-    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
-        """Unticking *Active* excludes the labeler, ticking it reinstates them: the same rules
-        and effects as the actions."""
-        if not (change and "is_active" in form.changed_data):
-            super().save_model(request, obj, form, change)
-            return
-        active = obj.is_active
-        obj.is_active = not active
-        super().save_model(request, obj, form, change)
-        by = request.user
-        try:
-            if active:
-                exclusion.reinstate_labeler(labeler=obj, by=by)  # type: ignore[arg-type]
-            else:
-                exclusion.exclude_labeler(labeler=obj, by=by)  # type: ignore[arg-type]
-        except ValidationError as error:
-            messages.error(request, " ".join(errors_text(error)))
-
-    @admin.action(description="Exclude: deactivate and leave their rankings out")
-    def exclude_labelers(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        by = request.user
-        apply_to_each(
-            request,
-            queryset.filter(is_active=True),
-            lambda user: exclusion.exclude_labeler(labeler=user, by=by),  # type: ignore[arg-type]
-            done="Excluded (nothing was deleted):",
-        )
-
-    @admin.action(description="Reinstate: their account and rankings count again")
-    def reinstate_labelers(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        by = request.user
-        apply_to_each(
-            request,
-            queryset.filter(is_active=False),
-            lambda user: exclusion.reinstate_labeler(labeler=user, by=by),  # type: ignore[arg-type]
-            done="Reinstated:",
-        )
-
-    @admin.action(description="Send a password reset link")
-    def send_password_reset_links(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        """The e-mail of the "Forgot your password?" form; accounts without an address are
-        named in an error message."""
-        domain, use_https = request.get_host(), request.is_secure()
-        apply_to_each(
-            request,
-            queryset,
-            lambda user: password_reset.request_password_reset(
-                user=user, domain=domain, use_https=use_https
-            ),
-            done="A password reset link is on its way to:",
-        )
+# The admins of the users and of the stored statistics and verdicts have modules of their own;
+# importing them registers them (Django's autodiscovery imports only this module).
+from labeling import accounts_admin, review_admin  # noqa: E402, F401

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import api
+from labeling import api, export_api
 
 app_name = "labeling-api"
 urlpatterns = [
@@ -15,8 +15,8 @@ urlpatterns = [
     path("datasets/<slug:slug>/next-task/", api.next_task, name="next-task"),
     path("assignments/<int:assignment_id>/ranking/", api.submit_ranking, name="ranking"),
     path("assignments/<int:assignment_id>/skip/", api.skip_task, name="skip"),
-    path("datasets/<slug:slug>/comparisons/", api.comparison_export, name="comparisons"),
-    path("datasets/<slug:slug>/rankings/", api.ranking_export, name="rankings"),
+    path("datasets/<slug:slug>/comparisons/", export_api.comparison_export, name="comparisons"),
+    path("datasets/<slug:slug>/rankings/", export_api.ranking_export, name="rankings"),
     path("datasets/<slug:slug>/quality/", api.quality_report, name="quality"),
     path("datasets/<slug:slug>/prompt-stats/", api.PromptStatsList.as_view(), name="prompt-stats"),
     path("datasets/<slug:slug>/leaderboard/", api.model_leaderboard, name="leaderboard"),
