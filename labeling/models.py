@@ -14,48 +14,16 @@ from django.db import models
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
+from labeling.choices import (  # noqa: F401  (labeling.models names them too)
+    RATING_MAX,
+    RATING_MIN,
+    Asked,
+    Criterion,
+    Flag,
+    Strength,
+    all_criteria,
+)
 from labeling.orders import Order
-
-
-class Criterion(models.TextChoices):
-    HELPFUL = "helpful", "Helpful"
-    HONEST = "honest", "Honest"
-    HARMLESS = "harmless", "Harmless"
-
-
-class Flag(models.TextChoices):
-    # The InstructGPT labeling interface's per-output metadata (Ouyang et al. 2022, appendix B).
-    FAILS_INSTRUCTION = "fails_instruction", "Fails to follow the instruction"
-    HALLUCINATION = "hallucination", "Makes up facts (hallucination)"
-    HARMFUL_ADVICE = "harmful_advice", "Harmful or dangerous advice"
-    SEXUAL_CONTENT = "sexual_content", "Sexual content"
-    VIOLENT_CONTENT = "violent_content", "Violent content"
-    DENIGRATES_GROUP = "denigrates_group", "Denigrates a protected group"
-    INAPPROPRIATE_FOR_CUSTOMER = "inappropriate", "Inappropriate for a customer assistant"
-
-
-class Strength(models.TextChoices):
-    # Llama 2's four levels for how much better the chosen response is.
-    SIGNIFICANTLY = "significantly", "Significantly better"
-    BETTER = "better", "Better"
-    SLIGHTLY = "slightly", "Slightly better"
-    NEGLIGIBLY = "negligibly", "Negligibly better / unsure"
-
-
-class Asked(models.TextChoices):
-    """Whether the ranking page asks for something: ratings, or a pair's strength."""
-
-    REQUIRED = "required", "Required"
-    OPTIONAL = "optional", "Optional"
-    OFF = "off", "Not asked"
-
-
-RATING_MIN = 1
-RATING_MAX = 7
-
-
-def all_criteria() -> list[str]:
-    return list(Criterion.values)
 
 
 def labeler_counts(path: str = "labeler__") -> Q:
@@ -511,93 +479,12 @@ class Comparison(models.Model):
         return f"{self.chosen_id} > {self.rejected_id} ({self.prompt})"
 
 
-class BackgroundJob(models.Model):
-    """What every job run by a Celery worker records: its status, progress and error."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0)
-    error = models.TextField(blank=True)
-    task_id = models.CharField(max_length=50, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        abstract = True
-        ordering = ["-created_at"]
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(progress__gte=0) & Q(progress__lte=1),
-                name="%(class)s_progress_share",
-            ),
-        ]
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED)
-
-    @property
-    def percent(self) -> int:
-        return round(100 * self.progress)
-
-
-class ImportJob(BackgroundJob):
-    """An uploaded file waiting for, or done with, its import by a Celery worker."""
-
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="import_jobs")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
-    )
-    file = models.FileField(upload_to="imports/", blank=True, help_text="Deleted once it ends.")
-    filename = models.CharField(max_length=255)
-    size = models.PositiveBigIntegerField()
-    format = models.CharField(max_length=10, blank=True)
-    strict = models.BooleanField(default=False)
-    created_count = models.PositiveIntegerField(default=0)
-    unchanged_count = models.PositiveIntegerField(default=0)
-    skipped = models.JSONField(default=list, blank=True, help_text='[{"line": 4, "reason": ...}]')
-
-    def __str__(self) -> str:
-        return f"Import {self.pk} of {self.filename} ({self.status})"
-
-
-# Stored statistics and reviewers' verdicts have a module of their own; importing them here
-# registers them with the app and keeps `labeling.models.PromptStats` and the like working.
-from labeling.quality_models import (  # noqa: E402
+# Background jobs, stored statistics and reviewers' verdicts have modules of their own; importing
+# them here registers them with the app and keeps `labeling.models.PromptStats` and the like working.
+from labeling.job_models import BackgroundJob, ImportJob  # noqa: E402, F401
+from labeling.quality_models import (  # noqa: E402, F401
     Adjudication,
     ModelLeaderboard,
     PromptStats,
     QualityReport,
 )
-
-__all__ = [
-    "RATING_MAX",
-    "RATING_MIN",
-    "Adjudication",
-    "Asked",
-    "Assignment",
-    "BackgroundJob",
-    "Comparison",
-    "Completion",
-    "Criterion",
-    "Dataset",
-    "Flag",
-    "ImportJob",
-    "ModelLeaderboard",
-    "Prompt",
-    "PromptStats",
-    "QualityReport",
-    "Ranking",
-    "Strength",
-    "all_criteria",
-    "columns",
-    "display_order",
-    "labeler_counts",
-]

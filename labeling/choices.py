@@ -1,0 +1,47 @@
+"""The fixed vocabularies of a ranking: rating criteria and their scale, flags, a pair's strength,
+and whether the ranking page asks for ratings or a strength."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Criterion(models.TextChoices):
+    HELPFUL = "helpful", "Helpful"
+    HONEST = "honest", "Honest"
+    HARMLESS = "harmless", "Harmless"
+
+
+class Flag(models.TextChoices):
+    # The InstructGPT labeling interface's per-output metadata (Ouyang et al. 2022, appendix B).
+    FAILS_INSTRUCTION = "fails_instruction", "Fails to follow the instruction"
+    HALLUCINATION = "hallucination", "Makes up facts (hallucination)"
+    HARMFUL_ADVICE = "harmful_advice", "Harmful or dangerous advice"
+    SEXUAL_CONTENT = "sexual_content", "Sexual content"
+    VIOLENT_CONTENT = "violent_content", "Violent content"
+    DENIGRATES_GROUP = "denigrates_group", "Denigrates a protected group"
+    INAPPROPRIATE_FOR_CUSTOMER = "inappropriate", "Inappropriate for a customer assistant"
+
+
+class Strength(models.TextChoices):
+    # Llama 2's four levels for how much better the chosen response is.
+    SIGNIFICANTLY = "significantly", "Significantly better"
+    BETTER = "better", "Better"
+    SLIGHTLY = "slightly", "Slightly better"
+    NEGLIGIBLY = "negligibly", "Negligibly better / unsure"
+
+
+class Asked(models.TextChoices):
+    """Whether the ranking page asks for something: ratings, or a pair's strength."""
+
+    REQUIRED = "required", "Required"
+    OPTIONAL = "optional", "Optional"
+    OFF = "off", "Not asked"
+
+
+RATING_MIN = 1
+RATING_MAX = 7
+
+
+def all_criteria() -> list[str]:
+    return list(Criterion.values)
