@@ -215,17 +215,7 @@ def fit_bradley_terry(
     Row numbers in int32 (the training data's) are used as they are, in place: an int64 copy
     would cost 16 bytes a pair for the whole fit.
     """
-    chosen, rejected = _row_numbers(chosen), _row_numbers(rejected)
-    if len(chosen) == 0:
-        raise ValueError("no comparisons to fit")
-    if len(chosen) != len(rejected):
-        raise ValueError("chosen and rejected must be as long as each other")
-    matrix = sparse.csr_matrix(features)  # the same arrays, not a copy
-    if matrix.dtype not in (np.float32, np.float64):
-        matrix = matrix.astype(np.float64)
-    if sample_weight is not None:
-        sample_weight = check_sample_weight(sample_weight, len(chosen))
-    matrix, chosen, rejected = _without_unused_rows(matrix, chosen, rejected)
+    matrix, chosen, rejected, sample_weight = _fit_inputs(features, chosen, rejected, sample_weight)
     # Only the weights of columns that some row uses can move: any other has gradient
     # lambda * w, 0 from w = 0 on. Leaving them out changes nothing but L-BFGS's own work
     # per iteration, which is proportional to the number of weights.
@@ -243,27 +233,7 @@ def fit_bradley_terry(
         )
         return loss, gradient[active]
 
-    iterations = 0
-
-    def after_iteration(_: np.ndarray) -> None:
-        nonlocal iterations
-        iterations += 1
-        if on_progress:
-            on_progress(iterations / config.max_iter)
-
-    if on_progress:
-        on_progress(0.0)
-    # L-BFGS's vector operations are too small for threads: BLAS threads make them 2-6x slower
-    # on an idle machine and far slower on a busy one (they spin while waiting for each other).
-    with threadpool_limits(limits=1, user_api="blas"):
-        result = optimize.minimize(
-            objective,
-            np.zeros(len(active)),
-            jac=True,
-            method="L-BFGS-B",
-            callback=after_iteration,
-            options={"maxiter": config.max_iter, "ftol": config.tol, "gtol": config.tol},
-        )
+    result = _minimize(objective, len(active), config, on_progress)
     logger.info(
         "Bradley-Terry fit on %d pairs, %d rows, %d active columns: %d iterations, loss %.6f (%s)",
         len(chosen),
@@ -278,6 +248,59 @@ def fit_bradley_terry(
     weights[:] = 0.0
     weights[active] = result.x
     return weights
+
+
+def _fit_inputs(
+    features: sparse.csr_matrix,
+    chosen: np.ndarray,
+    rejected: np.ndarray,
+    sample_weight: np.ndarray | None,
+) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The fit's inputs checked: row numbers as they are (int32 in place), a float matrix
+    without the rows no pair uses (the pairs renumbered), and the sample weights checked."""
+    chosen, rejected = _row_numbers(chosen), _row_numbers(rejected)
+    if len(chosen) == 0:
+        raise ValueError("no comparisons to fit")
+    if len(chosen) != len(rejected):
+        raise ValueError("chosen and rejected must be as long as each other")
+    matrix = sparse.csr_matrix(features)  # the same arrays, not a copy
+    if matrix.dtype not in (np.float32, np.float64):
+        matrix = matrix.astype(np.float64)
+    if sample_weight is not None:
+        sample_weight = check_sample_weight(sample_weight, len(chosen))
+    matrix, chosen, rejected = _without_unused_rows(matrix, chosen, rejected)
+    return matrix, chosen, rejected, sample_weight
+
+
+def _minimize(
+    objective: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    size: int,
+    config: FitConfig,
+    on_progress: Callable[[float], None] | None,
+) -> optimize.OptimizeResult:
+    """L-BFGS-B from 0 over `size` weights, reporting the share of `max_iter` done after each
+    iteration to `on_progress`."""
+    iterations = 0
+
+    def after_iteration(_: np.ndarray) -> None:
+        nonlocal iterations
+        iterations += 1
+        if on_progress:
+            on_progress(iterations / config.max_iter)
+
+    if on_progress:
+        on_progress(0.0)
+    # L-BFGS's vector operations are too small for threads: BLAS threads make them 2-6x slower
+    # on an idle machine and far slower on a busy one (they spin while waiting for each other).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return optimize.minimize(
+            objective,
+            np.zeros(size),
+            jac=True,
+            method="L-BFGS-B",
+            callback=after_iteration,
+            options={"maxiter": config.max_iter, "ftol": config.tol, "gtol": config.tol},
+        )
 
 
 def _without_unused_rows(
