@@ -279,13 +279,13 @@ def comparison_lines(
     format: str,
     include_ids: bool,
     render_text: bool = False,
-    min_agreement: float | None = None,
-    min_labelers: int = 1,
     include: tuple[str, ...] = (),
     split: Split | None = None,
+    **shares: Any,
 ) -> Iterator[bytes]:
     """JSON Lines of `comparisons` (already filtered and bounded), in primary key order, read
-    by `comparison_chunks`; `include` adds `included_fields`, `split` keeps one part."""
+    by `comparison_chunks` (which takes `shares`: min_agreement, min_labelers); `include` adds
+    `included_fields`, `split` keeps one part."""
     in_database = (
         connection.vendor == "postgresql" and format in PROMPT_JSON_SQL and not render_text
     )
@@ -297,13 +297,12 @@ def comparison_lines(
     columns, at = pair_columns(prompt_column, include_ids=include_ids, include=include, split=split)
     extra = include_ids or bool(include)
     last_prompt, pair_format, prompt = 0, format, ""
-    for chunk, shares in comparison_chunks(
+    for chunk, vote_shares_of_chunk in comparison_chunks(
         comparisons,
         columns,
         shares_needed="agreement" in include,
-        min_agreement=min_agreement,
-        min_labelers=min_labelers,
         split=split,
+        **shares,
     ):
         lines = []
         predictions = chunk_predictions(include, chunk)
@@ -319,7 +318,7 @@ def comparison_lines(
                     prompt = prompt_json(pair_format, prompt_value)
             line = comparison_line(pair_format, prompt, encode(chosen), encode(rejected))
             if extra:
-                fields = included_fields(include, row, at, shares, predictions)
+                fields = included_fields(include, row, at, vote_shares_of_chunk, predictions)
                 if include_ids:
                     fields.update(trace_fields(row, at))
                 line = with_fields(line, fields)
@@ -334,10 +333,9 @@ def comparison_records(
     format: str,
     include_ids: bool,
     render_text: bool = False,
-    min_agreement: float | None = None,
-    min_labelers: int = 1,
     include: tuple[str, ...] = (),
     split: Split | None = None,
+    **shares: Any,
 ) -> Iterator[list[dict[str, Any]]]:
     """The rows of `comparison_lines` as dicts, a chunk at a time (for Parquet): the same
     fields, except that `prompt_metadata` is a JSON string and `strength` (with `include_ids`)
@@ -345,19 +343,18 @@ def comparison_records(
     columns, at = pair_columns(
         "prompt__messages", include_ids=include_ids, include=include, split=split
     )
-    for chunk, shares in comparison_chunks(
+    for chunk, vote_shares_of_chunk in comparison_chunks(
         comparisons,
         columns,
         shares_needed="agreement" in include,
-        min_agreement=min_agreement,
-        min_labelers=min_labelers,
         split=split,
+        **shares,
     ):
         records = []
         predictions = chunk_predictions(include, chunk)
         for row in chunk:
             record = pair_row(line_format(format, row[4], render_text), row[4], row[5], row[6])
-            record.update(included_fields(include, row, at, shares, predictions))
+            record.update(included_fields(include, row, at, vote_shares_of_chunk, predictions))
             if include_ids:
                 record.update({"strength": None} | trace_fields(row, at))
             records.append(record)

@@ -480,7 +480,7 @@ class Comparison(models.Model):
 
 
 # Background jobs, stored statistics and reviewers' verdicts have modules of their own; importing
-# them here registers them with the app and keeps `labeling.models.PromptStats` and the like working.
+# them here registers them with the app and keeps `labeling.models.PromptStats` and the like.
 from labeling.job_models import BackgroundJob, ImportJob  # noqa: E402, F401
 from labeling.quality_models import (  # noqa: E402, F401
     Adjudication,
