@@ -67,7 +67,7 @@ def adjudicate_prompt(
             reviewer=reviewer,
             created_at=now or timezone.now(),
         )
-        PromptStats.objects.filter(prompt=prompt).update(adjudicated=True, is_gold=prompt.is_gold)
+        PromptStats.objects.filter(prompt=prompt).update(adjudicated=True)
     return adjudication
 
 

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from labeling import orders
-from labeling.models import Prompt, Ranking
+from labeling.models import Prompt, PromptStats, Ranking
 from labeling.services.quality_report import invalidate_reports
 
 
@@ -42,6 +42,8 @@ def set_gold(*, prompt: Prompt, order: orders.NamedOrder | None) -> Prompt:
             # order, are not scored against it.
             prompt.gold_since = timezone.now() if order is not None else None
         prompt.save(update_fields=["is_gold", "gold_order", "gold_since"])
+        # The review queue reads the stats row's copy: it leaves or rejoins the queue at once.
+        PromptStats.objects.filter(prompt=prompt).update(is_gold=prompt.is_gold)
         invalidate_reports([prompt.dataset_id])
     return prompt
 

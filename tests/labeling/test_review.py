@@ -328,3 +328,16 @@ def test_report_and_dashboard_show_the_overturn_rate(client, small, staff):
 
 def stats_order(prompt: Any) -> list[int]:
     return list(prompt.completions.order_by("position").values_list("pk", flat=True))
+
+
+def test_a_gold_change_moves_the_prompt_out_of_the_queue_and_back_at_once(small):
+    from labeling.services import gold
+
+    report_of(small["dataset"])
+    queued = PromptStats.objects.in_review_queue().filter(dataset=small["dataset"])
+    assert small["p2"].pk in queued.values_list("prompt_id", flat=True)
+    order = [[name] for name in small["p2"].completions.values_list("external_id", flat=True)]
+    gold.set_gold(prompt=small["p2"], order=order)
+    assert small["p2"].pk not in queued.values_list("prompt_id", flat=True)
+    gold.set_gold(prompt=small["p2"], order=None)
+    assert small["p2"].pk in queued.values_list("prompt_id", flat=True)
