@@ -169,6 +169,7 @@ def save_reward_model(
 def activate_reward_model(*, model: RewardModel) -> RewardModel:
     """Make `model` the active one for each of its datasets; others on them are deactivated.
     After commit, a worker scores the datasets' completions with it (`predictions`)."""
+    from labeling.services.quality_report import invalidate_reports
     from rewards.services import predictions
 
     with transaction.atomic():
@@ -179,5 +180,8 @@ def activate_reward_model(*, model: RewardModel) -> RewardModel:
         ).update(is_active=False)
         RewardModel.objects.filter(pk=model.pk).update(is_active=True)
         predictions.queue_predictions(model=model)
+        # The quality reports' per-prompt figures (the review queue's model contradiction)
+        # came from the model active before: recompute them with this one.
+        invalidate_reports(dataset_ids)
     model.refresh_from_db()
     return model

@@ -117,3 +117,15 @@ def test_a_deactivated_models_job_stops(trained_on, django_capture_on_commit_cal
 def test_uncertainty_is_the_smallest_margin():
     assert predictions.uncertainty([0.5, -1.0, 0.2]) == pytest.approx(0.3)
     assert predictions.uncertainty([0.4]) is None
+
+
+def test_activating_another_model_makes_its_datasets_reports_recompute(trained_on):
+    from labeling.models import QualityReport
+    from labeling.services import quality_report
+
+    first = trained(trained_on)
+    quality_report.refresh_report(dataset_id=trained_on.pk)
+    assert not QualityReport.objects.get(dataset=trained_on).invalidated
+    trained(trained_on, seed=1)  # activated: the stats' model contradiction was the first's
+    assert QualityReport.objects.get(dataset=trained_on).invalidated
+    assert RewardModel.objects.get(pk=first.pk).is_active is False
