@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from config.api import ScoreJSONParser
 from labeling.models import Dataset
 from labeling.permissions import IsStaff, IsStaffOrService
+from labeling.services.prompt_stats import active_reward_model
 from rewards.downloads import artifact_response
 from rewards.models import ARTIFACT_FILES, Prediction, RewardModel, TrainingRun
 from rewards.serializers import (
@@ -172,7 +173,7 @@ def predictions(request: Request, slug: str) -> Response:
                 {"version": [f"No reward model v{query['version']} was trained on {slug!r}."]}
             )
     else:
-        model = models.filter(is_active=True).first()
+        model = active_reward_model(dataset)
         if model is None:
             raise NotFound(f"Dataset {slug!r} has no active reward model; pass a version.")
     rows = list(
