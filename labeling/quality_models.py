@@ -111,6 +111,18 @@ class PromptStats(models.Model):
     def __str__(self) -> str:
         return f"stats of prompt {self.prompt_id}"
 
+    def reasons(self) -> list[str]:
+        """Why the prompt is in the review queue, in words (`labeling.review.reasons`)."""
+        from labeling import review
+
+        return review.reasons(
+            agreement=self.agreement,
+            min_margin=self.min_margin,
+            flags=self.flags,
+            model_contradiction=self.model_contradiction,
+            model_version=self.model_version,
+        )
+
 
 class AdjudicationQuerySet(models.QuerySet["Adjudication"]):
     def latest_per_prompt(self) -> AdjudicationQuerySet:

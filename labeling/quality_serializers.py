@@ -6,7 +6,6 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
-from labeling import review
 from labeling.models import (
     PromptStats,
 )
@@ -93,13 +92,7 @@ class PromptStatsSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_reasons(self, stats: PromptStats) -> list[str]:
-        return review.reasons(
-            agreement=stats.agreement,
-            min_margin=stats.min_margin,
-            flags=stats.flags,
-            model_contradiction=stats.model_contradiction,
-            model_version=stats.model_version,
-        )
+        return stats.reasons()
 
 
 def rounds_field() -> serializers.IntegerField:

@@ -58,7 +58,7 @@ def review_queue(request: HttpRequest, slug: str) -> HttpResponse:
         .only(*QUEUE_COLUMNS)
     )
     page = Paginator(queue, QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = [(stats, reasons_of(stats)) for stats in page]
+    rows = [(stats, stats.reasons()) for stats in page]
     context = {"dataset": dataset, "page": page, "rows": rows, "weights": review.NEED_WEIGHTS}
     return render(request, "labeling/review_queue.html", context)
 
@@ -74,16 +74,6 @@ QUEUE_COLUMNS = (
     "model_contradiction",
     "need",
 )
-
-
-def reasons_of(stats: PromptStats) -> list[str]:
-    return review.reasons(
-        agreement=stats.agreement,
-        min_margin=stats.min_margin,
-        flags=stats.flags,
-        model_contradiction=stats.model_contradiction,
-        model_version=stats.model_version,
-    )
 
 
 def reviewed_prompt(slug: str, prompt_id: int) -> Prompt:
@@ -134,7 +124,7 @@ def render_review(
         "consensus": orders.as_text(orders.renamed(result["order"], names)) if counted else "",
         "consensus_numbers": orders.renamed(result["order"], numbers) if counted else [],
         "stats": stats,
-        "reasons": reasons_of(stats) if stats else [],
+        "reasons": stats.reasons() if stats else [],
         "model_version": stats.model_version if stats and scores else None,
         "history": [(item, orders.as_text(orders.renamed(item.order, names))) for item in history],
     }
