@@ -8,9 +8,9 @@ Every consensus PrefLab shows or exports (the quality pages, the report's disput
 from __future__ import annotations
 
 from itertools import combinations
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from labeling.orders import Order, pair_relations
+from labeling.orders import Order, as_text, pair_relations, renamed
 
 
 class PairVotes(TypedDict):
@@ -128,3 +128,18 @@ def consensus_pairs(completion_ids: list[int], orders: list[Order]) -> list[Cons
             }
         )
     return pairs
+
+
+def named_votes(names: dict[int, str], counted: list[Order]) -> dict[str, Any]:
+    """What a prompt's pages show of its votes (`labeling/_votes.html`): the consensus order of
+    the `counted` orders as text, each pair's vote split with the completions' `names`, and the
+    consensus `order` itself (ids)."""
+    result = ranked_pairs(sorted(names), counted)
+    return {
+        "order": result["order"],
+        "consensus": as_text(renamed(result["order"], names)) if counted else "",
+        "pairs": [
+            pair | {"a_name": names[pair["a"]], "b_name": names[pair["b"]]}
+            for pair in result["pairs"]
+        ],
+    }

@@ -105,7 +105,7 @@ def render_review(
         .select_related("labeler")
         .order_by("created_at", "pk")
     )
-    result = consensus.ranked_pairs(sorted(names), [ranking.order for ranking in counted])
+    votes = consensus.named_votes(names, [ranking.order for ranking in counted])
     stats = PromptStats.objects.filter(prompt=prompt).first()
     scores = {int(pk): value for pk, value in (stats.model_scores if stats else {}).items()}
     history = list(
@@ -117,12 +117,9 @@ def render_review(
         "cards": [(numbers[c.pk], c, field, scores.get(c.pk)) for c, field in form.rank_fields()],
         "form": form,
         "rankings": [ranking_row(ranking, names) for ranking in counted],
-        "pairs": [
-            pair | {"a_name": names[pair["a"]], "b_name": names[pair["b"]]}
-            for pair in result["pairs"]
-        ],
-        "consensus": orders.as_text(orders.renamed(result["order"], names)) if counted else "",
-        "consensus_numbers": orders.renamed(result["order"], numbers) if counted else [],
+        "pairs": votes["pairs"],
+        "consensus": votes["consensus"],
+        "consensus_numbers": orders.renamed(votes["order"], numbers) if counted else [],
         "stats": stats,
         "reasons": stats.reasons() if stats else [],
         "model_version": stats.model_version if stats and scores else None,

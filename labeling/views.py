@@ -331,8 +331,8 @@ def render_quality_prompt(
         Ranking.objects.filter(prompt=prompt).select_related("labeler").order_by("created_at")
     )
     counted = Ranking.objects.counted().filter(prompt=prompt).orders_by_prompt().get(prompt.pk, [])
-    result = consensus.ranked_pairs(sorted(names), counted)
-    consensus_order = orders.renamed(result["order"], names)
+    votes = consensus.named_votes(names, counted)
+    consensus_order = orders.renamed(votes["order"], names)
     if not form.is_bound:
         form = GoldOrderForm(
             initial={"order": orders.as_text(prompt.gold_order or consensus_order)}
@@ -345,11 +345,8 @@ def render_quality_prompt(
         "rankings": [
             (ranking, orders.as_text(orders.renamed(ranking.order, names))) for ranking in shown
         ],
-        "consensus": orders.as_text(consensus_order) if counted else "",
-        "pairs": [
-            pair | {"a_name": names[pair["a"]], "b_name": names[pair["b"]]}
-            for pair in result["pairs"]
-        ],
+        "consensus": votes["consensus"],
+        "pairs": votes["pairs"],
         "unanimous": unanimous,
         "gold_text": orders.as_text(prompt.gold_order) if prompt.gold_order else "",
         "form": form,
