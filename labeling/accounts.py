@@ -64,20 +64,30 @@ class TokenAuthentication(authentication.TokenAuthentication):
 View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 
-def staff_required(view: View) -> View:
-    """The staff pages' door: an anonymous visitor is sent to log in; a signed-in labeler gets
-    403 (templates/403.html says the page needs a staff account), not a login form that no
+def role_required(test: Callable[[Any], bool], refusal: str) -> Callable[[View], View]:
+    """A page's door for one role: an anonymous visitor is sent to log in; a signed-in user who
+    fails `test` gets 403 (templates/403.html says whose page it is), not a login form that no
     password of theirs can pass."""
 
-    @wraps(view)
-    def staff_only(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not (request.user.is_active and request.user.is_staff):
-            raise PermissionDenied("This page is for staff.")
-        return view(request, *args, **kwargs)
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not test(request.user):
+                raise PermissionDenied(refusal)
+            return view(request, *args, **kwargs)
 
-    return cast(View, staff_only)
+        return cast(View, guarded)
+
+    return decorate
+
+
+def is_staff(user: Any) -> bool:
+    return bool(user.is_active and user.is_staff)
+
+
+staff_required = role_required(is_staff, "This page is for staff.")
 
 
 REVIEW_PERMISSION = "labeling.adjudicate_prompt"
@@ -89,19 +99,7 @@ def is_reviewer(user: Any) -> bool:
     return bool(user.is_authenticated and user.is_active and user.has_perm(REVIEW_PERMISSION))
 
 
-def reviewer_required(view: View) -> View:
-    """The review pages' door, like `staff_required`: an anonymous visitor is sent to log in,
-    a signed-in user without the review permission gets 403."""
-
-    @wraps(view)
-    def reviewers_only(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not is_reviewer(request.user):
-            raise PermissionDenied("This page is for reviewers.")
-        return view(request, *args, **kwargs)
-
-    return cast(View, reviewers_only)
+reviewer_required = role_required(is_reviewer, "This page is for reviewers.")
 
 
 def pseudonym(user_id: int) -> str:
