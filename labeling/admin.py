@@ -109,7 +109,7 @@ class DatasetAdmin(KeepsRankings):
     def save_model(self, request: HttpRequest, obj: Dataset, form: Any, change: bool) -> None:
         if change:
             fields = {name: form.cleaned_data[name] for name in form.changed_data}
-            datasets.update_dataset(dataset=obj, **fields)
+            datasets.update_dataset(dataset=obj, user=request.user, request=request, **fields)
         else:
             obj.save()
 

@@ -12,14 +12,15 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.decorators import api_view, parser_classes, permission_classes
+from rest_framework.decorators import api_view, parser_classes
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from labeling.accounts import is_service
+from labeling import access
 from labeling.models import (
+    Ability,
     Asked,
     Assignment,
     Dataset,
@@ -28,7 +29,6 @@ from labeling.models import (
     PromptStats,
     Strength,
 )
-from labeling.permissions import IsLabeler, IsStaff, IsStaffOrService, IsStaffToChange
 from labeling.quality_serializers import (
     LeaderboardParamsSerializer,
     LeaderboardSerializer,
@@ -57,11 +57,10 @@ def caller(request: Request) -> User:
     return cast(User, request.user)
 
 
-def visible_datasets(request: Request) -> QuerySet[Dataset]:
-    visible = Dataset.objects.with_progress()
-    if request.user.is_staff or is_service(caller(request)):
-        return visible
-    return visible.active()
+def scoped_imports(request: Request) -> QuerySet[ImportJob]:
+    """The imports of the datasets the caller manages; any other is a 404 to them."""
+    managed = Dataset.objects.where(caller(request), Ability.MANAGE)
+    return ImportJob.objects.filter(dataset__in=managed).select_related("dataset")
 
 
 # --- Datasets --------------------------------------------------------------------------------
@@ -75,17 +74,22 @@ def visible_datasets(request: Request) -> QuerySet[Dataset]:
     summary="Create a dataset (staff)",
 )
 @api_view(["GET", "POST"])
-@permission_classes([IsStaffToChange])
 def dataset_list(request: Request) -> Response:
     if request.method == "GET":
-        return Response(
-            DatasetSerializer(visible_datasets(request).order_by("name"), many=True).data
-        )
+        visible = Dataset.objects.visible_to(caller(request)).with_progress()
+        visible = visible.select_related("workspace")
+        return Response(DatasetSerializer(visible.order_by("name"), many=True).data)
     serializer = DatasetWriteSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    dataset = datasets.create_dataset(**serializer.validated_data)
+    fields = dict(serializer.validated_data)
+    workspace = access.workspace_to_create_in(caller(request), fields.pop("workspace", ""))
+    dataset = datasets.create_dataset(
+        workspace=workspace, user=caller(request), request=request, **fields
+    )
     return Response(
-        DatasetSerializer(Dataset.objects.with_progress().get(pk=dataset.pk)).data,
+        DatasetSerializer(
+            Dataset.objects.with_progress().select_related("workspace").get(pk=dataset.pk)
+        ).data,
         status=status.HTTP_201_CREATED,
     )
 
@@ -98,14 +102,19 @@ def dataset_list(request: Request) -> Response:
     summary="Update a dataset (staff); new guidelines raise guidelines_version",
 )
 @api_view(["GET", "PATCH"])
-@permission_classes([IsStaffToChange])
 def dataset_detail(request: Request, slug: str) -> Response:
-    dataset = get_object_or_404(visible_datasets(request), slug=slug)
+    ability = Ability.MANAGE if request.method == "PATCH" else None
+    with_progress = Dataset.objects.with_progress().select_related("workspace")
+    dataset = access.dataset_for(caller(request), ability, with_progress, slug=slug)
     if request.method == "PATCH":
         serializer = DatasetWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        datasets.update_dataset(dataset=dataset, **serializer.validated_data)
-        dataset = Dataset.objects.with_progress().get(pk=dataset.pk)
+        if "workspace" in serializer.validated_data:
+            raise ApiValidationError({"workspace": "A dataset cannot move to another workspace."})
+        datasets.update_dataset(
+            dataset=dataset, user=caller(request), request=request, **serializer.validated_data
+        )
+        dataset = with_progress.get(pk=dataset.pk)
     return Response(DatasetSerializer(dataset).data)
 
 
@@ -118,10 +127,9 @@ def dataset_detail(request: Request, slug: str) -> Response:
     summary="Upload a file to import (staff); a worker imports it",
 )
 @api_view(["POST"])
-@permission_classes([IsStaff])
 @parser_classes([MultiPartParser, FormParser])
 def import_create(request: Request, slug: str) -> Response:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = access.dataset_for(caller(request), Ability.MANAGE, slug=slug)
     serializer = ImportCreateSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     upload = serializer.validated_data["file"]
@@ -139,9 +147,8 @@ def import_create(request: Request, slug: str) -> Response:
 
 @extend_schema(responses=ImportJobSerializer, summary="Status, progress and result of an import")
 @api_view(["GET"])
-@permission_classes([IsStaff])
 def import_detail(request: Request, import_id: int) -> Response:
-    job = get_object_or_404(ImportJob.objects.select_related("dataset"), pk=import_id)
+    job = get_object_or_404(scoped_imports(request), pk=import_id)
     return Response(ImportJobSerializer(job).data)
 
 
@@ -151,9 +158,8 @@ def import_detail(request: Request, import_id: int) -> Response:
     summary="Cancel an import (staff): a queued one at once, a running one after its batch",
 )
 @api_view(["POST"])
-@permission_classes([IsStaff])
 def import_cancel(request: Request, import_id: int) -> Response:
-    job = get_object_or_404(ImportJob.objects.select_related("dataset"), pk=import_id)
+    job = get_object_or_404(scoped_imports(request), pk=import_id)
     job = imports.cancel_import(job=job)
     return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
@@ -164,10 +170,9 @@ def import_cancel(request: Request, import_id: int) -> Response:
 @extend_schema(summary="Prompts with their completions, paginated")
 class PromptList(generics.ListAPIView):
     serializer_class = PromptSerializer
-    permission_classes = [IsStaffOrService]
 
     def get_queryset(self) -> QuerySet[Prompt]:
-        dataset = get_object_or_404(Dataset, slug=self.kwargs["slug"])
+        dataset = access.dataset_for(self.request.user, Ability.READ, slug=self.kwargs["slug"])
         return dataset.prompts.order_by("pk").prefetch_related("completions")
 
 
@@ -180,9 +185,8 @@ class PromptList(generics.ListAPIView):
     summary="Lease the next task for the calling labeler",
 )
 @api_view(["POST"])
-@permission_classes([IsLabeler])
 def next_task(request: Request, slug: str) -> Response:
-    dataset = get_object_or_404(Dataset.objects.active(), slug=slug)
+    dataset = access.dataset_for(caller(request), Ability.LABEL, slug=slug)
     assignment = leasing.lease_next_assignment(dataset=dataset, labeler=caller(request))
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -199,7 +203,7 @@ def next_task(request: Request, slug: str) -> Response:
 
 def own_assignment(request: Request, assignment_id: int) -> Assignment:
     return get_object_or_404(
-        Assignment.objects.filter(labeler=caller(request)).select_related("prompt__dataset"),
+        Assignment.objects.mine(caller(request)).select_related("prompt__dataset"),
         pk=assignment_id,
     )
 
@@ -210,7 +214,6 @@ def own_assignment(request: Request, assignment_id: int) -> Assignment:
     summary="Submit the ranking of a leased task (a retry with the same request_id is harmless)",
 )
 @api_view(["POST"])
-@permission_classes([IsLabeler])
 def submit_ranking(request: Request, assignment_id: int) -> Response:
     serializer = RankingInputSerializer(data=request.data)
     if not serializer.is_valid():
@@ -227,7 +230,6 @@ def submit_ranking(request: Request, assignment_id: int) -> Response:
 
 @extend_schema(request=SkipSerializer, responses=AssignmentSerializer, summary="Skip a task")
 @api_view(["POST"])
-@permission_classes([IsLabeler])
 def skip_task(request: Request, assignment_id: int) -> Response:
     assignment = own_assignment(request, assignment_id)
     serializer = SkipSerializer(data=request.data)
@@ -243,9 +245,8 @@ def skip_task(request: Request, assignment_id: int) -> Response:
     summary="The dataset's label-quality report: agreement, labelers, flags (staff)",
 )
 @api_view(["GET"])
-@permission_classes([IsStaff])
 def quality_report(request: Request, slug: str) -> Response:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = access.dataset_for(caller(request), Ability.READ, slug=slug)
     report, refreshing = current_report(dataset=dataset)
     ready = report is not None and report.computed_at is not None
     return Response(
@@ -301,10 +302,9 @@ def filtered_stats(stats: QuerySet[PromptStats], params: dict[str, Any]) -> Quer
 )
 class PromptStatsList(generics.ListAPIView):
     serializer_class = PromptStatsSerializer
-    permission_classes = [IsStaffOrService]
 
     def get_queryset(self) -> QuerySet[PromptStats]:
-        dataset = get_object_or_404(Dataset, slug=self.kwargs["slug"])
+        dataset = access.dataset_for(self.request.user, Ability.READ, slug=self.kwargs["slug"])
         params = PromptStatsParamsSerializer(data=self.request.query_params)
         params.is_valid(raise_exception=True)
         stats = PromptStats.objects.filter(dataset=dataset).select_related("prompt")
@@ -330,12 +330,15 @@ class PromptStatsList(generics.ListAPIView):
     "95% intervals and the win-rate matrix (staff, service)",
 )
 @api_view(["GET"])
-@permission_classes([IsStaffOrService])
 def model_leaderboard(request: Request, slug: str) -> Response | HttpResponse:
-    get_object_or_404(Dataset, slug=slug)
+    access.dataset_for(caller(request), Ability.READ, slug=slug)
     params = LeaderboardParamsSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
-    chosen = leaderboard.parse_datasets(slug=slug, extra=params.validated_data.get("datasets", ""))
+    chosen = leaderboard.parse_datasets(
+        slug=slug,
+        extra=params.validated_data.get("datasets", ""),
+        among=Dataset.objects.where(caller(request), Ability.READ),
+    )
     stored, refreshing = leaderboard.current_leaderboard(
         datasets=chosen, rounds=params.validated_data["rounds"]
     )

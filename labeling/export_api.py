@@ -8,14 +8,13 @@ from typing import Any
 
 from django.db.models import Exists, OuterRef
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.request import Request
 
-from labeling import consensus_exports, exports, parquet, ranking_exports
+from labeling import access, consensus_exports, exports, parquet, ranking_exports
 from labeling.accounts import labeler_with_pseudonym
 from labeling.export_serializers import (
     ComparisonExportParamsSerializer,
@@ -23,12 +22,12 @@ from labeling.export_serializers import (
     RankingExportParamsSerializer,
 )
 from labeling.models import (
+    Ability,
     Adjudication,
     Comparison,
     Dataset,
     Ranking,
 )
-from labeling.permissions import IsStaffOrService
 from labeling.services import rankings
 
 # --- Exports ---------------------------------------------------------------------------------
@@ -107,9 +106,8 @@ PAIR_EXPORT_RESPONSES = {
     summary="Stream preference pairs (chosen, rejected) as JSON Lines or Parquet",
 )
 @api_view(["GET"])
-@permission_classes([IsStaffOrService])
 def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = access.dataset_for(request.user, Ability.EXPORT, slug=slug)
     params = export_params(request, ComparisonExportParamsSerializer)
     render_text = params.get("render") == "text"
     row_format = params["format"]
@@ -185,9 +183,8 @@ def parquet_response(data: Any, cursor: int, filename: str) -> StreamingHttpResp
     summary="Stream rankings, one row each with every completion, order, ratings and flags",
 )
 @api_view(["GET"])
-@permission_classes([IsStaffOrService])
 def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = access.dataset_for(request.user, Ability.EXPORT, slug=slug)
     params = export_params(request, RankingExportParamsSerializer)
     cursor = export_head(dataset, Ranking, params["since"])
     rows = Ranking.objects.filter(dataset=dataset).exported(

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import HttpRequest, QueryDict
 
 from labeling import accounts, orders
@@ -368,13 +369,14 @@ class LeaderboardForm(forms.Form):
         max_value=settings.PREFLAB_LEADERBOARD_MAX_ROUNDS,
     )
 
-    def __init__(self, query: QueryDict, *, slug: str) -> None:
+    def __init__(self, query: QueryDict, *, slug: str, among: QuerySet[Dataset]) -> None:
         data = {
             "datasets": ",".join(query.getlist("datasets")),
             "rounds": query.get("rounds", ""),
         }
         super().__init__(data)
         self.slug = slug
+        self.among = among
 
     def clean_rounds(self) -> int:
         rounds = self.cleaned_data["rounds"]
@@ -382,6 +384,8 @@ class LeaderboardForm(forms.Form):
 
     def clean_datasets(self) -> list[Dataset]:
         try:
-            return leaderboard.parse_datasets(slug=self.slug, extra=self.cleaned_data["datasets"])
+            return leaderboard.parse_datasets(
+                slug=self.slug, extra=self.cleaned_data["datasets"], among=self.among
+            )
         except ValidationError as error:
             raise forms.ValidationError(error.message_dict["datasets"]) from None

@@ -24,13 +24,26 @@ from labeling.choices import (  # noqa: F401  (labeling.models names them too)
     all_criteria,
 )
 from labeling.orders import Order
+from labeling.workspace_models import (  # noqa: F401  (labeling.models names them too)
+    DEFAULT_WORKSPACE_SLUG,
+    ROLES_ABLE_TO,
+    Ability,
+    Exclusion,
+    LabelerGroup,
+    Membership,
+    Role,
+    Workspace,
+    default_workspace_id,
+    excluded_at,
+    role_can,
+)
 
 
-def labeler_counts(path: str = "labeler__") -> Q:
+def labeler_counts(labeler: str = "labeler", dataset: str = "dataset") -> Q:
     """The one definition of the rows that count (in exports, training, statistics and label
-    slots): their labeler is not excluded, i.e. not deactivated. `path` leads from the model
-    queried to the labeler's fields: "labeler__" for rankings, "" for users themselves."""
-    return Q(**{f"{path}is_active": True})
+    slots): their labeler is not deactivated, nor excluded from their dataset or its workspace
+    (`Exclusion`). `labeler` and `dataset` lead from the model queried to the two."""
+    return Q(**{f"{labeler}__is_active": True}) & ~excluded_at(OuterRef(labeler), OuterRef(dataset))
 
 
 def columns(model: type[models.Model], alias: str = "") -> str:
@@ -57,6 +70,49 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
     def active(self) -> DatasetQuerySet:
         return self.filter(status=Dataset.Status.ACTIVE)
 
+    def where(self, user: Any, ability: str) -> DatasetQuerySet:
+        """The datasets of the workspaces in which `user` may do `ability` (`ROLES_ABLE_TO`);
+        for labeling, `offered_to` instead."""
+        return self.filter(workspace__in=Workspace.objects.where(user, ability))
+
+    def offered_to(self, user: Any) -> DatasetQuerySet:
+        """The active datasets `user` may label (`pooled`)."""
+        if not (user.is_authenticated and user.is_active):
+            return self.none()
+        return self.active().pooled(user.pk)
+
+    def pooled(self, labeler_id: int) -> DatasetQuerySet:
+        """The datasets whose pool holds the labeler (by name or through a group), in whose
+        workspace their role may label, and from which no exclusion keeps them."""
+        return self.filter(
+            Exists(
+                Membership.objects.filter(
+                    workspace=OuterRef("workspace"),
+                    user=labeler_id,
+                    role__in=ROLES_ABLE_TO[Ability.LABEL],
+                )
+            ),
+            Exists(
+                Dataset.pool_labelers.through.objects.filter(
+                    dataset=OuterRef("pk"), user=labeler_id
+                )
+            )
+            | Exists(
+                LabelerGroup.members.through.objects.filter(
+                    labelergroup__datasets=OuterRef("pk"), user=labeler_id
+                )
+            ),
+            ~excluded_at(labeler_id, OuterRef("pk")),
+        )
+
+    def visible_to(self, user: Any) -> DatasetQuerySet:
+        """What `user` may see at all: the datasets they may read, and those offered to them.
+        Anything else is a 404 to them; what they may do with one is `labeling.access`."""
+        return self.filter(
+            Q(pk__in=self.model.objects.where(user, Ability.READ).values("pk"))
+            | Q(pk__in=self.model.objects.offered_to(user).values("pk"))
+        )
+
     def with_progress(self) -> DatasetQuerySet:
         """Annotate `prompt_count` (gold left out) and `label_count` (their submitted rankings)."""
         prompts = (
@@ -67,7 +123,7 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
         )
         labels = (
             Assignment.objects.filter(
-                labeler_counts("labeler__"),
+                labeler_counts(dataset="prompt__dataset"),
                 prompt__dataset=OuterRef("pk"),
                 prompt__is_gold=False,
                 status=Assignment.Status.SUBMITTED,
@@ -88,8 +144,15 @@ class Dataset(models.Model):
         ACTIVE = "active", "Active"
         ARCHIVED = "archived", "Archived"
 
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.PROTECT, related_name="datasets", default=default_workspace_id
+    )
     name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100, unique=True)
+    # Unique across the installation, not per workspace, so a dataset's URLs need no workspace
+    # and every URL from before workspaces keeps working.
+    slug = models.SlugField(
+        max_length=100, unique=True, help_text="Unique across all workspaces; in every URL."
+    )
     description = models.TextField(blank=True)
     guidelines = models.TextField(blank=True, help_text="Markdown, shown to labelers.")
     guidelines_version = models.PositiveIntegerField(
@@ -140,6 +203,20 @@ class Dataset(models.Model):
         "1); the rest come in import order, so the labeled data stays representative.",
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    pool_labelers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="pooled_datasets",
+        verbose_name="labelers",
+        help_text="Who may label it, by name. Only the pool is offered the dataset.",
+    )
+    pool_groups = models.ManyToManyField(
+        LabelerGroup,
+        blank=True,
+        related_name="datasets",
+        verbose_name="labeler groups",
+        help_text="Who may label it, by group (of the same workspace).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = DatasetQuerySet.as_manager()
@@ -302,6 +379,11 @@ class Completion(models.Model):
 
 
 class AssignmentQuerySet(models.QuerySet["Assignment"]):
+    def mine(self, user: Any) -> AssignmentQuerySet:
+        """The user's assignments on datasets whose pool still holds them: taken out of a pool,
+        or excluded, a labeler loses their tasks there (a 404 to them)."""
+        return self.filter(labeler=user, prompt__dataset__in=Dataset.objects.pooled(user.pk))
+
     def leased_to(self, user: Any) -> AssignmentQuerySet:
         """The user's leases that have not been submitted, skipped or reclaimed."""
         return self.filter(labeler=user, status=Assignment.Status.LEASED)
@@ -310,7 +392,9 @@ class AssignmentQuerySet(models.QuerySet["Assignment"]):
         """Live leases and submissions of labelers who are not excluded: what
         `Prompt.slots_taken` counts. An excluded labeler's labels hold no slot, so their prompts
         need labels again."""
-        return self.filter(labeler_counts(), status__in=Assignment.SLOT_HOLDING_STATUSES)
+        return self.filter(
+            labeler_counts(dataset="prompt__dataset"), status__in=Assignment.SLOT_HOLDING_STATUSES
+        )
 
     def stale(self, now: datetime) -> AssignmentQuerySet:
         return self.filter(status=Assignment.Status.LEASED, expires_at__lte=now)
@@ -481,6 +565,7 @@ class Comparison(models.Model):
 
 # Background jobs, stored statistics and reviewers' verdicts have modules of their own; importing
 # them here registers them with the app and keeps `labeling.models.PromptStats` and the like.
+from labeling.audit_models import AuditEvent  # noqa: E402, F401
 from labeling.job_models import BackgroundJob, ImportJob  # noqa: E402, F401
 from labeling.quality_models import (  # noqa: E402, F401
     Adjudication,

@@ -1,7 +1,6 @@
 """The reviewers' pages: the review queue of each dataset, a prompt's review page (every counted
-ranking, the votes, the reward model's scores) and its adjudication form. Reviewers hold
-`labeling.adjudicate_prompt` (the "Reviewers" group) and need not be staff; they see only these
-pages."""
+ranking, the votes, the reward model's scores) and its adjudication form, for the admins,
+managers and reviewers of the dataset's workspace (`Ability.REVIEW`)."""
 
 from __future__ import annotations
 
@@ -14,15 +13,15 @@ from django.core.paginator import Paginator
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from labeling import consensus, orders, review
-from labeling.accounts import reviewer_required
+from labeling import access, consensus, orders, review
+from labeling.access import reviewer_required
 from labeling.errors import errors_text
 from labeling.forms import AdjudicationForm
-from labeling.models import Adjudication, Dataset, Prompt, PromptStats, Ranking
+from labeling.models import Ability, Adjudication, Dataset, Prompt, PromptStats, Ranking
 from labeling.services import adjudication
 
 QUEUE_PAGE_SIZE = 50
@@ -40,7 +39,8 @@ def review_index(request: HttpRequest) -> HttpResponse:
         .values("n")
     )
     datasets = (
-        Dataset.objects.exclude(status=Dataset.Status.DRAFT)
+        Dataset.objects.where(request.user, Ability.REVIEW)
+        .exclude(status=Dataset.Status.DRAFT)
         .annotate(queued=Coalesce(Subquery(queued), 0))
         .order_by("name")
     )
@@ -50,7 +50,7 @@ def review_index(request: HttpRequest) -> HttpResponse:
 @require_GET
 @reviewer_required
 def review_queue(request: HttpRequest, slug: str) -> HttpResponse:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = access.dataset_for(request.user, Ability.REVIEW, slug=slug)
     queue = (
         PromptStats.objects.in_review_queue()
         .filter(dataset=dataset)
@@ -76,17 +76,11 @@ QUEUE_COLUMNS = (
 )
 
 
-def reviewed_prompt(slug: str, prompt_id: int) -> Prompt:
-    return get_object_or_404(
-        Prompt.objects.select_related("dataset"), pk=prompt_id, dataset__slug=slug
-    )
-
-
 @never_cache
 @require_GET
 @reviewer_required
 def review_prompt(request: HttpRequest, slug: str, prompt_id: int) -> HttpResponse:
-    prompt = reviewed_prompt(slug, prompt_id)
+    prompt = access.prompt_for(request.user, Ability.REVIEW, slug, prompt_id)
     completions = list(prompt.completions.all())
     return render_review(request, prompt, AdjudicationForm(completions=completions))
 
@@ -158,7 +152,7 @@ def ranking_row(ranking: Ranking, names: dict[int, str]) -> dict[str, Any]:
 @reviewer_required
 def review_adjudicate(request: HttpRequest, slug: str, prompt_id: int) -> HttpResponse:
     """Save the final order (or accept the consensus), then open the next prompt of the queue."""
-    prompt = reviewed_prompt(slug, prompt_id)
+    prompt = access.prompt_for(request.user, Ability.REVIEW, slug, prompt_id)
     form = AdjudicationForm(request.POST, completions=list(prompt.completions.all()))
     if not form.is_valid():
         return render_review(request, prompt, form, status=400)

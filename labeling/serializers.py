@@ -27,11 +27,13 @@ class ProgressSerializer(serializers.Serializer):
 
 
 class DatasetSerializer(serializers.ModelSerializer):
+    workspace = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     progress = serializers.SerializerMethodField()
 
     class Meta:
         model = Dataset
         fields = [
+            "workspace",
             "slug",
             "name",
             "description",
@@ -62,7 +64,14 @@ class DatasetSerializer(serializers.ModelSerializer):
 
 
 class DatasetWriteSerializer(serializers.Serializer):
-    slug = serializers.SlugField(max_length=100)
+    workspace = serializers.SlugField(
+        max_length=100,
+        required=False,
+        help_text="The workspace's slug; may be left out by who manages only one. Creation only.",
+    )
+    slug = serializers.SlugField(
+        max_length=100, help_text="Unique across all workspaces: dataset URLs name no workspace."
+    )
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
     guidelines = serializers.CharField(required=False, allow_blank=True)

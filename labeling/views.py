@@ -24,11 +24,11 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from labeling import charts, consensus, orders
-from labeling.accounts import staff_required
+from labeling import access, charts, consensus, orders
+from labeling.access import manager_required, reviewer_required
 from labeling.errors import errors_text
 from labeling.forms import GoldOrderForm, LeaderboardForm, RankingForm, SkipForm
-from labeling.models import Adjudication, Assignment, Dataset, Prompt, Ranking
+from labeling.models import Ability, Adjudication, Assignment, Dataset, Prompt, Ranking
 from labeling.services import exclusion, gold, leaderboard, leasing, quality_report, rankings
 
 
@@ -44,7 +44,7 @@ def done_today(user: User) -> int:
 @require_GET
 @login_required
 def home(request: AuthenticatedRequest) -> HttpResponse:
-    datasets = Dataset.objects.active().with_progress()
+    datasets = Dataset.objects.offered_to(request.user).with_progress()
     return render(
         request,
         "labeling/home.html",
@@ -56,7 +56,9 @@ def home(request: AuthenticatedRequest) -> HttpResponse:
 def next_task(request: AuthenticatedRequest, slug: str) -> HttpResponse:
     """GET shows the dataset with a button (a link must not lease: a page elsewhere could make a
     labeler's browser follow it); POST leases the next task and opens it."""
-    dataset = get_object_or_404(Dataset.objects.active().with_progress(), slug=slug)
+    dataset = access.dataset_for(
+        request.user, Ability.LABEL, Dataset.objects.with_progress(), slug=slug
+    )
     if request.method == "POST":
         return lease_and_open(request, dataset)
     current = Assignment.objects.leased_to(request.user).filter(prompt__dataset=dataset).first()
@@ -68,7 +70,7 @@ def next_task(request: AuthenticatedRequest, slug: str) -> HttpResponse:
 @require_GET
 @login_required
 def no_tasks(request: AuthenticatedRequest, slug: str) -> HttpResponse:
-    dataset = get_object_or_404(Dataset.objects.active(), slug=slug)
+    dataset = access.dataset_for(request.user, Ability.LABEL, slug=slug)
     return render(request, "labeling/no_tasks.html", {"dataset": dataset})
 
 
@@ -101,9 +103,10 @@ def render_rank(
 
 
 def own_assignment(request: AuthenticatedRequest, assignment_id: int) -> Assignment:
-    """The labeler's assignment in any state; another labeler's is a 404 like a missing one."""
+    """The labeler's assignment in any state; another labeler's is a 404 like a missing one, as
+    is one of a dataset whose pool no longer holds them."""
     return get_object_or_404(
-        Assignment.objects.filter(labeler=request.user).select_related("prompt__dataset"),
+        Assignment.objects.mine(request.user).select_related("prompt__dataset"),
         pk=assignment_id,
     )
 
@@ -209,16 +212,17 @@ def sorted_labelers(rows: list[dict[str, Any]], key: str, descending: bool) -> l
 
 
 @require_GET
-@staff_required
+@reviewer_required
 def quality_index(request: HttpRequest) -> HttpResponse:
-    datasets = Dataset.objects.with_progress().select_related("quality").order_by("name")
+    datasets = Dataset.objects.where(request.user, Ability.REVIEW).with_progress()
+    datasets = datasets.select_related("quality", "workspace").order_by("workspace__name", "name")
     return render(request, "labeling/quality_index.html", {"datasets": datasets})
 
 
 @require_GET
-@staff_required
+@reviewer_required
 def quality_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = access.dataset_for(request.user, Ability.REVIEW, slug=slug)
     stored, refreshing = quality_report.current_report(dataset=dataset)
     sort = request.GET.get("sort", "reliability")
     sort = sort if sort in LABELER_COLUMNS else "reliability"
@@ -262,16 +266,17 @@ def warnings() -> Any:
 
 
 @require_GET
-@staff_required
+@reviewer_required
 def model_leaderboard(request: HttpRequest, slug: str) -> HttpResponse:
     """The Bradley-Terry leaderboard of the source models of the dataset (and others chosen),
     as last computed; a stale one of many rankings is being recomputed by a worker meanwhile."""
-    dataset = get_object_or_404(Dataset, slug=slug)
-    form = LeaderboardForm(request.GET, slug=slug)
+    dataset = access.dataset_for(request.user, Ability.REVIEW, slug=slug)
+    readable = Dataset.objects.where(request.user, Ability.REVIEW)
+    form = LeaderboardForm(request.GET, slug=slug, among=readable)
     context: dict[str, Any] = {
         "dataset": dataset,
         "form": form,
-        "others": Dataset.objects.exclude(pk=dataset.pk).order_by("name"),
+        "others": readable.exclude(pk=dataset.pk).order_by("name"),
     }
     if not form.is_valid():
         return render(request, "labeling/leaderboard.html", context, status=400)
@@ -301,9 +306,9 @@ def progress_shares(progress: dict[str, int]) -> dict[str, float]:
 
 
 @require_POST
-@staff_required
+@reviewer_required
 def quality_refresh(request: HttpRequest, slug: str) -> HttpResponse:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = access.dataset_for(request.user, Ability.REVIEW, slug=slug)
     quality_report.invalidate_reports([dataset.pk])
     quality_report.request_refresh(dataset=dataset)
     messages.success(request, "The statistics are being recomputed.")
@@ -311,11 +316,9 @@ def quality_refresh(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_GET
-@staff_required
+@reviewer_required
 def quality_prompt(request: HttpRequest, slug: str, prompt_id: int) -> HttpResponse:
-    prompt = get_object_or_404(
-        Prompt.objects.select_related("dataset"), pk=prompt_id, dataset__slug=slug
-    )
+    prompt = access.prompt_for(request.user, Ability.REVIEW, slug, prompt_id)
     return render_quality_prompt(request, prompt, GoldOrderForm())
 
 
@@ -369,11 +372,9 @@ def predicted_rewards(prompt: Prompt) -> tuple[int | None, dict[int, float]]:
 
 
 @require_POST
-@staff_required
+@manager_required
 def quality_gold(request: HttpRequest, slug: str, prompt_id: int) -> HttpResponse:
-    prompt = get_object_or_404(
-        Prompt.objects.select_related("dataset"), pk=prompt_id, dataset__slug=slug
-    )
+    prompt = access.prompt_for(request.user, Ability.MANAGE, slug, prompt_id)
     action = request.POST.get("action")
     form = GoldOrderForm(request.POST if action == "set" else None)
     try:
@@ -398,7 +399,7 @@ def quality_gold(request: HttpRequest, slug: str, prompt_id: int) -> HttpRespons
 
 
 @require_POST
-@staff_required
+@manager_required
 def labeler_exclusion(request: HttpRequest, user_id: int, action: str) -> HttpResponse:
     labeler = get_object_or_404(User, pk=user_id)
     by = cast(User, request.user)

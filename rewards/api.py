@@ -7,19 +7,20 @@ from typing import cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db.models import QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.decorators import api_view, parser_classes, permission_classes
+from rest_framework.decorators import api_view, parser_classes
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api import ScoreJSONParser
-from labeling.models import Dataset
-from labeling.permissions import IsStaff, IsStaffOrService
+from labeling import access
+from labeling.models import Ability, Dataset
 from labeling.services.prompt_stats import active_reward_model
 from rewards.downloads import artifact_response
 from rewards.models import ARTIFACT_FILES, Prediction, RewardModel, TrainingRun
@@ -44,10 +45,10 @@ from rewards.services import runs
 )
 class RewardModelList(generics.ListAPIView):
     serializer_class = RewardModelSerializer
-    permission_classes = [IsStaffOrService]
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
-        models = RewardModel.objects.prefetch_related("datasets")
+        models = RewardModel.objects.where(self.request.user, Ability.EXPORT)
+        models = models.select_related("workspace").prefetch_related("datasets")
         if dataset := self.request.query_params.get("dataset"):
             models = models.filter(datasets__slug=dataset)
         if self.request.query_params.get("active") in ("true", "1"):
@@ -56,10 +57,15 @@ class RewardModelList(generics.ListAPIView):
 
 
 @extend_schema(responses=RewardModelSerializer, summary="A reward model and its model card")
+def exportable_models(request: Request) -> QuerySet[RewardModel]:
+    """The models of the workspaces where the caller may export; any other is a 404."""
+    return RewardModel.objects.where(request.user, Ability.EXPORT).select_related("workspace")
+
+
 @api_view(["GET"])
-@permission_classes([IsStaffOrService])
 def reward_model_detail(request: Request, version: int) -> Response:
-    model = get_object_or_404(RewardModel.objects.prefetch_related("datasets"), version=version)
+    models = exportable_models(request).prefetch_related("datasets")
+    model = get_object_or_404(models, version=version)
     return Response(RewardModelSerializer(model).data)
 
 
@@ -76,10 +82,9 @@ def reward_model_detail(request: Request, version: int) -> Response:
     ),
 )
 @api_view(["POST"])
-@permission_classes([IsStaffOrService])
 @parser_classes([ScoreJSONParser])
 def score(request: Request, version: int) -> Response:
-    model = get_object_or_404(RewardModel, version=version)
+    model = get_object_or_404(exportable_models(request), version=version)
     serializer = ScoreRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     items = [(item["prompt"], item["completion"]) for item in serializer.validated_data["items"]]
@@ -102,12 +107,11 @@ def score(request: Request, version: int) -> Response:
         )
     ],
     responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY)},
-    summary="Download a reward model file (staff)",
+    summary="Download a reward model file (admin, manager, service)",
 )
 @api_view(["GET"])
-@permission_classes([IsStaff])
 def artifact(request: Request, version: int) -> FileResponse:
-    model = get_object_or_404(RewardModel, version=version)
+    model = get_object_or_404(exportable_models(request), version=version)
     kind = request.query_params.get("format", "onnx")
     if kind not in ARTIFACT_FILES:
         raise ValidationError(
@@ -119,33 +123,33 @@ def artifact(request: Request, version: int) -> FileResponse:
 @extend_schema(
     request=TrainingRunRequestSerializer,
     responses={201: TrainingRunSerializer},
-    summary="Start a training run (staff)",
+    summary="Start a training run (admin, manager)",
     description="A queued run on the datasets, handed to a worker. Options are checked at once: "
     "an unknown or out-of-range option is a 400 naming it.",
 )
 @api_view(["POST"])
-@permission_classes([IsStaff])
 def start_training_run(request: Request) -> Response:
     serializer = TrainingRunRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     slugs = serializer.validated_data["datasets"]
-    datasets = list(Dataset.objects.filter(slug__in=slugs))
+    managed = Dataset.objects.where(request.user, Ability.MANAGE)
+    datasets = list(managed.filter(slug__in=slugs))
     missing = sorted(set(slugs) - {dataset.slug for dataset in datasets})
     if missing:
         raise ValidationError({"datasets": [f"No dataset {', '.join(missing)}."]})
     run = runs.start_training_run(
         datasets=datasets,
         config=serializer.validated_data["config"],
-        user=cast(User, request.user),  # IsStaff lets only signed-in staff this far
+        user=cast(User, request.user),
     )
     return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
 @extend_schema(responses=TrainingRunSerializer, summary="A training run: status and metrics")
 @api_view(["GET"])
-@permission_classes([IsStaff])
 def training_run_detail(request: Request, run_id: int) -> Response:
-    run = get_object_or_404(TrainingRun.objects.prefetch_related("datasets"), pk=run_id)
+    runs_managed = TrainingRun.objects.where(request.user, Ability.MANAGE)
+    run = get_object_or_404(runs_managed.prefetch_related("datasets"), pk=run_id)
     return Response(TrainingRunSerializer(run).data)
 
 
@@ -159,9 +163,8 @@ def training_run_detail(request: Request, run_id: int) -> Response:
     summary="A dataset's predicted rewards by a reward model version, a page at a time",
 )
 @api_view(["GET"])
-@permission_classes([IsStaffOrService])
 def predictions(request: Request, slug: str) -> Response:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = access.dataset_for(request.user, Ability.READ, slug=slug)
     params = PredictionParamsSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
     query = params.validated_data

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db.models import QuerySet
 
 from labeling.models import Criterion, Dataset
 from rewards.services.runs import DEFAULT_HELD_OUT_SHARE
@@ -10,10 +11,11 @@ from rewards.services.runs import DEFAULT_HELD_OUT_SHARE
 
 class TrainingRunForm(forms.Form):
     datasets = forms.ModelMultipleChoiceField(
-        queryset=Dataset.objects.exclude(status=Dataset.Status.DRAFT),
+        queryset=Dataset.objects.none(),
         widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Tick at least one dataset to train on."},
-        help_text="The active ones are ticked; archived ones can be added.",
+        help_text="The active ones of one workspace are ticked; archived ones can be added. A run "
+        "trains on the datasets of one workspace.",
     )
     held_out_share = forms.FloatField(
         min_value=0.05,
@@ -75,13 +77,22 @@ class TrainingRunForm(forms.Form):
             raise forms.ValidationError("Must be above 0.")
         return value
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, datasets: QuerySet[Dataset], **kwargs: Any) -> None:
+        """`datasets`: those the user may train on (the workspaces they manage)."""
         super().__init__(*args, **kwargs)
+        offered = datasets.exclude(status=Dataset.Status.DRAFT).select_related("workspace")
+        self.fields["datasets"].queryset = offered.order_by("workspace__name", "name")
+        self.fields["datasets"].label_from_instance = lambda dataset: (
+            f"{dataset.name} ({dataset.workspace.name})"
+        )
         # Shown ticked so that the form as loaded starts a run: the page promises that the
-        # defaults just work, and a required field shown empty is no default.
+        # defaults just work, and a required field shown empty is no default. A run trains on
+        # one workspace's datasets: those of the first.
         if not self.is_bound:
+            active = offered.filter(status=Dataset.Status.ACTIVE).order_by("workspace__name")
+            first = active.values_list("workspace", flat=True).first()
             self.fields["datasets"].initial = list(
-                Dataset.objects.filter(status=Dataset.Status.ACTIVE).values_list("pk", flat=True)
+                active.filter(workspace=first).values_list("pk", flat=True)
             )
         from rewards import fitting  # the fitting stack, only when the form is shown
 

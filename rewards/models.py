@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
-from labeling.models import BackgroundJob, Completion, Dataset
+from labeling.models import BackgroundJob, Completion, Dataset, Workspace, default_workspace_id
 
 # A reward model's files, by kind, as `rewards.artifacts` writes them.
 ARTIFACT_FILES = {
@@ -25,6 +25,10 @@ def default_config() -> dict[str, Any]:
 
 
 class TrainingRunQuerySet(models.QuerySet["TrainingRun"]):
+    def where(self, user: Any, ability: str) -> TrainingRunQuerySet:
+        """The runs of the workspaces in which `user` may do `ability`."""
+        return self.filter(workspace__in=Workspace.objects.where(user, ability))
+
     def stale(self, now: datetime) -> TrainingRunQuerySet:
         """Runs whose worker stopped reporting: no heartbeat for PREFLAB_RUN_STALE_SECONDS."""
         limit = now - timedelta(seconds=settings.PREFLAB_RUN_STALE_SECONDS)
@@ -32,6 +36,13 @@ class TrainingRunQuerySet(models.QuerySet["TrainingRun"]):
 
 
 class TrainingRun(BackgroundJob):
+    # The workspace of its datasets (a run never mixes workspaces: `start_training_run`).
+    workspace = models.ForeignKey(
+        Workspace,
+        on_delete=models.PROTECT,
+        related_name="training_runs",
+        default=default_workspace_id,
+    )
     datasets = models.ManyToManyField(Dataset, related_name="training_runs")
     config = models.JSONField(default=default_config, blank=True)
     stage = models.CharField(max_length=40, blank=True)
@@ -50,15 +61,31 @@ class TrainingRun(BackgroundJob):
         return f"training run {self.pk} ({self.status})"
 
 
+class RewardModelQuerySet(models.QuerySet["RewardModel"]):
+    def where(self, user: Any, ability: str) -> RewardModelQuerySet:
+        """The models of the workspaces in which `user` may do `ability`."""
+        return self.filter(workspace__in=Workspace.objects.where(user, ability))
+
+
 class RewardModel(models.Model):
     run = models.OneToOneField(TrainingRun, on_delete=models.PROTECT, related_name="reward_model")
+    workspace = models.ForeignKey(
+        Workspace,
+        on_delete=models.PROTECT,
+        related_name="reward_models",
+        default=default_workspace_id,
+    )
     datasets = models.ManyToManyField(Dataset, related_name="reward_models")
+    # Numbered across the installation, like dataset slugs, so /reward-models/<version>/ names
+    # one model whatever workspaces its caller is in.
     version = models.PositiveIntegerField(unique=True)
     directory = models.CharField(max_length=255, help_text="Under MEDIA_ROOT.")
     files = models.JSONField(help_text='{"onnx": {"name", "sha256", "bytes"}, ...}')
     card = models.JSONField(help_text="The model card, as in model_card.json.")
     is_active = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = RewardModelQuerySet.as_manager()
 
     class Meta:
         ordering = ["-version"]

@@ -13,12 +13,13 @@ class RewardModelSerializer(serializers.ModelSerializer):
     datasets = serializers.SlugRelatedField(  # type: ignore[var-annotated]
         slug_field="slug", many=True, read_only=True
     )
+    workspace = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     card = serializers.JSONField()
     files = serializers.JSONField()
 
     class Meta:
         model = RewardModel
-        fields = ["id", "run", "datasets", "is_active", "created_at", "files", "card"]
+        fields = ["id", "run", "workspace", "datasets", "is_active", "created_at", "files", "card"]
         read_only_fields = fields
 
 
@@ -44,6 +45,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     datasets = serializers.SlugRelatedField(  # type: ignore[var-annotated]
         slug_field="slug", many=True, read_only=True
     )
+    workspace = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     config = serializers.JSONField()
     metrics = serializers.JSONField()
     reward_model = serializers.SerializerMethodField()
@@ -52,6 +54,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         model = TrainingRun
         fields = [
             "id",
+            "workspace",
             "status",
             "stage",
             "progress",

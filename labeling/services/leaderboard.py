@@ -64,10 +64,14 @@ class Battles(TypedDict):
     left_out: LeftOut
 
 
-def parse_datasets(*, slug: str, extra: str = "") -> list[Dataset]:
-    """The dataset of the address and those of a `datasets=a,b` parameter, in that order.
+def parse_datasets(
+    *, slug: str, extra: str = "", among: QuerySet[Dataset] | None = None
+) -> list[Dataset]:
+    """The dataset of the address and those of a `datasets=a,b` parameter, in that order, from
+    `among` (the datasets the caller may read; all by default).
 
-    Raises ValidationError (field `datasets`) naming unknown slugs, or when there are more than
+    Raises ValidationError (field `datasets`) naming unknown slugs (and those outside `among`:
+    another workspace's dataset is unknown to the caller), or when there are more than
     PREFLAB_LEADERBOARD_MAX_DATASETS. The address's own dataset must exist (the caller's 404).
     """
     limit = settings.PREFLAB_LEADERBOARD_MAX_DATASETS
@@ -76,7 +80,8 @@ def parse_datasets(*, slug: str, extra: str = "") -> list[Dataset]:
     wanted = list(dict.fromkeys([slug, *(s.strip() for s in extra.split(",") if s.strip())]))
     if len(wanted) > limit:
         raise ValidationError({"datasets": f"At most {limit} datasets at once ({len(wanted)})."})
-    found = {dataset.slug: dataset for dataset in Dataset.objects.filter(slug__in=wanted)}
+    datasets = among if among is not None else Dataset.objects.all()
+    found = {dataset.slug: dataset for dataset in datasets.filter(slug__in=wanted)}
     unknown = [s for s in wanted if s not in found]
     if unknown:
         raise ValidationError({"datasets": f"No dataset {', '.join(map(repr, unknown))}."})

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from labeling.models import Dataset
+from labeling.models import AuditEvent, Dataset
+from labeling.services import audit
 from rewards.models import RewardModel, TrainingRun
 
 if TYPE_CHECKING:  # the ML stack is imported where a model is written, not with this module
@@ -151,6 +153,7 @@ def save_reward_model(
                     version = (RewardModel.objects.aggregate(top=Max("version"))["top"] or 0) + 1
                     model = RewardModel.objects.create(
                         run=run,
+                        workspace_id=run.workspace_id,
                         version=version,
                         directory=directory,
                         files=files,
@@ -166,7 +169,7 @@ def save_reward_model(
         raise
 
 
-def activate_reward_model(*, model: RewardModel) -> RewardModel:
+def activate_reward_model(*, model: RewardModel, user: User | None = None) -> RewardModel:
     """Make `model` the active one for each of its datasets; others on them are deactivated.
     After commit, a worker scores the datasets' completions with it (`predictions`)."""
     from labeling.services.quality_report import invalidate_reports
@@ -180,6 +183,13 @@ def activate_reward_model(*, model: RewardModel) -> RewardModel:
         ).update(is_active=False)
         RewardModel.objects.filter(pk=model.pk).update(is_active=True)
         predictions.queue_predictions(model=model)
+        audit.record(
+            action=AuditEvent.Action.MODEL_ACTIVATED,
+            workspace_id=model.workspace_id,
+            actor=user,
+            version=model.version,
+            datasets=sorted(model.datasets.values_list("slug", flat=True)),
+        )
         # The quality reports' per-prompt figures (the review queue's model contradiction)
         # came from the model active before: recompute them with this one.
         invalidate_reports(dataset_ids)

@@ -12,8 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.models import Dataset
-from labeling.services import jobs
+from labeling.models import AuditEvent, Dataset
+from labeling.services import audit, jobs
 from rewards.models import TrainingRun
 from rewards.services.heads import check_heads, heads_option
 
@@ -102,11 +102,27 @@ def start_training_run(
         raise ValidationError({"datasets": "Choose at least one dataset."})
     from rewards.tasks import train_reward_model
 
+    workspaces = {dataset.workspace_id for dataset in datasets}
+    if len(workspaces) > 1:
+        raise ValidationError({"datasets": "A run trains on the datasets of one workspace."})
     checked = run_config(config or {})
     check_heads(checked.get("heads", []), datasets)
     with transaction.atomic():
-        run = TrainingRun.objects.create(config=checked, created_by=user, retry_of=retry_of)
+        run = TrainingRun.objects.create(
+            workspace_id=workspaces.pop(),
+            config=checked,
+            created_by=user,
+            retry_of=retry_of,
+        )
         run.datasets.set(datasets)
+        audit.record(
+            action=AuditEvent.Action.TRAINING_STARTED,
+            workspace_id=run.workspace_id,
+            actor=user,
+            run=run.pk,
+            datasets=sorted(dataset.slug for dataset in datasets),
+            config=checked,
+        )
         if enqueue:
             run.task_id = f"train-{run.pk}"
             run.save(update_fields=["task_id"])

@@ -1,0 +1,134 @@
+"""Who may do what to a dataset, a run or a model: the checks every page and API view makes
+before it acts, on top of the scoped QuerySets (`Dataset.objects.visible_to`, `offered_to`,
+`Workspace.objects.where`).
+
+What a caller may not see at all is a 404 to them (another workspace's dataset, one whose pool
+does not hold them); what they may see but their role may not do is a 403 that says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import Http404
+
+from labeling.accounts import role_required
+from labeling.models import (
+    ROLES_ABLE_TO,
+    Ability,
+    Dataset,
+    Membership,
+    Prompt,
+    Workspace,
+    role_can,
+)
+
+
+def role_in(user: Any, workspace_id: int) -> str | None:
+    """The user's role in the workspace: "admin" for a superuser, None for a non-member."""
+    if user.is_superuser:
+        return "admin"
+    found = Membership.objects.filter(workspace=workspace_id, user=user.pk)
+    return found.values_list("role", flat=True).first()
+
+
+def check_ability(user: Any, workspace: Workspace | int, ability: str) -> None:
+    """Raise PermissionDenied, saying which role would do, unless `user` may do `ability` in the
+    workspace (for an object already known to be visible to them)."""
+    workspace_id = workspace if isinstance(workspace, int) else workspace.pk
+    role = role_in(user, workspace_id)
+    if not role_can(role, ability):
+        raise PermissionDenied(refusal(role, ability))
+
+
+def refusal(role: str | None, ability: str) -> str:
+    roles = ", ".join(sorted(ROLES_ABLE_TO[ability]))
+    held = f"your role there is {role}" if role else "you are not a member"
+    return f"Only a workspace's {roles} may {Ability(ability).label}; {held}."
+
+
+def dataset_for(
+    user: Any, ability: str | None, datasets: QuerySet[Dataset] | None = None, **lookup: Any
+) -> Dataset:
+    """The dataset `lookup` finds, if `user` may do `ability` with it (None: see it); in one
+    query when they may. Http404 when they may not see it at all, PermissionDenied when they
+    may see it but not do this. For labeling it must be offered to them (its pool, active)."""
+    datasets = (datasets if datasets is not None else Dataset.objects.all()).filter(**lookup)
+    if ability == Ability.LABEL:
+        found = datasets.offered_to(user).first()
+        if found is not None:
+            return found
+        if datasets.visible_to(user).exists():
+            raise PermissionDenied(
+                "This dataset is not offered to you: its pool does not hold you, you are "
+                "excluded from it, or it is not open for labeling."
+            )
+        raise Http404("No such dataset.")
+    if user.is_superuser:
+        dataset = datasets.first()
+        if dataset is None:
+            raise Http404("No such dataset.")
+        return dataset
+    role = Membership.objects.filter(workspace=OuterRef("workspace"), user=user.pk)
+    dataset = (
+        datasets.visible_to(user).annotate(caller_role=Subquery(role.values("role")[:1])).first()
+    )
+    if dataset is None:
+        raise Http404("No such dataset.")
+    if ability is None:
+        return dataset
+    if not role_can(dataset.caller_role, ability):  # type: ignore[attr-defined]
+        raise PermissionDenied(refusal(dataset.caller_role, ability))  # type: ignore[attr-defined]
+    return dataset
+
+
+def prompt_for(user: Any, ability: str, slug: str, prompt_id: int) -> Prompt:
+    """A prompt of the dataset `slug`, if `user` may do `ability` with it (as `dataset_for`)."""
+    dataset = dataset_for(user, ability, slug=slug)
+    prompt = Prompt.objects.filter(dataset=dataset, pk=prompt_id).first()
+    if prompt is None:
+        raise Http404("No such prompt.")
+    prompt.dataset = dataset
+    return prompt
+
+
+def workspace_for(user: Any, ability: str, **lookup: Any) -> Workspace:
+    """The workspace `lookup` finds, if `user` may do `ability` there: 404 when they are not a
+    member, 403 when their role may not."""
+    workspace = Workspace.objects.filter(**lookup).first()
+    if workspace is None or (not user.is_superuser and role_in(user, workspace.pk) is None):
+        raise Http404("No such workspace.")
+    check_ability(user, workspace, ability)
+    return workspace
+
+
+def workspace_to_create_in(user: Any, slug: str) -> Workspace:
+    """Where `user` creates a dataset: the workspace named, or else the one workspace they
+    manage; ValidationError (field `workspace`) when that is not one."""
+    if slug:
+        return workspace_for(user, Ability.MANAGE, slug=slug)
+    managed = list(Workspace.objects.where(user, Ability.MANAGE)[:2])
+    if len(managed) != 1:
+        raise ValidationError(
+            {"workspace": "Name the workspace (its slug): you manage several, or none."}
+        )
+    return managed[0]
+
+
+def has_any_role(user: Any, ability: str) -> bool:
+    """Whether `user` may do `ability` in some workspace: the door of the pages that list."""
+    return bool(
+        user.is_authenticated and user.is_active and Workspace.objects.where(user, ability).exists()
+    )
+
+
+manager_required = role_required(
+    lambda user: has_any_role(user, Ability.MANAGE),
+    "This page is for workspace admins and managers.",
+)
+reviewer_required = role_required(
+    lambda user: has_any_role(user, Ability.REVIEW),
+    "This page is for workspace admins, managers and reviewers.",
+)
