@@ -8,7 +8,7 @@ does not hold them); what they may see but their role may not do is a 403 that s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
@@ -19,6 +19,7 @@ from labeling.models import (
     ROLES_ABLE_TO,
     Ability,
     Dataset,
+    DatasetQuerySet,
     Membership,
     Prompt,
     Workspace,
@@ -55,7 +56,10 @@ def dataset_for(
     """The dataset `lookup` finds, if `user` may do `ability` with it (None: see it); in one
     query when they may. Http404 when they may not see it at all, PermissionDenied when they
     may see it but not do this. For labeling it must be offered to them (its pool, active)."""
-    datasets = (datasets if datasets is not None else Dataset.objects.all()).filter(**lookup)
+    datasets = cast(
+        DatasetQuerySet,
+        (datasets if datasets is not None else Dataset.objects.all()).filter(**lookup),
+    )
     if ability == Ability.LABEL:
         found = datasets.offered_to(user).first()
         if found is not None:
@@ -110,10 +114,10 @@ def workspace_to_create_in(user: Any, slug: str) -> Workspace:
     if slug:
         return workspace_for(user, Ability.MANAGE, slug=slug)
     managed = list(Workspace.objects.where(user, Ability.MANAGE)[:2])
-    if len(managed) != 1:
-        raise ValidationError(
-            {"workspace": "Name the workspace (its slug): you manage several, or none."}
-        )
+    if not managed:
+        raise PermissionDenied(refusal(None, Ability.MANAGE).replace("; you are", "; you are in"))
+    if len(managed) > 1:
+        raise ValidationError({"workspace": "Name the workspace (its slug): you manage several."})
     return managed[0]
 
 

@@ -43,7 +43,9 @@ def labeler_counts(labeler: str = "labeler", dataset: str = "dataset") -> Q:
     """The one definition of the rows that count (in exports, training, statistics and label
     slots): their labeler is not deactivated, nor excluded from their dataset or its workspace
     (`Exclusion`). `labeler` and `dataset` lead from the model queried to the two."""
-    return Q(**{f"{labeler}__is_active": True}) & ~excluded_at(OuterRef(labeler), OuterRef(dataset))
+    return Q(
+        Q(**{f"{labeler}__is_active": True}), ~excluded_at(OuterRef(labeler), OuterRef(dataset))
+    )
 
 
 def columns(model: type[models.Model], alias: str = "") -> str:

@@ -27,7 +27,9 @@ class ProgressSerializer(serializers.Serializer):
 
 
 class DatasetSerializer(serializers.ModelSerializer):
-    workspace = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    workspace = serializers.SlugRelatedField(  # type: ignore[var-annotated]
+        slug_field="slug", read_only=True
+    )
     progress = serializers.SerializerMethodField()
 
     class Meta:

@@ -170,7 +170,7 @@ class Exclusion(models.Model):
         ]
 
     def __str__(self) -> str:
-        where = self.dataset.slug if self.dataset_id else f"workspace {self.workspace.slug}"
+        where = self.dataset.slug if self.dataset else f"workspace {self.workspace.slug}"
         return f"{self.labeler} excluded from {where}"
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.db.models import QuerySet
@@ -81,8 +81,9 @@ class TrainingRunForm(forms.Form):
         """`datasets`: those the user may train on (the workspaces they manage)."""
         super().__init__(*args, **kwargs)
         offered = datasets.exclude(status=Dataset.Status.DRAFT).select_related("workspace")
-        self.fields["datasets"].queryset = offered.order_by("workspace__name", "name")
-        self.fields["datasets"].label_from_instance = lambda dataset: (
+        field = cast(forms.ModelMultipleChoiceField, self.fields["datasets"])
+        field.queryset = offered.order_by("workspace__name", "name")
+        field.label_from_instance = lambda dataset: (  # type: ignore[method-assign,assignment]
             f"{dataset.name} ({dataset.workspace.name})"
         )
         # Shown ticked so that the form as loaded starts a run: the page promises that the

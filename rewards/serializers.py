@@ -13,7 +13,9 @@ class RewardModelSerializer(serializers.ModelSerializer):
     datasets = serializers.SlugRelatedField(  # type: ignore[var-annotated]
         slug_field="slug", many=True, read_only=True
     )
-    workspace = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    workspace = serializers.SlugRelatedField(  # type: ignore[var-annotated]
+        slug_field="slug", read_only=True
+    )
     card = serializers.JSONField()
     files = serializers.JSONField()
 
@@ -45,7 +47,9 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     datasets = serializers.SlugRelatedField(  # type: ignore[var-annotated]
         slug_field="slug", many=True, read_only=True
     )
-    workspace = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    workspace = serializers.SlugRelatedField(  # type: ignore[var-annotated]
+        slug_field="slug", read_only=True
+    )
     config = serializers.JSONField()
     metrics = serializers.JSONField()
     reward_model = serializers.SerializerMethodField()

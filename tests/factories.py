@@ -7,29 +7,77 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from labeling.models import Assignment, Completion, Dataset, Prompt
+from labeling.models import (
+    Assignment,
+    Completion,
+    Dataset,
+    LabelerGroup,
+    Membership,
+    Prompt,
+    Role,
+    Workspace,
+    default_workspace_id,
+)
 from labeling.services import leasing
 
 PASSWORD = "pass-word-123"
+EVERYONE = "All labelers"
+
+
+def everyone_in_default_workspace() -> LabelerGroup:
+    """The default workspace's group that the factories put every user in, and in the pool of
+    every dataset they make there: most tests need any labeler to be offered any dataset."""
+    workspace_id = default_workspace_id()
+    group, _ = LabelerGroup.objects.get_or_create(workspace_id=workspace_id, name=EVERYONE)
+    return group
 
 
 class UserFactory(factory.django.DjangoModelFactory):
+    """A user who is a member of the default workspace (an admin if staff, else a labeler, or
+    `role=...`) and in its "All labelers" group; `role=False` for no membership at all."""
+
     class Meta:
         model = get_user_model()
+        skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"labeler{n}")
     password = factory.django.Password(PASSWORD)
 
+    @factory.post_generation
+    def role(user: Any, create: bool, extracted: Any, **kwargs: Any) -> None:
+        if not create or extracted is False:
+            return
+        role = extracted or (Role.ADMIN if user.is_staff else Role.LABELER)
+        Membership.objects.create(workspace_id=default_workspace_id(), user=user, role=role)
+        if role != Role.SERVICE:
+            everyone_in_default_workspace().members.add(user)
+
+
+class WorkspaceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Workspace
+
+    name = factory.Sequence(lambda n: f"Workspace {n}")
+    slug = factory.Sequence(lambda n: f"workspace-{n}")
+
 
 class DatasetFactory(factory.django.DjangoModelFactory):
+    """A dataset; in the default workspace its pool holds every factory-made user."""
+
     class Meta:
         model = Dataset
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Dataset {n}")
     slug = factory.Sequence(lambda n: f"dataset-{n}")
     status = Dataset.Status.ACTIVE
     labels_per_prompt = 2
     guidelines = "Prefer **honest** answers."
+
+    @factory.post_generation
+    def pool_everyone(dataset: Dataset, create: bool, extracted: Any, **kwargs: Any) -> None:
+        if create and extracted is not False and dataset.workspace_id == default_workspace_id():
+            dataset.pool_groups.add(everyone_in_default_workspace())
 
 
 class PromptFactory(factory.django.DjangoModelFactory):

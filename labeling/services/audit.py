@@ -17,7 +17,7 @@ def token_fingerprint(key: str) -> str:
 def record(
     *,
     action: str,
-    workspace_id: int,
+    workspace_id: int | None,
     actor: Any = None,
     dataset: Dataset | None = None,
     request: Any = None,
@@ -25,6 +25,8 @@ def record(
 ) -> AuditEvent:
     """Add an event: who (`actor`, and through `request` whether by token, which, or by a
     page), what (`action`, `details`: plain JSON values), where (workspace, dataset)."""
+    if workspace_id is None:
+        raise ValueError("an audit event belongs to a workspace")
     token = getattr(request, "auth", None) if request is not None else None
     key = getattr(token, "key", None)
     user = actor if actor is not None and getattr(actor, "pk", None) else None

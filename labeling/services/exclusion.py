@@ -10,8 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.accounts import is_service
-from labeling.models import Assignment, Ranking
+from labeling.models import Assignment, Membership, Ranking, Role
 from labeling.services.leasing import recount_slots, release_assignments
 from labeling.services.quality_report import invalidate_reports
 
@@ -21,7 +20,8 @@ def check_may_change(*, labeler: User, by: User) -> None:
     service accounts only a superuser may change this way. Refuses with a ValidationError."""
     if not by.has_perm("auth.change_user"):
         raise ValidationError({"labeler": "You need the permission to change users."})
-    if (labeler.is_staff or labeler.is_superuser or is_service(labeler)) and not by.is_superuser:
+    service = Membership.objects.filter(user=labeler, role=Role.SERVICE).exists()
+    if (labeler.is_staff or labeler.is_superuser or service) and not by.is_superuser:
         raise ValidationError(
             {"labeler": "Only a superuser may exclude or reinstate staff and service accounts."}
         )

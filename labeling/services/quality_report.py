@@ -30,7 +30,6 @@ from labeling.models import (
     Prompt,
     QualityReport,
     Ranking,
-    labeler_counts,
 )
 from labeling.services import jobs, prompt_stats
 from labeling.services.leaderboard import invalidate_leaderboards
@@ -198,8 +197,8 @@ def _build_report(
             "pk", "is_gold", "gold_since"
         )
     }
-    ranked_by = User.objects.filter(rankings__dataset=dataset).distinct()
-    counted = set(ranked_by.filter(labeler_counts("")).values_list("pk", flat=True))
+    counted_rankings = Ranking.objects.filter(dataset=dataset).counted()
+    counted = set(counted_rankings.values_list("labeler_id", flat=True).distinct())
     builder = report.ReportBuilder(criteria=list(dataset.criteria), counted_labelers=counted)
     for prompt_id, group in groupby(_rankings(dataset, cursor), key=lambda row: row.prompt_id):
         builder.add_prompt(prompts[prompt_id], list(group))

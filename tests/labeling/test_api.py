@@ -8,22 +8,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling.accounts import SERVICE_GROUP
-from labeling.models import Assignment, Comparison, Dataset, ImportJob, Prompt, Ranking
+from labeling.models import Assignment, Comparison, Dataset, ImportJob, Prompt, Ranking, Role
 from labeling.services import imports, leasing
 from tests.factories import UserFactory, make_prompt, token_client
 
 
 @pytest.fixture
 def service_user(db):
-    user = UserFactory(username="pipeline")
-    user.groups.add(Group.objects.create(name=SERVICE_GROUP))
-    return user
+    return UserFactory(username="pipeline", role=Role.SERVICE)
 
 
 @pytest.fixture

@@ -8,12 +8,10 @@ import uuid
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from labeling import tasks
-from labeling.accounts import SERVICE_GROUP
-from labeling.models import Asked, Dataset, ModelLeaderboard
+from labeling.models import Asked, Dataset, ModelLeaderboard, Role
 from labeling.services import exclusion, leaderboard, rankings
 from tests.factories import (
     CompletionFactory,
@@ -151,9 +149,7 @@ def api_url(slug: str = "arena") -> str:
 
 
 def service_account() -> Any:
-    user = UserFactory()
-    user.groups.add(Group.objects.get_or_create(name=SERVICE_GROUP)[0])
-    return user
+    return UserFactory(role=Role.SERVICE)
 
 
 def test_service_token_reads_the_leaderboard_as_json(arena):

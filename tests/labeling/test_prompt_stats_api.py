@@ -4,13 +4,12 @@ the admin."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import reverse
 from drf_spectacular.generators import SchemaGenerator
 from openapi_core import OpenAPI
 from openapi_core.contrib.django import DjangoOpenAPIRequest, DjangoOpenAPIResponse
 
-from labeling.accounts import SERVICE_GROUP
+from labeling.models import Role
 from tests.factories import UserFactory, make_prompt, token_client
 from tests.labeling.quality_data import rank, report_of
 
@@ -72,8 +71,7 @@ def test_bad_filters_are_a_400_naming_them(computed, staff, query, field):
 
 
 def test_roles(computed, labeler):
-    service = UserFactory()
-    service.groups.add(Group.objects.create(name=SERVICE_GROUP))
+    service = UserFactory(role=Role.SERVICE)
     url = url_of(computed["dataset"])
     as_service = token_client(service)
     assert as_service.get(url).status_code == 200

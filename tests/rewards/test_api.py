@@ -5,12 +5,11 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 import pytest
-from django.contrib.auth.models import Group
 from django.http import QueryDict
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from labeling.accounts import SERVICE_GROUP
+from labeling.models import Role
 from rewards import artifacts
 from rewards.forms import TrainingRunForm
 from rewards.models import TrainingRun
@@ -26,8 +25,7 @@ def model(trained_on):
 
 @pytest.fixture
 def api(staff, labeler):
-    service = UserFactory(username="trainer")
-    service.groups.add(Group.objects.create(name=SERVICE_GROUP))
+    service = UserFactory(username="trainer", role=Role.SERVICE)
     return {
         "staff": token_client(staff),
         "service": token_client(service),

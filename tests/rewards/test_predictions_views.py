@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import reverse
 from drf_spectacular.generators import SchemaGenerator
 from openapi_core import OpenAPI
 from openapi_core.contrib.django import DjangoOpenAPIRequest, DjangoOpenAPIResponse
 
-from labeling.accounts import SERVICE_GROUP
-from labeling.models import Completion, Prompt
+from labeling.models import Completion, Prompt, Role
 from rewards.models import Prediction
 from tests.factories import DatasetFactory, UserFactory, token_client
 from tests.rewards.test_predictions import trained, trained_and_scored
@@ -78,8 +76,7 @@ def test_bad_parameters_are_a_400_naming_them(scored, staff, query, field):
 
 
 def test_roles_and_missing_things(scored, labeler):
-    service = UserFactory()
-    service.groups.add(Group.objects.create(name=SERVICE_GROUP))
+    service = UserFactory(role=Role.SERVICE)
     as_service = token_client(service)
     assert as_service.get(url_of()).status_code == 200
     assert token_client(labeler).get(url_of()).status_code == 403

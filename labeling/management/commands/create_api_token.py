@@ -3,11 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
-from labeling.accounts import SERVICE_GROUP
+from labeling.models import DEFAULT_WORKSPACE_SLUG, Role, Workspace
+from labeling.services.workspaces import set_role
 
 
 class Command(BaseCommand):
@@ -18,7 +18,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--service",
             action="store_true",
-            help="Make the user (created if new) a service account: export and score, no labeling.",
+            help="Make the user (created if new) a service account of --workspace: read, export "
+            "and score there, no labeling.",
+        )
+        parser.add_argument(
+            "--workspace",
+            default=DEFAULT_WORKSPACE_SLUG,
+            help="With --service: the workspace's slug (default: %(default)s).",
         )
         parser.add_argument("--rotate", action="store_true", help="Replace an existing token.")
 
@@ -35,7 +41,10 @@ class Command(BaseCommand):
             user.set_unusable_password()
             user.save()
         if options["service"]:
-            user.groups.add(Group.objects.get_or_create(name=SERVICE_GROUP)[0])
+            workspace = Workspace.objects.filter(slug=options["workspace"]).first()
+            if workspace is None:
+                raise CommandError(f"No workspace {options['workspace']!r}.")
+            set_role(workspace=workspace, user=user, role=Role.SERVICE)
         if options["rotate"]:
             Token.objects.filter(user=user).delete()
         token, _ = Token.objects.get_or_create(user=user)

@@ -11,8 +11,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from labeling.demo_accounts import DEMO_USERS, remember_passwords
-from labeling.models import Asked, Dataset
-from labeling.services import datasets, imports
+from labeling.models import Asked, Dataset, Role
+from labeling.services import datasets, imports, workspaces
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "hhh_demo.jsonl"
 DEMO_GUIDELINES = """\
@@ -59,6 +59,7 @@ class Command(BaseCommand):
             pairs = self.load_pairs()
             self.stdout.write(f"Demo dataset {pairs.slug!r}: votes on pairs, no ratings.")
             created = self.create_users()
+            self.pool_users([dataset, pairs])
             remember_passwords(created)
         names = ", ".join(username for username, _ in DEMO_USERS)
         self.stdout.write(
@@ -90,6 +91,17 @@ class Command(BaseCommand):
         stream = io.BytesIO("\n".join(lines).encode())
         imports.import_dataset(dataset=dataset, stream=stream, filename="pairs_demo.jsonl")
         return dataset
+
+    def pool_users(self, demo_datasets: list[Dataset]) -> None:
+        """The demo accounts in the default workspace (admin as its admin) and in the demo
+        datasets' pools, so each is offered to every demo account."""
+        users = list(get_user_model().objects.filter(username__in=dict(DEMO_USERS)))
+        workspace = demo_datasets[0].workspace
+        for user in users:
+            if dict(DEMO_USERS)[user.username]:
+                workspaces.set_role(workspace=workspace, user=user, role=Role.ADMIN)
+        for dataset in demo_datasets:
+            workspaces.change_pool(dataset=dataset, add_labelers=users)
 
     def create_users(self) -> list[tuple[str, str]]:
         User = get_user_model()
