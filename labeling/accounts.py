@@ -1,8 +1,8 @@
 """Who an account is to PrefLab: its role, and the pseudonym that stands for it in exports.
 
-Three roles: staff (manage everything), service accounts (training pipelines: read, export and
-score; members of the `service` group) and labelers (every other active user: their own tasks).
-The API's permission classes (`labeling.permissions`) and the services both ask here.
+Roles are held per workspace (`labeling.workspace_models.Role`); what each may do is
+`labeling.access`. This module signs accounts in (tokens, the sign-in throttle), guards pages by
+role (`role_required`) and names labelers in exports (`pseudonym`).
 """
 
 from __future__ import annotations
@@ -25,34 +25,21 @@ from rest_framework.authtoken.models import Token
 
 from labeling.models import columns
 
-SERVICE_GROUP = "service"
-
-
-def is_service(user: User) -> bool:
-    known = getattr(user, "preflab_is_service", None)
-    if known is not None:
-        return bool(known)
-    return user.groups.filter(name=SERVICE_GROUP).exists()
-
-
-# The signed-in user of a token, and whether it is a service account, in one query. Written out:
-# every API request runs it, and building it with the ORM cost more CPU than running it.
+# The signed-in user of a token, in one query. Written out: every API request runs it, and
+# building it with the ORM cost more CPU than running it.
 TOKEN_USER = f"""
-SELECT {columns(User, "u")}, EXISTS (
-    SELECT 1 FROM auth_user_groups m JOIN auth_group g ON g.id = m.group_id
-    WHERE m.user_id = u.id AND g.name = %(service)s
-) AS preflab_is_service
+SELECT {columns(User, "u")}
 FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id
 WHERE t.key = %(key)s
 """
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
-    """DRF's token authentication, reading in the same query whether the account is a service
-    account, which the permission classes ask of every API request (`is_service`)."""
+    """DRF's token authentication in one written-out query. A token is its user's: what it may
+    read is what the user's roles allow in their workspaces (`labeling.access`)."""
 
     def authenticate_credentials(self, key: str) -> tuple[User, Token]:
-        found = list(User.objects.raw(TOKEN_USER, {"service": SERVICE_GROUP, "key": key}))
+        found = list(User.objects.raw(TOKEN_USER, {"key": key}))
         if not found:
             raise exceptions.AuthenticationFailed("Invalid token.")
         user = found[0]
@@ -81,25 +68,6 @@ def role_required(test: Callable[[Any], bool], refusal: str) -> Callable[[View],
         return cast(View, guarded)
 
     return decorate
-
-
-def is_staff(user: Any) -> bool:
-    return bool(user.is_active and user.is_staff)
-
-
-staff_required = role_required(is_staff, "This page is for staff.")
-
-
-REVIEW_PERMISSION = "labeling.adjudicate_prompt"
-
-
-def is_reviewer(user: Any) -> bool:
-    """Reviewers settle disputed prompts: members of the "Reviewers" group (or holders of the
-    permission otherwise) and superusers. A reviewer need not be staff."""
-    return bool(user.is_authenticated and user.is_active and user.has_perm(REVIEW_PERMISSION))
-
-
-reviewer_required = role_required(is_reviewer, "This page is for reviewers.")
 
 
 def pseudonym(user_id: int) -> str:

@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.decorators import api_view, parser_classes
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -56,12 +56,12 @@ class RewardModelList(generics.ListAPIView):
         return models
 
 
-@extend_schema(responses=RewardModelSerializer, summary="A reward model and its model card")
 def exportable_models(request: Request) -> QuerySet[RewardModel]:
     """The models of the workspaces where the caller may export; any other is a 404."""
     return RewardModel.objects.where(request.user, Ability.EXPORT).select_related("workspace")
 
 
+@extend_schema(responses=RewardModelSerializer, summary="A reward model and its model card")
 @api_view(["GET"])
 def reward_model_detail(request: Request, version: int) -> Response:
     models = exportable_models(request).prefetch_related("datasets")
@@ -132,6 +132,8 @@ def start_training_run(request: Request) -> Response:
     serializer = TrainingRunRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     slugs = serializer.validated_data["datasets"]
+    if not access.has_any_role(request.user, Ability.MANAGE):
+        raise PermissionDenied(access.refusal(None, Ability.MANAGE))
     managed = Dataset.objects.where(request.user, Ability.MANAGE)
     datasets = list(managed.filter(slug__in=slugs))
     missing = sorted(set(slugs) - {dataset.slug for dataset in datasets})

@@ -1,5 +1,5 @@
-"""Staff pages and the admin: a signed-in labeler gets the 403 page in PrefLab's layout, an
-anonymous visitor the login page; a refused CSRF check gets the same layout."""
+"""Managers' and reviewers' pages and the admin: a signed-in labeler gets the 403 page in
+PrefLab's layout, an anonymous visitor the login page; a refused CSRF check gets the same layout."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ ADMIN_PAGES = [
 def assert_staff_only_page(response) -> None:
     page = response.content.decode()
     assert response.status_code == 403
-    assert "This page is for staff" in page
+    assert "Not for your role" in page
+    assert "This page is for " in page  # and whose it is
     assert 'class="topbar"' in page  # PrefLab's layout (base.html), not Django's admin
     assert f'href="{reverse("labeling:home")}"' in page
 

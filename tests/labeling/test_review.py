@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import pytest
-from django.apps import apps as django_apps
-from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from labeling import review
-from labeling.models import Adjudication, PromptStats
+from labeling.models import Adjudication, PromptStats, Role
 from labeling.services import adjudication, exclusion, prompt_stats
 from tests.factories import UserFactory, make_prompt
 from tests.labeling.quality_data import rank, report_of
 
-reviewers_group = importlib.import_module("labeling.migrations.0009_reviewers_group")
-
 
 def make_reviewer(**fields: Any) -> Any:
-    """A labeler in the "Reviewers" group: not staff. The group is the data migration's, made
-    again here since a transactional test elsewhere may have flushed it."""
-    user = UserFactory(**fields)
-    reviewers_group.make_group(django_apps, None)
-    user.groups.add(Group.objects.get(name="Reviewers"))
-    return user
-
-
-def test_the_reviewers_group_holds_the_review_permission(db):
-    reviewers_group.make_group(django_apps, None)
-    user = UserFactory()
-    assert not user.has_perm("labeling.adjudicate_prompt")
-    user.groups.add(Group.objects.get(name="Reviewers"))
-    user = type(user).objects.get(pk=user.pk)  # permissions are cached per instance
-    assert user.has_perm("labeling.adjudicate_prompt") and not user.is_staff
+    """A reviewer of the default workspace: not staff, not a manager."""
+    return UserFactory(role=Role.REVIEWER, **fields)
 
 
 def stats_of(prompt: Any) -> PromptStats:
@@ -184,7 +166,9 @@ def test_labeler_gets_403_on_review_pages(client, small, labeler):
     for method, url in review_pages(small):
         response = getattr(client, method)(url)
         assert response.status_code == 403
-        assert "This page is for reviewers" in response.content.decode()
+        assert "This page is for workspace admins, managers and reviewers" in (
+            response.content.decode()
+        )
     post = reverse("labeling:review-adjudicate", args=[small["dataset"].slug, small["p2"].pk])
     assert client.post(post, {"action": "accept"}).status_code == 403
     assert not Adjudication.objects.exists()
@@ -196,11 +180,12 @@ def test_anonymous_is_sent_to_log_in_from_review_pages(client, small):
         assert response.status_code == 302 and response.url.startswith(reverse("login"))
 
 
-def test_reviewer_sees_review_pages_but_not_staff_pages(client, small):
+def test_reviewer_sees_review_and_quality_pages_but_not_managers_pages(client, small):
     client.force_login(make_reviewer())
     for method, url in review_pages(small):
         assert getattr(client, method)(url).status_code == 200
-    assert client.get(reverse("labeling:quality-index")).status_code == 403
+    assert client.get(reverse("labeling:quality-index")).status_code == 200
+    assert client.get(reverse("rewards:runs")).status_code == 403
     assert client.get(reverse("admin:index")).status_code == 403
     assert client.get(reverse("labeling:home")).content.decode().count("open the review queue")
 

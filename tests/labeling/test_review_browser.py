@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
-from django.apps import apps as django_apps
-from django.contrib.auth.models import Group
 
-from labeling.models import Adjudication
+from labeling.models import Adjudication, Role
 from tests.browser import BROWSER_TEST
 from tests.factories import PASSWORD, DatasetFactory, UserFactory, make_prompt
 from tests.labeling.quality_data import rank, report_of
 
 pytestmark = [*BROWSER_TEST, pytest.mark.django_db(transaction=True)]
-
-reviewers_group = importlib.import_module("labeling.migrations.0009_reviewers_group")
 
 
 def test_reviewer_adjudicates_two_prompts_with_the_keyboard(browser, live_server):
@@ -33,9 +27,7 @@ def test_reviewer_adjudicates_two_prompts_with_the_keyboard(browser, live_server
     rank(thin, ann, "c0 > c1")
     rank(thin, bob, "c0 = c1")
     report_of(dataset)
-    reviewers_group.make_group(django_apps, None)
-    reviewer = UserFactory()
-    reviewer.groups.add(Group.objects.get(name="Reviewers"))
+    reviewer = UserFactory(role=Role.REVIEWER)
 
     browser.get(live_server.url + f"/review/{dataset.slug}/")
     browser.find_element(By.NAME, "username").send_keys(reviewer.username)
