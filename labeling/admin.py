@@ -12,9 +12,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
 
+from labeling.access import has_any_role
 from labeling.errors import errors_text
 from labeling.forms import ImportForm
 from labeling.models import (
+    Ability,
     Assignment,
     Comparison,
     Completion,
@@ -22,8 +24,72 @@ from labeling.models import (
     ImportJob,
     Prompt,
     Ranking,
+    Workspace,
 )
 from labeling.services import datasets, gold, imports, leasing
+
+
+def manages_a_workspace(request: HttpRequest) -> bool:
+    """Whether the signed-in user manages some workspace: asked once per request."""
+    if not hasattr(request, "_preflab_manages"):
+        request._preflab_manages = has_any_role(request.user, Ability.MANAGE)  # type: ignore[attr-defined]
+    return bool(request._preflab_manages)  # type: ignore[attr-defined]
+
+
+class WorkspaceScoped(admin.ModelAdmin):
+    """The admin is the workspace managers' tool (admins and managers, who get staff status):
+    each sees the rows of the workspaces they manage and nothing of the others, lists, filters,
+    forms and pages alike; a superuser sees every row. `workspace_path` leads from the model to
+    its workspace. What the admin lets anyone do to a row (read-only models stay read-only)
+    is decided by the subclasses as before."""
+
+    workspace_path = "dataset__workspace"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        rows = super().get_queryset(request)
+        if request.user.is_superuser:
+            return rows
+        managed = Workspace.objects.where(request.user, Ability.MANAGE)
+        return rows.filter(**{f"{self.workspace_path}__in": managed})
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return manages_a_workspace(request) or super().has_module_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.manages(request, obj) or super().has_view_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.manages(request, obj) or super().has_change_permission(request, obj)
+
+    def manages(self, request: HttpRequest, obj: Any) -> bool:
+        if not manages_a_workspace(request):
+            return False
+        return obj is None or self.get_queryset(request).filter(pk=obj.pk).exists()
+
+
+def scoped_filter(path: str, title: str, model: Any) -> type[admin.SimpleListFilter]:
+    """A list filter offering the datasets (or reward models) of the workspaces the user
+    manages: Django's own filter would list every workspace's."""
+
+    class ScopedFilter(admin.SimpleListFilter):
+        parameter_name = path
+
+        def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[Any, str]]:
+            return [(row.pk, str(row)) for row in model.objects.where(request.user, Ability.MANAGE)]
+
+        def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+            value = self.value()
+            if value is None:
+                return queryset
+            if not str(value).isdigit():
+                return queryset.none()
+            return queryset.filter(**{path: int(value)})
+
+    ScopedFilter.title = title
+    return ScopedFilter
+
+
+DATASET_FILTER = scoped_filter("dataset", "dataset", Dataset)
 
 
 def apply_to_each(
@@ -64,7 +130,7 @@ class KeepsRankings(admin.ModelAdmin):
         return actions
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(WorkspaceScoped):
     """Made by imports, workers and labelers, never added, edited or deleted by hand: an edit
     would change what was ranked, and a deletion would leave label slots or rankings behind."""
 
@@ -79,7 +145,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(KeepsRankings):
+class DatasetAdmin(KeepsRankings, WorkspaceScoped):
+    workspace_path = "workspace"
     list_display = [
         "name",
         "slug",
@@ -89,11 +156,26 @@ class DatasetAdmin(KeepsRankings):
         "percent",
         "guidelines_version",
     ]
-    list_filter = ["status"]
+    list_filter = ["status", scoped_filter("workspace", "workspace", Workspace)]
     search_fields = ["name", "slug", "description"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["guidelines_version", "created_at"]
+    # The pool changes on its own page (`labeling:pool`), which gives back the leases of who
+    # leaves it and records the change in the audit trail.
+    exclude = ["pool_labelers", "pool_groups"]
     change_form_template = "admin/labeling/dataset/change_form.html"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # A dataset stays in the workspace it was made in: its rankings, runs and models are.
+        return [*self.readonly_fields, *(["workspace"] if obj is not None else [])]
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "workspace":
+            kwargs["queryset"] = Workspace.objects.where(request.user, Ability.MANAGE)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return manages_a_workspace(request) or super().has_add_permission(request)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Dataset]:
         return super().get_queryset(request).with_progress()  # type: ignore[attr-defined]
@@ -111,7 +193,7 @@ class DatasetAdmin(KeepsRankings):
             fields = {name: form.cleaned_data[name] for name in form.changed_data}
             datasets.update_dataset(dataset=obj, user=request.user, request=request, **fields)
         else:
-            obj.save()
+            datasets.add_dataset(dataset=obj, user=request.user, request=request)
 
     def get_urls(self) -> list[URLPattern]:
         urls = [
@@ -126,7 +208,7 @@ class DatasetAdmin(KeepsRankings):
     def import_view(self, request: HttpRequest, dataset_id: int) -> HttpResponse:
         if not self.has_change_permission(request):
             raise PermissionDenied
-        dataset = get_object_or_404(Dataset, pk=dataset_id)
+        dataset = get_object_or_404(self.get_queryset(request), pk=dataset_id)
         form = ImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
@@ -164,7 +246,7 @@ class ImportJobAdmin(ReadOnlyAdmin):
 
     actions = ["cancel"]
     list_display = ["pk", "filename", "dataset", "status", "percent", "created_count", "created_at"]
-    list_filter = ["status", "dataset"]
+    list_filter = ["status", DATASET_FILTER]
     list_select_related = ["dataset"]
     change_form_template = "admin/labeling/importjob/change_form.html"
     readonly_fields = (
@@ -195,7 +277,7 @@ class ImportJobAdmin(ReadOnlyAdmin):
         return "; ".join(f"line {s['line']}: {s['reason']}" for s in job.skipped[:50]) or "none"
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("labeling.change_importjob")
+        return manages_a_workspace(request) or request.user.has_perm("labeling.change_importjob")
 
     def get_urls(self) -> list[URLPattern]:
         urls = [
@@ -228,7 +310,7 @@ class ImportJobAdmin(ReadOnlyAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not self.has_cancel_permission(request):
             raise PermissionDenied
-        job = get_object_or_404(ImportJob, pk=job_id)
+        job = get_object_or_404(self.get_queryset(request), pk=job_id)
         try:
             job = imports.cancel_import(job=job)
         except ValidationError as error:
@@ -285,7 +367,7 @@ class PromptForm(forms.ModelForm):
 
 
 @admin.register(Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(WorkspaceScoped):
     form = PromptForm
     actions = ["promote_unanimous"]
     list_display = [
@@ -296,7 +378,7 @@ class PromptAdmin(admin.ModelAdmin):
         "is_gold",
         "created_at",
     ]
-    list_filter = ["dataset", "is_gold"]
+    list_filter = [DATASET_FILTER, "is_gold"]
     search_fields = ["external_id", "messages"]
     list_select_related = ["dataset"]
     # What labelers ranked stays as they saw it, and the re-import check (content_hash) true:
@@ -362,23 +444,25 @@ class PromptAdmin(admin.ModelAdmin):
 
 @admin.register(Completion)
 class CompletionAdmin(ReadOnlyAdmin):
+    workspace_path = "prompt__dataset__workspace"
     list_display = ["external_id", "prompt", "model_name", "position"]
-    list_filter = ["prompt__dataset", "model_name"]
+    list_filter = [scoped_filter("prompt__dataset", "dataset", Dataset)]
     search_fields = ["external_id", "text", "prompt__external_id"]
     list_select_related = ["prompt__dataset"]
 
 
 @admin.register(Assignment)
 class AssignmentAdmin(ReadOnlyAdmin):
+    workspace_path = "prompt__dataset__workspace"
     actions = ["release"]
     list_display = ["prompt", "labeler", "status", "leased_at", "expires_at", "finished_at"]
-    list_filter = ["status", "prompt__dataset"]
+    list_filter = ["status", scoped_filter("prompt__dataset", "dataset", Dataset)]
     search_fields = ["labeler__username", "prompt__external_id"]
     list_select_related = ["prompt__dataset", "labeler"]
     date_hierarchy = "leased_at"
 
     def has_release_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("labeling.change_assignment")
+        return manages_a_workspace(request) or request.user.has_perm("labeling.change_assignment")
 
     @admin.action(description="Return leased tasks to the pool", permissions=["release"])
     def release(self, request: HttpRequest, queryset: QuerySet[Assignment]) -> None:
@@ -397,7 +481,7 @@ class RankingAdmin(ReadOnlyAdmin):
         "guidelines_version",
         "created_at",
     ]
-    list_filter = ["dataset", "all_unacceptable", "guidelines_version"]
+    list_filter = [DATASET_FILTER, "all_unacceptable", "guidelines_version"]
     search_fields = ["labeler__username", "prompt__external_id", "rationale"]
     list_select_related = ["prompt__dataset", "labeler"]
     date_hierarchy = "created_at"
@@ -415,7 +499,7 @@ class ComparisonAdmin(ReadOnlyAdmin):
         "labeler",
         "created_at",
     ]
-    list_filter = ["dataset", "margin", "strength"]
+    list_filter = [DATASET_FILTER, "margin", "strength"]
     search_fields = ["labeler__username", "prompt__external_id"]
     list_select_related = ["prompt__dataset", "labeler", "chosen", "rejected"]
 

@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from labeling.admin import ReadOnlyAdmin
+from labeling.admin import DATASET_FILTER, ReadOnlyAdmin
 from labeling.models import (
     Adjudication,
     PromptStats,
@@ -48,7 +48,7 @@ class PromptStatsAdmin(ReadOnlyAdmin):
         "adjudicated",
         "computed_at",
     ]
-    list_filter = ["dataset", "adjudicated", "is_gold", SafetyFlagged, "labels"]
+    list_filter = [DATASET_FILTER, "adjudicated", "is_gold", SafetyFlagged, "labels"]
     search_fields = ["prompt__external_id"]
     ordering = ["-need", "prompt"]
     list_select_related = ["prompt__dataset"]
@@ -60,6 +60,6 @@ class AdjudicationAdmin(ReadOnlyAdmin):
     """Made on the review pages; history, never edited."""
 
     list_display = ["pk", "prompt", "reviewer", "overturned", "promoted_to_gold", "created_at"]
-    list_filter = ["dataset", "overturned", "promoted_to_gold"]
+    list_filter = [DATASET_FILTER, "overturned", "promoted_to_gold"]
     search_fields = ["prompt__external_id", "reviewer__username", "note"]
     list_select_related = ["prompt__dataset", "reviewer"]

@@ -7,8 +7,9 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from labeling.admin import ReadOnlyAdmin, apply_to_each
-from rewards.models import Prediction, PredictionJob
+from labeling.admin import DATASET_FILTER, ReadOnlyAdmin, apply_to_each, scoped_filter
+from labeling.models import Dataset
+from rewards.models import Prediction, PredictionJob, RewardModel
 from rewards.services import predictions
 
 
@@ -16,8 +17,12 @@ from rewards.services import predictions
 class PredictionAdmin(ReadOnlyAdmin):
     """Each completion's reward by a model version (`rewards.services.predictions`)."""
 
+    workspace_path = "reward_model__workspace"
     list_display = ["completion", "reward_model", "reward", "criteria", "created_at"]
-    list_filter = ["reward_model", "completion__prompt__dataset"]
+    list_filter = [
+        scoped_filter("reward_model", "reward model", RewardModel),
+        scoped_filter("completion__prompt__dataset", "dataset", Dataset),
+    ]
     search_fields = ["completion__prompt__external_id"]
     list_select_related = ["reward_model", "completion__prompt__dataset"]
     show_full_result_count = False
@@ -30,7 +35,11 @@ class PredictionJobAdmin(ReadOnlyAdmin):
 
     actions = ["retry"]
     list_display = ["pk", "reward_model", "dataset", "status", "percent", "scored", "created_at"]
-    list_filter = ["status", "dataset", "reward_model"]
+    list_filter = [
+        "status",
+        DATASET_FILTER,
+        scoped_filter("reward_model", "reward model", RewardModel),
+    ]
     list_select_related = ["reward_model", "dataset"]
     readonly_fields = (
         "reward_model",

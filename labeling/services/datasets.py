@@ -16,6 +16,11 @@ def create_dataset(
 ) -> Dataset:
     """A new dataset (in `workspace`, else the default one), recorded in the audit trail."""
     dataset = Dataset(slug=slug, name=name or slug, **fields)
+    return add_dataset(dataset=dataset, user=user, request=request)
+
+
+def add_dataset(*, dataset: Dataset, user: Any = None, request: Any = None) -> Dataset:
+    """Save a new, unsaved dataset (an admin form's), recorded in the audit trail."""
     dataset.full_clean()
     with transaction.atomic():
         dataset.save()

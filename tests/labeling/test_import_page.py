@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from labeling.models import ImportJob
+from labeling.models import ImportJob, Role
 from labeling.services import imports
 from tests.factories import UserFactory
 
@@ -98,7 +98,7 @@ def test_only_staff_who_may_change_imports_cancel_them(client, labeler, dataset,
     cancel = reverse("admin:labeling_importjob_cancel", args=[job.pk])
     client.force_login(labeler)
     assert client.post(cancel).status_code == 403  # a labeler: the 403 page, no admin login
-    viewer = UserFactory(is_staff=True)
+    viewer = UserFactory(is_staff=True, role=Role.REVIEWER)  # may view, manages no workspace
     viewer.user_permissions.add(Permission.objects.get(codename="view_importjob"))
     client.force_login(viewer)
     assert client.post(cancel).status_code == 403
