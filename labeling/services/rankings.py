@@ -63,11 +63,12 @@ def submit_own_ranking(
     strength: str = "",
     now: datetime | None = None,
 ) -> Ranking:
-    """Store a ranking of the labeler's assignment and its comparisons together, in four
+    """Store a ranking of the labeler's assignment and its comparisons together, in five
     queries on the common path: the assignment (locked, with its prompt's completion ids), the
-    ranking, the comparisons and the assignment's status.
+    labeler's place in the pool, the ranking, the comparisons and the assignment's status.
 
-    Raises Assignment.DoesNotExist when the assignment is not the labeler's. Idempotent: a
+    Raises Assignment.DoesNotExist when the assignment is not the labeler's, or its dataset's
+    pool no longer holds them (`DatasetQuerySet.pooled`). Idempotent: a
     repeated request_id returns the ranking stored the first time. Refuses, with a
     ValidationError naming the field and storing nothing, what `check_ranking` refuses, a
     request_id used for another task, and an assignment that was skipped, submitted or whose
@@ -82,6 +83,9 @@ def submit_own_ranking(
             ):
                 _check_same_task(earlier, assignment_id)
                 return earlier
+            if not Dataset.objects.pooled(labeler_id).filter(pk=task.dataset_id).exists():
+                # Taken out of the pool, or excluded, since the lease: the task is gone.
+                raise Assignment.DoesNotExist(f"dataset {task.dataset_id} no longer offered")
             check_task_is_live(task)
             check_ranking(
                 order=order,
