@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
 import markdown as markdown_lib
 import nh3
 from django import template
 from django.utils.safestring import SafeString, mark_safe
+
+from labeling.access import has_any_role
+from labeling.models import Ability
 
 register = template.Library()
 
@@ -57,3 +62,10 @@ def model_markdown(text: str) -> SafeString:
 @register.filter
 def role_label(role: str) -> str:
     return {"user": "User", "assistant": "Assistant", "system": "System"}.get(role, role)
+
+
+@register.simple_tag
+def administers_a_workspace(user: Any) -> bool:
+    """Whether the nav offers the workspaces page: to who is admin of one (admins are staff,
+    so the base template asks only for staff users; a superuser without a query)."""
+    return bool(user.is_superuser) or has_any_role(user, Ability.ADMINISTER)
