@@ -166,3 +166,22 @@ def make_lease(
     )
     leasing.recount_slots([prompt.pk])
     return assignment
+
+
+def make_team(slug: str) -> tuple[Workspace, dict[str, Any]]:
+    """A workspace with one member of each role (username `<slug>-<role>`, through the
+    service, so admins and managers get staff status as in use), and a dataset of its own
+    (`<slug>-data`) whose pool holds its labeler."""
+    from labeling.services import workspaces
+
+    workspace = WorkspaceFactory(slug=slug, name=f"Team {slug}")
+    people = {}
+    for role in Role.values:
+        user = UserFactory(
+            username=f"{slug}-{role}", email=f"{slug}-{role}@example.com", role=False
+        )
+        workspaces.set_role(workspace=workspace, user=user, role=role)
+        people[role] = user
+    dataset = DatasetFactory(workspace=workspace, slug=f"{slug}-data", name=f"Data of {slug}")
+    dataset.pool_labelers.add(people[Role.LABELER])
+    return workspace, people
