@@ -8,13 +8,14 @@ import io
 import json
 
 import pytest
-from django.db import transaction
+from django.core.signals import request_finished
+from django.db import close_old_connections, transaction
 from django.test import Client
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
+from rest_framework.test import APIClient, APIRequestFactory
 
-from labeling import exports, workspace_views
+from labeling import export_api, exports, workspace_views
 from labeling.models import AuditEvent, Membership, Role
 from labeling.services import adjudication, gold
 from labeling.services.audit import token_fingerprint
@@ -200,14 +201,24 @@ def test_an_adjudicated_parquet_pull_records_its_rows(team, ranked):
 
 def test_a_pull_closed_early_is_recorded_incomplete_with_the_rows_sent(team, ranked, monkeypatch):
     monkeypatch.setattr(exports, "CHUNK_SIZE", 4)
-    client, _ = api_client(team[1]["service"])
-    response = client.get(reverse("labeling-api:comparisons", args=[ranked.slug]))
+    _, key = api_client(team[1]["service"])
+    url = reverse("labeling-api:comparisons", args=[ranked.slug])
+    # The view's own response, as a server gets it (the test client would read it all).
+    request = APIRequestFactory().get(url, HTTP_AUTHORIZATION=f"Token {key}")
+    response = export_api.comparison_export(request, slug=ranked.slug)
     first = next(iter(response.streaming_content))
     assert not AuditEvent.objects.filter(action=EXPORT).exists()  # still streaming
-    response.close()  # the client went away
+    # The client went away: the server closes the response. (Without closing the test's
+    # database connection, which Django's request_finished would, as its test client knows.)
+    request_finished.disconnect(close_old_connections)
+    try:
+        response.close()
+    finally:
+        request_finished.connect(close_old_connections)
     event = only(EXPORT)
     assert event.details["complete"] is False
     assert event.details["rows"] == len(first.splitlines()) == 4
+    assert event.token == token_fingerprint(key)
 
 
 def test_a_pull_by_a_signed_in_user_is_recorded_as_a_session(client, team, ranked):
