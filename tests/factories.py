@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import factory
 from django.contrib.auth import get_user_model
@@ -174,14 +174,16 @@ def make_team(slug: str) -> tuple[Workspace, dict[str, Any]]:
     (`<slug>-data`) whose pool holds its labeler."""
     from labeling.services import workspaces
 
-    workspace = WorkspaceFactory(slug=slug, name=f"Team {slug}")
-    people = {}
+    workspace = cast(Workspace, WorkspaceFactory(slug=slug, name=f"Team {slug}"))
+    people: dict[str, Any] = {}
     for role in Role.values:
         user = UserFactory(
             username=f"{slug}-{role}", email=f"{slug}-{role}@example.com", role=False
         )
-        workspaces.set_role(workspace=workspace, user=user, role=role)
+        workspaces.set_role(workspace=workspace, user=cast(Any, user), role=role)
         people[role] = user
-    dataset = DatasetFactory(workspace=workspace, slug=f"{slug}-data", name=f"Data of {slug}")
+    dataset = cast(
+        Dataset, DatasetFactory(workspace=workspace, slug=f"{slug}-data", name=f"Data of {slug}")
+    )
     dataset.pool_labelers.add(people[Role.LABELER])
     return workspace, people
