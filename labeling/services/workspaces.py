@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from labeling.models import (
@@ -38,7 +38,11 @@ def create_workspace(
     workspace = Workspace(slug=slug, name=name, **fields)
     workspace.full_clean()
     with transaction.atomic():
-        workspace.save()
+        try:
+            with transaction.atomic():
+                workspace.save()
+        except IntegrityError:  # another request took the slug since full_clean looked
+            raise ValidationError({"slug": "A workspace with this slug exists."}) from None
         if by is not None and not by.is_superuser:
             set_role(workspace=workspace, user=by, role=Role.ADMIN, by=by, request=request)
     return workspace

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -302,3 +303,12 @@ def test_the_audit_trail_filters_by_action_dataset_and_actor(teams):
     row = admin.get(url, {"action": "guidelines_changed"}).json()["results"][0]
     assert row["actor"] == "a-admin" and row["via"] == "token" and row["dataset"] == "a-data"
     assert len(row["token"]) == 12
+
+
+def test_a_slug_taken_between_the_check_and_the_insert_is_refused_naming_it(teams, monkeypatch):
+    # As if another request made "a" after this one's full_clean looked.
+    monkeypatch.setattr(Workspace, "validate_unique", lambda self, exclude=None: None)
+    with pytest.raises(ValidationError) as refused:
+        workspaces.create_workspace(slug="a", name="Again", by=teams["a"][1]["admin"])
+    assert "slug" in refused.value.message_dict
+    assert Workspace.objects.filter(slug="a").count() == 1
