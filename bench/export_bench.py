@@ -42,6 +42,7 @@ PAIR_FORMATS = ("trl", "trl-conversational", "hh", "openai")
 PARQUET = ".parquet"  # a pair format with this suffix: the same pull with output=parquet
 FORMATS = (*PAIR_FORMATS, "rankings", *(format + PARQUET for format in PAIR_FORMATS))
 SLUG = "bench"
+WORKSPACE = 1  # the default workspace, which migrating a fresh database makes first
 LABELERS = 30
 TARGET_RATIO, TARGET_ROWS_PER_S = 1 / 3, 100_000
 FLAT_MEMORY_SLACK_MIB = 25.0  # the biggest export may peak at most this much above the one before
@@ -72,7 +73,7 @@ COLUMNS = {  # the columns each COPY gives, in the order of `synthetic_rows`' tu
     "auth_user": "id, password, is_superuser, username, first_name, last_name, email, is_staff, "
     "is_active, date_joined",
     "labeling_dataset": "id, name, slug, description, guidelines, guidelines_version, criteria, "
-    "labels_per_prompt, gold_rate, status, created_at, ratings, strength",
+    "labels_per_prompt, gold_rate, status, created_at, ratings, strength, workspace_id",
     "labeling_prompt": "id, external_id, messages, metadata, content_hash, is_gold, created_at, "
     "dataset_id",
     "labeling_completion": "id, external_id, text, model_name, metadata, position, prompt_id",
@@ -105,7 +106,7 @@ def synthetic_rows(
     for u in range(1, LABELERS + 2):  # user1 is the staff user who exports
         rows["auth_user"].append((u, "!", u == 1, f"user{u}", "", "", "", u == 1, True, now))
     dataset = (1, "Bench", SLUG, "", "", 1, "[]", 3, 0.0, "active", now, "optional", "optional")
-    rows["labeling_dataset"].append(dataset)
+    rows["labeling_dataset"].append((*dataset, WORKSPACE))
     for r in range(1, rankings + 1):
         p, label = (r - 1) // per_prompt + 1, (r - 1) % per_prompt
         first = completions * (p - 1) + 1
@@ -145,6 +146,9 @@ def fill(
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from labeling.models import default_workspace_id
+
+    assert default_workspace_id() == WORKSPACE, "the dataset's rows name workspace 1"
     started = time.perf_counter()
     if make_rows is None:
         rows = synthetic_rows(comparisons, per_prompt=per_prompt, completions=completions)

@@ -336,6 +336,8 @@ SPECTACULAR_SETTINGS = {
         "AssignmentStatusEnum": "labeling.models.Assignment.Status",
         "AskedEnum": "labeling.models.Asked",
         "ReportStatusEnum": "labeling.quality_serializers.REPORT_STATUSES",
+        "WorkspaceRoleEnum": "labeling.workspace_models.Role",
+        "AuditActionEnum": "labeling.audit_models.AuditEvent.Action",
     },
 }
 

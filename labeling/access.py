@@ -98,14 +98,25 @@ def prompt_for(user: Any, ability: str, slug: str, prompt_id: int) -> Prompt:
     return prompt
 
 
-def workspace_for(user: Any, ability: str, **lookup: Any) -> Workspace:
-    """The workspace `lookup` finds, if `user` may do `ability` there: 404 when they are not a
-    member, 403 when their role may not."""
+def workspace_for(user: Any, ability: str | None, **lookup: Any) -> Workspace:
+    """The workspace `lookup` finds, if `user` may do `ability` there (None: see it, as any
+    member may): 404 when they are not a member, 403 when their role may not."""
     workspace = Workspace.objects.filter(**lookup).first()
     if workspace is None or (not user.is_superuser and role_in(user, workspace.pk) is None):
         raise Http404("No such workspace.")
-    check_ability(user, workspace, ability)
+    if ability is not None:
+        check_ability(user, workspace, ability)
     return workspace
+
+
+def check_can_create_workspace(user: Any) -> None:
+    """Superusers and holders of Django's `labeling.add_workspace` permission make workspaces
+    (and become their admins): anyone else gets PermissionDenied."""
+    if not (user.is_active and (user.is_superuser or user.has_perm("labeling.add_workspace"))):
+        raise PermissionDenied(
+            "Only superusers and holders of the labeling.add_workspace permission may create "
+            "workspaces."
+        )
 
 
 def workspace_to_create_in(user: Any, slug: str) -> Workspace:

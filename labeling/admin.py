@@ -420,7 +420,7 @@ class PromptAdmin(WorkspaceScoped):
         stored = Prompt.objects.get(pk=obj.pk)
         obj.is_gold, obj.gold_order = stored.is_gold, stored.gold_order
         super().save_model(request, obj, form, change)
-        gold.set_gold(prompt=obj, order=order)
+        gold.set_gold(prompt=obj, order=order, user=request.user, request=request)
 
     @admin.action(
         description="Promote to gold where the labelers agreed unanimously",
@@ -428,9 +428,9 @@ class PromptAdmin(WorkspaceScoped):
     )
     def promote_unanimous(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> None:
         promoted = refused = 0
-        for prompt in queryset.filter(is_gold=False):
+        for prompt in queryset.filter(is_gold=False).select_related("dataset"):
             try:
-                gold.promote_to_gold(prompt=prompt)
+                gold.promote_to_gold(prompt=prompt, user=request.user, request=request)
             except ValidationError:
                 refused += 1
             else:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import api, export_api
+from labeling import api, export_api, workspace_api
 
 app_name = "labeling-api"
 urlpatterns = [
@@ -20,4 +20,13 @@ urlpatterns = [
     path("datasets/<slug:slug>/quality/", api.quality_report, name="quality"),
     path("datasets/<slug:slug>/prompt-stats/", api.PromptStatsList.as_view(), name="prompt-stats"),
     path("datasets/<slug:slug>/leaderboard/", api.model_leaderboard, name="leaderboard"),
+    path("workspaces/", workspace_api.workspace_list, name="workspaces"),
+    path("workspaces/<slug:slug>/", workspace_api.workspace_detail, name="workspace"),
+    path("workspaces/<slug:slug>/members/", workspace_api.member_list, name="members"),
+    path(
+        "workspaces/<slug:slug>/members/<str:username>/",
+        workspace_api.member_detail,
+        name="member",
+    ),
+    path("workspaces/<slug:slug>/audit/", workspace_api.audit_list, name="audit"),
 ]

@@ -8,6 +8,32 @@ from django.db import models
 from labeling.workspace_models import Workspace
 
 
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def matching(
+        self, *, action: str = "", dataset: str = "", actor: str = ""
+    ) -> AuditEventQuerySet:
+        """The events of one action, dataset (slug) or actor (their username then), each
+        filter left out when empty."""
+        events = self
+        if action:
+            events = events.filter(action=action)
+        if dataset:
+            events = events.filter(dataset__slug=dataset)
+        if actor:
+            events = events.filter(actor_name=actor)
+        return events
+
+    def page(self, *, before: int | None, limit: int) -> tuple[list[AuditEvent], bool]:
+        """Up to `limit` events older than the id `before` (None: the newest), newest first,
+        and whether older ones remain: a cursor that holds however many events are added
+        meanwhile, in one query."""
+        events = self.order_by("-pk")
+        if before is not None:
+            events = events.filter(pk__lt=before)
+        found = list(events.select_related("dataset")[: limit + 1])
+        return found[:limit], len(found) > limit
+
+
 class AuditEvent(models.Model):
     class Action(models.TextChoices):
         DATASET_CREATED = "dataset_created", "Dataset created"
@@ -52,6 +78,8 @@ class AuditEvent(models.Model):
     action = models.CharField(max_length=24, choices=Action.choices)
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-pk"]

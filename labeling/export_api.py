@@ -3,7 +3,8 @@ up to the cursor it returns in X-PrefLab-Cursor."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from django.db.models import Exists, OuterRef
@@ -16,6 +17,7 @@ from rest_framework.request import Request
 
 from labeling import access, consensus_exports, exports, parquet, ranking_exports
 from labeling.accounts import labeler_with_pseudonym
+from labeling.export_options import Split
 from labeling.export_serializers import (
     ComparisonExportParamsSerializer,
     ExportParamsSerializer,
@@ -28,7 +30,7 @@ from labeling.models import (
     Dataset,
     Ranking,
 )
-from labeling.services import rankings
+from labeling.services import audit, rankings
 
 # --- Exports ---------------------------------------------------------------------------------
 
@@ -46,11 +48,13 @@ EXPORT_RESPONSES = {
 
 def export_params(
     request: Request, serializer_class: type[ExportParamsSerializer]
-) -> dict[str, Any]:
-    """The export's validated query parameters, with `labeler` resolved to a user id."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The export's validated query parameters, with `labeler` resolved to a user id, and the
+    same as plain JSON for the audit trail (`labeler` as asked)."""
     params = serializer_class(data=request.query_params)
     params.is_valid(raise_exception=True)
     data = dict(params.validated_data)
+    filters = audit_filters(data)
     if "labeler" in data:
         wanted = data["labeler"]
         data["labeler"] = labeler_with_pseudonym(wanted)
@@ -58,7 +62,26 @@ def export_params(
             raise ApiValidationError(
                 {"labeler": [f"No labeler has the pseudonymous id {wanted!r}."]}
             )
-    return data
+    return data, filters
+
+
+def audit_filters(params: dict[str, Any]) -> dict[str, Any]:
+    """Validated export parameters as JSON values: a split as its part, share and seed."""
+    filters: dict[str, Any] = {}
+    for name, value in params.items():
+        if isinstance(value, Split):
+            value = {"part": value.part, "test_share": value.test_share, "seed": value.seed}
+        elif isinstance(value, tuple):
+            value = list(value)
+        filters[name] = value
+    return filters
+
+
+def pull_recorder(
+    request: Request, dataset: Dataset, tally: audit.ExportTally, **details: Any
+) -> Callable[[Iterable[bytes]], Iterator[bytes]]:
+    """What wraps an export's encoded body so that the pull is recorded when it ends."""
+    return partial(audit.recorded_export, tally=tally, dataset=dataset, request=request, **details)
 
 
 def export_head(dataset: Dataset, model: type[Ranking] | type[Comparison], since: int) -> int:
@@ -77,11 +100,15 @@ def export_head(dataset: Dataset, model: type[Ranking] | type[Comparison], since
 
 
 def jsonl_response(
-    request: Request, lines: Any, cursor: int, filename: str
+    request: Request,
+    lines: Any,
+    cursor: int,
+    filename: str,
+    recorded: Callable[[Iterable[bytes]], Iterator[bytes]],
 ) -> StreamingHttpResponse:
     gzip = exports.accepts_gzip(request.headers.get("Accept-Encoding", ""))
     response = StreamingHttpResponse(
-        exports.gzipped(lines) if gzip else lines, content_type="application/jsonl"
+        recorded(exports.gzipped(lines) if gzip else lines), content_type="application/jsonl"
     )
     if gzip:
         response["Content-Encoding"] = "gzip"
@@ -108,7 +135,7 @@ PAIR_EXPORT_RESPONSES = {
 @api_view(["GET"])
 def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
     dataset = access.dataset_for(request.user, Ability.EXPORT, slug=slug)
-    params = export_params(request, ComparisonExportParamsSerializer)
+    params, filters = export_params(request, ComparisonExportParamsSerializer)
     render_text = params.get("render") == "text"
     row_format = params["format"]
     if row_format == "trl" and not render_text and dataset.prompts.multi_turn().exists():
@@ -117,12 +144,40 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
         row_format = "trl-conversational"
     cursor = export_head(dataset, Comparison, params["since"])
     parquet_output = params["output"] == "parquet"
+    tally = audit.ExportTally()
+    recorded = pull_recorder(
+        request,
+        dataset,
+        tally,
+        export="comparisons",
+        output=params["output"],
+        filters=filters,
+        cursor=cursor,
+    )
+    rows = pair_rows(dataset, params, row_format=row_format, cursor=cursor)
+    filename = f"{dataset.slug}-{params['format']}"
+    if parquet_output:
+        schema = parquet.pair_schema(
+            row_format,
+            include=params["include"],
+            include_ids=params["include_ids"],
+            consensus=params["consensus"] or params["adjudicated"],
+        )
+        body = parquet.parquet_stream(tally.records(rows), schema)
+        return parquet_response(recorded(body), cursor, filename)
+    return jsonl_response(request, tally.lines(rows), cursor, f"{filename}.jsonl", recorded)
+
+
+def pair_rows(
+    dataset: Dataset, params: dict[str, Any], *, row_format: str, cursor: int
+) -> Iterator[Any]:
+    """The chunks of a pair export's rows: JSON Lines, or lists of dicts for Parquet."""
+    parquet_output = params["output"] == "parquet"
     make_rows: Callable[..., Iterator[Any]]
-    rows: Any  # JSON lines or Parquet rows, as asked
     options = {
         "format": row_format,
         "include_ids": params["include_ids"],
-        "render_text": render_text,
+        "render_text": params.get("render") == "text",
         "min_agreement": params.get("min_agreement"),
         "min_labelers": params["min_labelers"],
         "include": params["include"],
@@ -139,34 +194,23 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
             if parquet_output
             else consensus_exports.consensus_lines
         )
-        rows = make_rows(
+        return make_rows(
             prompts,
             adjudicated_only=params["adjudicated"],
             ranking_cursor=rankings.export_cursor(dataset=dataset, model=Ranking),
             exclude_unacceptable=params["exclude_unacceptable"],
             **options,
         )
-    else:
-        comparisons = Comparison.objects.filter(dataset=dataset).exported(
-            cursor=cursor,
-            since=params["since"],
-            exclude_gold=params["exclude_gold"],
-            labeler=params.get("labeler"),
-            min_margin=params.get("min_margin"),
-            exclude_unacceptable=params["exclude_unacceptable"],
-        )
-        make_rows = exports.comparison_records if parquet_output else exports.comparison_lines
-        rows = make_rows(comparisons, **options)
-    filename = f"{dataset.slug}-{params['format']}"
-    if parquet_output:
-        schema = parquet.pair_schema(
-            row_format,
-            include=params["include"],
-            include_ids=params["include_ids"],
-            consensus=params["consensus"] or params["adjudicated"],
-        )
-        return parquet_response(parquet.parquet_stream(rows, schema), cursor, filename)
-    return jsonl_response(request, rows, cursor, f"{filename}.jsonl")
+    comparisons = Comparison.objects.filter(dataset=dataset).exported(
+        cursor=cursor,
+        since=params["since"],
+        exclude_gold=params["exclude_gold"],
+        labeler=params.get("labeler"),
+        min_margin=params.get("min_margin"),
+        exclude_unacceptable=params["exclude_unacceptable"],
+    )
+    make_rows = exports.comparison_records if parquet_output else exports.comparison_lines
+    return make_rows(comparisons, **options)
 
 
 def parquet_response(data: Any, cursor: int, filename: str) -> StreamingHttpResponse:
@@ -185,7 +229,7 @@ def parquet_response(data: Any, cursor: int, filename: str) -> StreamingHttpResp
 @api_view(["GET"])
 def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
     dataset = access.dataset_for(request.user, Ability.EXPORT, slug=slug)
-    params = export_params(request, RankingExportParamsSerializer)
+    params, filters = export_params(request, RankingExportParamsSerializer)
     cursor = export_head(dataset, Ranking, params["since"])
     rows = Ranking.objects.filter(dataset=dataset).exported(
         cursor=cursor,
@@ -197,4 +241,15 @@ def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
     lines = ranking_exports.ranking_lines(
         rows, include_ids=params["include_ids"], shape=params["shape"], split=params["split"]
     )
-    return jsonl_response(request, lines, cursor, f"{dataset.slug}-rankings.jsonl")
+    tally = audit.ExportTally()
+    recorded = pull_recorder(
+        request,
+        dataset,
+        tally,
+        export="rankings",
+        output="jsonl",
+        filters=filters,
+        cursor=cursor,
+    )
+    filename = f"{dataset.slug}-rankings.jsonl"
+    return jsonl_response(request, tally.lines(lines), cursor, filename, recorded)

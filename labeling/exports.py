@@ -225,20 +225,26 @@ def comparison_chunks(
     # transaction would hold the write lock against every submission for the whole export.)
     with transaction.atomic() if connection.vendor == "postgresql" else nullcontext():
         rows = comparisons.order_by("pk").values_list(*columns).iterator(chunk_size=CHUNK_SIZE)
-        while chunk := list(islice(rows, CHUNK_SIZE)):
-            if split is not None:
-                chunk = [row for row in chunk if split.keeps(row[-1])]
-            shares = None
-            if shares_needed or share_filter:
-                shares = vote_shares(counted_orders(row[1] for row in chunk))
-            if shares is not None and share_filter:
-                chunk = [
-                    row
-                    for row in chunk
-                    if shares[row[1:4]][0] >= (min_agreement or 0)
-                    and shares[row[1:4]][1] >= min_labelers
-                ]
-            yield chunk, shares
+        try:
+            while chunk := list(islice(rows, CHUNK_SIZE)):
+                if split is not None:
+                    chunk = [row for row in chunk if split.keeps(row[-1])]
+                shares = None
+                if shares_needed or share_filter:
+                    shares = vote_shares(counted_orders(row[1] for row in chunk))
+                if shares is not None and share_filter:
+                    chunk = [
+                        row
+                        for row in chunk
+                        if shares[row[1:4]][0] >= (min_agreement or 0)
+                        and shares[row[1:4]][1] >= min_labelers
+                    ]
+                yield chunk, shares
+        finally:
+            # A pull the client leaves early closes this generator: its cursor is closed here,
+            # inside the transaction that holds it, not after the rollback (where PostgreSQL
+            # no longer knows it and the CLOSE fails).
+            rows.close()  # type: ignore[attr-defined]
 
 
 def pair_columns(

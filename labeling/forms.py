@@ -1,5 +1,5 @@
-"""The ranking form (a rank, ratings and flags per completion), the skip and import forms, and
-the throttled sign-in and password reset forms."""
+"""The ranking form (a rank, ratings and flags per completion), the skip and import forms, the
+throttled sign-in and password reset forms, and the workspace pages' member and audit forms."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, QueryDict
@@ -23,10 +24,12 @@ from labeling.models import (
     RATING_MIN,
     Asked,
     Assignment,
+    AuditEvent,
     Completion,
     Criterion,
     Dataset,
     Flag,
+    Role,
     Strength,
 )
 from labeling.services import leaderboard, password_reset
@@ -389,3 +392,32 @@ class LeaderboardForm(forms.Form):
             )
         except ValidationError as error:
             raise forms.ValidationError(error.message_dict["datasets"]) from None
+
+
+class MemberForm(forms.Form):
+    """Add a member to a workspace, or change a member's role (the workspaces page)."""
+
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices)
+
+    def clean_username(self) -> User:
+        username = self.cleaned_data["username"]
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            raise forms.ValidationError(f"No user is named {username!r}.")
+        return user
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's filters (a query string), and the id of the last event seen."""
+
+    action = forms.ChoiceField(
+        choices=[("", "Any action"), *AuditEvent.Action.choices], required=False
+    )
+    dataset = forms.ChoiceField(required=False)
+    before = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, datasets: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        dataset = cast(forms.ChoiceField, self.fields["dataset"])
+        dataset.choices = [("", "Any dataset"), *((slug, slug) for slug in datasets)]

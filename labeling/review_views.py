@@ -160,7 +160,11 @@ def review_adjudicate(request: HttpRequest, slug: str, prompt_id: int) -> HttpRe
     try:
         if data["action"] == "accept":
             adjudication.accept_consensus(
-                prompt=prompt, note=data["note"], reviewer=reviewer, promote_to_gold=data["gold"]
+                prompt=prompt,
+                note=data["note"],
+                reviewer=reviewer,
+                promote_to_gold=data["gold"],
+                request=request,
             )
         else:
             adjudication.adjudicate_prompt(
@@ -169,6 +173,7 @@ def review_adjudicate(request: HttpRequest, slug: str, prompt_id: int) -> HttpRe
                 note=data["note"],
                 reviewer=reviewer,
                 promote_to_gold=data["gold"],
+                request=request,
             )
     except ValidationError as error:
         for message in errors_text(error):

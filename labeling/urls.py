@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import review_views, views
+from labeling import review_views, views, workspace_views
 
 app_name = "labeling"
 urlpatterns = [
@@ -50,4 +50,16 @@ urlpatterns = [
         {"action": "reinstate"},
         name="labeler-reinstate",
     ),
+    path("workspaces/", workspace_views.workspace_index, name="workspaces"),
+    path(
+        "workspaces/<slug:slug>/members/",
+        workspace_views.member_set,
+        name="workspace-member-set",
+    ),
+    path(
+        "workspaces/<slug:slug>/members/<int:user_id>/remove/",
+        workspace_views.member_remove,
+        name="workspace-member-remove",
+    ),
+    path("workspaces/<slug:slug>/audit/", workspace_views.workspace_audit, name="workspace-audit"),
 ]

@@ -379,11 +379,12 @@ def quality_gold(request: HttpRequest, slug: str, prompt_id: int) -> HttpRespons
     form = GoldOrderForm(request.POST if action == "set" else None)
     try:
         if action == "promote":
-            gold.promote_to_gold(prompt=prompt)
+            gold.promote_to_gold(prompt=prompt, user=request.user, request=request)
         elif action == "unmark":
-            gold.set_gold(prompt=prompt, order=None)
+            gold.set_gold(prompt=prompt, order=None, user=request.user, request=request)
         elif action == "set" and form.is_valid():
-            gold.set_gold(prompt=prompt, order=form.cleaned_data["order"])
+            order = form.cleaned_data["order"]
+            gold.set_gold(prompt=prompt, order=order, user=request.user, request=request)
         else:
             return render_quality_prompt(request, prompt, form, status=400)
     except ValidationError as error:

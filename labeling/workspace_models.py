@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Subquery, Value
 
 DEFAULT_WORKSPACE_SLUG = "default"
 
@@ -64,6 +64,22 @@ class WorkspaceQuerySet(models.QuerySet["Workspace"]):
                 )
             )
         )
+
+    def visible_to(self, user: Any) -> WorkspaceQuerySet:
+        """The workspaces `user` is a member of, in any role: all of them for a superuser."""
+        if not (user.is_authenticated and user.is_active):
+            return self.none()
+        if user.is_superuser:
+            return self
+        return self.filter(Exists(Membership.objects.filter(workspace=OuterRef("pk"), user=user)))
+
+    def with_role_of(self, user: Any) -> WorkspaceQuerySet:
+        """Each workspace with `caller_role`: `user`'s role there (a superuser's is admin, as
+        `labeling.access.role_in` says), None where they are no member."""
+        if user.is_superuser:
+            return self.annotate(caller_role=Value(Role.ADMIN.value))
+        role = Membership.objects.filter(workspace=OuterRef("pk"), user=user.pk).values("role")
+        return self.annotate(caller_role=Subquery(role[:1]))
 
 
 class Workspace(models.Model):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import factory
 from django.contrib.auth import get_user_model
@@ -166,3 +166,24 @@ def make_lease(
     )
     leasing.recount_slots([prompt.pk])
     return assignment
+
+
+def make_team(slug: str) -> tuple[Workspace, dict[str, Any]]:
+    """A workspace with one member of each role (username `<slug>-<role>`, through the
+    service, so admins and managers get staff status as in use), and a dataset of its own
+    (`<slug>-data`) whose pool holds its labeler."""
+    from labeling.services import workspaces
+
+    workspace = cast(Workspace, WorkspaceFactory(slug=slug, name=f"Team {slug}"))
+    people: dict[str, Any] = {}
+    for role in Role.values:
+        user = UserFactory(
+            username=f"{slug}-{role}", email=f"{slug}-{role}@example.com", role=False
+        )
+        workspaces.set_role(workspace=workspace, user=cast(Any, user), role=role)
+        people[role] = user
+    dataset = cast(
+        Dataset, DatasetFactory(workspace=workspace, slug=f"{slug}-data", name=f"Data of {slug}")
+    )
+    dataset.pool_labelers.add(people[Role.LABELER])
+    return workspace, people

@@ -6,6 +6,7 @@ a note, and may promote it to gold. The newest adjudication of a prompt is the o
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -44,18 +45,26 @@ def adjudicate_prompt(
     reviewer: User,
     promote_to_gold: bool = False,
     now: datetime | None = None,
+    request: Any = None,
 ) -> Adjudication:
     """Record the reviewer's final order of the prompt (completion ids in tie groups), whether
-    it overturns the labelers' consensus, and with `promote_to_gold` make it the prompt's gold
-    order (through `gold.set_gold`, so gold's rules hold: later rankings are scored against it).
-    The prompt's stats row is marked adjudicated at once, so it leaves the review queue."""
+        it overturns the labelers' consensus, and with `promote_to_gold` make it the prompt's gold
+        order (through `gold.set_gold`, so gold's rules hold: later rankings are scored against it,
+    and the change is in the audit trail as the reviewer's, through `request`).
+        The prompt's stats row is marked adjudicated at once, so it leaves the review queue."""
     check_adjudication(prompt=prompt, order=order, note=note)
     order = orders.normalized(order)
     agreed = consensus_order(prompt)
     with transaction.atomic():
         if promote_to_gold:
             names = dict(prompt.completions.values_list("pk", "external_id"))
-            gold.set_gold(prompt=prompt, order=orders.normalized(orders.renamed(order, names)))
+            gold.set_gold(
+                prompt=prompt,
+                order=orders.normalized(orders.renamed(order, names)),
+                user=reviewer,
+                request=request,
+                source="adjudication",
+            )
         adjudication = Adjudication.objects.create(
             prompt=prompt,
             dataset_id=prompt.dataset_id,
@@ -72,12 +81,22 @@ def adjudicate_prompt(
 
 
 def accept_consensus(
-    *, prompt: Prompt, note: str, reviewer: User, promote_to_gold: bool = False
+    *,
+    prompt: Prompt,
+    note: str,
+    reviewer: User,
+    promote_to_gold: bool = False,
+    request: Any = None,
 ) -> Adjudication:
     """Adjudicate the prompt with its labelers' consensus order, as it stands now."""
     agreed = consensus_order(prompt)
     if not agreed:
         raise ValidationError({"order": "Nobody counted has ranked this prompt: give an order."})
     return adjudicate_prompt(
-        prompt=prompt, order=agreed, note=note, reviewer=reviewer, promote_to_gold=promote_to_gold
+        prompt=prompt,
+        order=agreed,
+        note=note,
+        reviewer=reviewer,
+        promote_to_gold=promote_to_gold,
+        request=request,
     )

@@ -14,7 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from labeling import orders
-from labeling.models import Prompt, PromptStats, Ranking
+from labeling.models import AuditEvent, Prompt, PromptStats, Ranking
+from labeling.services import audit
 from labeling.services.quality_report import invalidate_reports
 
 
@@ -25,16 +26,26 @@ def check_gold_order(prompt: Prompt, order: Any) -> None:
     orders.check_named_order(order, external_ids, field="gold_order")
 
 
-def set_gold(*, prompt: Prompt, order: orders.NamedOrder | None) -> Prompt:
+def set_gold(
+    *,
+    prompt: Prompt,
+    order: orders.NamedOrder | None,
+    user: Any = None,
+    request: Any = None,
+    source: str = "set",
+) -> Prompt:
     """Make a prompt gold with its expected order (tie groups of completion external ids), or
-    with `order=None` a regular prompt again.
+    with `order=None` a regular prompt again; a change is recorded in the audit trail as done
+    by `user` (through `request`: a page or a token) by way of `source` ("set", "promote",
+    "adjudication").
 
     Rankings it already has become gold rankings, and only rankings made from now on are scored.
     """
     if order is not None:
         check_gold_order(prompt, order)
     with transaction.atomic():
-        changed = order != prompt.gold_order or prompt.is_gold != (order is not None)
+        before = prompt.gold_order if prompt.is_gold else None
+        changed = order != before
         prompt.is_gold = order is not None
         prompt.gold_order = order
         if changed:
@@ -42,6 +53,18 @@ def set_gold(*, prompt: Prompt, order: orders.NamedOrder | None) -> Prompt:
             # order, are not scored against it.
             prompt.gold_since = timezone.now() if order is not None else None
         prompt.save(update_fields=["is_gold", "gold_order", "gold_since"])
+        if changed:
+            audit.record(
+                action=AuditEvent.Action.GOLD_CHANGED,
+                workspace_id=prompt.dataset.workspace_id,
+                dataset=prompt.dataset,
+                actor=user,
+                request=request,
+                prompt=prompt.external_id,
+                source="unmark" if order is None else source,
+                order=order,
+                before=before,
+            )
         # The review queue reads the stats row's copy: it leaves or rejoins the queue at once.
         PromptStats.objects.filter(prompt=prompt).update(is_gold=prompt.is_gold)
         invalidate_reports([prompt.dataset_id])
@@ -58,8 +81,9 @@ def unanimous_order(prompt: Prompt, counted: list[orders.Order]) -> orders.Named
     return orders.normalized(orders.renamed(order, names))
 
 
-def promote_to_gold(*, prompt: Prompt) -> Prompt:
-    """Make a prompt whose counted labelers agreed unanimously gold, with their order."""
+def promote_to_gold(*, prompt: Prompt, user: Any = None, request: Any = None) -> Prompt:
+    """Make a prompt whose counted labelers agreed unanimously gold, with their order (recorded
+    in the audit trail as `set_gold` does)."""
     counted = Ranking.objects.counted().filter(prompt=prompt).orders_by_prompt()
     order = unanimous_order(prompt, counted.get(prompt.pk, []))
     if order is None:
@@ -69,4 +93,4 @@ def promote_to_gold(*, prompt: Prompt) -> Prompt:
                 "promoted; give its order by hand instead."
             }
         )
-    return set_gold(prompt=prompt, order=order)
+    return set_gold(prompt=prompt, order=order, user=user, request=request, source="promote")

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from labeling.models import (
@@ -30,14 +30,34 @@ from labeling.services.leasing import release_assignments
 ADMIN_SITE_ROLES = (Role.ADMIN, Role.MANAGER)
 
 
-def create_workspace(*, slug: str, name: str, by: User | None = None, **fields: Any) -> Workspace:
-    """A new workspace; its creator (unless a superuser) becomes its admin."""
+def create_workspace(
+    *, slug: str, name: str, by: User | None = None, request: Any = None, **fields: Any
+) -> Workspace:
+    """A new workspace; its creator (unless a superuser) becomes its admin, recorded as their
+    doing (through `request`: a page or a token)."""
     workspace = Workspace(slug=slug, name=name, **fields)
     workspace.full_clean()
     with transaction.atomic():
-        workspace.save()
+        try:
+            with transaction.atomic():
+                workspace.save()
+        except IntegrityError:  # another request took the slug since full_clean looked
+            raise ValidationError({"slug": "A workspace with this slug exists."}) from None
         if by is not None and not by.is_superuser:
-            set_role(workspace=workspace, user=by, role=Role.ADMIN, by=by)
+            set_role(workspace=workspace, user=by, role=Role.ADMIN, by=by, request=request)
+    return workspace
+
+
+def update_workspace(
+    *, workspace: Workspace, name: str | None = None, description: str | None = None
+) -> Workspace:
+    """Rename a workspace or change its description (its slug stays: URLs name it)."""
+    if name is not None:
+        workspace.name = name
+    if description is not None:
+        workspace.description = description
+    workspace.full_clean()
+    workspace.save(update_fields=["name", "description"])
     return workspace
 
 

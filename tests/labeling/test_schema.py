@@ -112,3 +112,40 @@ def test_leaderboard_responses_match_the_schema(spec, staff, dataset):
     operation = schema["paths"]["/api/v1/datasets/{slug}/leaderboard/"]["get"]
     assert {"application/json", "text/csv"} <= set(operation["responses"]["200"]["content"])
     assert {"datasets", "rounds", "format"} <= {p["name"] for p in operation["parameters"]}
+
+
+def test_workspace_responses_match_the_schema(spec, db):
+    from tests.factories import UserFactory, make_team
+
+    workspace, people = make_team("schema")
+    client = token_client(people["admin"])
+    members = reverse("labeling-api:members", args=[workspace.slug])
+    for response in [
+        client.get(reverse("labeling-api:workspaces")),
+        client.get(reverse("labeling-api:workspace", args=[workspace.slug])),
+        client.patch(
+            reverse("labeling-api:workspace", args=[workspace.slug]),
+            {"description": "Ours"},
+            format="json",
+        ),
+        client.get(members),
+        client.post(members, {"username": "schema-labeler", "role": "reviewer"}, format="json"),
+        client.get(reverse("labeling-api:audit", args=[workspace.slug]), {"limit": 1}),
+        client.get(
+            reverse("labeling-api:audit", args=[workspace.slug]), {"action": "member_changed"}
+        ),
+    ]:
+        assert response.status_code == 200, response.content
+        check(spec, response)
+    removed = client.delete(reverse("labeling-api:member", args=[workspace.slug, "schema-service"]))
+    assert removed.status_code == 204
+    check(spec, removed)
+    refused = client.post(members, {"username": "nobody", "role": "labeler"}, format="json")
+    assert refused.status_code == 400
+    check(spec, refused)
+    superuser = UserFactory(is_staff=True, is_superuser=True, role=False)
+    made = token_client(superuser).post(
+        reverse("labeling-api:workspaces"), {"slug": "made", "name": "Made"}, format="json"
+    )
+    assert made.status_code == 201
+    check(spec, made)
