@@ -39,6 +39,7 @@ def ranked(team):
     """a-data with three prompts of three completions, each ranked by two labelers: six
     rankings, eighteen comparisons."""
     _, people, dataset = team
+    dataset.pool_labelers.add(people["reviewer"])  # reviewers label from within the pool too
     for _ in range(3):
         prompt = make_prompt(dataset, completions=3)
         rank(prompt, people["labeler"], "c0 > c1 > c2")
