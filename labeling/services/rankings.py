@@ -20,6 +20,7 @@ from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import OuterRef
 from django.utils import timezone
 
 from labeling import orders
@@ -34,6 +35,7 @@ from labeling.models import (
     Prompt,
     Ranking,
     Strength,
+    excluded_at,
 )
 from labeling.services.leasing import lock_prompts, take_slot
 
@@ -131,6 +133,7 @@ class LockedTask:
 
     status: str
     prompt_id: int
+    labeler_id: int
     labeler_is_active: bool
     dataset_id: int
     criteria: list[str]
@@ -188,6 +191,7 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
     return LockedTask(
         status=status,
         prompt_id=prompt_id,
+        labeler_id=labeler_id,
         labeler_is_active=bool(active),
         dataset_id=dataset_id,
         criteria=json.loads(criteria) if isinstance(criteria, str) else criteria,
@@ -237,8 +241,16 @@ def check_task_is_live(task: LockedTask) -> None:
         raise ValidationError(
             "Your lease on this task expired and it went to another labeler; nothing was stored."
         )
-    if task.labeler_is_active:
+    if task.labeler_is_active and not _excluded(task):
         take_slot(task.prompt_id)
+
+
+def _excluded(task: LockedTask) -> bool:
+    """Whether an exclusion keeps the labeler's labels on the task's dataset from counting
+    (`labeler_counts`), read after the prompt's lock: an exclusion committed before it is seen,
+    one committed after recounts the prompt (`labeling.services.exclusion`)."""
+    dataset = Dataset.objects.filter(pk=task.dataset_id)
+    return dataset.filter(excluded_at(task.labeler_id, OuterRef("pk"))).exists()
 
 
 def check_ranking(

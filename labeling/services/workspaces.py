@@ -24,7 +24,7 @@ from labeling.models import (
     Workspace,
 )
 from labeling.services import audit
-from labeling.services.leasing import release_assignments
+from labeling.services.leasing import release_assignments, wait_for_leases_in_flight
 
 # Roles that manage a workspace through the Django admin, which lets only staff in.
 ADMIN_SITE_ROLES = (Role.ADMIN, Role.MANAGER)
@@ -130,7 +130,8 @@ def change_pool(
     """Add labelers and groups to the dataset's pool, or take them out. A labeler added by
     name becomes a labeler of the workspace if not a member yet; groups must be the dataset's
     workspace's. Who leaves the pool (and is not still in it through a group) has their open
-    leases on the dataset given back."""
+    leases on the dataset given back, after the change commits (`leasing`'s module docstring):
+    call it outside a transaction."""
     add_labelers, remove_labelers = list(add_labelers), list(remove_labelers)
     add_groups, remove_groups = list(add_groups), list(remove_groups)
     foreign = [g.name for g in add_groups + remove_groups if g.workspace_id != dataset.workspace_id]
@@ -162,7 +163,7 @@ def change_pool(
             .filter(Q(pooled_datasets=dataset) | Q(labeler_groups__datasets=dataset))
             .values_list("pk", flat=True)
         )
-        _release(Dataset.objects.filter(pk=dataset.pk), sorted(leaving - still))
+        left = sorted(leaving - still)
         audit.record(
             action=AuditEvent.Action.POOL_CHANGED,
             workspace_id=dataset.workspace_id,
@@ -174,6 +175,10 @@ def change_pool(
             added_groups=sorted(group.name for group in add_groups),
             removed_groups=sorted(group.name for group in remove_groups),
         )
+    # After the commit, and after the leases in flight of those who left: a lease taken while
+    # the change was being made is either refused once written or given back here.
+    wait_for_leases_in_flight(left)
+    _release(Dataset.objects.filter(pk=dataset.pk), left)
 
 
 def _release(datasets: Any, labeler_ids: list[int]) -> None:
