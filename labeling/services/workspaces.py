@@ -188,3 +188,33 @@ def _release(datasets: Any, labeler_ids: list[int]) -> None:
                 labeler__in=labeler_ids, prompt__dataset__in=datasets
             )
         )
+
+
+def set_group_members(
+    *, group: LabelerGroup, members: Iterable[User], by: User | None = None, request: Any = None
+) -> None:
+    """Make `members` the group's members. Who leaves it, and so the pool of a dataset that
+    holds them only through it, has their open leases there given back after the commit (as
+    `change_pool`); call it outside a transaction."""
+    members = list(members)
+    with transaction.atomic():
+        before = set(group.members.values_list("pk", flat=True))
+        group.members.set(members)
+        leaving = sorted(before - {user.pk for user in members})
+        audit.record(
+            action=AuditEvent.Action.POOL_CHANGED,
+            workspace_id=group.workspace_id,
+            actor=by,
+            request=request,
+            group=group.name,
+            added_labelers=sorted(user.get_username() for user in members if user.pk not in before),
+            removed_labelers=sorted(
+                User.objects.filter(pk__in=leaving).values_list("username", flat=True)
+            ),
+        )
+    wait_for_leases_in_flight(leaving)
+    for dataset in Dataset.objects.filter(pool_groups=group):
+        left = User.objects.filter(pk__in=leaving).exclude(
+            Q(pooled_datasets=dataset) | Q(labeler_groups__datasets=dataset)
+        )
+        _release(Dataset.objects.filter(pk=dataset.pk), list(left.values_list("pk", flat=True)))
