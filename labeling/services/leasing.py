@@ -347,8 +347,12 @@ def lock_prompts(prompt_ids: Iterable[int]) -> list[int]:
     ids = sorted(set(prompt_ids))
     if not ids:
         return []
+    # FOR NO KEY UPDATE: what it guards is the count, not the key, so the foreign key checks of
+    # a submission committing its ranking (FOR KEY SHARE on the prompt, deferred to its commit,
+    # while it holds its assignment's lock) do not wait for it; they would deadlock with a
+    # release holding the prompt and waiting for that assignment.
     return list(
-        Prompt.objects.select_for_update()
+        Prompt.objects.select_for_update(no_key=True)
         .filter(pk__in=ids)
         .order_by("pk")
         .values_list("pk", flat=True)
