@@ -49,6 +49,8 @@ class WorkspaceAdmin(admin.ModelAdmin):
             super().save_formset(request, form, formset, change)
             return
         by = cast(User, request.user)
+        # What the admin's history message reads, which formset.save() would have set.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for row in formset.forms:
             data = row.cleaned_data
             if not data or not data.get("user"):

@@ -241,6 +241,72 @@ def test_workspace_page_shows_which_labeler_is_in_which_pool(
     }
 
 
+# --- Admin --------------------------------------------------------------------------------------
+
+
+def test_group_members_changed_in_the_admin_give_back_the_leavers_leases(client, team):
+    dataset, bob = team["dataset"], team["bob"]
+    change_pool(dataset=dataset, add_groups=[team["vendor"]])
+    lease = leasing.lease_next_assignment(dataset=dataset, labeler=bob)
+    admin = team["admin"]
+    admin.is_staff = True
+    admin.save()
+    client.force_login(admin)
+    url = reverse("admin:labeling_labelergroup_change", args=[team["vendor"].pk])
+    assert client.get(url).status_code == 200
+    body = {"workspace": team["workspace"].pk, "name": "vendor", "members": [team["cat"].pk]}
+    assert client.post(url, body).status_code == 302
+    lease.refresh_from_db()
+    assert lease.status == Assignment.Status.EXPIRED
+    assert list(team["vendor"].members.all()) == [team["cat"]]
+    assert offered(bob) == set()
+    # Another workspace's groups are not theirs to see.
+    foreign = LabelerGroup.objects.create(workspace=WorkspaceFactory(), name="elsewhere")
+    change = reverse("admin:labeling_labelergroup_change", args=[foreign.pk])
+    assert client.get(change).status_code == 302  # "does not exist", back to the list
+
+
+def test_members_added_in_the_workspace_admin_go_through_set_role(client, team, staff):
+    client.force_login(staff)
+    url = reverse("admin:labeling_workspace_change", args=[team["workspace"].pk])
+    assert client.get(url).status_code == 200
+    newcomer = UserFactory(username="nina", role=False)
+    memberships = list(Membership.objects.filter(workspace=team["workspace"]).order_by("pk"))
+    body = {
+        "name": team["workspace"].name,
+        "slug": team["workspace"].slug,
+        "description": "",
+        "memberships-TOTAL_FORMS": len(memberships) + 1,
+        "memberships-INITIAL_FORMS": len(memberships),
+        "memberships-MIN_NUM_FORMS": 0,
+        "memberships-MAX_NUM_FORMS": 1000,
+        "groups-TOTAL_FORMS": 1,
+        "groups-INITIAL_FORMS": 1,
+        "groups-MIN_NUM_FORMS": 0,
+        "groups-MAX_NUM_FORMS": 1000,
+        "groups-0-id": team["vendor"].pk,
+        "groups-0-workspace": team["workspace"].pk,
+        "groups-0-name": "vendor",
+    }
+    for i, membership in enumerate(memberships):
+        body |= {
+            f"memberships-{i}-id": membership.pk,
+            f"memberships-{i}-workspace": team["workspace"].pk,
+            f"memberships-{i}-user": membership.user_id,
+            f"memberships-{i}-role": membership.role,
+        }
+    n = len(memberships)
+    body |= {f"memberships-{n}-user": newcomer.pk, f"memberships-{n}-role": Role.MANAGER}
+    response = client.post(url, body)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Membership.objects.get(user=newcomer).role == Role.MANAGER
+    newcomer.refresh_from_db()
+    assert newcomer.is_staff
+    assert AuditEvent.objects.filter(
+        action=AuditEvent.Action.MEMBER_CHANGED, details__member="nina"
+    ).exists()
+
+
 # --- PostgreSQL: the pool changing under labelers at work ---------------------------------------
 
 
