@@ -106,15 +106,19 @@ def _still_offered(dataset: Dataset, labeler: User) -> bool:
 
 def wait_for_leases_in_flight(labeler_ids: Iterable[int]) -> None:
     """Wait until the leases these labelers are taking right now have committed or rolled
-    back (PostgreSQL; SQLite commits one writer at a time). Call it, outside a transaction,
-    after committing what stops them from leasing (a pool change, an exclusion) and before
-    giving their leases back: a lease that did not see the change holds `LEASING` until it
-    commits, so it is seen by what comes after."""
+    back (PostgreSQL; SQLite commits one writer at a time). Call it after committing what stops
+    them from leasing (a pool change, an exclusion) and before giving their leases back: a
+    lease that did not see the change holds `LEASING` until it commits, so it is seen by what
+    comes after. The lock is taken and let go at once (a session lock, not the transaction's),
+    so a caller inside a transaction holds nothing a lease waits for; but there the change is
+    not committed yet, so a lease may still slip past it until the expiry takes it back."""
     if connection.vendor != "postgresql":
         return
-    with transaction.atomic(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         for labeler_id in sorted(set(labeler_ids)):
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s::integer)", [LEASING, labeler_id])
+            params = [LEASING, labeler_id]
+            cursor.execute("SELECT pg_advisory_lock(%s, %s::integer)", params)
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s::integer)", params)
 
 
 # The labeler's live lease on a dataset, oldest first. Written out, as `_take_slot_and_lease`'s:
