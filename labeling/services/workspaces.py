@@ -73,7 +73,8 @@ def set_role(
 def remove_member(
     *, workspace: Workspace, user: User, by: User | None = None, request: Any = None
 ) -> None:
-    """Take `user` out of the workspace: out of its pools and groups too, leases given back."""
+    """Take `user` out of the workspace: out of its pools and groups too, leases given back
+    after the commit (call it outside a transaction, as `change_pool`)."""
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(workspace=workspace, user=user)
         found = membership.first()
@@ -85,7 +86,6 @@ def remove_member(
         for dataset in datasets.filter(pool_labelers=user):
             dataset.pool_labelers.remove(user)
         user.labeler_groups.remove(*LabelerGroup.objects.filter(workspace=workspace))
-        _release(datasets, [user.pk])
         audit.record(
             action=AuditEvent.Action.MEMBER_CHANGED,
             workspace_id=workspace.pk,
@@ -96,6 +96,9 @@ def remove_member(
             before=found.role,
         )
         _sync_staff(user)
+    # After the commit, as in `change_pool`.
+    wait_for_leases_in_flight([user.pk])
+    _release(datasets, [user.pk])
 
 
 def _check_keeps_an_admin(workspace: Workspace, membership: Membership, role: str | None) -> None:

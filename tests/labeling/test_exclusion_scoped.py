@@ -73,6 +73,9 @@ def test_excluding_from_a_dataset_leaves_rankings_out_there_and_only_there(small
     assert counted_by(elsewhere) == {"bob": 1}
     exported = Comparison.objects.filter(dataset=dataset).exported(cursor=cursor)
     assert not exported.filter(labeler=bob).exists()
+    # What training reads (rewards.services.training_data), and what it still reads elsewhere.
+    assert not Comparison.objects.counted().filter(dataset=dataset, labeler=bob).exists()
+    assert Comparison.objects.counted().filter(dataset=elsewhere, labeler=bob).exists()
     assert Prompt.objects.get(pk=small["p1"].pk).slots_taken == p1_before - 1
     assert_slots_are_true()
     assert row_of(report_of(dataset), "bob")["active"] is False

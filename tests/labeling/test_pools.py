@@ -24,7 +24,7 @@ from labeling.models import (
     Role,
 )
 from labeling.services import exclusion, leasing
-from labeling.services.workspaces import change_pool, set_group_members
+from labeling.services.workspaces import change_pool, remove_member, set_group_members
 from tests.factories import (
     DatasetFactory,
     UserFactory,
@@ -133,6 +133,19 @@ def test_a_lease_written_after_the_labeler_left_the_pool_is_refused(team):
     with pytest.raises(PermissionDenied):
         leasing.lease_next_assignment(dataset=dataset, labeler=ann)
     assert not Assignment.objects.exists()
+    assert_slots_are_true()
+
+
+def test_removing_a_member_takes_them_out_of_pools_and_groups_and_gives_leases_back(team):
+    dataset, bob = team["dataset"], team["bob"]
+    change_pool(dataset=dataset, add_labelers=[bob], add_groups=[team["vendor"]])
+    lease = leasing.lease_next_assignment(dataset=dataset, labeler=bob)
+    remove_member(workspace=team["workspace"], user=bob, by=team["admin"])
+    lease.refresh_from_db()
+    assert lease.status == Assignment.Status.EXPIRED
+    assert offered(bob) == set()
+    assert not team["vendor"].members.filter(pk=bob.pk).exists()
+    assert not dataset.pool_labelers.filter(pk=bob.pk).exists()
     assert_slots_are_true()
 
 
