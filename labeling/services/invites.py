@@ -25,7 +25,7 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils.encoding import force_bytes
@@ -144,6 +144,25 @@ def invite_labelers(
     if any(group.workspace_id != workspace.pk for group in groups):
         raise ValidationError({"groups": "Choose groups of this workspace."})
     pairs = parse_lines(lines)
+    try:
+        return _invite(workspace, pairs, role, datasets, groups, by=by, request=request)
+    except IntegrityError:
+        # The one unique value two requests can race on: a username made by both at once.
+        raise ValidationError(
+            {"lines": "Some of these accounts were made meanwhile by someone else: send again."}
+        ) from None
+
+
+def _invite(
+    workspace: Workspace,
+    pairs: list[tuple[str, str]],
+    role: str,
+    datasets: list[Dataset],
+    groups: list[LabelerGroup],
+    *,
+    by: User,
+    request: Any,
+) -> list[Invited]:
     with transaction.atomic():
         users, created = _accounts(pairs)
         _add_members(workspace, users, role)

@@ -242,3 +242,17 @@ def test_the_api_takes_the_ability_to_manage(team):
     outsider = token_client(UserFactory(role=False))
     assert outsider.post(url, {"lines": "ann"}, format="json").status_code == 404
     assert not User.objects.filter(username="ann").exists()
+
+
+def test_an_account_made_meanwhile_by_another_request_is_a_refusal(team, monkeypatch):
+    """What two requests adding the same new username at once look like to the second one."""
+
+    def made_meanwhile(objs, *args, **kwargs):
+        User.objects.create(username=objs[0].username)  # the other request, committed first
+        return original(objs, *args, **kwargs)
+
+    original = User.objects.bulk_create
+    monkeypatch.setattr(User.objects, "bulk_create", made_meanwhile)
+    with pytest.raises(ValidationError, match="made meanwhile"):
+        invite(team, "ann")
+    assert not Membership.objects.filter(user__username="ann").exists()
