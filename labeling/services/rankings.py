@@ -20,7 +20,7 @@ from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import OuterRef
+from django.http import Http404
 from django.utils import timezone
 
 from labeling import orders
@@ -35,7 +35,6 @@ from labeling.models import (
     Prompt,
     Ranking,
     Strength,
-    excluded_at,
 )
 from labeling.services.leasing import lock_prompts, take_slot
 
@@ -69,7 +68,8 @@ def submit_own_ranking(
     queries on the common path: the assignment (locked, with its prompt's completion ids), the
     ranking, the comparisons and the assignment's status.
 
-    Raises Assignment.DoesNotExist when the assignment is not the labeler's. Idempotent: a
+    Raises Assignment.DoesNotExist when the assignment is not the labeler's, Http404 when its
+    lease expired and the dataset no longer offers it to them. Idempotent: a
     repeated request_id returns the ranking stored the first time. Refuses, with a
     ValidationError naming the field and storing nothing, what `check_ranking` refuses, a
     request_id used for another task, and an assignment that was skipped, submitted or whose
@@ -236,21 +236,25 @@ def check_task_is_live(task: LockedTask) -> None:
     if task.status == Assignment.Status.LEASED:
         return
     lock_prompts([task.prompt_id])
+    if not _still_pooled(task):
+        raise Http404(
+            "This task is no longer yours: you were taken out of its dataset's pool or "
+            "excluded from it."
+        )
     taken = Prompt.objects.filter(pk=task.prompt_id).values_list("slots_taken", flat=True).get()
     if taken >= task.labels_per_prompt:
         raise ValidationError(
             "Your lease on this task expired and it went to another labeler; nothing was stored."
         )
-    if task.labeler_is_active and not _excluded(task):
+    if task.labeler_is_active:
         take_slot(task.prompt_id)
 
 
-def _excluded(task: LockedTask) -> bool:
-    """Whether an exclusion keeps the labeler's labels on the task's dataset from counting
-    (`labeler_counts`), read after the prompt's lock: an exclusion committed before it is seen,
-    one committed after recounts the prompt (`labeling.services.exclusion`)."""
-    dataset = Dataset.objects.filter(pk=task.dataset_id)
-    return dataset.filter(excluded_at(task.labeler_id, OuterRef("pk"))).exists()
+def _still_pooled(task: LockedTask) -> bool:
+    """Whether the task's dataset still offers the labeler (`DatasetQuerySet.pooled`: its pool,
+    no exclusion), read after the prompt's lock: a change committed before it is seen, one
+    committed after gives the prompt's slots back or recounts them."""
+    return Dataset.objects.filter(pk=task.dataset_id).pooled(task.labeler_id).exists()
 
 
 def check_ranking(

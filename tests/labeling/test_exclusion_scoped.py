@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
 from django.urls import reverse
 
 from labeling.models import (
@@ -123,14 +124,19 @@ def test_a_lease_taken_as_the_exclusion_lands_is_refused_and_leaves_no_slot(
     assert prompt.slots_taken == 0
 
 
-def test_a_late_submit_of_an_excluded_labeler_takes_no_slot(dataset, labeler, staff):
+def test_a_late_submit_of_an_excluded_labeler_is_refused_and_takes_no_slot(dataset, labeler, staff):
     make_prompt(dataset)
     lease = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     exclusion.exclude_from(labeler=labeler, dataset=dataset, by=staff)
     lease.refresh_from_db()
     assert lease.status == Assignment.Status.EXPIRED
-    rank_in_given_order(lease)  # stored, as any late submit whose slot is free
-    assert not Ranking.objects.counted().exists()
+    with pytest.raises(Http404, match="no longer yours"):
+        rank_in_given_order(lease)
+    api = token_client(labeler)
+    body = {"order": [], "request_id": "6c2e6f0e-6b0e-4f55-9d77-9a1cbd0f4b7e", "seconds_spent": 1}
+    url = reverse("labeling-api:ranking", args=[lease.pk])
+    assert api.post(url, body, format="json").status_code == 404
+    assert not Ranking.objects.exists()
     assert_slots_are_true()
 
 
