@@ -506,4 +506,4 @@ class ComparisonAdmin(ReadOnlyAdmin):
 
 # The admins of the users and of the stored statistics and verdicts have modules of their own;
 # importing them registers them (Django's autodiscovery imports only this module).
-from labeling import accounts_admin, review_admin  # noqa: E402, F401
+from labeling import accounts_admin, review_admin, workspace_admin  # noqa: E402, F401

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import api, export_api, workspace_api
+from labeling import api, export_api, pool_api, workspace_api
 
 app_name = "labeling-api"
 urlpatterns = [
@@ -29,4 +29,27 @@ urlpatterns = [
         name="member",
     ),
     path("workspaces/<slug:slug>/audit/", workspace_api.audit_list, name="audit"),
+]
+
+# Labeler pools, exclusions and adding labelers in bulk (labeling.pool_api).
+urlpatterns += [
+    path("datasets/<slug:slug>/pool/", pool_api.dataset_pool, name="pool"),
+    path("datasets/<slug:slug>/pool/remove/", pool_api.dataset_pool_remove, name="pool-remove"),
+    path("datasets/<slug:slug>/exclusions/", pool_api.dataset_exclusions, name="exclusions"),
+    path(
+        "datasets/<slug:slug>/exclusions/<str:username>/",
+        pool_api.dataset_exclusion,
+        name="exclusion",
+    ),
+    path(
+        "workspaces/<slug:slug>/exclusions/",
+        pool_api.workspace_exclusions,
+        name="workspace-exclusions",
+    ),
+    path(
+        "workspaces/<slug:slug>/exclusions/<str:username>/",
+        pool_api.workspace_exclusion,
+        name="workspace-exclusion",
+    ),
+    path("workspaces/<slug:slug>/labelers/", pool_api.workspace_labelers, name="labelers"),
 ]

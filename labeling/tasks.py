@@ -13,7 +13,14 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from labeling.services import imports, leaderboard, leasing, password_reset, quality_report
+from labeling.services import (
+    imports,
+    invites,
+    leaderboard,
+    leasing,
+    password_reset,
+    quality_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +99,11 @@ def start_heartbeat(**kwargs: object) -> None:
 @worker_shutdown.connect
 def stop_heartbeat(**kwargs: object) -> None:
     _stop_heartbeat.set()
+
+
+@shared_task(name="labeling.send_invitation")
+def send_invitation(user_id: int, workspace_name: str, domain: str, use_https: bool) -> None:
+    """Not retried: a lost invitation is sent again from the page; a repeated one does no harm."""
+    invites.send_invitation(
+        user_id=user_id, workspace_name=workspace_name, domain=domain, use_https=use_https
+    )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import review_views, views, workspace_views
+from labeling import pool_views, review_views, views, workspace_views
 
 app_name = "labeling"
 urlpatterns = [
@@ -39,13 +39,13 @@ urlpatterns = [
         name="review-adjudicate",
     ),
     path(
-        "labelers/<int:user_id>/exclude/",
+        "quality/<slug:slug>/labelers/<int:user_id>/exclude/",
         views.labeler_exclusion,
         {"action": "exclude"},
         name="labeler-exclude",
     ),
     path(
-        "labelers/<int:user_id>/reinstate/",
+        "quality/<slug:slug>/labelers/<int:user_id>/reinstate/",
         views.labeler_exclusion,
         {"action": "reinstate"},
         name="labeler-reinstate",
@@ -62,4 +62,7 @@ urlpatterns = [
         name="workspace-member-remove",
     ),
     path("workspaces/<slug:slug>/audit/", workspace_views.workspace_audit, name="workspace-audit"),
+    path("datasets/<slug:slug>/pool/", pool_views.dataset_pool, name="pool"),
+    path("workspaces/<slug:slug>/pools/", pool_views.workspace_pools, name="workspace-pools"),
+    path("workspaces/<slug:slug>/labelers/add/", pool_views.invite, name="invite"),
 ]

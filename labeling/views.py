@@ -28,7 +28,17 @@ from labeling import access, charts, consensus, orders
 from labeling.access import manager_required, reviewer_required
 from labeling.errors import errors_text
 from labeling.forms import GoldOrderForm, LeaderboardForm, RankingForm, SkipForm
-from labeling.models import Ability, Adjudication, Assignment, Dataset, Prompt, Ranking
+from labeling.models import (
+    Ability,
+    Adjudication,
+    Assignment,
+    Dataset,
+    Exclusion,
+    Prompt,
+    Ranking,
+    Workspace,
+    role_can,
+)
 from labeling.services import exclusion, gold, leaderboard, leasing, quality_report, rankings
 
 
@@ -216,7 +226,12 @@ def sorted_labelers(rows: list[dict[str, Any]], key: str, descending: bool) -> l
 def quality_index(request: HttpRequest) -> HttpResponse:
     datasets = Dataset.objects.where(request.user, Ability.REVIEW).with_progress()
     datasets = datasets.select_related("quality", "workspace").order_by("workspace__name", "name")
-    return render(request, "labeling/quality_index.html", {"datasets": datasets})
+    managed = set(
+        Workspace.objects.where(request.user, Ability.MANAGE).values_list("pk", flat=True)
+    )
+    return render(
+        request, "labeling/quality_index.html", {"datasets": datasets, "managed": managed}
+    )
 
 
 @require_GET
@@ -239,6 +254,13 @@ def quality_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "warnings": warnings(),
         # Read live (one query): an adjudication changes no ranking, so no report refresh.
         "review": Adjudication.objects.filter(dataset=dataset).overturn_figures(),
+        # Read live: an exclusion shows at once, before the report is computed again.
+        "excluded_here": set(
+            Exclusion.objects.filter(dataset=dataset).values_list("labeler_id", flat=True)
+        ),
+        "manages": role_can(
+            access.role_in(request.user, cast(int, dataset.workspace_id)), Ability.MANAGE
+        ),
     }
     if data:
         agreement = data["agreement"]
@@ -401,23 +423,26 @@ def quality_gold(request: HttpRequest, slug: str, prompt_id: int) -> HttpRespons
 
 @require_POST
 @manager_required
-def labeler_exclusion(request: HttpRequest, user_id: int, action: str) -> HttpResponse:
+def labeler_exclusion(request: HttpRequest, slug: str, user_id: int, action: str) -> HttpResponse:
+    """Exclude a labeler from this dataset, or reinstate them there (`exclude_from`); their
+    account stays open. Deactivating an account is the user admin's."""
+    dataset = access.dataset_for(request.user, Ability.MANAGE, slug=slug)
     labeler = get_object_or_404(User, pk=user_id)
     by = cast(User, request.user)
     try:
         if action == "exclude":
-            exclusion.exclude_labeler(labeler=labeler, by=by)
+            exclusion.exclude_from(labeler=labeler, dataset=dataset, by=by, request=request)
             messages.success(
                 request,
-                f"{labeler.username} is excluded: their rankings are left out of exports, "
-                "training and statistics. Reinstate them to undo.",
+                f"{labeler.username} is excluded from {dataset.name}: their rankings here are "
+                "left out of exports, training and statistics. Reinstate them to undo.",
             )
         else:
-            exclusion.reinstate_labeler(labeler=labeler, by=by)
-            messages.success(request, f"{labeler.username} is reinstated.")
+            exclusion.reinstate_in(labeler=labeler, dataset=dataset, by=by, request=request)
+            messages.success(request, f"{labeler.username} is reinstated in {dataset.name}.")
     except ValidationError as error:
         messages.error(request, " ".join(errors_text(error)))
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        target = reverse("labeling:quality-index")
+        target = reverse("labeling:quality", args=[dataset.slug])
     return redirect(target)

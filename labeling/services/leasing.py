@@ -18,6 +18,13 @@ untouched prompts the active reward model is least sure about come before the ot
 order from their own index (`prompt_uncertain`, kept by the prediction worker in
 `Prompt.uncertainty`); prompts already started still come first, and gold keeps its rate.
 
+Who may lease is checked twice: by the caller before (`labeling.access.dataset_for`), and
+after the new lease is written, in its transaction (`_lease_if_offered`), so that a labeler
+taken out of the pool or excluded while their request runs gets no lease that outlives the
+change. On PostgreSQL the lease statement also takes a shared advisory lock on the labeler
+(`LEASING`) until it commits, and the change waits for it (`wait_for_leases_in_flight`) before
+giving their leases back: every lease either sees the change or is seen by it.
+
 Stale leases (past `expires_at`) are expired by the periodic job (`labeling.expire_stale_leases`),
 and on the dataset at hand when it seems to have no open prompt left; until then their slots stay
 taken, so nothing is ever over-labeled.
@@ -34,9 +41,9 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -47,6 +54,9 @@ SKIP_REASON_MAX_CHARS = 200
 WINDOW = 100
 # Leases expired in one transaction by `expire_stale_leases`, so its locks stay short.
 EXPIRY_BATCH = 1000
+# The first key of PostgreSQL's two-key advisory lock a new lease holds on its labeler (the
+# second is their id) until it commits: "LEAS".
+LEASING = 0x4C454153
 
 
 def lease_next_assignment(
@@ -65,10 +75,50 @@ def lease_next_assignment(
     current, gold_due = _labeler_state(dataset, labeler)
     if current is not None and (renewed := _renew(current, now)) is not None:
         return renewed
-    assignment = _lease_open_prompt(dataset, labeler, gold_due=gold_due, now=now)
+    assignment = _lease_if_offered(dataset, labeler, gold_due=gold_due, now=now)
     if assignment is None and expire_stale_leases(now=now, dataset=dataset):
-        assignment = _lease_open_prompt(dataset, labeler, gold_due=gold_due, now=now)
+        assignment = _lease_if_offered(dataset, labeler, gold_due=gold_due, now=now)
     return assignment
+
+
+def _lease_if_offered(
+    dataset: Dataset, labeler: User, *, gold_due: bool, now: datetime
+) -> Assignment | None:
+    """`_lease_open_prompt`, kept only if the dataset is still offered to the labeler once the
+    lease is written (see the module's docstring); PermissionDenied, nothing leased, if not.
+    The check is a statement of its own, so that it sees every change committed before the
+    lease statement took its LEASING lock."""
+    with transaction.atomic():
+        assignment = _lease_open_prompt(dataset, labeler, gold_due=gold_due, now=now)
+        if assignment is not None and not _still_offered(dataset, labeler):
+            raise PermissionDenied(
+                "This dataset is no longer offered to you: you were taken out of its pool or "
+                "excluded from it."
+            )
+    return assignment
+
+
+def _still_offered(dataset: Dataset, labeler: User) -> bool:
+    active = User.objects.filter(pk=labeler.pk, is_active=True)
+    offered = Dataset.objects.filter(pk=dataset.pk).pooled(labeler.pk).filter(Exists(active))
+    return offered.exists()
+
+
+def wait_for_leases_in_flight(labeler_ids: Iterable[int]) -> None:
+    """Wait until the leases these labelers are taking right now have committed or rolled
+    back (PostgreSQL; SQLite commits one writer at a time). Call it after committing what stops
+    them from leasing (a pool change, an exclusion) and before giving their leases back: a
+    lease that did not see the change holds `LEASING` until it commits, so it is seen by what
+    comes after. The lock is taken and let go at once (a session lock, not the transaction's),
+    so a caller inside a transaction holds nothing a lease waits for; but there the change is
+    not committed yet, so a lease may still slip past it until the expiry takes it back."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for labeler_id in sorted(set(labeler_ids)):
+            params = [LEASING, labeler_id]
+            cursor.execute("SELECT pg_advisory_lock(%s, %s::integer)", params)
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s::integer)", params)
 
 
 # The labeler's live lease on a dataset, oldest first. Written out, as `_take_slot_and_lease`'s:
@@ -243,6 +293,7 @@ def _take_slot_and_lease(
         "window": WINDOW,
         "leased_at": leased_at,
         "expires_at": expires_at,
+        "leasing": LEASING,
     }
     if not postgresql:
         prompt = next(iter(Prompt.objects.raw(take, params)), None)
@@ -286,8 +337,11 @@ INSERT INTO labeling_assignment (prompt_id, labeler_id, status, leased_at, expir
 SELECT id, %(labeler)s, '{Assignment.Status.LEASED}', %(leased_at)s, %(expires_at)s, '' FROM taken
 RETURNING id
 """
+# The LEASING lock is taken with the lease, before `_still_offered` reads (a statement later).
 TAKEN_AND_LEASED = (
-    f"SELECT {columns(Prompt, 'taken')}, leased.id AS preflab_assignment_id FROM taken, leased"
+    f"SELECT {columns(Prompt, 'taken')}, leased.id AS preflab_assignment_id, "
+    "pg_advisory_xact_lock_shared(%(leasing)s, %(labeler)s::integer) IS NULL AS preflab_locked "
+    "FROM taken, leased"
 )
 
 
@@ -297,8 +351,12 @@ def lock_prompts(prompt_ids: Iterable[int]) -> list[int]:
     ids = sorted(set(prompt_ids))
     if not ids:
         return []
+    # FOR NO KEY UPDATE: what it guards is the count, not the key, so the foreign key checks of
+    # a submission committing its ranking (FOR KEY SHARE on the prompt, deferred to its commit,
+    # while it holds its assignment's lock) do not wait for it; they would deadlock with a
+    # release holding the prompt and waiting for that assignment.
     return list(
-        Prompt.objects.select_for_update()
+        Prompt.objects.select_for_update(no_key=True)
         .filter(pk__in=ids)
         .order_by("pk")
         .values_list("pk", flat=True)

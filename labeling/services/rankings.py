@@ -67,8 +67,10 @@ def submit_own_ranking(
     queries on the common path: the assignment (locked, with its prompt's completion ids), the
     labeler's place in the pool, the ranking, the comparisons and the assignment's status.
 
-    Raises Assignment.DoesNotExist when the assignment is not the labeler's, or its dataset's
-    pool no longer holds them (`DatasetQuerySet.pooled`). Idempotent: a
+    Raises Assignment.DoesNotExist when the assignment is not the labeler's, or its dataset no
+    longer offers it to them (`DatasetQuerySet.pooled`: its pool, no exclusion; a change
+    committed after this check finds the task submitted, and leaves it out of the counts).
+    Idempotent: a
     repeated request_id returns the ranking stored the first time. Refuses, with a
     ValidationError naming the field and storing nothing, what `check_ranking` refuses, a
     request_id used for another task, and an assignment that was skipped, submitted or whose
@@ -135,6 +137,7 @@ class LockedTask:
 
     status: str
     prompt_id: int
+    labeler_id: int
     labeler_is_active: bool
     dataset_id: int
     criteria: list[str]
@@ -192,6 +195,7 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
     return LockedTask(
         status=status,
         prompt_id=prompt_id,
+        labeler_id=labeler_id,
         labeler_is_active=bool(active),
         dataset_id=dataset_id,
         criteria=json.loads(criteria) if isinstance(criteria, str) else criteria,

@@ -24,7 +24,7 @@ from labeling.models import (
     Workspace,
 )
 from labeling.services import audit
-from labeling.services.leasing import release_assignments
+from labeling.services.leasing import release_assignments, wait_for_leases_in_flight
 
 # Roles that manage a workspace through the Django admin, which lets only staff in.
 ADMIN_SITE_ROLES = (Role.ADMIN, Role.MANAGER)
@@ -93,7 +93,8 @@ def set_role(
 def remove_member(
     *, workspace: Workspace, user: User, by: User | None = None, request: Any = None
 ) -> None:
-    """Take `user` out of the workspace: out of its pools and groups too, leases given back."""
+    """Take `user` out of the workspace: out of its pools and groups too, leases given back
+    after the commit (call it outside a transaction, as `change_pool`)."""
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(workspace=workspace, user=user)
         found = membership.first()
@@ -105,7 +106,6 @@ def remove_member(
         for dataset in datasets.filter(pool_labelers=user):
             dataset.pool_labelers.remove(user)
         user.labeler_groups.remove(*LabelerGroup.objects.filter(workspace=workspace))
-        _release(datasets, [user.pk])
         audit.record(
             action=AuditEvent.Action.MEMBER_CHANGED,
             workspace_id=workspace.pk,
@@ -116,6 +116,9 @@ def remove_member(
             before=found.role,
         )
         _sync_staff(user)
+    # After the commit, as in `change_pool`.
+    wait_for_leases_in_flight([user.pk])
+    _release(datasets, [user.pk])
 
 
 def _check_keeps_an_admin(workspace: Workspace, membership: Membership, role: str | None) -> None:
@@ -150,7 +153,8 @@ def change_pool(
     """Add labelers and groups to the dataset's pool, or take them out. A labeler added by
     name becomes a labeler of the workspace if not a member yet; groups must be the dataset's
     workspace's. Who leaves the pool (and is not still in it through a group) has their open
-    leases on the dataset given back."""
+    leases on the dataset given back, after the change commits (`leasing`'s module docstring):
+    call it outside a transaction."""
     add_labelers, remove_labelers = list(add_labelers), list(remove_labelers)
     add_groups, remove_groups = list(add_groups), list(remove_groups)
     foreign = [g.name for g in add_groups + remove_groups if g.workspace_id != dataset.workspace_id]
@@ -182,7 +186,7 @@ def change_pool(
             .filter(Q(pooled_datasets=dataset) | Q(labeler_groups__datasets=dataset))
             .values_list("pk", flat=True)
         )
-        _release(Dataset.objects.filter(pk=dataset.pk), sorted(leaving - still))
+        left = sorted(leaving - still)
         audit.record(
             action=AuditEvent.Action.POOL_CHANGED,
             workspace_id=dataset.workspace_id,
@@ -194,6 +198,10 @@ def change_pool(
             added_groups=sorted(group.name for group in add_groups),
             removed_groups=sorted(group.name for group in remove_groups),
         )
+    # After the commit, and after the leases in flight of those who left: a lease taken while
+    # the change was being made is either refused once written or given back here.
+    wait_for_leases_in_flight(left)
+    _release(Dataset.objects.filter(pk=dataset.pk), left)
 
 
 def _release(datasets: Any, labeler_ids: list[int]) -> None:
@@ -203,3 +211,33 @@ def _release(datasets: Any, labeler_ids: list[int]) -> None:
                 labeler__in=labeler_ids, prompt__dataset__in=datasets
             )
         )
+
+
+def set_group_members(
+    *, group: LabelerGroup, members: Iterable[User], by: User | None = None, request: Any = None
+) -> None:
+    """Make `members` the group's members. Who leaves it, and so the pool of a dataset that
+    holds them only through it, has their open leases there given back after the commit (as
+    `change_pool`); call it outside a transaction."""
+    members = list(members)
+    with transaction.atomic():
+        before = set(group.members.values_list("pk", flat=True))
+        group.members.set(members)
+        leaving = sorted(before - {user.pk for user in members})
+        audit.record(
+            action=AuditEvent.Action.POOL_CHANGED,
+            workspace_id=group.workspace_id,
+            actor=by,
+            request=request,
+            group=group.name,
+            added_labelers=sorted(user.get_username() for user in members if user.pk not in before),
+            removed_labelers=sorted(
+                User.objects.filter(pk__in=leaving).values_list("username", flat=True)
+            ),
+        )
+    wait_for_leases_in_flight(leaving)
+    for dataset in Dataset.objects.filter(pool_groups=group):
+        left = User.objects.filter(pk__in=leaving).exclude(
+            Q(pooled_datasets=dataset) | Q(labeler_groups__datasets=dataset)
+        )
+        _release(Dataset.objects.filter(pk=dataset.pk), list(left.values_list("pk", flat=True)))

@@ -18,7 +18,8 @@ from rest_framework.test import APIClient
 from labeling import exports
 from labeling.accounts import pseudonym
 from labeling.models import Comparison, Dataset, Ranking
-from labeling.services import leasing, rankings, workspaces
+from labeling.services import leasing, rankings
+from labeling.services.workspaces import change_pool
 from tests.factories import (
     DatasetFactory,
     PromptFactory,
@@ -155,7 +156,7 @@ def test_trl_export_of_a_dataset_with_conversations_is_conversational_on_every_r
 def test_default_export_of_the_demo_works(client, labeler):
     call_command("load_demo", stdout=io.StringIO())
     demo = Dataset.objects.get(slug="hhh-demo")
-    workspaces.change_pool(dataset=demo, add_labelers=[labeler])
+    change_pool(dataset=demo, add_labelers=[labeler])  # its pool holds the demo accounts
     assert demo.prompts.multi_turn().exists()
     for _ in range(demo.prompts.count()):
         rank(demo, labeler)

@@ -30,10 +30,12 @@ TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVE
 
 @contextmanager
 def at_most_six_queries() -> Iterator[None]:
+    """Six on PostgreSQL; seven on SQLite, where a new lease is two statements (no UPDATE in a
+    WITH) before the check that the dataset is still offered to the labeler."""
     with CaptureQueriesContext(connection) as captured:
         yield
     queries = [q["sql"] for q in captured if not q["sql"].startswith(TRANSACTION_CONTROL)]
-    assert len(queries) <= 6, "\n".join(queries)
+    assert len(queries) <= (6 if connection.vendor == "postgresql" else 7), "\n".join(queries)
 
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
-from labeling.models import Prompt, QualityReport, Ranking
+from labeling.models import Exclusion, Prompt, QualityReport, Ranking
 from labeling.services import gold, quality_report
 from tests.factories import CompletionFactory, make_prompt, token_client
 
@@ -52,23 +52,26 @@ def test_labeler_table_sorts_by_any_column(client, small, staff):
     assert page.index(">cat ") < page.index(">bob ") < page.index(">ann ")
 
 
-def test_staff_excludes_and_reinstates_from_the_dashboard(client, small, people, staff):
+def test_staff_exclude_from_the_dashboards_dataset_and_reinstate(client, small, people, staff):
     client.force_login(staff)
-    bob = people["bob"]
-    dashboard = reverse("labeling:quality", args=[small["dataset"].slug])
-    quality_report.refresh_report(dataset_id=small["dataset"].pk)
-    response = client.post(reverse("labeling:labeler-exclude", args=[bob.pk]), {"next": dashboard})
+    bob, dataset = people["bob"], small["dataset"]
+    dashboard = reverse("labeling:quality", args=[dataset.slug])
+    quality_report.refresh_report(dataset_id=dataset.pk)
+    response = client.post(
+        reverse("labeling:labeler-exclude", args=[dataset.slug, bob.pk]), {"next": dashboard}
+    )
     assert response.status_code == 302 and response.url == dashboard
     bob.refresh_from_db()
-    assert bob.is_active is False
-    assert QualityReport.objects.get(dataset=small["dataset"]).invalidated is True
+    assert bob.is_active is True  # excluded from this dataset only; the account stays open
+    assert Exclusion.objects.filter(labeler=bob, dataset=dataset).exists()
+    assert QualityReport.objects.get(dataset=dataset).invalidated is True
     page = client.get(dashboard).content.decode()
     assert "Reinstate" in page
     client.post(
-        reverse("labeling:labeler-reinstate", args=[bob.pk]), {"next": "https://evil.example/"}
+        reverse("labeling:labeler-reinstate", args=[dataset.slug, bob.pk]),
+        {"next": "https://evil.example/"},
     )
-    bob.refresh_from_db()
-    assert bob.is_active is True
+    assert not Exclusion.objects.exists()
 
 
 def test_prompt_page_escapes_model_output_and_marks_gold(client, small, staff):
@@ -133,14 +136,14 @@ def test_labelers_cannot_see_quality_pages_or_act(client, small, people):
         response = client.get(url)
         assert response.status_code == 403, url
     for url in (
-        reverse("labeling:labeler-exclude", args=[people["bob"].pk]),
+        reverse("labeling:labeler-exclude", args=[slug, people["bob"].pk]),
         reverse("labeling:quality-gold", args=[slug, small["p1"].pk]),
         reverse("labeling:quality-refresh", args=[slug]),
     ):
         assert client.post(url, {"action": "promote"}).status_code == 403
     people["bob"].refresh_from_db()
     small["p1"].refresh_from_db()
-    assert people["bob"].is_active and not small["p1"].is_gold
+    assert not Exclusion.objects.exists() and not small["p1"].is_gold
     assert not QualityReport.objects.exists()
 
 
