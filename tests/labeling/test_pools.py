@@ -242,7 +242,7 @@ def test_workspace_page_shows_which_labeler_is_in_which_pool(
     change_pool(dataset=second, add_labelers=[team["cat"]])
     exclusion.exclude_from(labeler=team["cat"], dataset=second, by=team["admin"])
     client.force_login(team["admin"])
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(13):  # with the navigation's roles
         response = client.get(reverse("labeling:workspace-pools", args=["team"]))
     rows = dict(response.context["matrix"].rows())
     names = [dataset.slug for dataset in response.context["matrix"].datasets]
