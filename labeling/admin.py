@@ -6,7 +6,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,8 +22,10 @@ from labeling.models import (
     ImportJob,
     Prompt,
     Ranking,
+    RatingCriterion,
 )
 from labeling.services import datasets, gold, imports, leasing
+from labeling.services.quality_report import invalidate_reports
 
 
 def apply_to_each(
@@ -78,6 +80,27 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class RatingCriterionInline(admin.TabularInline):
+    """A dataset's criteria, in page order. One with ratings cannot be deleted (the database
+    refuses); a new dataset left without any gets the HHH defaults."""
+
+    model = RatingCriterion
+    extra = 0
+    fields = [
+        "position",
+        "key",
+        "label",
+        "description",
+        "scale_min",
+        "scale_max",
+        "min_label",
+        "max_label",
+    ]
+    formfield_overrides = {
+        models.TextField: {"widget": forms.Textarea(attrs={"rows": 2, "cols": 40})}
+    }
+
+
 @admin.register(Dataset)
 class DatasetAdmin(KeepsRankings):
     list_display = [
@@ -94,6 +117,7 @@ class DatasetAdmin(KeepsRankings):
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["guidelines_version", "created_at"]
     change_form_template = "admin/labeling/dataset/change_form.html"
+    inlines = [RatingCriterionInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Dataset]:
         return super().get_queryset(request).with_progress()  # type: ignore[attr-defined]
@@ -112,6 +136,13 @@ class DatasetAdmin(KeepsRankings):
             datasets.update_dataset(dataset=obj, **fields)
         else:
             obj.save()
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change:
+            datasets.make_default_criteria(dataset=form.instance)
+        if any(formset.has_changed() for formset in formsets):
+            invalidate_reports([form.instance.pk])  # what is rated changed
 
     def get_urls(self) -> list[URLPattern]:
         urls = [

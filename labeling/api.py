@@ -182,7 +182,7 @@ class PromptList(generics.ListAPIView):
 @api_view(["POST"])
 @permission_classes([IsLabeler])
 def next_task(request: Request, slug: str) -> Response:
-    dataset = get_object_or_404(Dataset.objects.active(), slug=slug)
+    dataset = get_object_or_404(Dataset.objects.active().with_criteria(), slug=slug)
     assignment = leasing.lease_next_assignment(dataset=dataset, labeler=caller(request))
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -129,6 +129,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
         "min_labelers": params["min_labelers"],
         "include": params["include"],
         "split": params["split"],
+        "criteria": dataset.criterion_keys,
     }
     if params["consensus"] or params["adjudicated"]:
         prompts = dataset.prompts.all()
@@ -163,6 +164,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
     if parquet_output:
         schema = parquet.pair_schema(
             row_format,
+            criteria=dataset.criterion_keys,
             include=params["include"],
             include_ids=params["include_ids"],
             consensus=params["consensus"] or params["adjudicated"],
@@ -198,6 +200,10 @@ def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
         exclude_unacceptable=params["exclude_unacceptable"],
     )
     lines = ranking_exports.ranking_lines(
-        rows, include_ids=params["include_ids"], shape=params["shape"], split=params["split"]
+        rows,
+        include_ids=params["include_ids"],
+        shape=params["shape"],
+        split=params["split"],
+        criteria=dataset.criterion_keys,
     )
     return jsonl_response(request, lines, cursor, f"{dataset.slug}-rankings.jsonl")

@@ -4,7 +4,7 @@ from typing import Any
 
 from django import forms
 
-from labeling.models import Criterion, Dataset
+from labeling.models import Dataset, RatingCriterion
 from rewards.services.runs import DEFAULT_HELD_OUT_SHARE
 
 
@@ -61,7 +61,7 @@ class TrainingRunForm(forms.Form):
         "are kept.",
     )
     heads = forms.MultipleChoiceField(
-        choices=Criterion.choices,
+        choices=[],
         required=False,
         widget=forms.CheckboxSelectMultiple,
         label="Per-criterion heads",
@@ -77,6 +77,13 @@ class TrainingRunForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Every criterion key some dataset has, labelled by its first dataset's label.
+        labels: dict[str, str] = {}
+        for key, label in RatingCriterion.objects.order_by("position", "pk").values_list(
+            "key", "label"
+        ):
+            labels.setdefault(key, label)
+        self.fields["heads"].choices = list(labels.items())  # type: ignore[attr-defined]
         # Shown ticked so that the form as loaded starts a run: the page promises that the
         # defaults just work, and a required field shown empty is no default.
         if not self.is_bound:

@@ -7,7 +7,8 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from labeling.models import Assignment, Completion, Dataset, Prompt
+from labeling.criteria import default_criteria
+from labeling.models import Assignment, Completion, Dataset, Prompt, RatingCriterion
 from labeling.services import leasing
 
 PASSWORD = "pass-word-123"
@@ -24,12 +25,29 @@ class UserFactory(factory.django.DjangoModelFactory):
 class DatasetFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Dataset
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Dataset {n}")
     slug = factory.Sequence(lambda n: f"dataset-{n}")
     status = Dataset.Status.ACTIVE
     labels_per_prompt = 2
     guidelines = "Prefer **honest** answers."
+
+    @factory.post_generation
+    def criteria(dataset: Dataset, create: bool, keys: list[str] | None, **kwargs: Any) -> None:
+        """The default criteria (helpful, honest, harmless on 1-7), or those of `criteria=[...]`
+        among them, as the service makes them."""
+        if create:
+            RatingCriterion.objects.bulk_create(
+                RatingCriterion(dataset=dataset, **fields) for fields in default_criteria(keys)
+            )
+
+
+def make_criterion(dataset: Dataset, key: str, **fields: Any) -> RatingCriterion:
+    """A criterion of the dataset's own (position after the others unless given)."""
+    fields.setdefault("label", key.capitalize())
+    fields.setdefault("position", dataset.criteria.count())
+    return RatingCriterion.objects.create(dataset=dataset, key=key, **fields)
 
 
 class PromptFactory(factory.django.DjangoModelFactory):

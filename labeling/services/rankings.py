@@ -23,9 +23,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from labeling import orders
+from labeling.criteria import Scale, ratings_json
 from labeling.models import (
-    RATING_MAX,
-    RATING_MIN,
     Asked,
     Assignment,
     Comparison,
@@ -33,6 +32,7 @@ from labeling.models import (
     Flag,
     Prompt,
     Ranking,
+    Rating,
     Strength,
 )
 from labeling.services.leasing import lock_prompts, take_slot
@@ -63,9 +63,10 @@ def submit_own_ranking(
     strength: str = "",
     now: datetime | None = None,
 ) -> Ranking:
-    """Store a ranking of the labeler's assignment and its comparisons together, in four
-    queries on the common path: the assignment (locked, with its prompt's completion ids), the
-    ranking, the comparisons and the assignment's status.
+    """Store a ranking of the labeler's assignment, its ratings and comparisons together, in
+    five queries on the common path: the assignment (locked, with its prompt's completion ids
+    and its dataset's criteria), the ranking, its ratings (when given), the comparisons and the
+    assignment's status.
 
     Raises Assignment.DoesNotExist when the assignment is not the labeler's. Idempotent: a
     repeated request_id returns the ranking stored the first time. Refuses, with a
@@ -101,7 +102,6 @@ def submit_own_ranking(
                 prompt_id=task.prompt_id,
                 labeler_id=labeler_id,
                 order=orders.normalized(order),
-                ratings={str(cid): dict(values) for cid, values in ratings.items() if values},
                 flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
                 all_unacceptable=all_unacceptable,
                 rationale=rationale.strip(),
@@ -110,6 +110,7 @@ def submit_own_ranking(
                 request_id=request_id,
                 created_at=now,
             )
+            ranking.rating_values = _store_ratings(ranking, ratings, task.criteria)
             ranking.comparison_count = _store_comparisons(ranking, order, strength)
             with connection.cursor() as cursor:
                 finished_at = connection.ops.adapt_datetimefield_value(now)
@@ -133,7 +134,7 @@ class LockedTask:
     prompt_id: int
     labeler_is_active: bool
     dataset_id: int
-    criteria: list[str]
+    criteria: list[Scale]
     ratings: str
     strength: str
     guidelines_version: int
@@ -147,7 +148,7 @@ class LockedTask:
 # lock on PostgreSQL.
 LOCK_TASK = """
 SELECT a.status, a.prompt_id, u.is_active, p.dataset_id,
-       d.criteria, d.ratings, d.strength, d.guidelines_version, d.labels_per_prompt,
+       {criteria}, d.ratings, d.strength, d.guidelines_version, d.labels_per_prompt,
        {completions} {submitting}
 FROM labeling_assignment a
 JOIN labeling_prompt p ON p.id = a.prompt_id
@@ -162,6 +163,14 @@ COMPLETION_IDS = {
     "postgresql": f"ARRAY(SELECT c.id {PROMPT_COMPLETIONS})",
     "sqlite": f"(SELECT group_concat(c.id) {PROMPT_COMPLETIONS})",
 }
+# The dataset's criteria as a JSON list of [key, id, scale_min, scale_max], in page order.
+CRITERION_SCALES = {
+    "postgresql": """(SELECT json_agg(json_build_array(r.key, r.id, r.scale_min, r.scale_max)
+        ORDER BY r.position, r.id) FROM labeling_ratingcriterion r WHERE r.dataset_id = d.id)""",
+    "sqlite": """(SELECT json_group_array(json_array(r.key, r.id, r.scale_min, r.scale_max))
+        FROM (SELECT * FROM labeling_ratingcriterion r WHERE r.dataset_id = d.id
+        ORDER BY r.position, r.id) r)""",
+}
 SUBMITTED = f"""
 UPDATE labeling_assignment SET status = '{Assignment.Status.SUBMITTED}', finished_at = %(now)s
 WHERE id = %(assignment)s
@@ -174,6 +183,7 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
     postgresql = connection.vendor == "postgresql"
     sql = LOCK_TASK.format(
         completions=COMPLETION_IDS[connection.vendor],
+        criteria=CRITERION_SCALES[connection.vendor],
         submitting=", pg_advisory_xact_lock_shared(%(key)s, p.dataset_id::integer)"
         if postgresql
         else "",
@@ -190,7 +200,10 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
         prompt_id=prompt_id,
         labeler_is_active=bool(active),
         dataset_id=dataset_id,
-        criteria=json.loads(criteria) if isinstance(criteria, str) else criteria,
+        criteria=[
+            Scale(*values)
+            for values in (json.loads(criteria) if isinstance(criteria, str) else criteria or [])
+        ],
         ratings=ratings,
         strength=strength,
         guidelines_version=version,
@@ -202,6 +215,25 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
 def _check_same_task(earlier: Ranking, assignment_id: int) -> None:
     if earlier.assignment_id != assignment_id:
         raise ValidationError({"request_id": "This request id was used for another task."})
+
+
+def _store_ratings(
+    ranking: Ranking, ratings: dict[int, dict[str, int]], criteria: list[Scale]
+) -> dict[str, dict[str, int]]:
+    """Its ratings as rows (checked by `check_ranking`), and as `Ranking.rating_values`."""
+    ids = {criterion.key: criterion.pk for criterion in criteria}
+    order = {criterion.key: index for index, criterion in enumerate(criteria)}
+    rows = [
+        (completion_id, key, value)
+        for completion_id in sorted(ratings)
+        for key, value in sorted(ratings[completion_id].items(), key=lambda item: order[item[0]])
+    ]
+    if rows:
+        Rating.objects.bulk_create(
+            Rating(ranking=ranking, completion_id=cid, criterion_id=ids[key], value=value)
+            for cid, key, value in rows
+        )
+    return ratings_json(rows)
 
 
 def _store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> int:
@@ -250,12 +282,13 @@ def check_ranking(
     seconds_spent: float,
     rationale: str,
     completion_ids: list[int],
-    criteria: list[str],
+    criteria: list[Scale],
     ratings_asked: str = Asked.REQUIRED,
     strength_asked: str = Asked.REQUIRED,
 ) -> None:
     """Refuse, naming the field: an order that is not exactly the prompt's completions in tie
-    groups; ratings missing where the dataset requires them, out of range or for other criteria;
+    groups; ratings missing where the dataset requires them, outside their criterion's scale or
+    for criteria the dataset does not have;
     unknown flags; a strength missing where required, or given for anything but two untied
     completions; a negative time; an overlong rationale."""
     orders.check_order(order, completion_ids)
@@ -286,7 +319,7 @@ def _check_strength(strength: str, asked: str, *, untied_pair: bool) -> None:
 
 
 def _check_ratings(
-    ratings: Any, completion_ids: list[int], criteria: list[str], *, required: bool
+    ratings: Any, completion_ids: list[int], criteria: list[Scale], *, required: bool
 ) -> None:
     if not criteria:
         if ratings:
@@ -296,21 +329,25 @@ def _check_ratings(
         raise ValidationError({"ratings": "Rate only the completions of this prompt."})
     if required and set(ratings) != set(completion_ids):
         raise ValidationError({"ratings": "Rate every completion of this prompt."})
+    scales = {criterion.key: criterion for criterion in criteria}
+    keys = ", ".join(scales)
     for cid, values in ratings.items():
-        if not isinstance(values, dict) or not set(values) <= set(criteria):
+        if not isinstance(values, dict):
+            raise ValidationError({"ratings": f"Completion {cid}: rate {keys}."})
+        unknown = sorted(set(values) - set(scales))
+        if unknown:
             raise ValidationError(
-                {"ratings": f"Completion {cid}: rate only {', '.join(criteria)}."}
+                {"ratings": f"Completion {cid}: unknown criterion {unknown[0]!r}; rate {keys}."}
             )
-        if required and set(values) != set(criteria):
-            raise ValidationError(
-                {"ratings": f"Completion {cid}: rate exactly {', '.join(criteria)}."}
-            )
-        for criterion, value in values.items():
-            if type(value) is not int or not RATING_MIN <= value <= RATING_MAX:
+        if required and set(values) != set(scales):
+            raise ValidationError({"ratings": f"Completion {cid}: rate exactly {keys}."})
+        for key, value in values.items():
+            scale = scales[key]
+            if type(value) is not int or not scale.scale_min <= value <= scale.scale_max:
                 raise ValidationError(
                     {
-                        "ratings": f"Completion {cid}: {criterion} must be a whole number "
-                        f"from {RATING_MIN} to {RATING_MAX}."
+                        "ratings": f"Completion {cid}: {key} must be a whole number "
+                        f"from {scale.scale_min} to {scale.scale_max}."
                     }
                 )
 

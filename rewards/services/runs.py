@@ -103,7 +103,8 @@ def start_training_run(
     from rewards.tasks import train_reward_model
 
     checked = run_config(config or {})
-    check_heads(checked.get("heads", []), datasets)
+    if checked.get("heads"):
+        checked["heads"] = check_heads(checked["heads"], datasets)
     with transaction.atomic():
         run = TrainingRun.objects.create(config=checked, created_by=user, retry_of=retry_of)
         run.datasets.set(datasets)

@@ -19,7 +19,7 @@ from labeling.services import leasing, rankings
 from rewards import artifacts, features, heads
 from rewards.models import TrainingRun
 from rewards.services import runs
-from tests.factories import DatasetFactory, UserFactory, token_client
+from tests.factories import DatasetFactory, UserFactory, make_criterion, token_client
 from tests.rewards.conftest import BAD, GOOD
 
 NEUTRAL = "Maybe, it depends."
@@ -115,7 +115,7 @@ def test_best_possible_accuracy_takes_each_pairs_majority():
     ("value", "message"),
     [
         ("helpful", "Must be a list"),
-        (["helpful", "kind"], "Unknown criteria ['kind']"),
+        (["helpful", "Not a key!"], "Not criterion keys: ['Not a key!']"),
         (["helpful", "helpful"], "once"),
     ],
 )
@@ -141,6 +141,7 @@ def test_the_run_form_refuses_a_criterion_no_dataset_rates_with_a_400(
     client, staff, rated, django_capture_on_commit_callbacks
 ):
     client.force_login(staff)
+    DatasetFactory(criteria=["honest"])  # so honest is a choice, of another dataset
     form = {"datasets": [rated.pk], "held_out_share": 0.2, "seed": 0}
     response = client.post(reverse("rewards:runs"), form | {"heads": ["honest"]})
     assert response.status_code == 400
@@ -189,8 +190,7 @@ def test_the_card_lists_the_heads_and_the_overall_head_is_unchanged(headed, rate
 
 def test_a_head_without_training_pairs_fails_the_run_naming_it(db, media_root):
     dataset = rated_dataset(prompts=6)
-    Dataset.objects.filter(pk=dataset.pk).update(criteria=["helpful", "harmless", "honest"])
-    dataset.refresh_from_db()
+    make_criterion(dataset, "honest")
     run = runs.start_training_run(datasets=[dataset], config={"heads": ["honest"]}, enqueue=False)
     with pytest.raises(ValidationError):
         runs.run_training(run_id=run.pk)
