@@ -58,7 +58,7 @@ def caller(request: Request) -> User:
 
 
 def visible_datasets(request: Request) -> QuerySet[Dataset]:
-    visible = Dataset.objects.with_progress()
+    visible = Dataset.objects.with_progress().prefetch_related("criteria")
     if request.user.is_staff or is_service(caller(request)):
         return visible
     return visible.active()
@@ -85,7 +85,9 @@ def dataset_list(request: Request) -> Response:
     serializer.is_valid(raise_exception=True)
     dataset = datasets.create_dataset(**serializer.validated_data)
     return Response(
-        DatasetSerializer(Dataset.objects.with_progress().get(pk=dataset.pk)).data,
+        DatasetSerializer(
+            Dataset.objects.with_progress().prefetch_related("criteria").get(pk=dataset.pk)
+        ).data,
         status=status.HTTP_201_CREATED,
     )
 
@@ -105,7 +107,7 @@ def dataset_detail(request: Request, slug: str) -> Response:
         serializer = DatasetWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         datasets.update_dataset(dataset=dataset, **serializer.validated_data)
-        dataset = Dataset.objects.with_progress().get(pk=dataset.pk)
+        dataset = Dataset.objects.with_progress().prefetch_related("criteria").get(pk=dataset.pk)
     return Response(DatasetSerializer(dataset).data)
 
 

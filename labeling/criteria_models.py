@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Aggregate, F, Func, JSONField, OuterRef, Q, Subquery, Value
+from django.db.models import Aggregate, F, Func, JSONField, OuterRef, Q, Subquery
 
 from labeling.criteria import SCALE_CEILING, SCALE_FLOOR, ratings_json
 from labeling.models import Completion, Dataset, Ranking
@@ -38,14 +38,32 @@ class JSONArrayAgg(Aggregate):
 
 
 class JSONFields(Func):
-    """A row's columns as a JSON object. (Django's JSONObject probes SQLite's JSON support with
-    a query of its own the first time: one more query in the few a next task may take.)"""
+    """A row's columns as a JSON object, its keys written into the SQL: Django's JSONObject
+    probes SQLite's JSON support with a query of its own the first time, and PostgreSQL cannot
+    type a key sent as a parameter of jsonb_build_object."""
 
     function = "JSON_OBJECT"
     output_field = JSONField()
 
     def __init__(self, *names: str) -> None:
-        super().__init__(*(part for name in names for part in (Value(name), F(name))))
+        super().__init__(*(F(name) for name in names))
+        self.names = names
+
+    def as_sql(
+        self,
+        compiler: Any,
+        connection: Any,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra: Any,
+    ) -> Any:
+        parts, params = [], []
+        for name, expression in zip(self.names, self.get_source_expressions(), strict=True):
+            sql, expression_params = compiler.compile(expression)
+            parts.append(f"'{name}', {sql}")  # names are this module's constants
+            params.extend(expression_params)
+        return f"{function or self.function}({', '.join(parts)})", params
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         return self.as_sql(compiler, connection, function="JSONB_BUILD_OBJECT", **extra)

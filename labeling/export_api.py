@@ -109,7 +109,7 @@ PAIR_EXPORT_RESPONSES = {
 @api_view(["GET"])
 @permission_classes([IsStaffOrService])
 def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = get_object_or_404(Dataset.objects.with_criteria(), slug=slug)
     params = export_params(request, ComparisonExportParamsSerializer)
     render_text = params.get("render") == "text"
     row_format = params["format"]
@@ -189,7 +189,7 @@ def parquet_response(data: Any, cursor: int, filename: str) -> StreamingHttpResp
 @api_view(["GET"])
 @permission_classes([IsStaffOrService])
 def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
-    dataset = get_object_or_404(Dataset, slug=slug)
+    dataset = get_object_or_404(Dataset.objects.with_criteria(), slug=slug)
     params = export_params(request, RankingExportParamsSerializer)
     cursor = export_head(dataset, Ranking, params["since"])
     rows = Ranking.objects.filter(dataset=dataset).exported(

@@ -170,10 +170,13 @@ class Dataset(models.Model):
 
     @cached_property
     def rated_criteria(self) -> list[RatingCriterion]:
-        """The criteria the ranking page asks about, in order: none when ratings are off. Read
-        by `with_criteria` (unsaved copies, for reading) or else by a query of their own."""
-        if self.ratings == Asked.OFF:
-            return []
+        """The criteria the ranking page asks about, in order: none when ratings are off."""
+        return [] if self.ratings == Asked.OFF else self.all_criteria
+
+    @cached_property
+    def all_criteria(self) -> list[RatingCriterion]:
+        """Its criteria in order, whether ratings are asked or not: read by `with_criteria`
+        (unsaved copies, for reading) or else by a query of their own."""
         if hasattr(self, "criteria_json"):
             rows = sorted(self.criteria_json or [], key=lambda fields: fields["position"])
             return [RatingCriterion(dataset=self, **fields) for fields in rows]
@@ -182,7 +185,7 @@ class Dataset(models.Model):
     @property
     def criterion_keys(self) -> list[str]:
         """The keys of all its criteria, in order (whether ratings are asked or not)."""
-        return [criterion.key for criterion in self.criteria.all()]
+        return [criterion.key for criterion in self.all_criteria]
 
     @property
     def votes(self) -> bool:

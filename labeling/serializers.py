@@ -49,7 +49,8 @@ class CriterionInputSerializer(serializers.Serializer):
     )
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        if data["scale_min"] >= data["scale_max"]:
+        # A PATCH leaves defaults to the model (DRF skips them in partial updates).
+        if data.get("scale_min", 1) >= data.get("scale_max", 7):
             raise serializers.ValidationError({"scale_max": "Must be above scale_min."})
         return data
 

@@ -104,7 +104,8 @@ def set_criteria(*, dataset: Dataset, criteria: list[dict[str, Any]]) -> list[Ra
             if criterion.key in existing:
                 criterion.pk = existing[criterion.key].pk
             criterion.save()
-    dataset.__dict__.pop("rated_criteria", None)
+    for name in ("rated_criteria", "all_criteria", "criteria_json"):
+        dataset.__dict__.pop(name, None)
     return wanted
 
 
