@@ -486,13 +486,10 @@ class Comparison(models.Model):
         return f"{self.chosen_id} > {self.rejected_id} ({self.prompt})"
 
 
-# Background jobs, stored statistics and reviewers' verdicts have modules of their own; importing
-# them here registers them with the app and keeps `labeling.models.PromptStats` and the like.
-from labeling.criteria_models import (  # noqa: E402
-    Rating,
-    RatingCriterion,
-    criteria_json,
-)
+# Rating criteria and ratings, background jobs, stored statistics and reviewers' verdicts have
+# modules of their own; importing them here registers them with the app and keeps
+# `labeling.models.Rating`, `labeling.models.PromptStats` and the like.
+from labeling.criteria_models import Rating, RatingCriterion, criteria_json  # noqa: E402
 from labeling.job_models import BackgroundJob, ImportJob  # noqa: E402, F401
 from labeling.quality_models import (  # noqa: E402, F401
     Adjudication,

@@ -150,3 +150,24 @@ def test_a_dataset_added_in_the_admin_without_criteria_gets_the_defaults(client,
     assert response.status_code == 302
     dataset = Dataset.objects.get(slug="admin-made")
     assert dataset.criterion_keys == ["helpful", "honest", "harmless"]
+
+
+def test_the_admin_refuses_to_delete_a_rated_criterion(client, staff, concise, assignment):
+    a, b = (c.pk for c in assignment.display_completions())
+    client.force_login(assignment.labeler)
+    submitted = {"request_id": str(uuid.uuid4()), "seconds_spent": "3", "strength": "better"}
+    submitted |= {f"rank_{a}": "1", f"rank_{b}": "2", f"concise_{a}": "4", f"concise_{b}": "2"}
+    assert (
+        client.post(reverse("labeling:submit", args=[assignment.pk]), submitted).status_code == 302
+    )
+    client.force_login(staff)
+    criterion = concise.criteria.get()
+    row = {"id": criterion.pk, "dataset": concise.pk, "position": 0, "DELETE": "on"} | CONCISE
+    form = DATASET_FORM | {"name": concise.name, "slug": concise.slug, "status": "active"}
+    url = reverse("admin:labeling_dataset_change", args=[concise.pk])
+    response = client.post(url, form | inline("criteria", [row], initial=1))
+    assert response.status_code == 200  # the form again, with the refusal
+    assert "would require deleting the following protected related objects" in (
+        response.content.decode()
+    )
+    assert concise.criteria.exists()
