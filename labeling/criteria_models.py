@@ -46,6 +46,8 @@ class JSONFields(Func):
     output_field = JSONField()
 
     def __init__(self, *names: str) -> None:
+        if not all(name.isidentifier() for name in names):
+            raise ValueError(f"Column names only: {names}")  # they are written into the SQL
         super().__init__(*(F(name) for name in names))
         self.names = names
 
@@ -61,7 +63,7 @@ class JSONFields(Func):
         parts, params = [], []
         for name, expression in zip(self.names, self.get_source_expressions(), strict=True):
             sql, expression_params = compiler.compile(expression)
-            parts.append(f"'{name}', {sql}")  # names are this module's constants
+            parts.append(f"'{name}', {sql}")
             params.extend(expression_params)
         return f"{function or self.function}({', '.join(parts)})", params
 
