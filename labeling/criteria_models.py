@@ -147,13 +147,13 @@ class RatingQuerySet(models.QuerySet["Rating"]):
             }
 
 
-# `RatingQuerySet.of_rankings` on PostgreSQL: the `as_json` shape, built by the database (json,
-# not jsonb, keeps the order: completions by id, criteria by position).
+# `RatingQuerySet.of_rankings` on PostgreSQL: the `as_json` shape, built by the database. As
+# jsonb, its keys come in jsonb's order (shorter first, then bytewise), as they did from the
+# jsonb column `Ranking.ratings` was: a rankings export (shape v1) gives the same bytes.
 RATINGS_JSON = """
-SELECT ranking_id, json_object_agg(completion_id, ratings ORDER BY completion_id)
+SELECT ranking_id, jsonb_object_agg(completion_id, ratings)
 FROM (
-    SELECT r.ranking_id, r.completion_id,
-           json_object_agg(c.key, r.value ORDER BY c.position, c.id) AS ratings
+    SELECT r.ranking_id, r.completion_id, jsonb_object_agg(c.key, r.value) AS ratings
     FROM labeling_rating r JOIN labeling_ratingcriterion c ON c.id = r.criterion_id
     WHERE r.ranking_id = ANY(%s)
     GROUP BY r.ranking_id, r.completion_id

@@ -34,6 +34,15 @@ def raw_lines(client, dataset, endpoint, **params) -> list[str]:
     return b"".join(response.streaming_content).decode().splitlines()
 
 
+def as_the_json_column_held_it(ratings: dict) -> dict:
+    """Ratings in the key order the old `Ranking.ratings` column gave them: PostgreSQL's jsonb
+    (shorter keys first, then bytewise); SQLite kept the order they were submitted in."""
+    if connection.vendor != "postgresql":
+        return ratings
+    ordered = sorted(ratings.items(), key=lambda item: (len(item[0]), item[0]))
+    return {key: as_the_json_column_held_it(v) if isinstance(v, dict) else v for key, v in ordered}
+
+
 def test_hhh_ratings_keep_their_bytes_in_both_ranking_shapes(client, labeler):
     dataset = DatasetFactory(ratings=Asked.OPTIONAL)
     prompt = make_prompt(dataset, completions=2)
@@ -42,13 +51,14 @@ def test_hhh_ratings_keep_their_bytes_in_both_ranking_shapes(client, labeler):
         prompt,
         labeler,
         best_first=["c1", "c0"],
-        ratings={"c0": {"harmless": 3, "helpful": 2}, "c1": {"helpful": 7, "honest": 6}},
+        ratings={"c0": {"helpful": 2, "harmless": 3}, "c1": {"helpful": 7, "honest": 6}},
     )
+    stored = {
+        str(first.pk): {"helpful": 2, "harmless": 3},
+        str(second.pk): {"helpful": 7, "honest": 6},
+    }
     [v1] = raw_lines(client, dataset, "rankings", shape="v1")
-    assert (
-        f'"ratings": {{"{first.pk}": {{"helpful": 2, "harmless": 3}}, '
-        f'"{second.pk}": {{"helpful": 7, "honest": 6}}}}, "flags": {{}}'
-    ) in v1
+    assert f'"ratings": {json.dumps(as_the_json_column_held_it(stored))}, "flags": {{}}' in v1
     [v2] = raw_lines(client, dataset, "rankings")
     assert '"rank": 2, "ratings": {"helpful": 2, "honest": null, "harmless": 3}' in v2
     assert '"rank": 1, "ratings": {"helpful": 7, "honest": 6, "harmless": null}' in v2
