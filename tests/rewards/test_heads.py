@@ -7,6 +7,7 @@ import importlib.util
 import sys
 import uuid
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnxruntime
@@ -44,7 +45,7 @@ def rated_dataset(
     )
     if ratings is not RATINGS:
         dataset.criteria.all().delete()
-        make_criterion(dataset, "concise", scale_min=1, scale_max=5)
+        make_criterion(cast(Dataset, dataset), "concise", scale_min=1, scale_max=5)
     for index in range(prompts):
         prompt = Prompt.objects.create(
             dataset=dataset,
