@@ -73,7 +73,7 @@ def rows_to_ratings(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("labeling", "0015_rating"),
+        ("labeling", "0019_rating"),
     ]
 
     operations = [

@@ -3,12 +3,12 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("labeling", "0013_criteria_rows"),
+        ("labeling", "0020_ratings_rows"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name="dataset",
-            name="criteria",
+            model_name="ranking",
+            name="ratings",
         ),
     ]

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("labeling", "0011_prompt_uncertainty_dataset_order"),
+        ("labeling", "0015_audit_trail"),
     ]
 
     operations = [

@@ -36,7 +36,7 @@ def rows_to_criteria(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("labeling", "0012_rating_criterion"),
+        ("labeling", "0016_rating_criterion"),
     ]
 
     operations = [

@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("labeling", "0014_remove_dataset_criteria"),
+        ("labeling", "0018_remove_dataset_criteria"),
     ]
 
     operations = [

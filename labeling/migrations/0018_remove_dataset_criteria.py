@@ -3,12 +3,12 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("labeling", "0016_ratings_rows"),
+        ("labeling", "0017_criteria_rows"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name="ranking",
-            name="ratings",
+            model_name="dataset",
+            name="criteria",
         ),
     ]
