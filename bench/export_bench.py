@@ -72,15 +72,18 @@ def peak_rss_mib() -> float:
 COLUMNS = {  # the columns each COPY gives, in the order of `synthetic_rows`' tuples
     "auth_user": "id, password, is_superuser, username, first_name, last_name, email, is_staff, "
     "is_active, date_joined",
-    "labeling_dataset": "id, name, slug, description, guidelines, guidelines_version, criteria, "
+    "labeling_dataset": "id, name, slug, description, guidelines, guidelines_version, "
     "labels_per_prompt, gold_rate, status, created_at, ratings, strength, workspace_id",
+    "labeling_ratingcriterion": "id, key, label, description, scale_min, scale_max, min_label, "
+    "max_label, position, dataset_id",
     "labeling_prompt": "id, external_id, messages, metadata, content_hash, is_gold, created_at, "
     "dataset_id",
     "labeling_completion": "id, external_id, text, model_name, metadata, position, prompt_id",
     "labeling_assignment": "id, status, leased_at, expires_at, finished_at, skip_reason, "
     "labeler_id, prompt_id",
-    "labeling_ranking": 'id, "order", ratings, flags, all_unacceptable, rationale, seconds_spent, '
+    "labeling_ranking": 'id, "order", flags, all_unacceptable, rationale, seconds_spent, '
     "guidelines_version, request_id, created_at, assignment_id, dataset_id, labeler_id, prompt_id",
+    "labeling_rating": "id, value, completion_id, criterion_id, ranking_id",
     "labeling_comparison": "id, margin, strength, created_at, labeler_id, chosen_id, rejected_id, "
     "dataset_id, prompt_id, ranking_id",
 }
@@ -91,7 +94,8 @@ def synthetic_rows(
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Rows of every table: ranking r labels prompt (r - 1) // per_prompt + 1 (each by another
     of the LABELERS labelers) and is assignment r; a prompt has `completions` completions, so a
-    ranking makes C(completions, 2) comparisons."""
+    ranking makes C(completions, 2) comparisons, and rates each completion on helpful, honest
+    and harmless (1-7)."""
     assert 1 <= per_prompt <= LABELERS and 2 <= completions <= 4
     pairs = len(list(combinations(range(completions), 2)))
     rng = random.Random(seed)
@@ -105,8 +109,11 @@ def synthetic_rows(
     rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in COLUMNS}
     for u in range(1, LABELERS + 2):  # user1 is the staff user who exports
         rows["auth_user"].append((u, "!", u == 1, f"user{u}", "", "", "", u == 1, True, now))
-    dataset = (1, "Bench", SLUG, "", "", 1, "[]", 3, 0.0, "active", now, "optional", "optional")
-    rows["labeling_dataset"].append((*dataset, WORKSPACE))
+    dataset = (1, "Bench", SLUG, "", "", 1, 3, 0.0, "active", now, "optional", "optional")
+    rows["labeling_dataset"].append(dataset)
+    for c, key in enumerate(("helpful", "honest", "harmless"), start=1):
+        row = (c, key, key.capitalize(), "", 1, 7, "", "", c - 1, 1)
+        rows["labeling_ratingcriterion"].append(row)
     for r in range(1, rankings + 1):
         p, label = (r - 1) // per_prompt + 1, (r - 1) % per_prompt
         first = completions * (p - 1) + 1
@@ -120,8 +127,13 @@ def synthetic_rows(
         order = rng.sample(range(first, first + completions), completions)
         done = now + timedelta(seconds=10)
         rows["labeling_assignment"].append((r, "submitted", now, done, done, "", labeler, p))
-        ranking = (json.dumps([[c] for c in order]), "{}", "{}", False, "", 10.0, 1)
+        ranking = (json.dumps([[c] for c in order]), "{}", False, "", 10.0, 1)
         rows["labeling_ranking"].append((r, *ranking, uuid.UUID(int=r), done, r, 1, labeler, p))
+        for rated in range(first, first + completions):
+            for criterion_id in (1, 2, 3):
+                value = rng.randint(1, 7)
+                rating = (len(rows["labeling_rating"]) + 1, value, rated, criterion_id, r)
+                rows["labeling_rating"].append(rating)
         for j, (better, worse) in enumerate(combinations(range(completions), 2)):
             if (pk := pairs * (r - 1) + j + 1) <= comparisons:
                 pair = (order[better], order[worse], 1, p, r)

@@ -57,10 +57,16 @@ for k in (2, 4, 9):
         extra = {{}}
         if not rated and "ratings" in fields:
             extra = {{"ratings": "off", "strength": "optional"}}
+        if "criteria" in {{f.name for f in Dataset._meta.concrete_fields}}:  # before 0014
+            extra["criteria"] = ["helpful", "honest", "harmless"] if rated else []
         dataset = Dataset.objects.create(
             slug=f"k{{k}}-{{'rated' if rated else 'plain'}}", name=f"K={{k}}",
-            criteria=["helpful", "honest", "harmless"] if rated else [],
             labels_per_prompt=1, status="active", **extra)
+        if rated and "criteria" not in extra:
+            from labeling.criteria import default_criteria
+            from labeling.models import RatingCriterion
+            for criterion in default_criteria():
+                RatingCriterion.objects.create(dataset=dataset, **criterion)
         for n in range({tasks} + 2):
             prompt = Prompt.objects.create(
                 dataset=dataset, external_id=f"p{{n}}",

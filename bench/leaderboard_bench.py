@@ -49,14 +49,14 @@ from export_bench import (
 COLUMNS = {  # the columns each COPY gives, in the order of `arena_rows`' tuples
     "auth_user": "id, password, is_superuser, username, first_name, last_name, email, is_staff, "
     "is_active, date_joined",
-    "labeling_dataset": "id, name, slug, description, guidelines, guidelines_version, criteria, "
+    "labeling_dataset": "id, name, slug, description, guidelines, guidelines_version, "
     "labels_per_prompt, gold_rate, status, created_at, ratings, strength",
     "labeling_prompt": "id, external_id, messages, metadata, content_hash, is_gold, created_at, "
     "dataset_id",
     "labeling_completion": "id, external_id, text, model_name, metadata, position, prompt_id",
     "labeling_assignment": "id, status, leased_at, expires_at, finished_at, skip_reason, "
     "labeler_id, prompt_id",
-    "labeling_ranking": 'id, "order", ratings, flags, all_unacceptable, rationale, seconds_spent, '
+    "labeling_ranking": 'id, "order", flags, all_unacceptable, rationale, seconds_spent, '
     "guidelines_version, request_id, created_at, assignment_id, dataset_id, labeler_id, prompt_id",
     "labeling_comparison": "id, margin, strength, created_at, labeler_id, chosen_id, rejected_id, "
     "dataset_id, prompt_id, ranking_id",
@@ -80,7 +80,7 @@ def arena_rows(comparisons: int, *, models: int, seed: int = 7) -> dict[str, lis
     rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in COLUMNS}
     for u in range(1, LABELERS + 2):  # user1 is the staff user who reads the leaderboard
         rows["auth_user"].append((u, "!", u == 1, f"user{u}", "", "", "", u == 1, True, now))
-    dataset = (1, "Bench", SLUG, "", "", 1, "[]", 3, 0.0, "active", now, "off", "off")
+    dataset = (1, "Bench", SLUG, "", "", 1, 3, 0.0, "active", now, "off", "off")
     rows["labeling_dataset"].append(dataset)
     prompt = ranking = comparison = 0
     while comparison < comparisons:
@@ -105,7 +105,7 @@ def arena_rows(comparisons: int, *, models: int, seed: int = 7) -> dict[str, lis
             rows["labeling_assignment"].append(
                 (ranking, "submitted", now, done, done, "", labeler, prompt)
             )
-            ranking_row = (ranking, json.dumps(groups), "{}", "{}", False, "", 10.0, 1)
+            ranking_row = (ranking, json.dumps(groups), "{}", False, "", 10.0, 1)
             rows["labeling_ranking"].append(
                 (*ranking_row, uuid.UUID(int=ranking), done, ranking, 1, labeler, prompt)
             )

@@ -246,15 +246,34 @@ def build_database(
         copy_rows(cur, "authtoken_token", "key, user_id, created", rows)
         move_sequences(cur, "auth_user")
         datasets = {HISTORY: 1, SMALL: 2, BIG: 3}
-        shared = (json.dumps(CRITERIA), LABELS_PER_PROMPT, 0.0, "active", "now")
+        criteria_rows = not has_column(cur, "labeling_dataset", "criteria")  # rows from 0013
+        shared = (LABELS_PER_PROMPT, 0.0, "active", "now")
         copy_rows(
             cur,
             "labeling_dataset",
-            "id, name, slug, description, guidelines, guidelines_version, criteria, "
-            "labels_per_prompt, gold_rate, status, created_at",
-            [(pk, slug, slug, "", "Rank best first.", 1, *shared) for slug, pk in datasets.items()],
+            "id, name, slug, description, guidelines, guidelines_version, "
+            "labels_per_prompt, gold_rate, status, created_at"
+            + ("" if criteria_rows else ", criteria"),
+            [
+                (pk, slug, slug, "", "Rank best first.", 1, *shared)
+                + (() if criteria_rows else (json.dumps(CRITERIA),))
+                for slug, pk in datasets.items()
+            ],
         )
         move_sequences(cur, "labeling_dataset")
+        if criteria_rows:
+            copy_rows(
+                cur,
+                "labeling_ratingcriterion",
+                "id, key, label, description, scale_min, scale_max, min_label, max_label, "
+                "position, dataset_id",
+                [
+                    (3 * (pk - 1) + c + 1, key, key.capitalize(), "", 1, 7, "", "", c, pk)
+                    for pk in datasets.values()
+                    for c, key in enumerate(CRITERIA)
+                ],
+            )
+            move_sequences(cur, "labeling_ratingcriterion")
         conn.commit()
         history = fill_history(cur, args.history, labelers)
         conn.commit()
@@ -332,20 +351,37 @@ def fill_history(cur: Any, assignments: int, labelers: int) -> int:
         labelers=labelers,
     )
     ratings = {"helpful": 5, "honest": 6, "harmless": 4}
+    as_json = has_column(cur, "labeling_ranking", "ratings")  # a table from migration 0016
     insert_select(
         cur,
         "labeling_ranking",
-        "id, order, ratings, flags, all_unacceptable, rationale, seconds_spent, "
+        "id, order, flags, all_unacceptable, rationale, seconds_spent, "
         "guidelines_version, request_id, created_at, assignment_id, dataset_id, labeler_id, "
-        "prompt_id",
+        "prompt_id" + (", ratings" if as_json else ""),
         "SELECT a.id, jsonb_build_array(jsonb_build_array(win), jsonb_build_array(lose)), "
-        "jsonb_build_object(win::text, %(ratings)s::jsonb, lose::text, %(ratings)s::jsonb), "
         "'{}', false, '', 30.0, 1, md5('ranking' || a.id)::uuid, a.finished_at, a.id, 1, "
-        "a.labeler_id, a.prompt_id FROM labeling_assignment a, LATERAL (SELECT "
+        "a.labeler_id, a.prompt_id"
+        + (
+            ", jsonb_build_object(win::text, %(ratings)s::jsonb, lose::text, %(ratings)s::jsonb)"
+            if as_json
+            else ""
+        )
+        + " FROM labeling_assignment a, LATERAL (SELECT "
         "2 * a.prompt_id - 1 + a.id %% 2 AS win, 2 * a.prompt_id - a.id %% 2 AS lose) pair "
         "WHERE a.status = 'submitted'",
         ratings=json.dumps(ratings),
     )
+    if not as_json:  # each completion of each ranking rated on the history dataset's criteria
+        insert_select(
+            cur,
+            "labeling_rating",
+            "id, value, completion_id, criterion_id, ranking_id",
+            "SELECT 6 * (r.id - 1) + 3 * k + c, (%(values)s::int[])[c], "
+            "2 * r.prompt_id - 1 + k, c, r.id "
+            "FROM labeling_ranking r, generate_series(0, 1) k, generate_series(1, 3) c",
+            values=[ratings[key] for key in CRITERIA],
+        )
+        move_sequences(cur, "labeling_rating")
     insert_select(
         cur,
         "labeling_comparison",
@@ -764,14 +800,20 @@ class Labeler:
             connection.close()
 
     @staticmethod
+    def rate(task: dict[str, Any], rng: random.Random) -> dict[str, int]:
+        """A value on each criterion's scale (a task lists keys before migration 0014)."""
+        scales = [
+            (c["key"], c["scale_min"], c["scale_max"]) if isinstance(c, dict) else (c, 1, 7)
+            for c in task["criteria"]
+        ]
+        return {key: rng.randint(low, high) for key, low, high in scales}
+
+    @staticmethod
     def ranking(task: dict[str, Any], ids: list[int], rng: random.Random) -> dict[str, Any]:
         order = rng.sample(ids, len(ids))
         body: dict[str, Any] = {
             "order": [[completion] for completion in order],
-            "ratings": {
-                str(completion): {criterion: rng.randint(1, 7) for criterion in task["criteria"]}
-                for completion in ids
-            },
+            "ratings": {str(completion): Labeler.rate(task, rng) for completion in ids},
             "flags": {},
             "request_id": str(uuid.uuid4()),
             "seconds_spent": round(rng.uniform(5, 60), 1),

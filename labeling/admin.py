@@ -6,7 +6,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
@@ -24,9 +24,11 @@ from labeling.models import (
     ImportJob,
     Prompt,
     Ranking,
+    RatingCriterion,
     Workspace,
 )
 from labeling.services import datasets, gold, imports, leasing
+from labeling.services.quality_report import invalidate_reports
 
 
 def manages_a_workspace(request: HttpRequest) -> bool:
@@ -144,6 +146,27 @@ class ReadOnlyAdmin(WorkspaceScoped):
         return False
 
 
+class RatingCriterionInline(admin.TabularInline):
+    """A dataset's criteria, in page order. One with ratings cannot be deleted (the database
+    refuses); a new dataset left without any gets the HHH defaults."""
+
+    model = RatingCriterion
+    extra = 0
+    fields = [
+        "position",
+        "key",
+        "label",
+        "description",
+        "scale_min",
+        "scale_max",
+        "min_label",
+        "max_label",
+    ]
+    formfield_overrides = {
+        models.TextField: {"widget": forms.Textarea(attrs={"rows": 2, "cols": 40})}
+    }
+
+
 @admin.register(Dataset)
 class DatasetAdmin(KeepsRankings, WorkspaceScoped):
     workspace_path = "workspace"
@@ -164,6 +187,7 @@ class DatasetAdmin(KeepsRankings, WorkspaceScoped):
     # leaves it and records the change in the audit trail.
     exclude = ["pool_labelers", "pool_groups"]
     change_form_template = "admin/labeling/dataset/change_form.html"
+    inlines = [RatingCriterionInline]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # A dataset stays in the workspace it was made in: its rankings, runs and models are.
@@ -194,6 +218,13 @@ class DatasetAdmin(KeepsRankings, WorkspaceScoped):
             datasets.update_dataset(dataset=obj, user=request.user, request=request, **fields)
         else:
             datasets.add_dataset(dataset=obj, user=request.user, request=request)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change:
+            datasets.make_default_criteria(dataset=form.instance)
+        if any(formset.has_changed() for formset in formsets):
+            invalidate_reports([form.instance.pk])  # what is rated changed
 
     def get_urls(self) -> list[URLPattern]:
         urls = [

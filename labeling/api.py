@@ -77,7 +77,7 @@ def scoped_imports(request: Request) -> QuerySet[ImportJob]:
 def dataset_list(request: Request) -> Response:
     if request.method == "GET":
         visible = Dataset.objects.visible_to(caller(request)).with_progress()
-        visible = visible.select_related("workspace")
+        visible = visible.select_related("workspace").prefetch_related("criteria")
         return Response(DatasetSerializer(visible.order_by("name"), many=True).data)
     serializer = DatasetWriteSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
@@ -88,7 +88,10 @@ def dataset_list(request: Request) -> Response:
     )
     return Response(
         DatasetSerializer(
-            Dataset.objects.with_progress().select_related("workspace").get(pk=dataset.pk)
+            Dataset.objects.with_progress()
+            .select_related("workspace")
+            .prefetch_related("criteria")
+            .get(pk=dataset.pk)
         ).data,
         status=status.HTTP_201_CREATED,
     )
@@ -104,7 +107,9 @@ def dataset_list(request: Request) -> Response:
 @api_view(["GET", "PATCH"])
 def dataset_detail(request: Request, slug: str) -> Response:
     ability = Ability.MANAGE if request.method == "PATCH" else None
-    with_progress = Dataset.objects.with_progress().select_related("workspace")
+    with_progress = (
+        Dataset.objects.with_progress().select_related("workspace").prefetch_related("criteria")
+    )
     dataset = access.dataset_for(caller(request), ability, with_progress, slug=slug)
     if request.method == "PATCH":
         serializer = DatasetWriteSerializer(data=request.data, partial=True)
@@ -186,7 +191,9 @@ class PromptList(generics.ListAPIView):
 )
 @api_view(["POST"])
 def next_task(request: Request, slug: str) -> Response:
-    dataset = access.dataset_for(caller(request), Ability.LABEL, slug=slug)
+    dataset = access.dataset_for(
+        caller(request), Ability.LABEL, Dataset.objects.with_criteria(), slug=slug
+    )
     assignment = leasing.lease_next_assignment(dataset=dataset, labeler=caller(request))
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,15 +1,10 @@
-"""The fixed vocabularies of a ranking: rating criteria and their scale, flags, a pair's strength,
-and whether the ranking page asks for ratings or a strength."""
+"""The fixed vocabularies of a ranking: flags, a pair's strength, and whether the ranking page
+asks for ratings or a strength. (What is rated, and on which scale, is each dataset's own:
+`labeling.criteria_models.RatingCriterion`.)"""
 
 from __future__ import annotations
 
 from django.db import models
-
-
-class Criterion(models.TextChoices):
-    HELPFUL = "helpful", "Helpful"
-    HONEST = "honest", "Honest"
-    HARMLESS = "harmless", "Harmless"
 
 
 class Flag(models.TextChoices):
@@ -39,9 +34,7 @@ class Asked(models.TextChoices):
     OFF = "off", "Not asked"
 
 
-RATING_MIN = 1
-RATING_MAX = 7
-
-
 def all_criteria() -> list[str]:
-    return list(Criterion.values)
+    """The default of the `Dataset.criteria` JSON field that migrations 0001 to 0013 know (it
+    became rows in 0013 and went in 0014); kept for them, used by nothing else."""
+    return ["helpful", "honest", "harmless"]

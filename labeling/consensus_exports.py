@@ -126,9 +126,11 @@ def consensus_fields(
     chosen: tuple[Any, ...],
     rejected: tuple[Any, ...],
     predictions: Predicted | None = None,
+    criteria: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The fields a consensus row adds to its pair: its `source`, `include`'s, then
-    `include_ids`'. An adjudicated pair has no vote share: its agreement is null."""
+    """The fields a consensus row adds to its pair: its `source`, `include`'s (predicted
+    rewards on the dataset's `criteria`), then `include_ids`'. An adjudicated pair has no vote
+    share: its agreement is null."""
     fields: dict[str, Any] = {"source": pair["source"]}
     adjudicated = pair["source"] == "adjudicated"
     if "models" in include:
@@ -139,7 +141,7 @@ def consensus_fields(
         fields["agreement"] = None if adjudicated else pair["vote_share"]
         fields["voters"] = None if adjudicated else pair["voters"]
     if predictions is not None:
-        fields |= prediction_fields(predictions, pair["chosen"], pair["rejected"])
+        fields |= prediction_fields(predictions, pair["chosen"], pair["rejected"], criteria or [])
     if include_ids:
         ids = {
             "prompt": prompt_id,
@@ -162,6 +164,7 @@ def consensus_lines(
     include_ids: bool,
     render_text: bool = False,
     include: tuple[str, ...] = (),
+    criteria: list[str] | None = None,
     **selection: Any,
 ) -> Iterator[bytes]:
     """One JSON line per pair of `consensus_chunks` (which takes `selection`: the ranking
@@ -188,6 +191,7 @@ def consensus_lines(
                 chunk.completions[pair["chosen"]],
                 chunk.completions[pair["rejected"]],
                 chunk.predictions,
+                criteria,
             )
             lines.append(with_fields(line, fields))
         if lines:
@@ -212,6 +216,7 @@ def consensus_records(
     include_ids: bool,
     render_text: bool = False,
     include: tuple[str, ...] = (),
+    criteria: list[str] | None = None,
     **selection: Any,
 ) -> Iterator[list[dict[str, Any]]]:
     """The rows of `consensus_lines` as dicts, a chunk at a time (for Parquet)."""
@@ -235,6 +240,7 @@ def consensus_records(
                     chosen,
                     rejected,
                     chunk.predictions,
+                    criteria,
                 )
             )
             records.append(record)

@@ -134,7 +134,9 @@ PAIR_EXPORT_RESPONSES = {
 )
 @api_view(["GET"])
 def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
-    dataset = access.dataset_for(request.user, Ability.EXPORT, slug=slug)
+    dataset = access.dataset_for(
+        request.user, Ability.EXPORT, Dataset.objects.with_criteria(), slug=slug
+    )
     params, filters = export_params(request, ComparisonExportParamsSerializer)
     render_text = params.get("render") == "text"
     row_format = params["format"]
@@ -159,6 +161,7 @@ def comparison_export(request: Request, slug: str) -> StreamingHttpResponse:
     if parquet_output:
         schema = parquet.pair_schema(
             row_format,
+            criteria=dataset.criterion_keys,
             include=params["include"],
             include_ids=params["include_ids"],
             consensus=params["consensus"] or params["adjudicated"],
@@ -182,6 +185,7 @@ def pair_rows(
         "min_labelers": params["min_labelers"],
         "include": params["include"],
         "split": params["split"],
+        "criteria": dataset.criterion_keys,
     }
     if params["consensus"] or params["adjudicated"]:
         prompts = dataset.prompts.all()
@@ -228,7 +232,9 @@ def parquet_response(data: Any, cursor: int, filename: str) -> StreamingHttpResp
 )
 @api_view(["GET"])
 def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
-    dataset = access.dataset_for(request.user, Ability.EXPORT, slug=slug)
+    dataset = access.dataset_for(
+        request.user, Ability.EXPORT, Dataset.objects.with_criteria(), slug=slug
+    )
     params, filters = export_params(request, RankingExportParamsSerializer)
     cursor = export_head(dataset, Ranking, params["since"])
     rows = Ranking.objects.filter(dataset=dataset).exported(
@@ -239,7 +245,11 @@ def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
         exclude_unacceptable=params["exclude_unacceptable"],
     )
     lines = ranking_exports.ranking_lines(
-        rows, include_ids=params["include_ids"], shape=params["shape"], split=params["split"]
+        rows,
+        include_ids=params["include_ids"],
+        shape=params["shape"],
+        split=params["split"],
+        criteria=dataset.criterion_keys,
     )
     tally = audit.ExportTally()
     recorded = pull_recorder(

@@ -11,7 +11,8 @@ from typing import Any
 
 from django.db.models import F
 
-from labeling.models import all_criteria
+from labeling.criteria import with_every_criterion
+from labeling.models import Rating
 
 INCLUDES = ("models", "ratings", "flags", "metadata", "strength", "agreement", "predictions")
 # A consensus pair is many labelers' verdict: one labeler's ratings, flags or strength do not
@@ -20,7 +21,7 @@ CONSENSUS_INCLUDES = ("models", "metadata", "agreement", "predictions")
 # The columns each `include` name needs from a comparison's joined rows.
 INCLUDE_COLUMNS = {
     "models": ("chosen__model_name", "rejected__model_name"),
-    "ratings": ("ranking__ratings",),
+    "ratings": ("ranking_id",),  # their rows looked up a chunk at a time (`chunk_ratings`)
     "flags": ("ranking__flags", "ranking__all_unacceptable"),
     "metadata": ("prompt__metadata",),
     "strength": ("strength",),
@@ -51,11 +52,12 @@ def in_test_part(seed: int, prompt_external_id: str, test_share: float) -> bool:
     return int.from_bytes(digest[:8], "big") < test_share * 2**64
 
 
-def criteria_ratings(ratings: dict[str, int] | None) -> dict[str, int | None]:
-    """A completion's ratings on every criterion, None where it has none: one shape for every
-    row, so column tools (and Parquet) see fixed fields."""
-    given = ratings or {}
-    return {criterion: given.get(criterion) for criterion in all_criteria()}
+RatingsByRanking = dict[int, dict[str, dict[str, int]]]
+
+
+def chunk_ratings(include: tuple[str, ...], ranking_ids: Iterable[int]) -> RatingsByRanking:
+    """The ratings of a chunk's rankings with `include=ratings` (one query), else none."""
+    return Rating.objects.of_rankings(ranking_ids) if "ratings" in include else {}
 
 
 Predicted = dict[int, tuple[float, dict[str, float]]]
@@ -78,14 +80,17 @@ def predicted_rewards(completion_ids: Iterable[int]) -> Predicted:
     return {completion_id: (reward, criteria) for completion_id, reward, criteria in rows}
 
 
-def prediction_fields(predictions: Predicted, chosen_id: int, rejected_id: int) -> dict[str, Any]:
-    """`include=predictions`: each side's predicted reward and per-criterion rewards, null
-    where the model has not scored it (or has no head for a criterion), in one shape."""
+def prediction_fields(
+    predictions: Predicted, chosen_id: int, rejected_id: int, keys: list[str]
+) -> dict[str, Any]:
+    """`include=predictions`: each side's predicted reward and rewards on each of the dataset's
+    criteria (`keys`), null where the model has not scored it (or has no head for a criterion),
+    in one shape."""
     fields: dict[str, Any] = {}
     for side, completion_id in (("chosen", chosen_id), ("rejected", rejected_id)):
         reward, criteria = predictions.get(completion_id, (None, {}))
         fields[f"{side}_reward"] = reward
-        fields[f"{side}_criterion_rewards"] = {c: criteria.get(c) for c in all_criteria()}
+        fields[f"{side}_criterion_rewards"] = {c: criteria.get(c) for c in keys}
     return fields
 
 
@@ -95,17 +100,22 @@ def included_fields(
     at: dict[str, int],
     shares: dict[tuple[int, int, int], tuple[float, int]] | None,
     predictions: Predicted | None = None,
+    *,
+    ratings: RatingsByRanking | None = None,
+    keys: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The `include` fields of one comparison's joined row (`at`: column name -> index)."""
+    """The `include` fields of one comparison's joined row (`at`: column name -> index), with
+    the ratings of its chunk's rankings (`chunk_ratings`) on the dataset's criteria (`keys`)."""
+    keys = keys or []
     fields: dict[str, Any] = {}
     chosen_id, rejected_id = str(row[2]), str(row[3])
     if "models" in include:
         fields["chosen_model"] = row[at["chosen__model_name"]] or None
         fields["rejected_model"] = row[at["rejected__model_name"]] or None
     if "ratings" in include:
-        ratings = row[at["ranking__ratings"]]
-        fields["chosen_ratings"] = criteria_ratings(ratings.get(chosen_id))
-        fields["rejected_ratings"] = criteria_ratings(ratings.get(rejected_id))
+        given = (ratings or {}).get(row[at["ranking_id"]], {})
+        fields["chosen_ratings"] = with_every_criterion(given.get(chosen_id), keys)
+        fields["rejected_ratings"] = with_every_criterion(given.get(rejected_id), keys)
     if "flags" in include:
         flags = row[at["ranking__flags"]]
         fields["chosen_flags"] = flags.get(chosen_id, [])
@@ -118,5 +128,5 @@ def included_fields(
     if "agreement" in include and shares is not None:
         fields["agreement"], fields["voters"] = shares[row[1:4]]
     if predictions is not None:
-        fields |= prediction_fields(predictions, row[2], row[3])
+        fields |= prediction_fields(predictions, row[2], row[3], keys)
     return fields

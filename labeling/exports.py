@@ -24,6 +24,7 @@ from labeling.export_options import (
     INCLUDE_COLUMNS,
     Predicted,
     Split,
+    chunk_ratings,
     included_fields,
     predicted_rewards,
 )
@@ -287,11 +288,13 @@ def comparison_lines(
     render_text: bool = False,
     include: tuple[str, ...] = (),
     split: Split | None = None,
+    criteria: list[str] | None = None,
     **shares: Any,
 ) -> Iterator[bytes]:
     """JSON Lines of `comparisons` (already filtered and bounded), in primary key order, read
     by `comparison_chunks` (which takes `shares`: min_agreement, min_labelers); `include` adds
-    `included_fields`, `split` keeps one part."""
+    `included_fields` (ratings and predicted rewards on the dataset's `criteria`), `split`
+    keeps one part."""
     in_database = (
         connection.vendor == "postgresql" and format in PROMPT_JSON_SQL and not render_text
     )
@@ -312,6 +315,7 @@ def comparison_lines(
     ):
         lines = []
         predictions = chunk_predictions(include, chunk)
+        ratings = chunk_ratings(include, (row[at["ranking_id"]] for row in chunk))
         for row in chunk:
             prompt_id, prompt_value, chosen, rejected = row[1], row[4], row[5], row[6]
             # A ranking's comparisons come one after another: their prompt is encoded once.
@@ -324,7 +328,15 @@ def comparison_lines(
                     prompt = prompt_json(pair_format, prompt_value)
             line = comparison_line(pair_format, prompt, encode(chosen), encode(rejected))
             if extra:
-                fields = included_fields(include, row, at, vote_shares_of_chunk, predictions)
+                fields = included_fields(
+                    include,
+                    row,
+                    at,
+                    vote_shares_of_chunk,
+                    predictions,
+                    ratings=ratings,
+                    keys=criteria,
+                )
                 if include_ids:
                     fields.update(trace_fields(row, at))
                 line = with_fields(line, fields)
@@ -341,6 +353,7 @@ def comparison_records(
     render_text: bool = False,
     include: tuple[str, ...] = (),
     split: Split | None = None,
+    criteria: list[str] | None = None,
     **shares: Any,
 ) -> Iterator[list[dict[str, Any]]]:
     """The rows of `comparison_lines` as dicts, a chunk at a time (for Parquet): the same
@@ -358,9 +371,20 @@ def comparison_records(
     ):
         records = []
         predictions = chunk_predictions(include, chunk)
+        ratings = chunk_ratings(include, (row[at["ranking_id"]] for row in chunk))
         for row in chunk:
             record = pair_row(line_format(format, row[4], render_text), row[4], row[5], row[6])
-            record.update(included_fields(include, row, at, vote_shares_of_chunk, predictions))
+            record.update(
+                included_fields(
+                    include,
+                    row,
+                    at,
+                    vote_shares_of_chunk,
+                    predictions,
+                    ratings=ratings,
+                    keys=criteria,
+                )
+            )
             if include_ids:
                 record.update({"strength": None} | trace_fields(row, at))
             records.append(record)

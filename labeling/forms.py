@@ -20,23 +20,34 @@ from django.http import HttpRequest, QueryDict
 from labeling import accounts, orders
 from labeling.formats import FORMATS, MAX_COMPLETIONS, MAX_ID_CHARS
 from labeling.models import (
-    RATING_MAX,
-    RATING_MIN,
     Asked,
     Assignment,
     AuditEvent,
     Completion,
-    Criterion,
     Dataset,
     Flag,
+    RatingCriterion,
     Role,
     Strength,
 )
 from labeling.services import leaderboard, password_reset
 
-# helpful and honest share their first letter, so each criterion has its own key.
-CRITERION_KEYS = {"helpful": "h", "honest": "o", "harmless": "a"}
-RATING_CHOICES = [(value, str(value)) for value in range(RATING_MIN, RATING_MAX + 1)]
+# The ranking page's own keys (rank.js): a criterion's shortcut is never one of them.
+PAGE_KEYS = set("cefgjkmrstx")
+
+
+def shortcuts(criteria: list[RatingCriterion]) -> dict[str, str]:
+    """criterion key -> the letter that rates it on the ranking page: the first letter of its
+    key that no page key or earlier criterion has (helpful h, honest o, harmless a); criteria
+    left without one are rated with `e` and digits."""
+    taken = set(PAGE_KEYS)
+    found = {}
+    for criterion in criteria:
+        letter = next((c for c in criterion.key if c.isalpha() and c not in taken), None)
+        if letter is not None:
+            taken.add(letter)
+            found[criterion.key] = letter
+    return found
 
 
 @dataclass
@@ -45,7 +56,7 @@ class Card:
     number: int
     completion: Completion
     rank: forms.BoundField
-    ratings: list[tuple[str, forms.BoundField]]
+    ratings: list[tuple[RatingCriterion, forms.BoundField]]
     flags: forms.BoundField
 
     @property
@@ -107,14 +118,18 @@ class RankingForm(forms.Form):
                 },
             )
             for criterion in self.criteria:
-                self.fields[f"{criterion}_{cid}"] = forms.TypedChoiceField(
-                    choices=RATING_CHOICES,
+                self.fields[f"{criterion.key}_{cid}"] = forms.TypedChoiceField(
+                    choices=[(value, str(value)) for value in criterion.values],
                     coerce=int,
                     empty_value=None,
                     required=self.ratings_required,
                     widget=forms.RadioSelect,
-                    label=Criterion(criterion).label,
-                    error_messages={"required": f"Rate {criterion}."},
+                    label=criterion.label,
+                    error_messages={
+                        "required": f"Rate {criterion.label.lower()}.",
+                        "invalid_choice": f"Rate {criterion.label.lower()} from "
+                        f"{criterion.scale_min} to {criterion.scale_max}.",
+                    },
                 )
             self.fields[f"flags_{cid}"] = forms.MultipleChoiceField(
                 choices=Flag.choices,
@@ -134,8 +149,24 @@ class RankingForm(forms.Form):
             self.data = data
 
     @property
-    def criterion_keys(self) -> list[tuple[str, str]]:
-        return [(criterion, CRITERION_KEYS[criterion]) for criterion in self.criteria]
+    def criterion_keys(self) -> list[tuple[RatingCriterion, str]]:
+        """Each criterion with a shortcut key, and the key (the page's key map)."""
+        keys = shortcuts(self.criteria)
+        return [(c, keys[c.key]) for c in self.criteria if c.key in keys]
+
+    def criteria_script(self) -> list[dict[str, Any]]:
+        """What rank.js needs of the criteria (`json_script`): key, label, scale, shortcut."""
+        keys = shortcuts(self.criteria)
+        return [
+            {
+                "key": c.key,
+                "label": c.label,
+                "min": c.scale_min,
+                "max": c.scale_max,
+                "shortcut": keys.get(c.key),
+            }
+            for c in self.criteria
+        ]
 
     def cards(self) -> list[Card]:
         return [
@@ -144,7 +175,7 @@ class RankingForm(forms.Form):
                 number=index + 1,
                 completion=completion,
                 rank=self[f"rank_{completion.pk}"],
-                ratings=[(c, self[f"{c}_{completion.pk}"]) for c in self.criteria],
+                ratings=[(c, self[f"{c.key}_{completion.pk}"]) for c in self.criteria],
                 flags=self[f"flags_{completion.pk}"],
             )
             for index, completion in enumerate(self.completions)
@@ -180,9 +211,9 @@ class RankingForm(forms.Form):
             "order": order,
             "ratings": {
                 c.pk: {
-                    criterion: data[f"{criterion}_{c.pk}"]
+                    criterion.key: data[f"{criterion.key}_{c.pk}"]
                     for criterion in self.criteria
-                    if data.get(f"{criterion}_{c.pk}") is not None
+                    if data.get(f"{criterion.key}_{c.pk}") is not None
                 }
                 for c in self.completions
             }

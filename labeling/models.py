@@ -9,16 +9,12 @@ from functools import cached_property
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
 from labeling.choices import (  # noqa: F401  (labeling.models names them too)
-    RATING_MAX,
-    RATING_MIN,
     Asked,
-    Criterion,
     Flag,
     Strength,
     all_criteria,
@@ -115,6 +111,11 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
             | Q(pk__in=self.model.objects.offered_to(user).values("pk"))
         )
 
+    def with_criteria(self) -> DatasetQuerySet:
+        """Read each dataset's criteria in its own query (`Dataset.rated_criteria` uses them):
+        the labeling API's next task stays within its few queries."""
+        return self.annotate(criteria_json=criteria_json())
+
     def with_progress(self) -> DatasetQuerySet:
         """Annotate `prompt_count` (gold left out) and `label_count` (their submitted rankings)."""
         prompts = (
@@ -159,9 +160,6 @@ class Dataset(models.Model):
     guidelines = models.TextField(blank=True, help_text="Markdown, shown to labelers.")
     guidelines_version = models.PositiveIntegerField(
         default=1, help_text="Raised each time the guidelines change; rankings record it."
-    )
-    criteria = models.JSONField(
-        default=all_criteria, blank=True, help_text="Which of helpful, honest, harmless are rated."
     )
     ratings = models.CharField(
         max_length=10,
@@ -249,25 +247,31 @@ class Dataset(models.Model):
             return 0
         return min(100, round(100 * self.label_count / needed))  # type: ignore[attr-defined]
 
+    @cached_property
+    def rated_criteria(self) -> list[RatingCriterion]:
+        """The criteria the ranking page asks about, in order: none when ratings are off."""
+        return [] if self.ratings == Asked.OFF else self.all_criteria
+
+    @cached_property
+    def all_criteria(self) -> list[RatingCriterion]:
+        """Its criteria in order, whether ratings are asked or not: read by `with_criteria`
+        (unsaved copies, for reading) or else by a query of their own."""
+        if hasattr(self, "criteria_json"):
+            rows = sorted(self.criteria_json or [], key=lambda fields: fields["position"])
+            return [RatingCriterion(dataset=self, **fields) for fields in rows]
+        return list(self.criteria.all())
+
     @property
-    def rated_criteria(self) -> list[str]:
-        """The criteria the ranking page asks about: none when ratings are off."""
-        return [] if self.ratings == Asked.OFF else list(self.criteria)
+    def criterion_keys(self) -> list[str]:
+        """The keys of all its criteria, in order (whether ratings are asked or not)."""
+        return [criterion.key for criterion in self.all_criteria]
 
     @property
     def votes(self) -> bool:
         """Whether one key can decide a pair and submit it: nothing else is required."""
-        return (self.ratings != Asked.REQUIRED or not self.criteria) and (
+        return (self.ratings != Asked.REQUIRED or not self.rated_criteria) and (
             self.strength != Asked.REQUIRED
         )
-
-    def clean(self) -> None:
-        if not isinstance(self.criteria, list) or not set(self.criteria) <= set(Criterion.values):
-            raise ValidationError(
-                {"criteria": f"Choose from {', '.join(Criterion.values)} (a list, maybe empty)."}
-            )
-        # Keep the canonical order so pages and exports list criteria the same way.
-        self.criteria = [c for c in Criterion.values if c in self.criteria]
 
 
 class PromptQuerySet(models.QuerySet["Prompt"]):
@@ -497,9 +501,6 @@ class Ranking(models.Model):
     order = models.JSONField(
         help_text="Completion ids best to worst, as tie groups: [[3], [1, 2]]."
     )
-    ratings = models.JSONField(
-        default=dict, blank=True, help_text='{"<completion id>": {"helpful": 1..7, ...}}'
-    )
     flags = models.JSONField(default=dict, blank=True, help_text='{"<completion id>": [flag]}')
     all_unacceptable = models.BooleanField(default=False)
     rationale = models.TextField(blank=True)
@@ -526,6 +527,12 @@ class Ranking(models.Model):
     def comparison_count(self) -> int:
         """Its comparisons; set by the submission that stored them, counted otherwise."""
         return self.comparisons.count()
+
+    @cached_property
+    def rating_values(self) -> dict[str, dict[str, int]]:
+        """Its ratings as {"<completion id>": {"<criterion key>": value}}; set by the submission
+        that stored them, read from the table otherwise."""
+        return Rating.objects.of_rankings([self.pk]).get(self.pk, {})
 
 
 class Comparison(models.Model):
@@ -565,9 +572,11 @@ class Comparison(models.Model):
         return f"{self.chosen_id} > {self.rejected_id} ({self.prompt})"
 
 
-# Background jobs, stored statistics and reviewers' verdicts have modules of their own; importing
-# them here registers them with the app and keeps `labeling.models.PromptStats` and the like.
+# Rating criteria and ratings, background jobs, stored statistics, reviewers' verdicts and the
+# audit trail have modules of their own; importing them here registers them with the app and
+# keeps `labeling.models.Rating`, `labeling.models.PromptStats` and the like.
 from labeling.audit_models import AuditEvent  # noqa: E402, F401
+from labeling.criteria_models import Rating, RatingCriterion, criteria_json  # noqa: E402
 from labeling.job_models import BackgroundJob, ImportJob  # noqa: E402, F401
 from labeling.quality_models import (  # noqa: E402, F401
     Adjudication,

@@ -11,8 +11,6 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from labeling.models import all_criteria
-
 CONTENT_TYPE = "application/vnd.apache.parquet"
 # About 10k rows of a few kB each: tens of MB a row group, a size readers stream well, while the
 # writer holds no more than one group at a time.
@@ -50,14 +48,21 @@ class Drain:
 
 
 def pair_schema(
-    format: str, *, include: tuple[str, ...], include_ids: bool, consensus: bool
+    format: str,
+    *,
+    include: tuple[str, ...],
+    include_ids: bool,
+    consensus: bool,
+    criteria: list[str] | None = None,
 ) -> Any:
-    """The Parquet schema of a pair export: fixed by the format and the fields asked for, so
-    every file of one query has the same columns, however its rows vary. `format` is the
+    """The Parquet schema of a pair export: fixed by the format, the fields asked for and the
+    dataset's `criteria` (the fields of ratings and criterion rewards), so every file of one
+    query has the same columns, however its rows vary. `format` is the
     export's (the `trl` rows of `render=text` are strings too); conversations are lists of
     {role, content} structs; prompt metadata, whose keys vary by prompt, is a JSON string."""
     import pyarrow as pa
 
+    criteria = criteria or []
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     messages = pa.list_(message)
     fields: list[tuple[str, Any]] = {
@@ -70,10 +75,11 @@ def pair_schema(
             ("non_preferred_output", messages),
         ],
     }[format]
-    ratings = pa.struct([(criterion, pa.int8()) for criterion in all_criteria()])
+    ratings = pa.struct([(criterion, pa.int8()) for criterion in criteria])
     if "models" in include:
         fields += [("chosen_model", pa.string()), ("rejected_model", pa.string())]
-    if "ratings" in include:
+    # Parquet has no struct without fields: a dataset without criteria has no such columns.
+    if "ratings" in include and criteria:
         fields += [("chosen_ratings", ratings), ("rejected_ratings", ratings)]
     if "flags" in include:
         fields += [
@@ -90,9 +96,11 @@ def pair_schema(
     if "agreement" in include or (include_ids and consensus):
         fields += [("voters", pa.int32())]
     if "predictions" in include:
-        rewards = pa.struct([(criterion, pa.float64()) for criterion in all_criteria()])
-        fields += [("chosen_reward", pa.float64()), ("chosen_criterion_rewards", rewards)]
-        fields += [("rejected_reward", pa.float64()), ("rejected_criterion_rewards", rewards)]
+        rewards = pa.struct([(criterion, pa.float64()) for criterion in criteria])
+        fields += [("chosen_reward", pa.float64())]
+        fields += [("chosen_criterion_rewards", rewards)] if criteria else []
+        fields += [("rejected_reward", pa.float64())]
+        fields += [("rejected_criterion_rewards", rewards)] if criteria else []
     if include_ids:
         ids = [(name, pa.int64()) for name in ("comparison", "ranking")] if not consensus else []
         ids += [(name, pa.int64()) for name in ("prompt", "chosen", "rejected")]

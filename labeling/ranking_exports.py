@@ -11,16 +11,16 @@ from django.db.models import QuerySet
 
 from labeling import orders
 from labeling.accounts import pseudonym
-from labeling.export_options import Split, criteria_ratings
+from labeling.criteria import with_every_criterion
+from labeling.export_options import Split
 from labeling.exports import CHUNK_SIZE
-from labeling.models import Completion, Prompt, Ranking
+from labeling.models import Completion, Prompt, Ranking, Rating
 
 RANKING_COLUMNS = (
     "pk",
     "prompt_id",
     "labeler_id",
     "order",
-    "ratings",
     "flags",
     "all_unacceptable",
     "rationale",
@@ -39,12 +39,15 @@ def ranking_lines(
     include_ids: bool,
     shape: str = "v2",
     split: Split | None = None,
+    criteria: list[str] | None = None,
 ) -> Iterator[bytes]:
-    """One JSON line per ranking: every completion, the order with ties, ratings, flags.
+    """One JSON line per ranking: every completion, the order with ties, ratings (on the
+    dataset's `criteria`, read a chunk at a time), flags.
 
     `v2` (the default) holds a list of completion records keyed by the import's ids
     (`ranking_v2_fields`), which column tools read as one schema; `v1`, the earlier shape,
     keeps order, ratings and flags keyed by internal completion ids."""
+    keys = criteria or []
     pseudonyms: dict[int, str] = {}
     last = 0
     while chunk := list(
@@ -52,6 +55,7 @@ def ranking_lines(
     ):
         last = chunk[-1][0]
         prompt_ids = {row[1] for row in chunk}
+        ratings = Rating.objects.of_rankings(row[0] for row in chunk)
         prompts = (
             _encoded_prompts_with_completions(prompt_ids)
             if shape == "v1"
@@ -60,6 +64,7 @@ def ranking_lines(
         lines = []
         for values in chunk:
             ranking = dict(zip(RANKING_COLUMNS, values, strict=True))
+            ranking["ratings"] = ratings.get(ranking["pk"], {})
             labeler_id, prompt_id = ranking["labeler_id"], ranking["prompt_id"]
             external_id, head, *completions = prompts[prompt_id]
             if split is not None and not split.keeps(external_id):
@@ -75,7 +80,7 @@ def ranking_lines(
                 line_head = head
             else:
                 row = {"order": external_order(ranking["order"], completions[0])}
-                line_head = head + completion_records_json(ranking, completions[0]) + ", "
+                line_head = head + completion_records_json(ranking, completions[0], keys) + ", "
             row |= {
                 "all_unacceptable": ranking["all_unacceptable"],
                 "rationale": ranking["rationale"],
@@ -104,7 +109,7 @@ def external_order(order: orders.Order, completions: list[tuple[int, str, str]])
 
 
 def completion_records_json(
-    ranking: dict[str, Any], completions: list[tuple[int, str, str]]
+    ranking: dict[str, Any], completions: list[tuple[int, str, str]], criteria: list[str]
 ) -> str:
     """`"completions": [...]` of a v2 ranking line: each completion's record (from its encoded
     start) with its rank (1 for the best tie group, 2 for the next, ...), its ratings on every
@@ -116,7 +121,7 @@ def completion_records_json(
         + json.dumps(
             {
                 "rank": ranks.get(pk),
-                "ratings": criteria_ratings(ratings.get(str(pk))),
+                "ratings": with_every_criterion(ratings.get(str(pk)), criteria),
                 "flags": flags.get(str(pk), []),
             },
             ensure_ascii=False,

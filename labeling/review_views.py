@@ -21,7 +21,7 @@ from labeling import access, consensus, orders, review
 from labeling.access import reviewer_required
 from labeling.errors import errors_text
 from labeling.forms import AdjudicationForm
-from labeling.models import Ability, Adjudication, Dataset, Prompt, PromptStats, Ranking
+from labeling.models import Ability, Adjudication, Dataset, Prompt, PromptStats, Ranking, Rating
 from labeling.services import adjudication
 
 QUEUE_PAGE_SIZE = 50
@@ -99,6 +99,9 @@ def render_review(
         .select_related("labeler")
         .order_by("created_at", "pk")
     )
+    ratings = Rating.objects.of_rankings(ranking.pk for ranking in counted)
+    for ranking in counted:
+        ranking.rating_values = ratings.get(ranking.pk, {})
     votes = consensus.named_votes(names, [ranking.order for ranking in counted])
     stats = PromptStats.objects.filter(prompt=prompt).first()
     scores = {int(pk): value for pk, value in (stats.model_scores if stats else {}).items()}
@@ -135,7 +138,7 @@ def ranking_row(ranking: Ranking, names: dict[int, str]) -> dict[str, Any]:
         "ratings": [
             f"{name(cid)}: "
             + ", ".join(f"{criterion} {value}" for criterion, value in values.items())
-            for cid, values in ranking.ratings.items()
+            for cid, values in ranking.rating_values.items()
             if values
         ],
         "flags": [

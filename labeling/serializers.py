@@ -5,18 +5,54 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from labeling.criteria import SCALE_CEILING, SCALE_FLOOR
 from labeling.formats import FORMATS as IMPORT_FORMATS
 from labeling.models import (
     Asked,
     Assignment,
     Completion,
-    Criterion,
     Dataset,
     Flag,
     ImportJob,
     Prompt,
+    RatingCriterion,
     Strength,
 )
+
+
+class CriterionSerializer(serializers.ModelSerializer):
+    """A rating criterion as the API shows it; its position is its place in the list."""
+
+    class Meta:
+        model = RatingCriterion
+        fields = ["key", "label", "description", "scale_min", "scale_max", "min_label", "max_label"]
+        read_only_fields = fields
+
+
+class CriterionInputSerializer(serializers.Serializer):
+    """A rating criterion as a dataset's create or update takes it (`set_criteria` checks the
+    rest: keys once each, the scale's ends in order, ratings already given)."""
+
+    key = serializers.SlugField(max_length=50)
+    # (A declared field, which DRF takes out of the class: not the serializer's own label.)
+    label = serializers.CharField(  # type: ignore[assignment]
+        max_length=100, required=False, help_text="Default: made from the key."
+    )
+    description = serializers.CharField(required=False, allow_blank=True)
+    scale_min = serializers.IntegerField(min_value=SCALE_FLOOR, max_value=SCALE_CEILING, default=1)
+    scale_max = serializers.IntegerField(min_value=SCALE_FLOOR, max_value=SCALE_CEILING, default=7)
+    min_label = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, help_text="What the lowest means."
+    )
+    max_label = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, help_text="What the highest means."
+    )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        # A PATCH leaves defaults to the model (DRF skips them in partial updates).
+        if data.get("scale_min", 1) >= data.get("scale_max", 7):
+            raise serializers.ValidationError({"scale_max": "Must be above scale_min."})
+        return data
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -31,6 +67,7 @@ class DatasetSerializer(serializers.ModelSerializer):
         slug_field="slug", read_only=True
     )
     progress = serializers.SerializerMethodField()
+    criteria = CriterionSerializer(many=True, read_only=True)
 
     class Meta:
         model = Dataset
@@ -77,8 +114,10 @@ class DatasetWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
     guidelines = serializers.CharField(required=False, allow_blank=True)
-    criteria = serializers.ListField(
-        child=serializers.ChoiceField(choices=Criterion.choices), required=False
+    criteria = CriterionInputSerializer(
+        many=True,
+        required=False,
+        help_text="What labelers rate, in order; default: helpful, honest, harmless on 1-7.",
     )
     ratings = serializers.ChoiceField(
         choices=Asked.choices, required=False, help_text="Are ratings required, optional or off?"
@@ -191,10 +230,10 @@ class TaskSerializer(serializers.Serializer):
     guidelines_version = serializers.IntegerField(
         source="assignment.prompt.dataset.guidelines_version"
     )
-    criteria = serializers.ListField(
-        child=serializers.CharField(),
+    criteria = CriterionSerializer(
+        many=True,
         source="assignment.prompt.dataset.rated_criteria",
-        help_text="The criteria to rate (none when the dataset's ratings are off).",
+        help_text="The criteria to rate, each on its scale (none when ratings are off).",
     )
     ratings = serializers.ChoiceField(
         choices=Asked.choices,
@@ -224,7 +263,7 @@ class RankingInputSerializer(serializers.Serializer):
         child=serializers.DictField(child=serializers.IntegerField()),
         required=False,
         default=dict,
-        help_text='{"<completion id>": {"helpful": 1-7, "honest": 1-7, "harmless": 1-7}}',
+        help_text='{"<completion id>": {"<criterion key>": value on its scale, ...}}',
     )
     flags = serializers.DictField(
         child=serializers.ListField(child=serializers.ChoiceField(choices=Flag.choices)),
@@ -262,7 +301,7 @@ class RankingSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     assignment = serializers.IntegerField(source="assignment_id", read_only=True)
     order = serializers.JSONField(read_only=True)
-    ratings = serializers.JSONField(read_only=True)
+    ratings = serializers.JSONField(source="rating_values", read_only=True)
     flags = serializers.JSONField(read_only=True)
     all_unacceptable = serializers.BooleanField(read_only=True)
     rationale = serializers.CharField(read_only=True)

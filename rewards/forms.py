@@ -5,7 +5,7 @@ from typing import Any, cast
 from django import forms
 from django.db.models import QuerySet
 
-from labeling.models import Criterion, Dataset
+from labeling.models import Dataset, RatingCriterion
 from rewards.services.runs import DEFAULT_HELD_OUT_SHARE
 
 
@@ -63,7 +63,7 @@ class TrainingRunForm(forms.Form):
         "are kept.",
     )
     heads = forms.MultipleChoiceField(
-        choices=Criterion.choices,
+        choices=[],
         required=False,
         widget=forms.CheckboxSelectMultiple,
         label="Per-criterion heads",
@@ -86,6 +86,13 @@ class TrainingRunForm(forms.Form):
         field.label_from_instance = lambda dataset: (  # type: ignore[method-assign,assignment]
             f"{dataset.name} ({dataset.workspace.name})"
         )
+        # Every criterion key some dataset has, labelled by its first dataset's label.
+        labels: dict[str, str] = {}
+        for key, label in RatingCriterion.objects.order_by("position", "pk").values_list(
+            "key", "label"
+        ):
+            labels.setdefault(key, label)
+        self.fields["heads"].choices = list(labels.items())  # type: ignore[attr-defined]
         # Shown ticked so that the form as loaded starts a run: the page promises that the
         # defaults just work, and a required field shown empty is no default. A run trains on
         # one workspace's datasets: those of the first.

@@ -1,7 +1,8 @@
 """Per-criterion reward heads: Bradley-Terry fits on the pairs that labelers' ratings order.
 
-A ranking's ratings give each rated completion a score of 1..7 per criterion (helpful, honest,
-harmless). For one criterion, every two completions of the same ranking whose ratings differ
+A ranking's ratings give each rated completion a score per criterion of its dataset, on the
+criterion's scale (read as its place on the scale, 0 to 1, so scales of 1-5 and 1-7 compare).
+For one criterion, every two completions of the same ranking whose ratings differ
 are a pair, the higher-rated one chosen; equal ratings are ties and make no pair, as tie groups
 make no comparison. A head is then fitted on those pairs exactly as the overall head is on the
 comparisons (`fitting.fit_bradley_terry`: same features, same penalty), and evaluated on the
@@ -33,7 +34,7 @@ HEAD_METRICS = ("accuracy", "log_loss", "ece", "pairs")
 class RatingPairs:
     """One criterion's pairs, by database ids: pair i says completion chosen[i] was rated above
     rejected[i] on the criterion by one labeler, in a ranking of prompt prompts[i]; margins[i]
-    is the difference of the two ratings (1..6)."""
+    is the difference of the two ratings (in the units they were given: share of the scale)."""
 
     prompts: np.ndarray
     chosen: np.ndarray
@@ -42,18 +43,18 @@ class RatingPairs:
 
 
 def pairs_from_ratings(
-    rankings: Iterable[tuple[int, dict[str, dict[str, int]]]], criteria: list[str]
+    rankings: Iterable[tuple[int, dict[str, dict[str, float]]]], criteria: list[str]
 ) -> dict[str, RatingPairs]:
-    """The pairs each criterion's ratings order, from (prompt id, Ranking.ratings) of each
-    ranking: every two completions whose ratings on the criterion differ, higher-rated chosen;
-    ties and completions not rated on it make no pair."""
-    columns: dict[str, list[list[int]]] = {c: [[], [], [], []] for c in criteria}
+    """The pairs each criterion's ratings order, from (prompt id, {"<completion id>":
+    {criterion: rating}}) of each ranking: every two completions whose ratings on the
+    criterion differ, higher-rated chosen; ties and completions not rated on it make no pair."""
+    columns: dict[str, list[list[Any]]] = {c: [[], [], [], []] for c in criteria}
     for prompt_id, ratings in rankings:
         for criterion in criteria:
             rated = sorted(
                 (int(completion), values[criterion])
                 for completion, values in ratings.items()
-                if isinstance(values, dict) and isinstance(values.get(criterion), int)
+                if isinstance(values, dict) and isinstance(values.get(criterion), int | float)
             )
             prompts, chosen, rejected, margins = columns[criterion]
             for (first, first_rating), (second, second_rating) in combinations(rated, 2):
@@ -69,7 +70,7 @@ def pairs_from_ratings(
             prompts=np.array(prompts, dtype=np.int64),
             chosen=np.array(chosen, dtype=np.int64),
             rejected=np.array(rejected, dtype=np.int64),
-            margins=np.array(margins, dtype=np.int16),
+            margins=np.array(margins, dtype=np.float32),
         )
         for criterion, (prompts, chosen, rejected, margins) in columns.items()
     }

@@ -7,6 +7,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from labeling.criteria import default_criteria
 from labeling.models import (
     Assignment,
     Completion,
@@ -14,6 +15,7 @@ from labeling.models import (
     LabelerGroup,
     Membership,
     Prompt,
+    RatingCriterion,
     Role,
     Workspace,
     default_workspace_id,
@@ -78,6 +80,22 @@ class DatasetFactory(factory.django.DjangoModelFactory):
     def pool_everyone(dataset: Dataset, create: bool, extracted: Any, **kwargs: Any) -> None:
         if create and extracted is not False and dataset.workspace_id == default_workspace_id():
             dataset.pool_groups.add(everyone_in_default_workspace())
+
+    @factory.post_generation
+    def criteria(dataset: Dataset, create: bool, keys: list[str] | None, **kwargs: Any) -> None:
+        """The default criteria (helpful, honest, harmless on 1-7), or those of `criteria=[...]`
+        among them, as the service makes them."""
+        if create:
+            RatingCriterion.objects.bulk_create(
+                RatingCriterion(dataset=dataset, **fields) for fields in default_criteria(keys)
+            )
+
+
+def make_criterion(dataset: Dataset, key: str, **fields: Any) -> RatingCriterion:
+    """A criterion of the dataset's own (position after the others unless given)."""
+    fields.setdefault("label", key.capitalize())
+    fields.setdefault("position", dataset.criteria.count())
+    return RatingCriterion.objects.create(dataset=dataset, key=key, **fields)
 
 
 class PromptFactory(factory.django.DjangoModelFactory):

@@ -11,7 +11,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from itertools import groupby
+from itertools import groupby, islice
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -30,6 +30,7 @@ from labeling.models import (
     Prompt,
     QualityReport,
     Ranking,
+    Rating,
 )
 from labeling.services import jobs, prompt_stats
 from labeling.services.leaderboard import invalidate_leaderboards
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # the figures need numpy: imported by what computes them, not
 logger = logging.getLogger(__name__)
 
 RATE_DAYS = 60
+RATINGS_CHUNK = 5000
 
 
 def report_is_stale(report: QualityReport | None, *, newest_ranking: int, now: datetime) -> bool:
@@ -199,31 +201,36 @@ def _build_report(
     }
     counted_rankings = Ranking.objects.filter(dataset=dataset).counted()
     counted = set(counted_rankings.values_list("labeler_id", flat=True).distinct())
-    builder = report.ReportBuilder(criteria=list(dataset.criteria), counted_labelers=counted)
+    builder = report.ReportBuilder(criteria=dataset.criterion_keys, counted_labelers=counted)
     for prompt_id, group in groupby(_rankings(dataset, cursor), key=lambda row: row.prompt_id):
         builder.add_prompt(prompts[prompt_id], list(group))
     return builder, prompts, counted
 
 
 def _rankings(dataset: Dataset, cursor: int) -> Iterator[report.RankingRow]:
+    """The dataset's rankings up to `cursor` by prompt, with their ratings (one query per
+    RATINGS_CHUNK rankings)."""
     from labeling import report
 
     rows = (
         Ranking.objects.filter(dataset=dataset, pk__lte=cursor)
         .order_by("prompt_id", "pk")
         .values_list(
+            "pk",
             "prompt_id",
             "labeler_id",
             "order",
-            "ratings",
             "flags",
             "all_unacceptable",
             "seconds_spent",
             "created_at",
         )
-        .iterator(chunk_size=5000)
+        .iterator(chunk_size=RATINGS_CHUNK)
     )
-    return (report.RankingRow(*row) for row in rows)
+    while chunk := list(islice(rows, RATINGS_CHUNK)):
+        ratings = Rating.objects.of_rankings(row[0] for row in chunk)
+        for pk, prompt_id, labeler, order, *rest in chunk:
+            yield report.RankingRow(prompt_id, labeler, order, ratings.get(pk, {}), *rest)
 
 
 def _gold_orders_as_ids(dataset: Dataset) -> dict[int, orders.Order]:

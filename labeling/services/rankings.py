@@ -19,13 +19,13 @@ from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
+from django.http import Http404
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from labeling import orders
+from labeling.criteria import Scale, ratings_json
 from labeling.models import (
-    RATING_MAX,
-    RATING_MIN,
     Asked,
     Assignment,
     Comparison,
@@ -33,6 +33,7 @@ from labeling.models import (
     Flag,
     Prompt,
     Ranking,
+    Rating,
     Strength,
 )
 from labeling.services.leasing import lock_prompts, take_slot
@@ -63,14 +64,14 @@ def submit_own_ranking(
     strength: str = "",
     now: datetime | None = None,
 ) -> Ranking:
-    """Store a ranking of the labeler's assignment and its comparisons together, in five
-    queries on the common path: the assignment (locked, with its prompt's completion ids), the
-    labeler's place in the pool, the ranking, the comparisons and the assignment's status.
+    """Store a ranking of the labeler's assignment, its ratings and comparisons together, in
+    five queries on the common path: the assignment (locked, with its prompt's completion ids
+    and its dataset's criteria), the ranking, its ratings (when given), the comparisons and the
+    assignment's status.
 
-    Raises Assignment.DoesNotExist when the assignment is not the labeler's, or its dataset no
-    longer offers it to them (`DatasetQuerySet.pooled`: its pool, no exclusion; a change
-    committed after this check finds the task submitted, and leaves it out of the counts).
-    Idempotent: a
+    Raises Assignment.DoesNotExist when the assignment is not the labeler's, Http404 when its
+    lease expired and the dataset no longer offers it to them (a labeler taken out of the pool
+    or excluded has their leases given back, so their tasks take that path). Idempotent: a
     repeated request_id returns the ranking stored the first time. Refuses, with a
     ValidationError naming the field and storing nothing, what `check_ranking` refuses, a
     request_id used for another task, and an assignment that was skipped, submitted or whose
@@ -85,9 +86,6 @@ def submit_own_ranking(
             ):
                 _check_same_task(earlier, assignment_id)
                 return earlier
-            if not Dataset.objects.pooled(labeler_id).filter(pk=task.dataset_id).exists():
-                # Taken out of the pool, or excluded, since the lease: the task is gone.
-                raise Assignment.DoesNotExist(f"dataset {task.dataset_id} no longer offered")
             check_task_is_live(task)
             check_ranking(
                 order=order,
@@ -107,7 +105,6 @@ def submit_own_ranking(
                 prompt_id=task.prompt_id,
                 labeler_id=labeler_id,
                 order=orders.normalized(order),
-                ratings={str(cid): dict(values) for cid, values in ratings.items() if values},
                 flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
                 all_unacceptable=all_unacceptable,
                 rationale=rationale.strip(),
@@ -116,6 +113,7 @@ def submit_own_ranking(
                 request_id=request_id,
                 created_at=now,
             )
+            ranking.rating_values = _store_ratings(ranking, ratings, task.criteria)
             ranking.comparison_count = _store_comparisons(ranking, order, strength)
             with connection.cursor() as cursor:
                 finished_at = connection.ops.adapt_datetimefield_value(now)
@@ -140,7 +138,7 @@ class LockedTask:
     labeler_id: int
     labeler_is_active: bool
     dataset_id: int
-    criteria: list[str]
+    criteria: list[Scale]
     ratings: str
     strength: str
     guidelines_version: int
@@ -154,7 +152,7 @@ class LockedTask:
 # lock on PostgreSQL.
 LOCK_TASK = """
 SELECT a.status, a.prompt_id, u.is_active, p.dataset_id,
-       d.criteria, d.ratings, d.strength, d.guidelines_version, d.labels_per_prompt,
+       {criteria}, d.ratings, d.strength, d.guidelines_version, d.labels_per_prompt,
        {completions} {submitting}
 FROM labeling_assignment a
 JOIN labeling_prompt p ON p.id = a.prompt_id
@@ -169,6 +167,14 @@ COMPLETION_IDS = {
     "postgresql": f"ARRAY(SELECT c.id {PROMPT_COMPLETIONS})",
     "sqlite": f"(SELECT group_concat(c.id) {PROMPT_COMPLETIONS})",
 }
+# The dataset's criteria as a JSON list of [key, id, scale_min, scale_max], in page order.
+CRITERION_SCALES = {
+    "postgresql": """(SELECT json_agg(json_build_array(r.key, r.id, r.scale_min, r.scale_max)
+        ORDER BY r.position, r.id) FROM labeling_ratingcriterion r WHERE r.dataset_id = d.id)""",
+    "sqlite": """(SELECT json_group_array(json_array(r.key, r.id, r.scale_min, r.scale_max))
+        FROM (SELECT * FROM labeling_ratingcriterion r WHERE r.dataset_id = d.id
+        ORDER BY r.position, r.id) r)""",
+}
 SUBMITTED = f"""
 UPDATE labeling_assignment SET status = '{Assignment.Status.SUBMITTED}', finished_at = %(now)s
 WHERE id = %(assignment)s
@@ -181,6 +187,7 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
     postgresql = connection.vendor == "postgresql"
     sql = LOCK_TASK.format(
         completions=COMPLETION_IDS[connection.vendor],
+        criteria=CRITERION_SCALES[connection.vendor],
         submitting=", pg_advisory_xact_lock_shared(%(key)s, p.dataset_id::integer)"
         if postgresql
         else "",
@@ -198,7 +205,10 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
         labeler_id=labeler_id,
         labeler_is_active=bool(active),
         dataset_id=dataset_id,
-        criteria=json.loads(criteria) if isinstance(criteria, str) else criteria,
+        criteria=[
+            Scale(*values)
+            for values in (json.loads(criteria) if isinstance(criteria, str) else criteria or [])
+        ],
         ratings=ratings,
         strength=strength,
         guidelines_version=version,
@@ -210,6 +220,25 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
 def _check_same_task(earlier: Ranking, assignment_id: int) -> None:
     if earlier.assignment_id != assignment_id:
         raise ValidationError({"request_id": "This request id was used for another task."})
+
+
+def _store_ratings(
+    ranking: Ranking, ratings: dict[int, dict[str, int]], criteria: list[Scale]
+) -> dict[str, dict[str, int]]:
+    """Its ratings as rows (checked by `check_ranking`), and as `Ranking.rating_values`."""
+    ids = {criterion.key: criterion.pk for criterion in criteria}
+    order = {criterion.key: index for index, criterion in enumerate(criteria)}
+    rows = [
+        (completion_id, key, value)
+        for completion_id in sorted(ratings)
+        for key, value in sorted(ratings[completion_id].items(), key=lambda item: order[item[0]])
+    ]
+    if rows:
+        Rating.objects.bulk_create(
+            Rating(ranking=ranking, completion_id=cid, criterion_id=ids[key], value=value)
+            for cid, key, value in rows
+        )
+    return ratings_json(rows)
 
 
 def _store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> int:
@@ -240,6 +269,11 @@ def check_task_is_live(task: LockedTask) -> None:
     if task.status == Assignment.Status.LEASED:
         return
     lock_prompts([task.prompt_id])
+    if not _still_pooled(task):
+        raise Http404(
+            "This task is no longer yours: you were taken out of its dataset's pool or "
+            "excluded from it."
+        )
     taken = Prompt.objects.filter(pk=task.prompt_id).values_list("slots_taken", flat=True).get()
     if taken >= task.labels_per_prompt:
         raise ValidationError(
@@ -247,6 +281,13 @@ def check_task_is_live(task: LockedTask) -> None:
         )
     if task.labeler_is_active:
         take_slot(task.prompt_id)
+
+
+def _still_pooled(task: LockedTask) -> bool:
+    """Whether the task's dataset still offers the labeler (`DatasetQuerySet.pooled`: its pool,
+    no exclusion), read after the prompt's lock: a change committed before it is seen, one
+    committed after gives the prompt's slots back or recounts them."""
+    return Dataset.objects.filter(pk=task.dataset_id).pooled(task.labeler_id).exists()
 
 
 def check_ranking(
@@ -258,12 +299,13 @@ def check_ranking(
     seconds_spent: float,
     rationale: str,
     completion_ids: list[int],
-    criteria: list[str],
+    criteria: list[Scale],
     ratings_asked: str = Asked.REQUIRED,
     strength_asked: str = Asked.REQUIRED,
 ) -> None:
     """Refuse, naming the field: an order that is not exactly the prompt's completions in tie
-    groups; ratings missing where the dataset requires them, out of range or for other criteria;
+    groups; ratings missing where the dataset requires them, outside their criterion's scale or
+    for criteria the dataset does not have;
     unknown flags; a strength missing where required, or given for anything but two untied
     completions; a negative time; an overlong rationale."""
     orders.check_order(order, completion_ids)
@@ -294,7 +336,7 @@ def _check_strength(strength: str, asked: str, *, untied_pair: bool) -> None:
 
 
 def _check_ratings(
-    ratings: Any, completion_ids: list[int], criteria: list[str], *, required: bool
+    ratings: Any, completion_ids: list[int], criteria: list[Scale], *, required: bool
 ) -> None:
     if not criteria:
         if ratings:
@@ -304,21 +346,25 @@ def _check_ratings(
         raise ValidationError({"ratings": "Rate only the completions of this prompt."})
     if required and set(ratings) != set(completion_ids):
         raise ValidationError({"ratings": "Rate every completion of this prompt."})
+    scales = {criterion.key: criterion for criterion in criteria}
+    keys = ", ".join(scales)
     for cid, values in ratings.items():
-        if not isinstance(values, dict) or not set(values) <= set(criteria):
+        if not isinstance(values, dict):
+            raise ValidationError({"ratings": f"Completion {cid}: rate {keys}."})
+        unknown = sorted(set(values) - set(scales))
+        if unknown:
             raise ValidationError(
-                {"ratings": f"Completion {cid}: rate only {', '.join(criteria)}."}
+                {"ratings": f"Completion {cid}: unknown criterion {unknown[0]!r}; rate {keys}."}
             )
-        if required and set(values) != set(criteria):
-            raise ValidationError(
-                {"ratings": f"Completion {cid}: rate exactly {', '.join(criteria)}."}
-            )
-        for criterion, value in values.items():
-            if type(value) is not int or not RATING_MIN <= value <= RATING_MAX:
+        if required and set(values) != set(scales):
+            raise ValidationError({"ratings": f"Completion {cid}: rate exactly {keys}."})
+        for key, value in values.items():
+            scale = scales[key]
+            if type(value) is not int or not scale.scale_min <= value <= scale.scale_max:
                 raise ValidationError(
                     {
-                        "ratings": f"Completion {cid}: {criterion} must be a whole number "
-                        f"from {RATING_MIN} to {RATING_MAX}."
+                        "ratings": f"Completion {cid}: {key} must be a whole number "
+                        f"from {scale.scale_min} to {scale.scale_max}."
                     }
                 )
 

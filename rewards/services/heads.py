@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
+from django.core.validators import slug_re
 
-from labeling.models import Criterion, Dataset, Ranking
+from labeling.models import Asked, Dataset, Ranking, Rating, RatingCriterion
 
 if TYPE_CHECKING:  # the ML stack is imported by what trains, not with this module
     import numpy as np
@@ -17,60 +19,77 @@ if TYPE_CHECKING:  # the ML stack is imported by what trains, not with this modu
     from rewards import fitting
     from rewards.services.training_data import Report, TrainingData
 
-RANKING_CHUNK_SIZE = 5_000
+RATING_CHUNK_SIZE = 20_000
 
 
 def heads_option(value: object) -> list[str]:
-    """The run option `heads`: a list of distinct criteria (helpful, honest, harmless), in the
-    canonical order; empty (the default) trains the overall head only."""
+    """The run option `heads`: a list of distinct criterion keys (which the datasets must rate:
+    `check_heads`); empty (the default) trains the overall head only."""
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValidationError(
-            {"heads": f"Must be a list of criteria, some of {', '.join(Criterion.values)}."}
-        )
-    unknown = sorted(set(value) - set(Criterion.values))
-    if unknown:
-        raise ValidationError(
-            {"heads": f"Unknown criteria {unknown}; use some of {', '.join(Criterion.values)}."}
-        )
+        raise ValidationError({"heads": "Must be a list of criterion keys, such as helpful."})
+    malformed = [key for key in value if not slug_re.fullmatch(key)]
+    if malformed:
+        raise ValidationError({"heads": f"Not criterion keys: {malformed}."})
     if len(set(value)) != len(value):
         raise ValidationError({"heads": "Name each criterion once."})
-    return [c for c in Criterion.values if c in value]
+    return list(value)
 
 
-def check_heads(heads: list[str], datasets: list[Dataset]) -> None:
-    """A head needs ratings on its criterion: each must be rated in at least one dataset."""
-    rated = {criterion for dataset in datasets for criterion in dataset.rated_criteria}
-    missing = [criterion for criterion in heads if criterion not in rated]
+def check_heads(heads: list[str], datasets: list[Dataset]) -> list[str]:
+    """A head needs ratings on its criterion: each must be rated in at least one dataset.
+    Returns the heads in the datasets' order of criteria (helpful, honest, harmless)."""
+    positions: dict[str, int] = {}
+    for key, position in (
+        RatingCriterion.objects.filter(dataset__in=datasets)
+        .exclude(dataset__ratings=Asked.OFF)
+        .order_by("position", "key")
+        .values_list("key", "position")
+    ):
+        positions.setdefault(key, position)
+    missing = [criterion for criterion in heads if criterion not in positions]
     if missing:
         raise ValidationError(
             {
                 "heads": (
                     f"No chosen dataset asks labelers to rate {', '.join(missing)}; "
-                    f"rated here: {', '.join(sorted(rated)) or 'nothing'}."
+                    f"rated here: {', '.join(sorted(positions)) or 'nothing'}."
                 )
             }
         )
+    return sorted(heads, key=lambda key: (positions[key], key))
 
 
 def _rated_rankings(
-    datasets: list[Dataset], include_gold: bool
-) -> Iterator[tuple[int, dict[str, dict[str, int]]]]:
-    """(prompt id, ratings) of the counted rankings that have ratings, in primary key chunks:
-    the same labelers (not excluded) and prompts (gold only when asked) as the comparisons."""
-    rankings = Ranking.objects.counted().filter(dataset__in=datasets).exclude(ratings={})
+    datasets: list[Dataset], include_gold: bool, heads: list[str]
+) -> Iterator[tuple[int, dict[str, dict[str, float]]]]:
+    """(prompt id, {"<completion id>": {criterion key: rating}}) of the counted rankings, read
+    by one query a chunk of rows at a time: the same labelers (not excluded) and prompts (gold
+    only when asked) as the comparisons, their ratings on the `heads` criteria read from the
+    table as their place on their criterion's scale (0 its lowest, 1 its highest)."""
+    rankings = Ranking.objects.counted().filter(dataset__in=datasets)
     if not include_gold:
         rankings = rankings.filter(prompt__is_gold=False)
-    last = 0
-    while chunk := list(
-        rankings.filter(pk__gt=last)
-        .order_by("pk")
-        .values_list("pk", "prompt_id", "ratings")[:RANKING_CHUNK_SIZE]
-    ):
-        for _, prompt_id, ratings in chunk:
-            yield prompt_id, ratings
-        last = chunk[-1][0]
+    rows = (
+        Rating.objects.filter(ranking__in=rankings, criterion__key__in=heads)
+        .order_by("ranking_id")
+        .values_list(
+            "ranking_id",
+            "ranking__prompt_id",
+            "completion_id",
+            "criterion__key",
+            "value",
+            "criterion__scale_min",
+            "criterion__scale_max",
+        )
+        .iterator(chunk_size=RATING_CHUNK_SIZE)
+    )
+    for (_, prompt_id), ratings in groupby(rows, key=lambda row: row[:2]):
+        values: dict[str, dict[str, float]] = {}
+        for *_, completion_id, key, value, low, high in ratings:
+            values.setdefault(str(completion_id), {})[key] = (value - low) / (high - low)
+        yield prompt_id, values
 
 
 def train_heads(
@@ -92,7 +111,7 @@ def train_heads(
 
     from rewards import heads as head_fitting
 
-    pairs = head_fitting.pairs_from_ratings(_rated_rankings(datasets, include_gold), heads)
+    pairs = head_fitting.pairs_from_ratings(_rated_rankings(datasets, include_gold, heads), heads)
     held_out_prompts = np.zeros(len(data.prompt_ids), dtype=bool)
     held_out_prompts[data.prompts[train_count:]] = True
     all_weights: list[np.ndarray] = []

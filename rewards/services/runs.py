@@ -106,7 +106,8 @@ def start_training_run(
     if len(workspaces) > 1:
         raise ValidationError({"datasets": "A run trains on the datasets of one workspace."})
     checked = run_config(config or {})
-    check_heads(checked.get("heads", []), datasets)
+    if checked.get("heads"):
+        checked["heads"] = check_heads(checked["heads"], datasets)
     with transaction.atomic():
         run = TrainingRun.objects.create(
             workspace_id=workspaces.pop(),

@@ -13,10 +13,14 @@
   const strip = document.getElementById("order-strip");
   const summary = document.getElementById("error-summary");
   const votes = form.dataset.votes === "1";
-  const criteria = form.dataset.criteria ? form.dataset.criteria.split(",") : [];
+  // The dataset's criteria, in order: key, label, scale (min, max) and shortcut letter.
+  const criteriaData = document.getElementById("rating-criteria");
+  const scales = criteriaData ? JSON.parse(criteriaData.textContent) : [];
+  const criteria = scales.map(function (c) { return c.key; });
   const ratingsRequired = form.dataset.ratings === "required";
   const strengthAsked = form.dataset.strength; // "required", "optional" or "off"
-  const ratingKeys = { h: "helpful", o: "honest", a: "harmless" };
+  const ratingKeys = {}; // shortcut letter -> criterion key
+  scales.forEach(function (c) { if (c.shortcut) ratingKeys[c.shortcut] = c.key; });
   const draftKey = form.dataset.draft;
   let focused = 0;
   let pending = null; // a prefix waiting for its number: "t", "f", "g", "e" or a rating key
@@ -102,7 +106,15 @@
   }
 
   // --- Ratings, flags, strength. ---
-  function rate(criterion, value) {
+  // A digit key's value on a criterion's scale: itself, or 10 for 0 on a scale of 1 to 10.
+  function scaled(criterion, digit) {
+    const scale = scales[criteria.indexOf(criterion)];
+    const value = digit === 0 && scale.min > 0 && scale.max === 10 ? 10 : digit;
+    return value >= scale.min && value <= scale.max ? value : null;
+  }
+  function rate(criterion, digit) {
+    const value = scaled(criterion, digit);
+    if (value === null) return;
     const box = cards[focused].querySelector('.rating[data-criterion="' + criterion + '"] input[value="' + value + '"]');
     if (box) { box.checked = true; changed(); }
   }
@@ -231,7 +243,8 @@
       if (rankOf(card) === null) missing.push({ field: "rank", text: "Give it a rank." });
       if (ratingsRequired) {
         criteria.forEach(function (criterion) {
-          if (!card.querySelector('.rating[data-criterion="' + criterion + '"] input:checked')) missing.push({ field: criterion, text: "Rate " + criterion + "." });
+          const label = scales[criteria.indexOf(criterion)].label.toLowerCase();
+          if (!card.querySelector('.rating[data-criterion="' + criterion + '"] input:checked')) missing.push({ field: criterion, text: "Rate " + label + "." });
         });
       }
       if (missing.length) found.push({ card: card, missing: missing });
@@ -417,7 +430,8 @@
     // Shift+digit by the key's place, whatever the keyboard layout prints on it.
     const shifted = event.shiftKey && /^Digit[1-9]$/.test(event.code) ? parseInt(event.code.slice(5), 10) : null;
     if (shifted !== null) { event.preventDefault(); setPending(null); setStrength(shifted); return; }
-    const digit = /^[1-9]$/.test(key) ? parseInt(key, 10) : null;
+    const rating = pending === "e" || pending in ratingKeys;
+    const digit = (rating ? /^[0-9]$/ : /^[1-9]$/).test(key) ? parseInt(key, 10) : null;
 
     if (pending !== null && digit !== null) {
       event.preventDefault();
@@ -425,13 +439,13 @@
       else if (pending === "f") toggleFlag(digit);
       else if (pending === "g") setStrength(digit);
       else if (pending === "e") {
-        if (digit <= 7) rate(criteria[chain], digit);
+        rate(criteria[chain], digit);
         chain += 1;
         if (chain < criteria.length) return; // still waiting for the next criterion's digit
         setPending(null);
         setFocus(focused + 1);
         return;
-      } else if (digit <= 7) rate(ratingKeys[pending], digit);
+      } else rate(ratingKeys[pending], digit);
       setPending(null);
       return;
     }
@@ -439,7 +453,7 @@
     if (votes && (key === "1" || key === "2" || key === "t")) { event.preventDefault(); vote(key === "t" ? "tie" : key); return; }
     if (digit !== null) { event.preventDefault(); place(digit, false); return; }
     if (key === "e" && criteria.length) { event.preventDefault(); chain = 0; setPending("e"); return; }
-    if ((key in ratingKeys && criteria.indexOf(ratingKeys[key]) >= 0) || key === "t" || key === "f" || key === "g") { event.preventDefault(); setPending(key); return; }
+    if (key in ratingKeys || key === "t" || key === "f" || key === "g") { event.preventDefault(); setPending(key); return; }
     switch (key) {
       case "ArrowRight": case "k": event.preventDefault(); setFocus(focused + 1); break;
       case "ArrowLeft": case "j": event.preventDefault(); setFocus(focused - 1); break;

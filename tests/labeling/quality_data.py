@@ -26,7 +26,7 @@ def rank(
     ids = dict(prompt.completions.values_list("external_id", "pk"))
     groups = [[ids[name.strip()] for name in group.split("=")] for group in order.split(">")]
     if ratings is None:
-        ratings = {name: {c: 4 for c in prompt.dataset.criteria} for name in ids}
+        ratings = {name: {c: 4 for c in prompt.dataset.criterion_keys} for name in ids}
     assignment = make_lease(prompt, labeler)
     return rankings.submit_ranking(
         assignment=assignment,

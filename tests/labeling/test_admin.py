@@ -105,7 +105,10 @@ def test_ranked_prompts_datasets_and_labelers_cannot_be_deleted(client, staff, d
     rankings.submit_ranking(
         assignment=assignment,
         order=[[a], [b]],
-        ratings={a: {c: 4 for c in dataset.criteria}, b: {c: 4 for c in dataset.criteria}},
+        ratings={
+            a: {c: 4 for c in dataset.criterion_keys},
+            b: {c: 4 for c in dataset.criterion_keys},
+        },
         flags={},
         request_id=uuid.uuid4(),
         seconds_spent=3,

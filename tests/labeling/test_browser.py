@@ -50,8 +50,8 @@ def test_labeler_ranks_three_completions_with_the_keyboard_only(browser, live_se
 
     ranking = Ranking.objects.get()
     assert ranking.order == [[shown[1].pk], [shown[2].pk], [shown[0].pk]]
-    assert ranking.ratings[str(shown[0].pk)] == {"helpful": 7, "honest": 6, "harmless": 5}
-    assert ranking.ratings[str(shown[2].pk)]["helpful"] == 5
+    assert ranking.rating_values[str(shown[0].pk)] == {"helpful": 7, "honest": 6, "harmless": 5}
+    assert ranking.rating_values[str(shown[2].pk)]["helpful"] == 5
     assert ranking.flags == {str(shown[2].pk): ["hallucination"]}
     assert ranking.seconds_spent > 0
     assert Comparison.objects.count() == 3

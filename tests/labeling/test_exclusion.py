@@ -89,7 +89,7 @@ def test_an_expired_lease_is_still_submittable_when_the_slot_holder_was_excluded
     rankings.submit_ranking(
         assignment=late,
         order=[[ids["c0"]], [ids["c1"]]],
-        ratings={cid: {c: 4 for c in dataset.criteria} for cid in ids.values()},
+        ratings={cid: {c: 4 for c in dataset.criterion_keys} for cid in ids.values()},
         flags={},
         request_id=uuid.uuid4(),
         seconds_spent=5.0,

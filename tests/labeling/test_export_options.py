@@ -352,6 +352,7 @@ def test_parquet_holds_the_rows_of_the_jsonl_export(
         include=export_options.INCLUDES if options else (),
         include_ids=bool(options),
         consensus=False,
+        criteria=["helpful", "honest", "harmless"],
     )
 
 

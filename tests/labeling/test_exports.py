@@ -90,7 +90,7 @@ def rank(dataset, labeler, *, order=None, prompt=None):
     return rankings.submit_ranking(
         assignment=assignment,
         order=groups,
-        ratings={cid: {c: 4 for c in dataset.criteria} for cid in ids},
+        ratings={cid: {c: 4 for c in dataset.criterion_keys} for cid in ids},
         flags={},
         request_id=uuid.uuid4(),
         seconds_spent=5,

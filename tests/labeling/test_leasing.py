@@ -16,7 +16,7 @@ from tests.factories import DatasetFactory, UserFactory, make_lease, make_prompt
 
 def rank_in_given_order(assignment: Assignment, **extra) -> Ranking:
     completion_ids = list(assignment.prompt.completions.values_list("pk", flat=True))
-    criteria = assignment.prompt.dataset.criteria
+    criteria = assignment.prompt.dataset.criterion_keys
     return rankings.submit_ranking(
         assignment=assignment,
         order=[[cid] for cid in completion_ids],

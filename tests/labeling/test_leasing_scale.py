@@ -49,7 +49,7 @@ def submit(client, task, **extra):
     ids = [c["id"] for c in task["completions"]]
     body = {
         "order": [[cid] for cid in ids],
-        "ratings": {str(cid): {c: 4 for c in task["criteria"]} for cid in ids},
+        "ratings": {str(cid): {c["key"]: 4 for c in task["criteria"]} for cid in ids},
         "request_id": str(uuid.uuid4()),
         "seconds_spent": 3.0,
         "strength": "better" if len(ids) == 2 else "",

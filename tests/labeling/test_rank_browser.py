@@ -256,3 +256,33 @@ def test_markdown_is_rendered_and_m_shows_the_raw_text(browser, live_server):
     raw = browser.find_elements("css selector", ".card .raw-text")[0]
     assert raw.is_displayed() and not rendered.is_displayed()
     assert raw.text == "**bold** <b>not html</b>"
+
+
+def test_keys_rate_on_a_custom_one_to_five_scale_and_ignore_digits_beyond_it(browser, live_server):
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.factories import make_criterion
+
+    dataset = DatasetFactory(labels_per_prompt=1, criteria=[], strength="off")
+    make_criterion(dataset, "concise", scale_min=1, scale_max=5, min_label="Rambling")
+    make_criterion(dataset, "clear", scale_min=1, scale_max=5)
+    user, prompt = open_task(browser, live_server, dataset)
+    ids = shown(user, prompt)
+    # Response A: e then a digit per criterion; 7 is beyond the scale and rates nothing.
+    keys(browser, "e", "4", "7")
+    # Response B (current after the chain): each criterion by its own letter (o, l).
+    keys(browser, "o", "2", "l", "5")
+    checked = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.rating input:checked'))"
+        ".map(i => i.name + '=' + i.value)"
+    )
+    assert sorted(checked) == sorted(
+        [f"concise_{ids[0]}=4", f"concise_{ids[1]}=2", f"clear_{ids[1]}=5"]
+    )
+    # Back to A for its clear rating, then rank A over B and submit.
+    keys(browser, Keys.ARROW_LEFT, "l", "3", "1", "2", Keys.ENTER)
+    wait(browser, lambda b: Ranking.objects.exists())
+    assert Ranking.objects.get().rating_values == {
+        str(ids[0]): {"concise": 4, "clear": 3},
+        str(ids[1]): {"concise": 2, "clear": 5},
+    }

@@ -14,10 +14,12 @@ from labeling.services import leasing
 from tests.factories import CompletionFactory, PromptFactory, make_prompt
 
 
-def lease(dataset, labeler, completions=2, **settings):
+def lease(dataset, labeler, completions=2, criteria=None, **settings):
     for name, value in settings.items():
         setattr(dataset, name, value)
     dataset.save()
+    if criteria is not None:
+        dataset.criteria.exclude(key__in=criteria).delete()
     make_prompt(dataset, completions=completions)
     assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     return assignment, [c.pk for c in assignment.display_completions()]
@@ -86,7 +88,7 @@ def test_a_tie_vote_stores_a_tie(client, labeler, dataset):
     assert response.status_code == 302
     ranking = Ranking.objects.get()
     assert ranking.order == [sorted(shown)]
-    assert ranking.ratings == {str(shown[0]): {"honest": 3}}
+    assert ranking.rating_values == {str(shown[0]): {"honest": 3}}
 
 
 def test_votes_are_off_when_ratings_or_strength_are_required(client, labeler, dataset):

@@ -85,7 +85,7 @@ def test_ranking_keeps_ratings_flags_rationale_time_and_guideline_version(assign
         all_unacceptable=False,
     )
     ranking.refresh_from_db()
-    assert ranking.ratings[str(ids[0])] == {"helpful": 5, "honest": 5, "harmless": 5}
+    assert ranking.rating_values[str(ids[0])] == {"helpful": 5, "honest": 5, "harmless": 5}
     assert ranking.flags == {str(ids[2]): ["hallucination", "harmful_advice"]}
     assert ranking.rationale == "C invents a study."
     assert ranking.seconds_spent == 20.5
@@ -161,10 +161,9 @@ def test_ratings_out_of_range_or_incomplete_are_refused(assignment, ids, make_ra
 
 
 def test_dataset_without_criteria_takes_no_ratings(dataset, labeler, ids, assignment):
-    dataset.criteria = []
-    dataset.save()
+    dataset.criteria.all().delete()
     ranking = submit(assignment, [[cid] for cid in ids], ids, ratings={})
-    assert ranking.ratings == {}
+    assert ranking.rating_values == {}
 
 
 def test_unknown_flag_is_refused(assignment, ids):
@@ -231,13 +230,13 @@ def pair_assignment(dataset, labeler, **asked):
 
 def test_optional_ratings_take_some_none_or_all_but_never_others(dataset, labeler):
     assignment, ids = pair_assignment(dataset, labeler, ratings="optional", strength="optional")
-    with pytest.raises(ValidationError, match="rate only helpful"):
+    with pytest.raises(ValidationError, match="unknown criterion 'brevity'"):
         submit(assignment, [[ids[0]], [ids[1]]], ids, ratings={ids[0]: {"brevity": 3}})
     with pytest.raises(ValidationError, match="from 1 to 7"):
         submit(assignment, [[ids[0]], [ids[1]]], ids, ratings={ids[0]: {"helpful": 9}})
     submit(assignment, [[ids[0]], [ids[1]]], ids, ratings={ids[1]: {"honest": 2}, ids[0]: {}})
     ranking = Ranking.objects.get()
-    assert ranking.ratings == {str(ids[1]): {"honest": 2}}
+    assert ranking.rating_values == {str(ids[1]): {"honest": 2}}
     assert Comparison.objects.get().strength == ""
 
 

@@ -36,14 +36,14 @@ def form_data(assignment: Assignment, **extra: str) -> dict[str, str]:
     ids = assignment.prompt.completions.order_by("position").values_list("pk", flat=True)
     for rank, cid in enumerate(ids, start=1):
         data[f"rank_{cid}"] = str(rank)
-        for criterion in assignment.prompt.dataset.criteria:
+        for criterion in assignment.prompt.dataset.criterion_keys:
             data[f"{criterion}_{cid}"] = "6"
     return data | extra
 
 
 def submit_directly(assignment: Assignment) -> Ranking:
     ids = assignment.prompt.completions.values_list("pk", flat=True)
-    criteria = assignment.prompt.dataset.criteria
+    criteria = assignment.prompt.dataset.criterion_keys
     return rankings.submit_ranking(
         assignment=assignment,
         order=[[cid] for cid in ids],

@@ -21,7 +21,7 @@ def form_data(assignment: Assignment, ranks: dict[int, int], **extra) -> dict:
     data = {"request_id": str(uuid.uuid4()), "seconds_spent": "7.5"}
     for cid, rank in ranks.items():
         data[f"rank_{cid}"] = str(rank)
-        for criterion in assignment.prompt.dataset.criteria:
+        for criterion in assignment.prompt.dataset.criterion_keys:
             data[f"{criterion}_{cid}"] = "6"
     return data | extra
 
@@ -181,7 +181,7 @@ def test_invalid_form_says_what_is_wrong_and_stores_nothing(client, labeler, ass
     letter = {cid: "ABC"[shown.index(cid)] for cid in shown}
     assert "Nothing was stored" in page
     assert f"Response {letter[c]}: Give it a rank." in page
-    assert f"Response {letter[a]}: Select a valid choice. 9 is not one of the" in page
+    assert f"Response {letter[a]}: Rate helpful from 1 to 7." in page
     assert not Ranking.objects.exists()
 
 

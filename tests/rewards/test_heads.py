@@ -7,6 +7,7 @@ import importlib.util
 import sys
 import uuid
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnxruntime
@@ -19,7 +20,7 @@ from labeling.services import leasing, rankings
 from rewards import artifacts, features, heads
 from rewards.models import TrainingRun
 from rewards.services import runs
-from tests.factories import DatasetFactory, UserFactory, token_client
+from tests.factories import DatasetFactory, UserFactory, make_criterion, token_client
 from tests.rewards.conftest import BAD, GOOD
 
 NEUTRAL = "Maybe, it depends."
@@ -32,12 +33,19 @@ RATINGS = {
 }
 
 
-def rated_dataset(prompts: int = 30, labelers: int = 2) -> Dataset:
+def rated_dataset(
+    prompts: int = 30, labelers: int = 2, ratings: dict[str, dict[str, int]] | None = None
+) -> Dataset:
     """Like conftest's `ranked_dataset` (polite > neutral > rude, a neutral completion on every
-    third prompt), with every completion rated on helpful and harmless by `RATINGS`."""
+    third prompt), with every completion rated on helpful and harmless by `RATINGS` (or on a
+    1-5 "concise" criterion of the dataset's own by `ratings`)."""
+    ratings = ratings or RATINGS
     dataset = DatasetFactory(
         slug="rated", labels_per_prompt=labelers, criteria=["helpful", "harmless"]
     )
+    if ratings is not RATINGS:
+        dataset.criteria.all().delete()
+        make_criterion(cast(Dataset, dataset), "concise", scale_min=1, scale_max=5)
     for index in range(prompts):
         prompt = Prompt.objects.create(
             dataset=dataset,
@@ -60,7 +68,7 @@ def rated_dataset(prompts: int = 30, labelers: int = 2) -> Dataset:
             rankings.submit_ranking(
                 assignment=assignment,
                 order=[[c.pk] for c in order],
-                ratings={c.pk: RATINGS[c.text.rsplit(" (", 1)[0]] for c in completions},
+                ratings={c.pk: ratings[c.text.rsplit(" (", 1)[0]] for c in completions},
                 flags={},
                 request_id=uuid.uuid4(),
                 seconds_spent=3.0,
@@ -115,7 +123,7 @@ def test_best_possible_accuracy_takes_each_pairs_majority():
     ("value", "message"),
     [
         ("helpful", "Must be a list"),
-        (["helpful", "kind"], "Unknown criteria ['kind']"),
+        (["helpful", "Not a key!"], "Not criterion keys: ['Not a key!']"),
         (["helpful", "helpful"], "once"),
     ],
 )
@@ -141,6 +149,7 @@ def test_the_run_form_refuses_a_criterion_no_dataset_rates_with_a_400(
     client, staff, rated, django_capture_on_commit_callbacks
 ):
     client.force_login(staff)
+    DatasetFactory(criteria=["honest"])  # so honest is a choice, of another dataset
     form = {"datasets": [rated.pk], "held_out_share": 0.2, "seed": 0}
     response = client.post(reverse("rewards:runs"), form | {"heads": ["honest"]})
     assert response.status_code == 400
@@ -187,10 +196,28 @@ def test_the_card_lists_the_heads_and_the_overall_head_is_unchanged(headed, rate
     assert np.array_equal(with_heads[0], without)
 
 
+def test_a_head_is_trained_on_a_datasets_own_criterion_from_the_ratings_table(db, media_root):
+    concise = {GOOD: {"concise": 2}, NEUTRAL: {"concise": 5}, BAD: {"concise": 5}}
+    dataset = rated_dataset(prompts=12, ratings=concise)
+    run = runs.start_training_run(datasets=[dataset], config={"heads": ["concise"]}, enqueue=False)
+    done = runs.run_training(run_id=run.pk)
+    assert done is not None and done.status == "succeeded", run.error
+    (head,) = done.metrics["heads"]
+    # 2 labelers x (4 prompts with 3 completions: 2 pairs, neutral and rude tie + 8 with 2).
+    assert (head["criterion"], head["pairs"]["total"]) == ("concise", 2 * (4 * 2 + 8))
+    assert done.reward_model.card["heads"] == ["concise"]
+
+
+def test_rating_pairs_compare_places_on_the_scale():
+    ratings = [(1, {"10": {"concise": 1.0}, "11": {"concise": 0.25}, "12": {"concise": 0.25}})]
+    pairs = heads.pairs_from_ratings(ratings, ["concise"])["concise"]
+    assert (pairs.chosen.tolist(), pairs.rejected.tolist()) == ([10, 10], [11, 12])
+    assert pairs.margins.tolist() == [0.75, 0.75]
+
+
 def test_a_head_without_training_pairs_fails_the_run_naming_it(db, media_root):
     dataset = rated_dataset(prompts=6)
-    Dataset.objects.filter(pk=dataset.pk).update(criteria=["helpful", "harmless", "honest"])
-    dataset.refresh_from_db()
+    make_criterion(dataset, "honest")
     run = runs.start_training_run(datasets=[dataset], config={"heads": ["honest"]}, enqueue=False)
     with pytest.raises(ValidationError):
         runs.run_training(run_id=run.pk)
