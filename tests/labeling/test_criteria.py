@@ -14,7 +14,12 @@ from django.test.utils import CaptureQueriesContext
 from labeling import criteria
 from labeling.models import Asked, Comparison, Ranking, Rating, RatingCriterion
 from labeling.services import datasets, leasing, rankings
-from tests.factories import DatasetFactory, make_criterion, make_prompt
+from tests.factories import (
+    DatasetFactory,
+    everyone_in_default_workspace,
+    make_criterion,
+    make_prompt,
+)
 from tests.labeling.test_leasing_scale import TRANSACTION_CONTROL
 
 CONCISE = {
@@ -50,8 +55,10 @@ def submit(assignment, ids, ratings, **overrides):
 
 @pytest.fixture
 def concise(db):
-    """A dataset that rates one criterion of its own, on 1 to 5."""
-    return datasets.create_dataset(slug="concise", status="active", criteria=[CONCISE])
+    """A dataset that rates one criterion of its own, on 1 to 5, offered to every test user."""
+    dataset = datasets.create_dataset(slug="concise", status="active", criteria=[CONCISE])
+    dataset.pool_groups.add(everyone_in_default_workspace())
+    return dataset
 
 
 # --- Making and changing criteria ------------------------------------------------------------

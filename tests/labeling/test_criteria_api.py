@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from labeling.models import Dataset, Rating
-from tests.factories import make_prompt, token_client
+from tests.factories import everyone_in_default_workspace, make_prompt, token_client
 
 CONCISE = {
     "key": "concise",
@@ -92,7 +92,9 @@ def test_patching_criteria_replaces_them_in_the_order_given(staff_api, dataset):
 
 def test_a_labeler_rates_a_custom_criterion_through_the_api(staff_api, labeler):
     create(staff_api, criteria=[CONCISE])
-    make_prompt(Dataset.objects.get(slug="custom"), completions=2)
+    custom = Dataset.objects.get(slug="custom")
+    custom.pool_groups.add(everyone_in_default_workspace())
+    make_prompt(custom, completions=2)
     client = token_client(labeler)
     task = client.post(reverse("labeling-api:next-task", args=["custom"])).json()
     assert task["criteria"] == [CONCISE]

@@ -13,9 +13,9 @@ from django.conf import settings
 from django.urls import reverse
 
 from labeling.forms import shortcuts
-from labeling.models import Dataset, Ranking, RatingCriterion
+from labeling.models import Dataset, Ranking, RatingCriterion, default_workspace_id
 from labeling.services import datasets, leasing
-from tests.factories import make_prompt
+from tests.factories import everyone_in_default_workspace, make_prompt
 
 CONCISE = {
     "key": "concise",
@@ -30,7 +30,9 @@ CONCISE = {
 
 @pytest.fixture
 def concise(db):
-    return datasets.create_dataset(slug="concise", status="active", criteria=[CONCISE])
+    dataset = datasets.create_dataset(slug="concise", status="active", criteria=[CONCISE])
+    dataset.pool_groups.add(everyone_in_default_workspace())
+    return dataset
 
 
 @pytest.fixture
@@ -145,7 +147,8 @@ def test_the_admin_edits_a_datasets_criteria_inline(client, staff, concise):
 def test_a_dataset_added_in_the_admin_without_criteria_gets_the_defaults(client, staff):
     client.force_login(staff)
     response = client.post(
-        reverse("admin:labeling_dataset_add"), DATASET_FORM | inline("criteria", [])
+        reverse("admin:labeling_dataset_add"),
+        DATASET_FORM | {"workspace": default_workspace_id()} | inline("criteria", []),
     )
     assert response.status_code == 302
     dataset = Dataset.objects.get(slug="admin-made")

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
 from django.urls import reverse
 
 from labeling.models import (
@@ -129,7 +130,7 @@ def test_a_late_submit_of_an_excluded_labeler_is_refused_and_takes_no_slot(datas
     exclusion.exclude_from(labeler=labeler, dataset=dataset, by=staff)
     lease.refresh_from_db()
     assert lease.status == Assignment.Status.EXPIRED
-    with pytest.raises(Assignment.DoesNotExist, match="no longer offered"):
+    with pytest.raises(Http404, match="no longer yours"):
         rank_in_given_order(lease)
     api = token_client(labeler)
     body = {"order": [], "request_id": "6c2e6f0e-6b0e-4f55-9d77-9a1cbd0f4b7e", "seconds_spent": 1}
