@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -19,7 +18,6 @@ from labeling.choices import (  # noqa: F401  (labeling.models names them too)
     Strength,
     all_criteria,
 )
-from labeling.orders import Order
 from labeling.workspace_models import (  # noqa: F401  (labeling.models names them too)
     DEFAULT_WORKSPACE_SLUG,
     ROLES_ABLE_TO,
@@ -450,133 +448,15 @@ class Assignment(models.Model):
         )
 
 
-class ExportQuerySet(models.QuerySet[Any]):
-    def counted(self) -> ExportQuerySet:
-        """Rankings or comparisons that count (`labeler_counts`)."""
-        return self.filter(labeler_counts())
+# Rankings and their comparisons, rating criteria and ratings, background jobs, stored
+# statistics, reviewers' verdicts and the audit trail have modules of their own; importing them
+# here registers them with the app and keeps `labeling.models.Rating` and the like. Rankings
+# come first: the others build on them.
+from labeling.ranking_models import Comparison, ExportQuerySet, Ranking  # noqa: E402, F401
 
-    def orders_by_prompt(self) -> dict[int, list[Order]]:
-        """Rankings only: each prompt's orders, oldest first, like `in_bulk` a dict."""
-        orders: dict[int, list[Order]] = defaultdict(list)
-        for prompt_id, order in self.order_by("pk").values_list("prompt_id", "order"):
-            orders[prompt_id].append(order)
-        return dict(orders)
-
-    def exported(
-        self,
-        *,
-        cursor: int,
-        since: int = 0,
-        exclude_gold: bool = True,
-        labeler: int | None = None,
-        min_margin: int | None = None,
-        exclude_unacceptable: bool = False,
-    ) -> ExportQuerySet:
-        """Rows of one export pull: after `since`, up to `cursor`, with the export's filters.
-
-        Rows of excluded (deactivated) labelers are never exported."""
-        rows = self.counted().filter(pk__gt=since, pk__lte=cursor)
-        if exclude_gold:
-            rows = rows.filter(prompt__is_gold=False)
-        if labeler is not None:
-            rows = rows.filter(labeler_id=labeler)
-        if min_margin:
-            rows = rows.filter(margin__gte=min_margin)
-        if exclude_unacceptable:
-            # A ranking's own flag, or for a comparison its ranking's.
-            unacceptable = (
-                "all_unacceptable" if self.model is Ranking else "ranking__all_unacceptable"
-            )
-            rows = rows.exclude(**{unacceptable: True})
-        return rows
-
-
-class Ranking(models.Model):
-    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="ranking")
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="rankings")
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="rankings")
-    labeler = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rankings"
-    )
-    order = models.JSONField(
-        help_text="Completion ids best to worst, as tie groups: [[3], [1, 2]]."
-    )
-    flags = models.JSONField(default=dict, blank=True, help_text='{"<completion id>": [flag]}')
-    all_unacceptable = models.BooleanField(default=False)
-    rationale = models.TextField(blank=True)
-    seconds_spent = models.FloatField()
-    guidelines_version = models.PositiveIntegerField()
-    request_id = models.UUIDField(unique=True)
-    created_at = models.DateTimeField()
-
-    objects = ExportQuerySet.as_manager()
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(condition=Q(seconds_spent__gte=0), name="ranking_seconds_spent"),
-        ]
-        indexes = [
-            models.Index(fields=["labeler", "created_at"], name="ranking_labeler_created"),
-            models.Index(fields=["dataset", "id"], name="ranking_dataset_id"),
-        ]
-
-    def __str__(self) -> str:
-        return f"ranking {self.pk} of {self.prompt} by {self.labeler}"
-
-    @cached_property
-    def comparison_count(self) -> int:
-        """Its comparisons; set by the submission that stored them, counted otherwise."""
-        return self.comparisons.count()
-
-    @cached_property
-    def rating_values(self) -> dict[str, dict[str, int]]:
-        """Its ratings as {"<completion id>": {"<criterion key>": value}}; set by the submission
-        that stored them, read from the table otherwise."""
-        return Rating.objects.of_rankings([self.pk]).get(self.pk, {})
-
-
-class Comparison(models.Model):
-    # dataset is copied from the prompt so an export scans one index: (dataset, id).
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="comparisons")
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
-    chosen = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
-    rejected = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
-    margin = models.PositiveSmallIntegerField(help_text="Rank distance between the two.")
-    strength = models.CharField(
-        max_length=15,
-        choices=Strength.choices,
-        blank=True,
-        help_text="How much better, asked when the prompt has exactly two completions.",
-    )
-    labeler = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comparisons"
-    )
-    ranking = models.ForeignKey(Ranking, on_delete=models.CASCADE, related_name="comparisons")
-    created_at = models.DateTimeField()
-
-    objects = ExportQuerySet.as_manager()
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=~Q(chosen=models.F("rejected")), name="comparison_distinct_completions"
-            ),
-            models.CheckConstraint(condition=Q(margin__gte=1), name="comparison_margin_positive"),
-            models.UniqueConstraint(
-                fields=["ranking", "chosen", "rejected"], name="comparison_once_per_ranking"
-            ),
-        ]
-        indexes = [models.Index(fields=["dataset", "id"], name="comparison_dataset_id")]
-
-    def __str__(self) -> str:
-        return f"{self.chosen_id} > {self.rejected_id} ({self.prompt})"
-
-
-# Rating criteria and ratings, background jobs, stored statistics, reviewers' verdicts and the
-# audit trail have modules of their own; importing them here registers them with the app and
-# keeps `labeling.models.Rating`, `labeling.models.PromptStats` and the like.
+# isort: split
 from labeling.audit_models import AuditEvent  # noqa: E402, F401
-from labeling.criteria_models import Rating, RatingCriterion, criteria_json  # noqa: E402
+from labeling.criteria_models import Rating, RatingCriterion, criteria_json  # noqa: E402, F401
 from labeling.job_models import BackgroundJob, ImportJob  # noqa: E402, F401
 from labeling.quality_models import (  # noqa: E402, F401
     Adjudication,
