@@ -225,6 +225,25 @@ def throttled(token: str) -> None:
     check(False, "a fast client gets 429")
 
 
+def pool_over_the_api(staff_token: str, slug: str, username: str, outsider: Any) -> None:
+    """The dataset is offered to its pool only: the labeler joins it over the API, and
+    someone outside it finds no such dataset."""
+    status, body, _ = call(
+        f"/api/v1/datasets/{slug}/pool/",
+        token=staff_token,
+        method="POST",
+        body={"labelers": [username]},
+    )
+    check(status == 200, f"a staff token adds a labeler to the dataset's pool: {body}")
+    status, _, _ = call(
+        f"/api/v1/datasets/{slug}/next-task/",
+        token=Token.objects.create(user=outsider).key,
+        method="POST",
+        body={},
+    )
+    check(status == 404, "someone outside the pool gets a 404 on its next task")
+
+
 def main() -> int:
     wait_until_healthy()  # after `make release` has migrated
     users = get_user_model().objects
@@ -235,7 +254,10 @@ def main() -> int:
     labeler = users.create_user(f"ci-labeler-{suffix}", password=PASSWORD)
     hammer = users.create_user(f"ci-hammer-{suffix}", password=PASSWORD)
     slug = f"ci-prod-{suffix}"
-    import_over_the_api(Token.objects.create(user=staff).key, slug)
+    staff_token = Token.objects.create(user=staff).key
+    import_over_the_api(staff_token, slug)
+    outsider = users.create_user(f"ci-outsider-{suffix}", password=PASSWORD)
+    pool_over_the_api(staff_token, slug, labeler.username, outsider=outsider)
     status, body, _ = call("/password-reset/")
     check(
         status == 200 and "Reset your password" in str(body),

@@ -25,7 +25,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 
 from labeling.models import Dataset  # noqa: E402
-from labeling.services import datasets, imports  # noqa: E402
+from labeling.services import datasets, imports, workspaces  # noqa: E402
 from rewards.models import TrainingRun  # noqa: E402
 from rewards.services import runs  # noqa: E402
 from tests.factories import UserFactory, rank_as_the_file_prefers  # noqa: E402
@@ -55,7 +55,9 @@ def main() -> int:
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
         with path.open("rb") as stream:
             imports.import_dataset(dataset=dataset, stream=stream, filename=path.name)
-    rank_as_the_file_prefers(dataset, UserFactory(username=f"{slug}-labeler"))
+    labeler = UserFactory(username=f"{slug}-labeler")
+    workspaces.change_pool(dataset=dataset, add_labelers=[labeler])
+    rank_as_the_file_prefers(dataset, labeler)
     run = runs.start_training_run(datasets=[dataset])
     print(
         f"queued training run {run.pk} on {dataset.prompts.count()} prompts; waiting for the worker"
