@@ -274,6 +274,7 @@ def build_database(
                 ],
             )
             move_sequences(cur, "labeling_ratingcriterion")
+        pool_everyone(cur, labelers, list(datasets.values()))
         conn.commit()
         history = fill_history(cur, args.history, labelers)
         conn.commit()
@@ -313,6 +314,37 @@ def build_database(
         flush=True,
     )
     return datasets, tokens
+
+
+def pool_everyone(cur: Any, labelers: int, datasets: list[int]) -> None:
+    """The labelers are members of the datasets' workspace (the default one) and in a group in
+    every dataset's pool, as `make run`'s are: a dataset is offered to its pool only."""
+    cur.execute("SELECT workspace_id FROM labeling_dataset WHERE id = %s", [datasets[0]])
+    (workspace,) = cur.fetchone()
+    insert_select(
+        cur,
+        "labeling_membership",
+        "workspace_id, user_id, role, created_at",
+        "SELECT %(workspace)s, i, 'labeler', now() FROM generate_series(1, %(n)s) i",
+        workspace=workspace,
+        n=labelers,
+    )
+    cur.execute(
+        "INSERT INTO labeling_labelergroup (workspace_id, name) VALUES (%s, 'Bench labelers') "
+        "RETURNING id",
+        [workspace],
+    )
+    (group,) = cur.fetchone()
+    insert_select(
+        cur,
+        "labeling_labelergroup_members",
+        "labelergroup_id, user_id",
+        "SELECT %(group)s, i FROM generate_series(1, %(n)s) i",
+        group=group,
+        n=labelers,
+    )
+    rows = [(dataset, group) for dataset in datasets]
+    copy_rows(cur, "labeling_dataset_pool_groups", "dataset_id, labelergroup_id", rows)
 
 
 def fill_history(cur: Any, assignments: int, labelers: int) -> int:
