@@ -209,8 +209,8 @@ def rank_with_the_keyboard(driver: Any, username: str) -> None:
     driver.find_element(By.XPATH, "//h1[contains(., 'already submitted')]")
     check(True, "the submitted task's address says so and offers the next one, DEBUG off")
     driver.get(BASE + "/quality/")
-    driver.find_element(By.XPATH, "//h1[.='This page is for staff']")
-    check(not csp_violations(driver), "a labeler on a staff page gets PrefLab's 403 page")
+    driver.find_element(By.XPATH, "//h1[.='Not for your role']")
+    check(not csp_violations(driver), "a labeler on a reviewers' page gets PrefLab's 403 page")
     driver.delete_all_cookies()
 
 
