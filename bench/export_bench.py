@@ -110,7 +110,7 @@ def synthetic_rows(
     for u in range(1, LABELERS + 2):  # user1 is the staff user who exports
         rows["auth_user"].append((u, "!", u == 1, f"user{u}", "", "", "", u == 1, True, now))
     dataset = (1, "Bench", SLUG, "", "", 1, 3, 0.0, "active", now, "optional", "optional")
-    rows["labeling_dataset"].append(dataset)
+    rows["labeling_dataset"].append((*dataset, WORKSPACE))
     for c, key in enumerate(("helpful", "honest", "harmless"), start=1):
         row = (c, key, key.capitalize(), "", 1, 7, "", "", c - 1, 1)
         rows["labeling_ratingcriterion"].append(row)
