@@ -51,7 +51,7 @@ from django.contrib.auth.models import User
 from labeling.models import Completion, Dataset, Prompt
 fields = {{f.name for f in Dataset._meta.get_fields()}}
 ANSWER = "Answer %d: **boil** it for %d minutes.\\n\\n- one\\n- two"
-User.objects.create_user("bench", password={password!r})
+bench_user = User.objects.create_user("bench", password={password!r})
 for k in (2, 4, 9):
     for rated in (True, False):
         extra = {{}}
@@ -67,6 +67,9 @@ for k in (2, 4, 9):
             from labeling.models import RatingCriterion
             for criterion in default_criteria():
                 RatingCriterion.objects.create(dataset=dataset, **criterion)
+        if "pool_labelers" in fields:  # from workspaces on: the pool is offered the dataset
+            from labeling.services.workspaces import change_pool
+            change_pool(dataset=dataset, add_labelers=[bench_user])
         for n in range({tasks} + 2):
             prompt = Prompt.objects.create(
                 dataset=dataset, external_id=f"p{{n}}",

@@ -50,7 +50,7 @@ COLUMNS = {  # the columns each COPY gives, in the order of `arena_rows`' tuples
     "auth_user": "id, password, is_superuser, username, first_name, last_name, email, is_staff, "
     "is_active, date_joined",
     "labeling_dataset": "id, name, slug, description, guidelines, guidelines_version, "
-    "labels_per_prompt, gold_rate, status, created_at, ratings, strength",
+    "labels_per_prompt, gold_rate, status, created_at, ratings, strength, workspace_id",
     "labeling_prompt": "id, external_id, messages, metadata, content_hash, is_gold, created_at, "
     "dataset_id",
     "labeling_completion": "id, external_id, text, model_name, metadata, position, prompt_id",
@@ -80,7 +80,8 @@ def arena_rows(comparisons: int, *, models: int, seed: int = 7) -> dict[str, lis
     rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in COLUMNS}
     for u in range(1, LABELERS + 2):  # user1 is the staff user who reads the leaderboard
         rows["auth_user"].append((u, "!", u == 1, f"user{u}", "", "", "", u == 1, True, now))
-    dataset = (1, "Bench", SLUG, "", "", 1, 3, 0.0, "active", now, "off", "off")
+    # Workspace 1: the default one, which migrating a fresh database makes first.
+    dataset = (1, "Bench", SLUG, "", "", 1, 3, 0.0, "active", now, "off", "off", 1)
     rows["labeling_dataset"].append(dataset)
     prompt = ranking = comparison = 0
     while comparison < comparisons:

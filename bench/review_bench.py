@@ -43,8 +43,9 @@ INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_na
                        is_staff, is_active, date_joined)
 VALUES (1, '!', true, 'user1', '', '', '', true, true, now());
 INSERT INTO labeling_dataset (id, name, slug, description, guidelines, guidelines_version,
-    ratings, strength, labels_per_prompt, gold_rate, status, created_at)
-VALUES (1, 'Bench', 'bench', '', '', 1, 'off', 'off', 3, 0.0, 'active', now());
+    ratings, strength, labels_per_prompt, gold_rate, status, created_at, workspace_id)
+VALUES (1, 'Bench', 'bench', '', '', 1, 'off', 'off', 3, 0.0, 'active', now(),
+        (SELECT id FROM labeling_workspace WHERE slug = 'default'));
 INSERT INTO labeling_prompt (id, dataset_id, external_id, messages, metadata, content_hash,
                              is_gold, slots_taken, created_at)
 SELECT n, 1, 'p' || n,

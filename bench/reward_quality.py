@@ -44,14 +44,16 @@ def ranked_hh_dataset():  # type: ignore[no-untyped-def]
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from labeling.services import datasets, imports
+    from labeling.services import datasets, imports, workspaces
     from tests.factories import rank_as_the_file_prefers
 
     call_command("migrate", verbosity=0)
     dataset = datasets.create_dataset(slug="hh", status="active", labels_per_prompt=1, criteria=[])
     with HH_FILE.open("rb") as stream:
         result = imports.import_dataset(dataset=dataset, stream=stream, filename=HH_FILE.name)
-    rank_as_the_file_prefers(dataset, User.objects.create(username="simulated"))
+    labeler = User.objects.create(username="simulated")
+    workspaces.change_pool(dataset=dataset, add_labelers=[labeler])
+    rank_as_the_file_prefers(dataset, labeler)
     print(f"imported {result.created} pairs ({len(result.skipped)} lines skipped by the importer)")
     return dataset
 
