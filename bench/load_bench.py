@@ -129,7 +129,8 @@ def unfilled_defaults(cur: Any, table: str, filled: list[str]) -> dict[str, Any]
         [table],
     )
     missing = [name for (name,) in cur.fetchall() if name not in filled]
-    model = next(m for m in apps.get_models() if m._meta.db_table == table)
+    models = apps.get_models(include_auto_created=True)  # with many-to-many tables
+    model = next(m for m in models if m._meta.db_table == table)
     fields = {f.column: f for f in model._meta.concrete_fields}
     return {
         name: fields[name].get_db_prep_save(fields[name].get_default(), connection)
@@ -504,6 +505,12 @@ def reset_dataset(url: str, dataset_id: int) -> None:
 
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("DELETE FROM labeling_comparison WHERE dataset_id = %s", [dataset_id])
+        if has_column(cur, "labeling_rating", "ranking_id"):  # ratings are rows from 0019 on
+            cur.execute(
+                "DELETE FROM labeling_rating WHERE ranking_id IN "
+                "(SELECT id FROM labeling_ranking WHERE dataset_id = %s)",
+                [dataset_id],
+            )
         cur.execute("DELETE FROM labeling_ranking WHERE dataset_id = %s", [dataset_id])
         cur.execute(
             "DELETE FROM labeling_assignment WHERE prompt_id IN "
