@@ -247,34 +247,7 @@ def build_database(
         copy_rows(cur, "authtoken_token", "key, user_id, created", rows)
         move_sequences(cur, "auth_user")
         datasets = {HISTORY: 1, SMALL: 2, BIG: 3}
-        criteria_rows = not has_column(cur, "labeling_dataset", "criteria")  # rows from 0013
-        shared = (LABELS_PER_PROMPT, 0.0, "active", "now")
-        copy_rows(
-            cur,
-            "labeling_dataset",
-            "id, name, slug, description, guidelines, guidelines_version, "
-            "labels_per_prompt, gold_rate, status, created_at"
-            + ("" if criteria_rows else ", criteria"),
-            [
-                (pk, slug, slug, "", "Rank best first.", 1, *shared)
-                + (() if criteria_rows else (json.dumps(CRITERIA),))
-                for slug, pk in datasets.items()
-            ],
-        )
-        move_sequences(cur, "labeling_dataset")
-        if criteria_rows:
-            copy_rows(
-                cur,
-                "labeling_ratingcriterion",
-                "id, key, label, description, scale_min, scale_max, min_label, max_label, "
-                "position, dataset_id",
-                [
-                    (3 * (pk - 1) + c + 1, key, key.capitalize(), "", 1, 7, "", "", c, pk)
-                    for pk in datasets.values()
-                    for c, key in enumerate(CRITERIA)
-                ],
-            )
-            move_sequences(cur, "labeling_ratingcriterion")
+        fill_datasets(cur, datasets)
         pool_everyone(cur, labelers, list(datasets.values()))
         conn.commit()
         history = fill_history(cur, args.history, labelers)
@@ -315,6 +288,39 @@ def build_database(
         flush=True,
     )
     return datasets, tokens
+
+
+def fill_datasets(cur: Any, datasets: dict[str, int]) -> None:
+    """The datasets (slug: id) and their HHH criteria: rows from migration 0017 on, a JSON
+    list before it."""
+    criteria_rows = not has_column(cur, "labeling_dataset", "criteria")
+    shared = (LABELS_PER_PROMPT, 0.0, "active", "now")
+    copy_rows(
+        cur,
+        "labeling_dataset",
+        "id, name, slug, description, guidelines, guidelines_version, "
+        "labels_per_prompt, gold_rate, status, created_at"
+        + ("" if criteria_rows else ", criteria"),
+        [
+            (pk, slug, slug, "", "Rank best first.", 1, *shared)
+            + (() if criteria_rows else (json.dumps(CRITERIA),))
+            for slug, pk in datasets.items()
+        ],
+    )
+    move_sequences(cur, "labeling_dataset")
+    if criteria_rows:
+        copy_rows(
+            cur,
+            "labeling_ratingcriterion",
+            "id, key, label, description, scale_min, scale_max, min_label, max_label, "
+            "position, dataset_id",
+            [
+                (3 * (pk - 1) + c + 1, key, key.capitalize(), "", 1, 7, "", "", c, pk)
+                for pk in datasets.values()
+                for c, key in enumerate(CRITERIA)
+            ],
+        )
+        move_sequences(cur, "labeling_ratingcriterion")
 
 
 def pool_everyone(cur: Any, labelers: int, datasets: list[int]) -> None:
@@ -383,8 +389,38 @@ def fill_history(cur: Any, assignments: int, labelers: int) -> int:
         n=n,
         labelers=labelers,
     )
+    fill_history_rankings(cur)
+    insert_select(
+        cur,
+        "labeling_comparison",
+        "id, margin, strength, created_at, labeler_id, chosen_id, rejected_id, dataset_id, "
+        "prompt_id, ranking_id",
+        "SELECT r.id, 1, 'better', r.created_at, r.labeler_id, (r.\"order\" -> 0 ->> 0)::bigint, "
+        '(r."order" -> 1 ->> 0)::bigint, r.dataset_id, r.prompt_id, r.id '
+        "FROM labeling_ranking r",
+    )
+    if has_column(cur, "labeling_prompt", "slots_taken"):
+        # The leasing's maintained count of label slots held (live leases and submissions).
+        cur.execute(
+            "UPDATE labeling_prompt p SET slots_taken = held.n FROM (SELECT prompt_id, count(*) "
+            "AS n FROM labeling_assignment WHERE status IN ('leased', 'submitted') "
+            "GROUP BY prompt_id) held WHERE p.id = held.prompt_id"
+        )
+    move_sequences(
+        cur,
+        "labeling_prompt",
+        "labeling_completion",
+        "labeling_assignment",
+        "labeling_ranking",
+        "labeling_comparison",
+    )
+    return done
+
+
+def fill_history_rankings(cur: Any) -> None:
+    """A ranking of each submitted history assignment, its completions rated on the criteria."""
     ratings = {"helpful": 5, "honest": 6, "harmless": 4}
-    as_json = has_column(cur, "labeling_ranking", "ratings")  # a table from migration 0016
+    as_json = has_column(cur, "labeling_ranking", "ratings")  # rows from migration 0019 on
     insert_select(
         cur,
         "labeling_ranking",
@@ -415,31 +451,6 @@ def fill_history(cur: Any, assignments: int, labelers: int) -> int:
             values=[ratings[key] for key in CRITERIA],
         )
         move_sequences(cur, "labeling_rating")
-    insert_select(
-        cur,
-        "labeling_comparison",
-        "id, margin, strength, created_at, labeler_id, chosen_id, rejected_id, dataset_id, "
-        "prompt_id, ranking_id",
-        "SELECT r.id, 1, 'better', r.created_at, r.labeler_id, (r.\"order\" -> 0 ->> 0)::bigint, "
-        '(r."order" -> 1 ->> 0)::bigint, r.dataset_id, r.prompt_id, r.id '
-        "FROM labeling_ranking r",
-    )
-    if has_column(cur, "labeling_prompt", "slots_taken"):
-        # The leasing's maintained count of label slots held (live leases and submissions).
-        cur.execute(
-            "UPDATE labeling_prompt p SET slots_taken = held.n FROM (SELECT prompt_id, count(*) "
-            "AS n FROM labeling_assignment WHERE status IN ('leased', 'submitted') "
-            "GROUP BY prompt_id) held WHERE p.id = held.prompt_id"
-        )
-    move_sequences(
-        cur,
-        "labeling_prompt",
-        "labeling_completion",
-        "labeling_assignment",
-        "labeling_ranking",
-        "labeling_comparison",
-    )
-    return done
 
 
 def fill_small(cur: Any) -> tuple[int, str]:

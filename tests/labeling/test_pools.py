@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import traceback
 from collections import Counter
+from typing import Any
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -331,19 +332,7 @@ def test_labelers_at_work_while_the_pool_changes_and_exclusions_land():
     take some of them out of the pool and exclude some; outsiders try to lease all along. No
     prompt gets more labels that count than labels_per_prompt, `slots_taken` equals the
     recount, outsiders got nothing, and nobody taken out or excluded keeps a lease."""
-    workspace = WorkspaceFactory()
-    admin = UserFactory(role=False)
-    Membership.objects.create(workspace=workspace, user=admin, role=Role.ADMIN)
-    dataset = DatasetFactory(workspace=workspace, labels_per_prompt=3)
-    for i in range(60):
-        make_prompt(dataset, completions=2 + i % 3)
-    pooled = [UserFactory(role=False) for _ in range(32)]
-    outsiders = [UserFactory(role=False) for _ in range(4)]
-    for user in pooled + outsiders:
-        Membership.objects.create(workspace=workspace, user=user, role=Role.LABELER)
-    group = LabelerGroup.objects.create(workspace=workspace, name="vendor")
-    group.members.add(*pooled[16:])
-    change_pool(dataset=dataset, add_labelers=pooled[:16], add_groups=[group])
+    admin, dataset, pooled, outsiders = busy_campaign()
     removed, excluded = pooled[:6], pooled[10:13] + pooled[20:23]
     started = threading.Event()
     submitted: list[int] = []  # list.append is atomic under the GIL
@@ -402,6 +391,31 @@ def test_labelers_at_work_while_the_pool_changes_and_exclusions_land():
     assert all(not thread.is_alive() for thread in threads)
     assert not errors, "".join(traceback.format_exception(errors[0]))
 
+    assert_pool_changes_held(dataset, outsiders=outsiders, removed=removed, excluded=excluded)
+
+
+def busy_campaign() -> tuple[Any, Dataset, list[Any], list[Any]]:
+    """A workspace's admin, its dataset of 60 prompts (3 labels each), 32 labelers in its pool
+    (16 by name, 16 through a group) and 4 members outside it."""
+    workspace = WorkspaceFactory()
+    admin = UserFactory(role=False)
+    Membership.objects.create(workspace=workspace, user=admin, role=Role.ADMIN)
+    dataset = DatasetFactory(workspace=workspace, labels_per_prompt=3)
+    for i in range(60):
+        make_prompt(dataset, completions=2 + i % 3)
+    pooled = [UserFactory(role=False) for _ in range(32)]
+    outsiders = [UserFactory(role=False) for _ in range(4)]
+    for user in pooled + outsiders:
+        Membership.objects.create(workspace=workspace, user=user, role=Role.LABELER)
+    group = LabelerGroup.objects.create(workspace=workspace, name="vendor")
+    group.members.add(*pooled[16:])
+    change_pool(dataset=dataset, add_labelers=pooled[:16], add_groups=[group])
+    return admin, dataset, pooled, outsiders
+
+
+def assert_pool_changes_held(
+    dataset: Dataset, *, outsiders: list[Any], removed: list[Any], excluded: list[Any]
+) -> None:
     counted = Counter(Assignment.objects.holding_slots().values_list("prompt_id", flat=True))
     assert max(counted.values()) <= dataset.labels_per_prompt
     per_prompt = Counter(Ranking.objects.counted().values_list("prompt_id", flat=True))
