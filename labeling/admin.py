@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
 
 from labeling.access import has_any_role
+from labeling.criteria_models import CRITERION_FIELDS
 from labeling.errors import errors_text
 from labeling.forms import ImportForm
 from labeling.models import (
@@ -151,16 +152,7 @@ class RatingCriterionInline(admin.TabularInline):
 
     model = RatingCriterion
     extra = 0
-    fields = [
-        "position",
-        "key",
-        "label",
-        "description",
-        "scale_min",
-        "scale_max",
-        "min_label",
-        "max_label",
-    ]
+    fields = ["position", *CRITERION_FIELDS]
     formfield_overrides = {
         models.TextField: {"widget": forms.Textarea(attrs={"rows": 2, "cols": 40})}
     }

@@ -16,7 +16,8 @@ from labeling.criteria import SCALE_CEILING, SCALE_FLOOR, ratings_json
 from labeling.models import Completion, Dataset, Ranking
 
 SCALE_VALIDATORS = [MinValueValidator(SCALE_FLOOR), MaxValueValidator(SCALE_CEILING)]
-CRITERION_COLUMNS = (
+# A criterion's fields a caller sets (its position is its place in the dataset's list).
+CRITERION_FIELDS = (
     "key",
     "label",
     "description",
@@ -24,8 +25,8 @@ CRITERION_COLUMNS = (
     "scale_max",
     "min_label",
     "max_label",
-    "position",
 )
+CRITERION_COLUMNS = (*CRITERION_FIELDS, "position")
 
 
 class JSONArrayAgg(Aggregate):

@@ -10,20 +10,11 @@ from django.db import transaction
 from django.db.models import Max, Min
 
 from labeling.criteria import default_criteria
+from labeling.criteria_models import CRITERION_FIELDS
 from labeling.models import AuditEvent, Dataset, Rating, RatingCriterion
 from labeling.services import audit
 from labeling.services.quality_report import invalidate_reports
 
-# Criterion fields a caller may set; the position is the place in the list, whatever it says.
-CRITERION_FIELDS = (
-    "key",
-    "label",
-    "description",
-    "scale_min",
-    "scale_max",
-    "min_label",
-    "max_label",
-)
 # The ranking form names a rating field "<key>_<completion id>", beside "rank_" and "flags_".
 RESERVED_KEYS = {"rank", "flags"}
 
