@@ -5,7 +5,7 @@ manage the workspace: a caller who may not see it gets a 404, one whose role may
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -109,8 +109,9 @@ def dataset_exclusions(request: Request, slug: str) -> Response:
     dataset = access.dataset_for(caller(request), Ability.MANAGE, slug=slug)
     if request.method == "POST":
         return _exclude(request, dataset.workspace, dataset)
-    covering = Q(dataset=dataset) | Q(dataset__isnull=True, workspace=dataset.workspace_id)
-    return Response(ExclusionSerializer(_listed(covering), many=True).data)
+    return Response(
+        ExclusionSerializer(_listed(Exclusion.objects.covering(dataset)), many=True).data
+    )
 
 
 @extend_schema(
@@ -141,7 +142,8 @@ def workspace_exclusions(request: Request, slug: str) -> Response:
     workspace = access.workspace_for(caller(request), Ability.MANAGE, slug=slug)
     if request.method == "POST":
         return _exclude(request, workspace, None)
-    return Response(ExclusionSerializer(_listed(Q(workspace=workspace)), many=True).data)
+    listed = _listed(Exclusion.objects.filter(workspace=workspace))
+    return Response(ExclusionSerializer(listed, many=True).data)
 
 
 @extend_schema(
@@ -170,12 +172,12 @@ def _exclude(request: Request, workspace: Workspace, dataset: Dataset | None) ->
         reason=serializer.validated_data["reason"],
         request=request,
     )
-    found = _listed(Q(pk=made.pk)).get()
+    found = _listed(Exclusion.objects.filter(pk=made.pk)).get()
     return Response(ExclusionSerializer(found).data, status=status.HTTP_201_CREATED)
 
 
-def _listed(where: Q) -> QuerySet[Exclusion]:
-    rows = Exclusion.objects.filter(where).select_related("labeler", "dataset", "created_by")
+def _listed(exclusions: QuerySet[Exclusion]) -> QuerySet[Exclusion]:
+    rows = exclusions.select_related("labeler", "dataset", "created_by")
     return rows.order_by("labeler__username", "dataset__slug")
 
 

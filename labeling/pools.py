@@ -12,7 +12,6 @@ from typing import TypedDict
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 
 from labeling.models import (
     ROLES_ABLE_TO,
@@ -99,11 +98,7 @@ def pool_of(dataset: Dataset) -> Pool:
     for group in groups:
         for member in group.members.all():
             through[member.username].append(group.name)
-    excluded = set(
-        Exclusion.objects.filter(
-            Q(dataset=dataset) | Q(dataset__isnull=True, workspace=dataset.workspace_id)
-        ).values_list("labeler__username", flat=True)
-    )
+    excluded = set(Exclusion.objects.covering(dataset).values_list("labeler__username", flat=True))
     return {
         "labelers": [
             {

@@ -148,6 +148,15 @@ class LabelerGroup(models.Model):
         return f"{self.name} ({self.workspace.slug})"
 
 
+class ExclusionQuerySet(models.QuerySet["Exclusion"]):
+    def covering(self, dataset: Any) -> ExclusionQuerySet:
+        """The exclusions that apply on `dataset` (a Dataset, an id or an OuterRef): its own,
+        and those of its whole workspace."""
+        return self.filter(
+            Q(dataset=dataset) | Q(dataset__isnull=True, workspace__datasets=dataset)
+        )
+
+
 class Exclusion(models.Model):
     """A labeler left out of one dataset (`dataset` set) or of every dataset of a workspace:
     their rankings there stop counting (`labeling.models.labeler_counts`) and they are offered
@@ -170,6 +179,8 @@ class Exclusion(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ExclusionQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -194,8 +205,4 @@ def excluded_at(labeler: Any, dataset: Any) -> Exists:
     """Whether an exclusion covers `labeler` on `dataset` (each a value or an OuterRef): one of
     the dataset itself or one of its whole workspace. Matched on the labeler first, so
     PostgreSQL anti-joins it by hash however many rows are filtered."""
-    return Exists(
-        Exclusion.objects.filter(labeler=labeler).filter(
-            Q(dataset=dataset) | Q(dataset__isnull=True, workspace__datasets=dataset)
-        )
-    )
+    return Exists(Exclusion.objects.filter(labeler=labeler).covering(dataset))
