@@ -22,6 +22,7 @@ from labeling.models import (
     DatasetQuerySet,
     Membership,
     Prompt,
+    Role,
     Workspace,
     role_can,
 )
@@ -132,11 +133,25 @@ def workspace_to_create_in(user: Any, slug: str) -> Workspace:
     return managed[0]
 
 
+def abilities_of(user: Any) -> dict[str, bool]:
+    """What `user` may do in some workspace, each ability: one query, kept on the user object
+    (a request's), so the pages' doors, the admin and the navigation ask it once."""
+    if not (user.is_authenticated and user.is_active):
+        return {}
+    known = getattr(user, "_preflab_abilities", None)
+    if known is None:
+        if user.is_superuser:
+            roles = set(Role.values)
+        else:
+            roles = set(Membership.objects.filter(user=user).values_list("role", flat=True))
+        known = {ability: bool(roles & ROLES_ABLE_TO[ability]) for ability in Ability.values}
+        user._preflab_abilities = known
+    return dict(known)
+
+
 def has_any_role(user: Any, ability: str) -> bool:
     """Whether `user` may do `ability` in some workspace: the door of the pages that list."""
-    return bool(
-        user.is_authenticated and user.is_active and Workspace.objects.where(user, ability).exists()
-    )
+    return abilities_of(user).get(ability, False)
 
 
 manager_required = role_required(

@@ -32,10 +32,9 @@ from labeling.services.quality_report import invalidate_reports
 
 
 def manages_a_workspace(request: HttpRequest) -> bool:
-    """Whether the signed-in user manages some workspace: asked once per request."""
-    if not hasattr(request, "_preflab_manages"):
-        request._preflab_manages = has_any_role(request.user, Ability.MANAGE)  # type: ignore[attr-defined]
-    return bool(request._preflab_manages)  # type: ignore[attr-defined]
+    """Whether the signed-in user manages some workspace (asked once per request: see
+    `abilities_of`)."""
+    return has_any_role(request.user, Ability.MANAGE)
 
 
 class WorkspaceScoped(admin.ModelAdmin):
