@@ -34,6 +34,15 @@ class Asked(models.TextChoices):
     OFF = "off", "Not asked"
 
 
+class Labelers(models.TextChoices):
+    """Whose rankings a statistic, an export or a training run reads: humans' only (the
+    default everywhere), AI labelers' only, or both."""
+
+    HUMAN = "human", "Human labelers"
+    AI = "ai", "AI labelers"
+    ALL = "all", "Humans and AI labelers"
+
+
 def all_criteria() -> list[str]:
     """The default of the `Dataset.criteria` JSON field that migrations 0001 to 0013 know (it
     became rows in 0013 and went in 0014); kept for them, used by nothing else."""

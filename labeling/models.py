@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce
 from labeling.choices import (  # noqa: F401  (labeling.models names them too)
     Asked,
     Flag,
+    Labelers,
     Strength,
     all_criteria,
 )
@@ -33,13 +34,20 @@ from labeling.workspace_models import (  # noqa: F401  (labeling.models names th
 )
 
 
-def labeler_counts(labeler: str = "labeler", dataset: str = "dataset") -> Q:
+def labeler_counts(
+    labeler: str = "labeler", dataset: str = "dataset", labelers: str = Labelers.HUMAN
+) -> Q:
     """The one definition of the rows that count (in exports, training, statistics and label
     slots): their labeler is not deactivated, nor excluded from their dataset or its workspace
-    (`Exclusion`). `labeler` and `dataset` lead from the model queried to the two."""
-    return Q(
+    (`Exclusion`), and is a human unless `labelers` asks for AI labelers' rows (`ai`) or both
+    (`all`): an AI labeler's rankings are kept apart from the humans' (labeling.ai_models).
+    `labeler` and `dataset` lead from the model queried to the two."""
+    counts = Q(
         Q(**{f"{labeler}__is_active": True}), ~excluded_at(OuterRef(labeler), OuterRef(dataset))
     )
+    if labelers == Labelers.ALL:
+        return counts
+    return counts & Q(**{f"{labeler}__ai_labeler__isnull": labelers == Labelers.HUMAN})
 
 
 def columns(model: type[models.Model], alias: str = "") -> str:
@@ -115,16 +123,18 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
         return self.annotate(criteria_json=criteria_json())
 
     def with_progress(self) -> DatasetQuerySet:
-        """Annotate `prompt_count` (gold left out) and `label_count` (their submitted rankings)."""
+        """Annotate `prompt_count` (gold and prompts left to an AI labeler left out) and
+        `label_count` (their submitted rankings)."""
         prompts = (
-            Prompt.objects.filter(dataset=OuterRef("pk"), is_gold=False)
+            Prompt.objects.filter(dataset=OuterRef("pk"), is_gold=False, left_to_ai=False)
             .values("dataset")
             .annotate(n=Count("pk"))
             .values("n")
         )
         labels = (
             Assignment.objects.filter(
-                labeler_counts(dataset="prompt__dataset"),
+                # AI labelers take no assignments: no need to tell them apart.
+                labeler_counts(dataset="prompt__dataset", labelers=Labelers.ALL),
                 prompt__dataset=OuterRef("pk"),
                 prompt__is_gold=False,
                 status=Assignment.Status.SUBMITTED,
@@ -317,6 +327,12 @@ class Prompt(models.Model):
         "reward model (0: it cannot tell them apart); empty until scored. Kept by the "
         "prediction worker (rewards.services.predictions), read by uncertainty leasing.",
     )
+    left_to_ai = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Labeled by an AI labeler, not drawn for its human review sample, and not "
+        "taken by a human before: no longer offered to human labelers (labeling.ai_models).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = PromptQuerySet.as_manager()
@@ -335,7 +351,7 @@ class Prompt(models.Model):
             # The leasing candidate queries: open prompts closest to complete first, and gold.
             models.Index(
                 fields=["dataset", "-slots_taken", "id"],
-                condition=Q(is_gold=False),
+                condition=Q(is_gold=False, left_to_ai=False),
                 name="prompt_open_slots",
             ),
             models.Index(fields=["dataset", "id"], condition=Q(is_gold=True), name="prompt_gold"),
@@ -343,7 +359,9 @@ class Prompt(models.Model):
             # the index when its first slot is taken, so the scan never walks past started ones.
             models.Index(
                 fields=["dataset", "uncertainty", "id"],
-                condition=Q(is_gold=False, slots_taken=0, uncertainty__isnull=False),
+                condition=Q(
+                    is_gold=False, left_to_ai=False, slots_taken=0, uncertainty__isnull=False
+                ),
                 name="prompt_uncertain",
             ),
         ]
@@ -397,7 +415,8 @@ class AssignmentQuerySet(models.QuerySet["Assignment"]):
         `Prompt.slots_taken` counts. An excluded labeler's labels hold no slot, so their prompts
         need labels again."""
         return self.filter(
-            labeler_counts(dataset="prompt__dataset"), status__in=Assignment.SLOT_HOLDING_STATUSES
+            labeler_counts(dataset="prompt__dataset", labelers=Labelers.ALL),
+            status__in=Assignment.SLOT_HOLDING_STATUSES,
         )
 
     def stale(self, now: datetime) -> AssignmentQuerySet:
@@ -458,6 +477,9 @@ from labeling.ranking_models import Comparison, ExportQuerySet, Ranking  # noqa:
 from labeling.audit_models import AuditEvent  # noqa: E402, F401
 from labeling.criteria_models import Rating, RatingCriterion, criteria_json  # noqa: E402, F401
 from labeling.job_models import BackgroundJob, ImportJob  # noqa: E402, F401
+
+# isort: split
+from labeling.ai_models import AIJudgment, AILabeler, AIRun  # noqa: E402, F401
 from labeling.quality_models import (  # noqa: E402, F401
     Adjudication,
     ModelLeaderboard,

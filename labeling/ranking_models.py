@@ -59,7 +59,14 @@ class ExportQuerySet(models.QuerySet[Any]):
 
 
 class Ranking(models.Model):
-    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="ranking")
+    assignment = models.OneToOneField(
+        Assignment,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="ranking",
+        help_text="The labeler's task; empty for an AI labeler's ranking, which takes no lease.",
+    )
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="rankings")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="rankings")
     labeler = models.ForeignKey(

@@ -214,10 +214,13 @@ CANDIDATE = """(
     ORDER BY {order} LIMIT 1 {lock}
 )"""
 PROMPT = "labeling_prompt p"
-OPEN = "NOT p.is_gold AND p.slots_taken < %(cap)s"
+# `left_to_ai`: labeled by an AI labeler and not drawn for its human review sample. The
+# conditions repeat the partial indexes' (`prompt_open_slots`, `prompt_uncertain`).
+OPEN = "NOT p.is_gold AND NOT p.left_to_ai AND p.slots_taken < %(cap)s"
 WINDOW_SOURCE = (
     "(SELECT w.id, w.slots_taken FROM labeling_prompt w "
-    "WHERE w.dataset_id = %(dataset)s AND NOT w.is_gold AND w.slots_taken < %(cap)s {started}"
+    "WHERE w.dataset_id = %(dataset)s AND NOT w.is_gold AND NOT w.left_to_ai "
+    "AND w.slots_taken < %(cap)s {started}"
     "ORDER BY w.slots_taken DESC, w.id LIMIT %(window)s) win "
     f"JOIN {PROMPT} ON p.id = win.id"
 )
@@ -235,12 +238,16 @@ POOLS = {  # name: (source, condition, order)
         "win.slots_taken DESC, win.id",
     ),
     # A range, not `= 0`, so that the planner keeps to the index's order.
-    "untouched": (PROMPT, "NOT p.is_gold AND p.slots_taken < 1", "p.slots_taken DESC, p.id"),
+    "untouched": (
+        PROMPT,
+        "NOT p.is_gold AND NOT p.left_to_ai AND p.slots_taken < 1",
+        "p.slots_taken DESC, p.id",
+    ),
     # Active learning: untouched scored prompts, smallest reward margin first. The condition is
     # the partial index's (`prompt_uncertain`), so the scan reads it in order.
     "uncertain": (
         PROMPT,
-        "NOT p.is_gold AND p.slots_taken = 0 AND p.uncertainty IS NOT NULL",
+        "NOT p.is_gold AND NOT p.left_to_ai AND p.slots_taken = 0 AND p.uncertainty IS NOT NULL",
         "p.uncertainty, p.id",
     ),
     "open": (PROMPT, OPEN, "p.slots_taken DESC, p.id"),
