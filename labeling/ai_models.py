@@ -119,7 +119,7 @@ class AILabeler(models.Model):
         "the human queue unless a human already took them).",
     )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -152,7 +152,7 @@ class AIRun(BackgroundJob):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     ai_labeler = models.ForeignKey(AILabeler, on_delete=models.CASCADE, related_name="runs")
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="The most prompts this run judges (empty: the budget)."

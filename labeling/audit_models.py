@@ -47,6 +47,8 @@ class AuditEvent(models.Model):
         EXPORT_PULLED = "export_pulled", "Export pulled"
         TRAINING_STARTED = "training_started", "Training run started"
         MODEL_ACTIVATED = "model_activated", "Reward model activated"
+        AI_LABELER_CHANGED = "ai_labeler_changed", "AI labeler added or changed"
+        AI_RUN_STARTED = "ai_run_started", "AI labeling run started"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="audit_events")
     dataset = models.ForeignKey(

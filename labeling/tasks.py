@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from labeling.services import (
+    ai_labeling,
     imports,
     invites,
     leaderboard,
@@ -31,6 +32,13 @@ WORKER_SEEN_KEY = "preflab:worker-seen"
 def import_file(job_id: int) -> None:
     """Idempotent: the job is claimed by a conditional update, and the import is all or nothing."""
     imports.run_import_job(job_id=job_id)
+
+
+@shared_task(name="labeling.run_ai_labeler", acks_late=True, reject_on_worker_lost=True)
+def run_ai_labeler(run_id: int) -> None:
+    """Idempotent: the run is claimed by a conditional update, and a prompt it ranked already
+    is never ranked again (`AIJudgment`'s unique constraint); a redelivered run goes on."""
+    ai_labeling.run_ai_labeler(run_id=run_id)
 
 
 @shared_task(name="labeling.refresh_quality_report")

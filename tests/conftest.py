@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 
 from tests.factories import DatasetFactory, UserFactory, make_prompt
+from tests.openai_stub import openai_stub  # noqa: F401  (a fixture)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -114,7 +114,7 @@ def submit_own_ranking(
                 created_at=now,
             )
             ranking.rating_values = _store_ratings(ranking, ratings, task.criteria)
-            ranking.comparison_count = _store_comparisons(ranking, order, strength)
+            ranking.comparison_count = store_comparisons(ranking, order, strength)
             with connection.cursor() as cursor:
                 finished_at = connection.ops.adapt_datetimefield_value(now)
                 cursor.execute(SUBMITTED, {"assignment": assignment_id, "now": finished_at})
@@ -241,7 +241,7 @@ def _store_ratings(
     return ratings_json(rows)
 
 
-def _store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> int:
+def store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> int:
     stored = Comparison.objects.bulk_create(
         Comparison(
             dataset_id=ranking.dataset_id,

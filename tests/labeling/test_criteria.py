@@ -179,7 +179,7 @@ def test_ratings_are_written_in_the_rankings_transaction(concise, labeler, monke
     def fail(*args, **kwargs):
         raise IntegrityError("comparisons refused")
 
-    monkeypatch.setattr(rankings, "_store_comparisons", fail)
+    monkeypatch.setattr(rankings, "store_comparisons", fail)
     with pytest.raises(IntegrityError):
         submit(assignment, ids, {ids[0]: {"concise": 4}, ids[1]: {"concise": 3}})
     assert not Ranking.objects.exists() and not Rating.objects.exists()
