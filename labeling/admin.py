@@ -430,6 +430,7 @@ class ComparisonAdmin(ReadOnlyAdmin):
 # their own; importing them registers them (Django's autodiscovery imports only this module).
 from labeling import (  # noqa: E402, F401
     accounts_admin,
+    ai_admin,
     import_admin,
     review_admin,
     workspace_admin,
