@@ -17,7 +17,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from labeling.admin import DATASET_FILTER, ReadOnlyAdmin, WorkspaceScoped
-from labeling.ai_models import PRINCIPLES_MAX, AIJudgment, AILabeler, AIRun
+from labeling.ai_models import PRINCIPLES_MAX, SETTINGS, AIJudgment, AILabeler, AIRun
 from labeling.errors import errors_text
 from labeling.models import Ability, Dataset
 from labeling.services import ai_labeling
@@ -46,8 +46,8 @@ class PrinciplesField(forms.CharField):
                 return value
         return value
 
-    def to_python(self, value: Any) -> list[str]:
-        text = super().to_python(value)
+    def to_python(self, value: Any) -> Any:
+        text = super().to_python(value) or ""
         return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -66,7 +66,7 @@ class AILabelerForm(forms.ModelForm):
 
     class Meta:
         model = AILabeler
-        exclude = ["user", "created_by", "constitution_version"]
+        fields = ["dataset", *SETTINGS]
 
     def clean_principles(self) -> list[str]:
         try:
@@ -79,7 +79,7 @@ class AIRunInline(admin.TabularInline):
     model = AIRun
     extra = 0
     fields = ["status", "progress_shown", "judged", "failed", "created_at"]
-    readonly_fields = fields
+    readonly_fields = ["status", "progress_shown", "judged", "failed", "created_at"]
     show_change_link = True
     can_delete = False
     ordering = ["-created_at"]
@@ -163,7 +163,8 @@ class AILabelerAdmin(WorkspaceScoped):
     def save_model(self, request: HttpRequest, obj: AILabeler, form: Any, change: bool) -> None:
         fields = {name: form.cleaned_data[name] for name in form.changed_data}
         if change:
-            ai_labeling.update_ai_labeler(ai_labeler=obj, by=request.user, request=request, **fields)
+            by = request.user
+            ai_labeling.update_ai_labeler(ai_labeler=obj, by=by, request=request, **fields)
             return
         fields.pop("dataset", None)
         created = ai_labeling.add_ai_labeler(

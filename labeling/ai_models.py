@@ -138,6 +138,27 @@ class AILabeler(models.Model):
         return f"{self.name} ({self.model}) on {self.dataset.slug}"
 
 
+# What an admin sets on an AI labeler (the admin's form, the API).
+SETTINGS = [
+    "name",
+    "base_url",
+    "api",
+    "model",
+    "api_key_env",
+    "principles",
+    "temperature",
+    "both_orders",
+    "use_logprobs",
+    "concurrency",
+    "requests_per_minute",
+    "timeout_seconds",
+    "max_tokens",
+    "max_retries",
+    "budget_prompts",
+    "review_rate",
+]
+
+
 class AIRun(BackgroundJob):
     """One pass of an AI labeler over the prompts it has not judged yet, up to its budget."""
 

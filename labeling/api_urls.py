@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
-from labeling import api, export_api, pool_api, workspace_api
+from labeling import ai_api, api, export_api, pool_api, workspace_api
 
 app_name = "labeling-api"
 urlpatterns = [
@@ -52,4 +52,17 @@ urlpatterns += [
         name="workspace-exclusion",
     ),
     path("workspaces/<slug:slug>/labelers/", pool_api.workspace_labelers, name="labelers"),
+]
+
+# AI labelers and their runs (labeling.ai_api).
+urlpatterns += [
+    path("datasets/<slug:slug>/ai-labelers/", ai_api.dataset_ai_labelers, name="ai-labelers"),
+    path("ai-labelers/<int:labeler_id>/", ai_api.ai_labeler_detail, name="ai-labeler"),
+    path("ai-labelers/<int:labeler_id>/runs/", ai_api.ai_labeler_runs, name="ai-runs"),
+    path("ai-runs/<int:run_id>/", ai_api.ai_run_detail, name="ai-run"),
+    re_path(
+        r"^ai-runs/(?P<run_id>[0-9]+)/(?P<action>pause|resume|cancel)/$",
+        ai_api.ai_run_action,
+        name="ai-run-action",
+    ),
 ]
