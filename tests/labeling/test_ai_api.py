@@ -24,7 +24,7 @@ def body(base_url: str, **changes: Any) -> dict[str, Any]:
 
 
 def test_a_manager_adds_changes_and_runs_an_ai_labeler(openai_stub: Stub) -> None:
-    workspace, people = make_team("t")
+    _, people = make_team("t")
     client = token_client(people["manager"])
     url = "/api/v1/datasets/t-data/ai-labelers/"
 
