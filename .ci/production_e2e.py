@@ -4,8 +4,9 @@ PostgreSQL and Redis) tried from outside, as an operator and a labeler would.
 .ci/run starts `make serve` with the environment below and runs this script with the same one.
 It waits for /healthz to be green, imports a file over the API (the worker does it), opens the
 API docs in Chromium (Swagger UI from the app itself, under the CSP), has a labeler rank a task
-in Chromium with the keyboard only (so rank.js was served), and hammers the API until it answers
-429 with Retry-After. Exits non-zero, saying what failed, on the first failure.
+in Chromium with the keyboard only (so rank.js was served), has an AI labeler rank the dataset
+through the worker against a scripted OpenAI-compatible endpoint on loopback (with the API key
+from the worker's environment), and hammers the API until it answers 429 with Retry-After. Exits non-zero, saying what failed, on the first failure.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +247,78 @@ def pool_over_the_api(staff_token: str, slug: str, username: str, outsider: Any)
     check(status == 404, "someone outside the pool gets a 404 on its next task")
 
 
+def scripted_endpoint(key: str) -> tuple[ThreadingHTTPServer, list[str]]:
+    """An OpenAI-compatible chat endpoint on loopback that ranks C > B > A, refuses a call
+    without the key, and notes the Authorization header of each call."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append(self.headers.get("Authorization", ""))
+            ok = self.headers.get("Authorization") == f"Bearer {key}"
+            answer = {
+                "choices": [{"message": {"role": "assistant", "content": "Ranking: C > B > A"}}],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 7},
+            }
+            data = json.dumps(answer if ok else {"error": "bad key"}).encode()
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def ai_labeler_over_the_api(staff_token: str, slug: str) -> None:
+    """An AI labeler ranks the dataset through the worker; its rankings stay out of the
+    default export and come with labelers=ai."""
+    key = os.environ["PREFLAB_CI_AI_KEY"]  # the worker has it too (.ci/run)
+    server, seen = scripted_endpoint(key)
+    try:
+        status, labeler, _ = call(
+            f"/api/v1/datasets/{slug}/ai-labelers/",
+            token=staff_token,
+            method="POST",
+            body={
+                "name": "CI judge",
+                "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1",
+                "model": "scripted",
+                "api_key_env": "PREFLAB_CI_AI_KEY",
+                "max_retries": 0,
+            },
+        )
+        check(status == 201, f"a staff token adds an AI labeler: {labeler}")
+        status, run, _ = call(
+            f"/api/v1/ai-labelers/{labeler['id']}/runs/", token=staff_token, method="POST", body={}
+        )
+        check(status == 202, f"a run is queued (202): {run}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and run["status"] in ("queued", "running"):
+            time.sleep(2)
+            _, run, _ = call(f"/api/v1/ai-runs/{run['id']}/", token=staff_token)
+        check(
+            run["status"] == "succeeded" and run["judged"] == 3 and run["failed"] == 0,
+            f"the worker ran the AI labeler over the 3 prompts: {run}",
+        )
+        check(seen and all(h == f"Bearer {key}" for h in seen), "the key came from its variable")
+    finally:
+        server.shutdown()
+    path = f"/api/v1/datasets/{slug}/comparisons/"
+    _, human, _ = call(path, token=staff_token)
+    _, ai, _ = call(path + "?labelers=ai", token=staff_token)
+    check(
+        str(ai).count("\n") == 9 and not str(human).strip(),
+        "its 9 comparisons export with labelers=ai only",
+    )
+
+
 def main() -> int:
     wait_until_healthy()  # after `make release` has migrated
     users = get_user_model().objects
@@ -258,6 +333,7 @@ def main() -> int:
     import_over_the_api(staff_token, slug)
     outsider = users.create_user(f"ci-outsider-{suffix}", password=PASSWORD)
     pool_over_the_api(staff_token, slug, labeler.username, outsider=outsider)
+    ai_labeler_over_the_api(staff_token, slug)
     status, body, _ = call("/password-reset/")
     check(
         status == 200 and "Reset your password" in str(body),
