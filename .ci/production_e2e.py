@@ -6,7 +6,8 @@ It waits for /healthz to be green, imports a file over the API (the worker does 
 API docs in Chromium (Swagger UI from the app itself, under the CSP), has a labeler rank a task
 in Chromium with the keyboard only (so rank.js was served), has an AI labeler rank the dataset
 through the worker against a scripted OpenAI-compatible endpoint on loopback (with the API key
-from the worker's environment), and hammers the API until it answers 429 with Retry-After. Exits non-zero, saying what failed, on the first failure.
+from the worker's environment), and hammers the API until it answers 429 with Retry-After.
+Exits non-zero, saying what failed, on the first failure.
 """
 
 from __future__ import annotations
