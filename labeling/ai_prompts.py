@@ -161,7 +161,7 @@ def letter_probabilities(
             mass: dict[str, float] = {}
             for option, logprob in options.items():
                 letter = option.strip().strip("*()[]").upper()
-                if letter in letters and math.isfinite(logprob):
+                if len(letter) == 1 and letter in letters and math.isfinite(logprob):
                     mass[letter] = mass.get(letter, 0.0) + math.exp(logprob)
             if not mass:
                 return None
