@@ -132,7 +132,7 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 def set_up_django(workdir: Path, database_url: str | None) -> None:
     os.environ["DATABASE_URL"] = database_url or f"sqlite:///{workdir / 'db.sqlite3'}"
     os.environ["PREFLAB_DATA_DIR"] = str(workdir / "data")
-    os.environ.update(DEBUG="false", SECRET_KEY="ai-labeler-bench-only", LOG_LEVEL="ERROR")
+    os.environ.update(DEBUG="false", SECRET_KEY="ai-labeler-bench-only", LOG_LEVEL="CRITICAL")
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     import django
 
@@ -306,17 +306,9 @@ def agreement(dataset: Any, target: Target, pairs: int, args: Any) -> None:
         if time.monotonic() > args.deadline:
             print(f"{orders:<6} skipped: --max-seconds reached")
             continue
-        r = run_labeler(
-            dataset,
-            target,
-            f"agreement {orders}",
-            pairs,
-            args,
-            concurrency=max(args.concurrency),
-            both_orders=both_orders,
-        )
+        r = run_labeler(dataset, target, pairs, args, max(args.concurrency), both_orders)
         answers.update(r["answers"])
-        tally = collections.Counter()
+        tally: collections.Counter[str] = collections.Counter()
         for judgment in r["judgments"]:
             if judgment.ranking is None:
                 continue
@@ -327,14 +319,14 @@ def agreement(dataset: Any, target: Target, pairs: int, args: Any) -> None:
                 tally["agree" if order[0] == [chosen[judgment.prompt_id]] else "disagree"] += 1
         decided = tally["agree"] + tally["disagree"]
         low, high = wilson(tally["agree"], decided)
-        share = tally["agree"] / decided if decided else math.nan
+        share = f"{tally['agree'] / decided:.3f}" if decided else "-"
         bias = r["first_slot_picks"] / r["parsed_calls"] if r["parsed_calls"] else math.nan
         failed = r["parse_failed"] + r["other_failed"]
-        first_shown = f"{bias:.3f} of {r['parsed_calls']}"
-        interval = f"[{low:.3f}, {high:.3f}]"
+        first_shown = f"{bias:.3f} of {r['parsed_calls']}" if r["parsed_calls"] else "-"
+        interval = f"[{low:.3f}, {high:.3f}]" if decided else "-"
         print(
             f"{orders:<6} {r['ok']:>6} {tally['agree']:>5} {tally['disagree']:>8} "
-            f"{tally['tie']:>4} {failed:>6} {share:>9.3f} {interval:<14} "
+            f"{tally['tie']:>4} {failed:>6} {share:>9} {interval:<14} "
             f"{first_shown:>16} {r['seconds']:>6.0f}",
             flush=True,
         )
