@@ -376,6 +376,7 @@ def main() -> None:
     if not 1 <= args.runs <= 9 or min(args.concurrency) < 1 or max(args.concurrency) > 32:
         parser.error("--runs must be in 1..9 and --concurrency in 1..32")
     args.deadline = time.monotonic() + args.max_seconds
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped too
     print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if not args.data.exists():
