@@ -23,6 +23,11 @@ new `AILabeler` judged through the worker's own path, `ai_labeling.start_run` an
    file's chosen reply, with a Wilson 95% interval (ties and failures counted apart), with and
    without order swapping, and position bias (the share of calls whose best response was the
    one shown first).
+
+Every run is cancelled after the batch in flight once --max-seconds have passed, and later ones
+are skipped. Log-probabilities are asked for only with --logprobs: with llama.cpp's answers,
+`ai_prompts.letter_probabilities` counts a bare " " alternative as the letter "" (the empty
+string is "in" "AB"), `ai_judge.judge` raises KeyError and the whole run fails.
 """
 
 from __future__ import annotations
