@@ -61,9 +61,7 @@ SERVER_MODULES = ["llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette
 
 
 @dataclass(frozen=True)
-class Target:
-    """An endpoint to judge with, as an AI labeler's settings name it."""
-
+class Target:  # an endpoint, as an AI labeler's settings name it
     base_url: str
     model: str
     api: str = "chat"
@@ -89,8 +87,8 @@ def models_answer(base_url: str) -> bool:
 
 
 def start_server(log: Path, wait_seconds: float) -> tuple[subprocess.Popen[bytes] | None, str]:
-    """The server process (in its own process group) once `GET /v1/models` answers, or None
-    and the reason it did not start."""
+    """The server process (in its own process group) once `GET /v1/models` answers, and its
+    base URL; or None and the reason it did not start."""
     missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         return None, f"llama-cpp-python[server] is not installed (missing: {', '.join(missing)})"
@@ -112,8 +110,7 @@ def start_server(log: Path, wait_seconds: float) -> tuple[subprocess.Popen[bytes
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
             return None, f"the server exited with {process.returncode}: {' | '.join(tail)}"
         if models_answer(f"http://127.0.0.1:{port}/v1"):
-            process.base_url = f"http://127.0.0.1:{port}/v1"  # type: ignore[attr-defined]
-            return process, ""
+            return process, f"http://127.0.0.1:{port}/v1"
         time.sleep(0.5)
     stop_server(process)
     return None, f"the server did not answer GET /v1/models within {wait_seconds:g} s"
@@ -168,6 +165,7 @@ def run_labeler(
     from django.core.exceptions import ValidationError
     from django.db import connection
 
+    from labeling.ai_prompts import RANKING_LINE
     from labeling.models import AIJudgment, AIRun
     from labeling.services import ai_labeling
 
@@ -226,6 +224,10 @@ def run_labeler(
         "answers": collections.Counter(
             " ".join(str(c.get("raw", "-")).split())[:50] for c in calls
         ),
+        # Parsed leniently, from a phrase or a leading letter: worth reading.
+        "without_ranking_line": [
+            c["raw"] for c in calls if "order" in c and not RANKING_LINE.search(c["raw"])
+        ],
         "first_slot_picks": sum(j.first_slot_picks for j in judgments),
         "prompt_tokens": sum(j.prompt_tokens for j in judgments),
         "completion_tokens": sum(j.completion_tokens for j in judgments),
@@ -306,6 +308,7 @@ def agreement(dataset: Any, target: Target, pairs: int, args: Any) -> None:
     )
     print(header + "\n" + "-" * len(header))
     answers: collections.Counter[str] = collections.Counter()
+    lenient: list[str] = []
     for both_orders in (False, True):
         orders = "both" if both_orders else "one"
         if time.monotonic() > args.deadline:
@@ -313,6 +316,7 @@ def agreement(dataset: Any, target: Target, pairs: int, args: Any) -> None:
             continue
         r = run_labeler(dataset, target, pairs, args, max(args.concurrency), both_orders)
         answers.update(r["answers"])
+        lenient += r["without_ranking_line"]
         tally: collections.Counter[str] = collections.Counter()
         for judgment in r["judgments"]:
             if judgment.ranking is None:
@@ -342,6 +346,9 @@ def agreement(dataset: Any, target: Target, pairs: int, args: Any) -> None:
     print("   most frequent answers (first 50 characters):")
     for text, times in answers.most_common(4):
         print(f"     {times:>4} x {text!r}")
+    print(f"   answers parsed without a 'Ranking:' line: {len(lenient)}")
+    for text in sorted(set(lenient), key=lenient.count, reverse=True)[:3]:
+        print(f"     {lenient.count(text):>4} x {' '.join(text.split())[:70]!r}")
 
 
 # --- Main ------------------------------------------------------------------------------------
@@ -394,13 +401,12 @@ def main() -> None:
         if args.base_url:
             local = Target(args.base_url.rstrip("/"), args.model or "default", args.api)
         else:
-            server, reason = start_server(workdir / "server.log", args.server_wait)
-            if server is None:
-                print(f"local server: not started: {reason}")
+            server, said = start_server(workdir / "server.log", args.server_wait)
+            gguf = smollm2_gguf()
+            if server is None or gguf is None:
+                print(f"local server: not started: {said}")
             else:
-                gguf = smollm2_gguf()
-                assert gguf is not None
-                local = Target(server.base_url, gguf.name, args.api)  # type: ignore[attr-defined]
+                local = Target(said, gguf.name, args.api)
                 print(f"local server: llama_cpp.server, {gguf.name}, 2 threads, n_ctx 4096")
         try:
             if local is None and given is None:
