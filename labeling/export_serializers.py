@@ -40,7 +40,7 @@ class ExportParamsSerializer(serializers.Serializer):
     )
     labeler = serializers.CharField(required=False, help_text="Only this pseudonymous labeler.")
     labelers = serializers.ChoiceField(
-        choices=Labelers.values,
+        choices=Labelers.choices,
         default=Labelers.HUMAN,
         help_text="Whose rows: human labelers' (the default), AI labelers' (ai) or both (all). "
         "Agreement figures and filters (consensus, min_agreement) count the same labelers.",

@@ -72,6 +72,20 @@ def test_a_bad_labelers_value_is_a_400_naming_the_choices(mixed, client, endpoin
     assert "human, ai, all" in response.json()["labelers"][0]
 
 
+def test_the_schema_documents_labelers_on_both_exports(db):
+    from drf_spectacular.generators import SchemaGenerator
+
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    for endpoint in ("comparisons", "rankings"):
+        (parameter,) = [
+            parameter
+            for parameter in paths[f"/api/v1/datasets/{{slug}}/{endpoint}/"]["get"]["parameters"]
+            if parameter["name"] == "labelers"
+        ]
+        assert parameter["schema"]["enum"] == ["human", "ai", "all"]
+        assert parameter["schema"]["default"] == "human"
+
+
 def test_rankings_export_says_which_labeler_is_an_ai(mixed, client):
     dataset = mixed["dataset"]
     assert {row["labeler_kind"] for row in lines(pull(client, dataset, "rankings"))} == {"human"}
