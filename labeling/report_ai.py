@@ -13,10 +13,11 @@ humans (so on prompts with two humans or more): like for like, where agreement w
 that includes oneself would flatter. The dashboard's pairwise agreement of the humans on these
 prompts (a tie against an order counting half) is given too.
 
-Position bias: of the calls that gave an order, the share whose best response was the one shown
-first (`AIJudgment.first_slot_picks`), beside the chance rate, the mean of 1/K over those calls
-(K the prompt's completions). Wilson intervals treat the pairs (the calls) as independent trials,
-which pairs of one prompt are not quite: read them as a lower bound on the uncertainty.
+Position bias: of the calls of its ranked judgments that gave an order, the share whose best
+response was the one shown first (`AIJudgment.first_slot_picks`), beside the chance rate, the
+mean of 1/K over those calls (K the prompt's completions). Wilson intervals treat the pairs (the
+calls) as independent trials, which pairs of one prompt are not quite: read them as a lower
+bound on the uncertainty.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def ai_labeler_figures(*, dataset: Dataset, cursor: int) -> list[report_ai.AILab
     ai_orders: dict[int, dict[int, list[orders.Order]]] = defaultdict(lambda: defaultdict(list))
     completions: dict[int, int] = {}
     for pk, prompt_id, labeler_id, order, is_gold in (
-        Ranking.objects.filter(dataset=dataset, pk__lte=cursor, labeler_id__in=users)
+        Ranking.objects.filter(dataset=dataset, pk__lte=cursor, labeler_id__in=list(users))
         .counted(Labelers.AI)
         .values_list("pk", "prompt_id", "labeler_id", "order", "prompt__is_gold")
     ):
@@ -84,7 +84,7 @@ def ai_labeler_figures(*, dataset: Dataset, cursor: int) -> list[report_ai.AILab
         .counted()
         .filter(
             prompt__in=Ranking.objects.filter(
-                dataset=dataset, pk__lte=cursor, labeler_id__in=users
+                dataset=dataset, pk__lte=cursor, labeler_id__in=list(users)
             ).values("prompt")
         )
         .orders_by_prompt()

@@ -181,3 +181,13 @@ def test_the_dashboard_has_no_ai_section_without_ai_labelers(small, staff, clien
     page = client.get(reverse("labeling:quality", args=[small["dataset"].slug]))
     assert page.status_code == 200
     assert "<h2>AI labelers</h2>" not in page.content.decode()
+
+
+def test_a_prompt_page_marks_the_ai_ranking_and_keeps_it_out_of_the_votes(judged, staff, client):
+    client.force_login(staff)
+    prompt = judged["p3"]
+    page = client.get(reverse("labeling:quality-prompt", args=[judged["dataset"].slug, prompt.pk]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert text.count("<strong>AI labeler</strong>") == 1
+    assert judged["judge"].user.username in text
