@@ -149,3 +149,21 @@ def test_ai_rankings_leave_human_statistics_progress_and_slots_alone(small):
     assert dict(Prompt.objects.filter(dataset=dataset).values_list("pk", "slots_taken")) == slots
     again = Dataset.objects.with_progress().get(pk=dataset.pk)
     assert (again.prompt_count, again.label_count) == (progress.prompt_count, progress.label_count)
+
+
+def test_parquet_pulls_take_labelers_too(mixed, client):
+    import io
+
+    import pyarrow.parquet as pq
+
+    def rows(**params: Any) -> list[dict[str, Any]]:
+        response = pull(client, mixed["dataset"], output="parquet", **params)
+        assert response.status_code == 200
+        return pq.read_table(io.BytesIO(b"".join(response.streaming_content))).to_pylist()
+
+    judge_comparisons = set(
+        Comparison.objects.filter(labeler=mixed["judge"].user).values_list("pk", flat=True)
+    )
+    assert {row["ids"]["comparison"] for row in rows(labelers="ai")} == judge_comparisons
+    assert not judge_comparisons & {row["ids"]["comparison"] for row in rows()}
+    assert len(rows(labelers="all")) == 4
