@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from labeling import orders
 from labeling.accounts import pseudonym
@@ -27,6 +27,7 @@ RANKING_COLUMNS = (
     "seconds_spent",
     "guidelines_version",
     "created_at",
+    "labeler_is_ai",  # annotated by `ranking_lines`
 )
 
 
@@ -50,8 +51,9 @@ def ranking_lines(
     labeler is an AI labeler (`labeler_kind`: "ai" or "human")."""
     keys = criteria or []
     pseudonyms: dict[int, str] = {}
-    # AI labelers are few: their accounts are read once, not joined to every ranking.
-    machines = set(AILabeler.objects.values_list("user_id", flat=True))
+    rankings = rankings.annotate(
+        labeler_is_ai=Exists(AILabeler.objects.filter(user=OuterRef("labeler")))
+    )
     last = 0
     while chunk := list(
         rankings.filter(pk__gt=last).order_by("pk").values_list(*RANKING_COLUMNS)[: CHUNK_SIZE // 5]
@@ -90,7 +92,7 @@ def ranking_lines(
                 "seconds_spent": ranking["seconds_spent"],
                 "guidelines_version": ranking["guidelines_version"],
                 "labeler": pseudonyms[labeler_id],
-                "labeler_kind": "ai" if labeler_id in machines else "human",
+                "labeler_kind": "ai" if ranking["labeler_is_ai"] else "human",
                 "created_at": ranking["created_at"].isoformat(),
             }
             if include_ids:

@@ -180,7 +180,7 @@ def _load_columns(
     """Append the comparisons' ids, prompts, chosen and rejected completions and margins to
     `columns`, each a compact array, read in primary key chunks; return how many of them are AI
     labelers' (their accounts are few: read once, not joined to every comparison)."""
-    machines = set(AILabeler.objects.values_list("user_id", flat=True))
+    machines = set(AILabeler.objects.order_by().values_list("user_id", flat=True))
     total = comparisons.count()
     last, ai_comparisons = 0, 0
     while chunk := list(
