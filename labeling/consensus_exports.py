@@ -23,7 +23,7 @@ from labeling.exports import (
     rows_by_id,
     with_fields,
 )
-from labeling.models import Adjudication, Completion, Prompt
+from labeling.models import Adjudication, Completion, Labelers, Prompt
 
 
 @dataclass
@@ -46,10 +46,12 @@ def consensus_chunks(
     split: Split | None = None,
     exclude_unacceptable: bool = False,
     adjudicated_only: bool = False,
+    labelers: str = Labelers.HUMAN,
 ) -> Iterator[ConsensusChunk]:
     """Each completion pair of each prompt that its consensus order separates and a strict
     majority of its counted labelers (rankings up to `ranking_cursor`, without "all
-    unacceptable" ones when `exclude_unacceptable`) ordered the same way
+    unacceptable" ones when `exclude_unacceptable`; humans unless `labelers` asks for AI
+    labelers, `ai`, or both, `all`) ordered the same way
     (`labeling.consensus.consensus_pairs`), a chunk of prompts (keyset pagination) at a time.
 
     A prompt a reviewer adjudicated gives the pairs of its newest adjudicated order instead, as
@@ -69,7 +71,10 @@ def consensus_chunks(
             {}
             if adjudicated_only
             else counted_orders(
-                wanted, cursor=ranking_cursor, exclude_unacceptable=exclude_unacceptable
+                wanted,
+                cursor=ranking_cursor,
+                exclude_unacceptable=exclude_unacceptable,
+                labelers=labelers,
             )
         )
         pairs: list[tuple[int, dict[str, Any]]] = []

@@ -186,6 +186,7 @@ def pair_rows(
         "include": params["include"],
         "split": params["split"],
         "criteria": dataset.criterion_keys,
+        "labelers": params["labelers"],
     }
     if params["consensus"] or params["adjudicated"]:
         prompts = dataset.prompts.all()
@@ -212,6 +213,7 @@ def pair_rows(
         labeler=params.get("labeler"),
         min_margin=params.get("min_margin"),
         exclude_unacceptable=params["exclude_unacceptable"],
+        labelers=params["labelers"],
     )
     make_rows = exports.comparison_records if parquet_output else exports.comparison_lines
     return make_rows(comparisons, **options)
@@ -243,6 +245,7 @@ def ranking_export(request: Request, slug: str) -> StreamingHttpResponse:
         exclude_gold=params["exclude_gold"],
         labeler=params.get("labeler"),
         exclude_unacceptable=params["exclude_unacceptable"],
+        labelers=params["labelers"],
     )
     lines = ranking_exports.ranking_lines(
         rows,

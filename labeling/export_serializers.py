@@ -7,6 +7,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from labeling.choices import Labelers
 from labeling.export_options import CONSENSUS_INCLUDES, INCLUDES, Split
 from labeling.exports import COMPARISON_FORMATS
 from labeling.ranking_exports import RANKING_SHAPES
@@ -38,6 +39,16 @@ class ExportParamsSerializer(serializers.Serializer):
         error_messages={"invalid": "Use true or false."},
     )
     labeler = serializers.CharField(required=False, help_text="Only this pseudonymous labeler.")
+    labelers = serializers.ChoiceField(
+        choices=Labelers.choices,
+        default=Labelers.HUMAN,
+        help_text="Whose rows: human labelers' (the default), AI labelers' (ai) or both (all). "
+        "Agreement figures and filters (consensus, min_agreement) count the same labelers.",
+        error_messages={
+            "invalid_choice": f'Unknown labelers "{{input}}"; use one of '
+            f"{', '.join(Labelers.values)}."
+        },
+    )
     exclude_unacceptable = serializers.BooleanField(
         default=False,
         help_text='Leave out rankings (and their pairs) marked "all unacceptable".',
@@ -225,6 +236,10 @@ class ComparisonExportParamsSerializer(ExportParamsSerializer):
                 raise serializers.ValidationError(
                     {name: "Applies to labelers' comparisons, not to adjudicated=true."}
                 )
+        if data["labelers"] != Labelers.HUMAN:
+            raise serializers.ValidationError(
+                {"labelers": "Adjudicated orders are reviewers', not labelers': leave it out."}
+            )
         if data["consensus"] or data["min_labelers"] > 1:
             raise serializers.ValidationError(
                 {

@@ -29,7 +29,7 @@ from labeling.export_options import (
     predicted_rewards,
 )
 from labeling.formats import render_hh_dialogue
-from labeling.models import Comparison, Ranking
+from labeling.models import Comparison, Labelers, Ranking
 
 COMPARISON_FORMATS = ("trl", "trl-conversational", "hh", "openai")
 FORMATS = (*COMPARISON_FORMATS, "rankings")
@@ -172,10 +172,14 @@ def rows_by_id(model: type[Model], columns: tuple[str, ...], ids: Iterable[int])
 
 
 def counted_orders(
-    prompt_ids: Iterable[int], cursor: int | None = None, exclude_unacceptable: bool = False
+    prompt_ids: Iterable[int],
+    cursor: int | None = None,
+    exclude_unacceptable: bool = False,
+    labelers: str = Labelers.HUMAN,
 ) -> dict[int, list[orders.Order]]:
-    """The orders that count for each prompt, up to the ranking `cursor`."""
-    rankings = Ranking.objects.counted().filter(prompt_id__in=set(prompt_ids))
+    """The orders that count for each prompt, up to the ranking `cursor`: humans' unless
+    `labelers` asks for AI labelers' (`ai`) or both (`all`)."""
+    rankings = Ranking.objects.counted(labelers).filter(prompt_id__in=set(prompt_ids))
     if cursor is not None:
         rankings = rankings.filter(pk__lte=cursor)
     if exclude_unacceptable:
@@ -209,6 +213,7 @@ def comparison_chunks(
     min_agreement: float | None,
     min_labelers: int,
     split: Split | None,
+    labelers: str = Labelers.HUMAN,
 ) -> Iterator[tuple[list[tuple[Any, ...]], dict[tuple[int, int, int], tuple[float, int]] | None]]:
     """`comparisons`' rows of `columns` (the first four: pk, prompt_id, chosen_id, rejected_id;
     with `split`, the last: the prompt's external id), CHUNK_SIZE at a time, in primary key
@@ -218,7 +223,7 @@ def comparison_chunks(
     memory stays flat however many comparisons there are. `min_agreement` and `min_labelers`
     keep only comparisons whose direction at least that share of at least that many of the
     prompt's counted labelers gave (`vote_shares`, over every counted ranking at the time of
-    the pull)."""
+    the pull, of the same `labelers` as the comparisons)."""
     share_filter = min_agreement is not None or min_labelers > 1
     # Outside a transaction, Django's server-side cursors on PostgreSQL are WITH HOLD: the
     # server runs the whole query and stores its result before the first row comes. Inside
@@ -232,7 +237,9 @@ def comparison_chunks(
                     chunk = [row for row in chunk if split.keeps(row[-1])]
                 shares = None
                 if shares_needed or share_filter:
-                    shares = vote_shares(counted_orders(row[1] for row in chunk))
+                    shares = vote_shares(
+                        counted_orders((row[1] for row in chunk), labelers=labelers)
+                    )
                 if shares is not None and share_filter:
                     chunk = [
                         row

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, combinations
+from math import sqrt
+from statistics import NormalDist
 from typing import Any, Literal, TypeAlias, TypedDict
 
 import numpy as np
@@ -152,6 +154,24 @@ def comparison_agreement(
     agreeing = int((forward * (forward - 1) // 2 + backward * (backward - 1) // 2).sum())
     total = int((votes * (votes - 1) // 2).sum())
     return {"rate": agreeing / total if total else None, "labeler_pairs": total}
+
+
+def wilson(successes: float, trials: int, confidence: float = 0.95) -> RatioResult:
+    """A share of independent trials, successes / trials, with its Wilson score interval
+    (Wilson 1927): better than the normal approximation near 0 and 1 and for few trials, and
+    never outside 0..1. rate, low and high are None without trials; `count` is `trials`."""
+    _check_bootstrap(0, confidence)
+    if trials <= 0:
+        return {"rate": None, "low": None, "high": None, "count": 0}
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    rate = successes / trials
+    spread = z * z / trials
+    centre = (rate + spread / 2) / (1 + spread)
+    half = z * sqrt(rate * (1 - rate) / trials + spread / (4 * trials)) / (1 + spread)
+    # At 0 and at `trials` successes an end is exactly 0 or 1: rounding would leave it off.
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)
+    high = 1.0 if successes >= trials else min(1.0, centre + half)
+    return {"rate": rate, "low": low, "high": high, "count": trials}
 
 
 # Bootstrap ------------------------------------------------------------------------------------

@@ -29,7 +29,12 @@ class QualityReportSerializer(serializers.Serializer):
         allow_null=True,
         help_text=(
             "progress, rate (rankings per day), agreement (pairwise rate and Krippendorff's "
-            "alpha with 95% bootstrap intervals), labelers, flags, disputed prompts."
+            "alpha with 95% bootstrap intervals), labelers, flags, disputed prompts (all of "
+            "human labelers only), and ai_labelers: per AI labeler, judgments, failures, tokens "
+            "and seconds per judgment, agreement with the human majority (human_majority) beside "
+            "the humans' own against the others' majority (human_reference), and position bias "
+            "(the share of calls that picked the response shown first, beside chance), each "
+            "{rate, low, high, count} with a 95% Wilson interval."
         ),
     )
 

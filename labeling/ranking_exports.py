@@ -7,14 +7,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from labeling import orders
 from labeling.accounts import pseudonym
 from labeling.criteria import with_every_criterion
 from labeling.export_options import Split
 from labeling.exports import CHUNK_SIZE
-from labeling.models import Completion, Prompt, Ranking, Rating
+from labeling.models import AILabeler, Completion, Prompt, Ranking, Rating
 
 RANKING_COLUMNS = (
     "pk",
@@ -27,6 +27,7 @@ RANKING_COLUMNS = (
     "seconds_spent",
     "guidelines_version",
     "created_at",
+    "labeler_is_ai",  # annotated by `ranking_lines`
 )
 
 
@@ -46,9 +47,13 @@ def ranking_lines(
 
     `v2` (the default) holds a list of completion records keyed by the import's ids
     (`ranking_v2_fields`), which column tools read as one schema; `v1`, the earlier shape,
-    keeps order, ratings and flags keyed by internal completion ids."""
+    keeps order, ratings and flags keyed by internal completion ids. Each line says whether its
+    labeler is an AI labeler (`labeler_kind`: "ai" or "human")."""
     keys = criteria or []
     pseudonyms: dict[int, str] = {}
+    rankings = rankings.annotate(
+        labeler_is_ai=Exists(AILabeler.objects.filter(user=OuterRef("labeler")))
+    )
     last = 0
     while chunk := list(
         rankings.filter(pk__gt=last).order_by("pk").values_list(*RANKING_COLUMNS)[: CHUNK_SIZE // 5]
@@ -87,6 +92,7 @@ def ranking_lines(
                 "seconds_spent": ranking["seconds_spent"],
                 "guidelines_version": ranking["guidelines_version"],
                 "labeler": pseudonyms[labeler_id],
+                "labeler_kind": "ai" if ranking["labeler_is_ai"] else "human",
                 "created_at": ranking["created_at"].isoformat(),
             }
             if include_ids:

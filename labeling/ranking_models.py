@@ -12,15 +12,16 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from labeling.choices import Strength
+from labeling.choices import Labelers, Strength
 from labeling.models import Assignment, Completion, Dataset, Prompt, labeler_counts
 from labeling.orders import Order
 
 
 class ExportQuerySet(models.QuerySet[Any]):
-    def counted(self) -> ExportQuerySet:
-        """Rankings or comparisons that count (`labeler_counts`)."""
-        return self.filter(labeler_counts())
+    def counted(self, labelers: str = Labelers.HUMAN) -> ExportQuerySet:
+        """Rankings or comparisons that count (`labeler_counts`): humans' unless `labelers`
+        asks for AI labelers' (`ai`) or both (`all`)."""
+        return self.filter(labeler_counts(labelers=labelers))
 
     def orders_by_prompt(self) -> dict[int, list[Order]]:
         """Rankings only: each prompt's orders, oldest first, like `in_bulk` a dict."""
@@ -38,11 +39,13 @@ class ExportQuerySet(models.QuerySet[Any]):
         labeler: int | None = None,
         min_margin: int | None = None,
         exclude_unacceptable: bool = False,
+        labelers: str = Labelers.HUMAN,
     ) -> ExportQuerySet:
-        """Rows of one export pull: after `since`, up to `cursor`, with the export's filters.
+        """Rows of one export pull: after `since`, up to `cursor`, with the export's filters:
+        humans' rows unless `labelers` asks for AI labelers' (`ai`) or both (`all`).
 
         Rows of excluded (deactivated) labelers are never exported."""
-        rows = self.counted().filter(pk__gt=since, pk__lte=cursor)
+        rows = self.counted(labelers).filter(pk__gt=since, pk__lte=cursor)
         if exclude_gold:
             rows = rows.filter(prompt__is_gold=False)
         if labeler is not None:

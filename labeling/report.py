@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, NotRequired, TypedDict
 
 import numpy as np
 
-from labeling import consensus, orders, quality
+from labeling import consensus, orders, quality, report_ai
 from labeling.accounts import pseudonym
 from labeling.models import Flag
 from labeling.orders import Order
@@ -148,6 +148,9 @@ class ReportData(TypedDict):
     criteria: list[str]
     # Added by the service, which reads the adjudications.
     review: NotRequired[ReviewFigures]
+    # Added by the service (labeling.services.quality_report_ai): a row per AI labeler, whose
+    # rankings the other figures leave out.
+    ai_labelers: NotRequired[list[report_ai.AILabelerRow]]
 
 
 @dataclass

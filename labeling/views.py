@@ -353,7 +353,9 @@ def render_quality_prompt(
     for completion in completions:
         completion.predicted_reward = rewards.get(completion.pk)  # type: ignore[attr-defined]
     shown = list(
-        Ranking.objects.filter(prompt=prompt).select_related("labeler").order_by("created_at")
+        Ranking.objects.filter(prompt=prompt)
+        .select_related("labeler", "labeler__ai_labeler")
+        .order_by("created_at")
     )
     counted = Ranking.objects.counted().filter(prompt=prompt).orders_by_prompt().get(prompt.pk, [])
     votes = consensus.named_votes(names, counted)

@@ -5,7 +5,7 @@ from typing import Any, cast
 from django import forms
 from django.db.models import QuerySet
 
-from labeling.models import Dataset, RatingCriterion
+from labeling.models import Dataset, Labelers, RatingCriterion
 from rewards.services.runs import DEFAULT_HELD_OUT_SHARE
 
 
@@ -39,6 +39,16 @@ class TrainingRunForm(forms.Form):
         label="Prefer adjudicated orders",
         help_text="For a prompt a reviewer adjudicated, train on the pairs of the reviewer's "
         "order instead of its labelers' comparisons.",
+    )
+
+    labelers = forms.ChoiceField(
+        choices=Labelers.choices,
+        initial=Labelers.HUMAN,
+        required=False,  # left out: human labelers, as before AI labelers came
+        widget=forms.RadioSelect,
+        label="Train on the comparisons of",
+        help_text="AI labelers rank with a model behind an endpoint; their comparisons are kept "
+        "apart from the humans' unless chosen here.",
     )
 
     weighting = forms.ChoiceField(
@@ -123,6 +133,8 @@ class TrainingRunForm(forms.Form):
             config["fit"] = {"l2_penalty": data["l2_penalty"]}
         if data["heads"]:
             config["heads"] = data["heads"]
+        if data["labelers"] not in ("", Labelers.HUMAN):
+            config["labelers"] = data["labelers"]
         return config | self.weighting_config()
 
     def weighting_config(self) -> dict[str, Any]:

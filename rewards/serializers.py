@@ -39,7 +39,8 @@ class TrainingRunRequestSerializer(serializers.Serializer):
         required=False,
         default=dict,
         help_text="Run options: held_out_share, seed, include_gold, adjudicated, fit, features, "
-        "weighting (none, reliability, chance_corrected), min_reliability (0 to 1).",
+        "weighting (none, reliability, chance_corrected), min_reliability (0 to 1), heads, "
+        "labelers (whose comparisons: human, the default; ai; all).",
     )
 
 

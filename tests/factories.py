@@ -9,12 +9,15 @@ from django.utils import timezone
 
 from labeling.criteria import default_criteria
 from labeling.models import (
+    AIJudgment,
+    AILabeler,
     Assignment,
     Completion,
     Dataset,
     LabelerGroup,
     Membership,
     Prompt,
+    Ranking,
     RatingCriterion,
     Role,
     Workspace,
@@ -205,3 +208,71 @@ def make_team(slug: str) -> tuple[Workspace, dict[str, Any]]:
     )
     dataset.pool_labelers.add(people[Role.LABELER])
     return workspace, people
+
+
+class AILabelerFactory(factory.django.DjangoModelFactory):
+    """An AI labeler of a dataset, with the account its rankings are stored under (active, no
+    usable password, no workspace role: it never logs in)."""
+
+    class Meta:
+        model = AILabeler
+
+    dataset = factory.SubFactory(DatasetFactory)
+    user = factory.SubFactory(
+        UserFactory,
+        username=factory.Sequence(lambda n: f"ai-labeler-{n}"),
+        password=None,
+        role=False,
+    )
+    name = factory.Sequence(lambda n: f"Judge {n}")
+    base_url = "http://127.0.0.1:8080/v1"
+    model = "judge-model"
+
+
+def make_ai_ranking(
+    ai_labeler: AILabeler,
+    prompt: Prompt,
+    order: list[list[int]],
+    *,
+    shown: list[list[int]] | None = None,
+    first_slot_picks: int | None = None,
+    **judgment: Any,
+) -> Ranking:
+    """Store an AI labeler's ranking of `prompt` as its worker would: a ranking without an
+    assignment, its comparisons (`comparison_pairs`, through the submit service's own writer)
+    and the judgment: one call per list of completion ids in `shown` (default: one call, shown
+    by id), each with `order` as its answer; `first_slot_picks` defaults to the calls whose
+    first shown completion is in the best tie group."""
+    import uuid
+
+    from labeling.services import rankings
+
+    now = timezone.now()
+    ranking = Ranking.objects.create(
+        dataset=prompt.dataset,
+        prompt=prompt,
+        labeler=ai_labeler.user,
+        order=order,
+        seconds_spent=0.0,
+        guidelines_version=prompt.dataset.guidelines_version,
+        request_id=uuid.uuid4(),
+        created_at=now,
+    )
+    rankings._store_comparisons(ranking, order, "")
+    shown = shown if shown is not None else [sorted(cid for group in order for cid in group)]
+    calls = [{"shown": ids, "raw": "", "order": order} for ids in shown]
+    if first_slot_picks is None:
+        first_slot_picks = sum(1 for ids in shown if ids[0] in order[0])
+    AIJudgment.objects.create(
+        ai_labeler=ai_labeler,
+        prompt=prompt,
+        ranking=ranking,
+        status=AIJudgment.Status.OK,
+        model=ai_labeler.model,
+        constitution_version=ai_labeler.constitution_version,
+        calls=calls,
+        first_slot_picks=first_slot_picks,
+        created_at=now,
+        **judgment,
+    )
+    return ranking

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count, F, Max
+from django.db.models import Count, F, Max, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -25,6 +25,7 @@ from labeling import orders
 from labeling.errors import failure_text
 from labeling.models import (
     Adjudication,
+    AILabeler,
     Completion,
     Dataset,
     Prompt,
@@ -32,7 +33,7 @@ from labeling.models import (
     Ranking,
     Rating,
 )
-from labeling.services import jobs, prompt_stats
+from labeling.services import jobs, prompt_stats, quality_report_ai
 from labeling.services.leaderboard import invalidate_leaderboards
 
 if TYPE_CHECKING:  # the figures need numpy: imported by what computes them, not with this module
@@ -172,6 +173,7 @@ def compute_report(*, dataset: Dataset, cursor: int) -> report.ReportData:
     )
     _describe_disputed(data["disputed"])
     data["review"] = Adjudication.objects.filter(dataset=dataset).overturn_figures()  # type: ignore[typeddict-item]
+    data["ai_labelers"] = quality_report_ai.ai_labeler_figures(dataset=dataset, cursor=cursor)
     return data
 
 
@@ -207,13 +209,21 @@ def _build_report(
     return builder, prompts, counted
 
 
+def human_rankings(dataset: Dataset, cursor: int) -> QuerySet[Ranking]:
+    """The dataset's rankings up to `cursor` by humans, excluded ones too: the report's figures
+    other than its AI labelers' section (`quality_report_ai`) leave AI labelers out."""
+    return Ranking.objects.filter(dataset=dataset, pk__lte=cursor).exclude(
+        labeler__in=AILabeler.objects.values("user")
+    )
+
+
 def _rankings(dataset: Dataset, cursor: int) -> Iterator[report.RankingRow]:
-    """The dataset's rankings up to `cursor` by prompt, with their ratings (one query per
+    """The dataset's human rankings up to `cursor` by prompt, with their ratings (one query per
     RATINGS_CHUNK rankings)."""
     from labeling import report
 
     rows = (
-        Ranking.objects.filter(dataset=dataset, pk__lte=cursor)
+        human_rankings(dataset, cursor)
         .order_by("prompt_id", "pk")
         .values_list(
             "pk",
@@ -251,11 +261,11 @@ def _gold_orders_as_ids(dataset: Dataset) -> dict[int, orders.Order]:
 
 
 def _daily_rate(dataset: Dataset, cursor: int) -> list[report.DailyCount]:
-    """Rankings per day, oldest first, over the last RATE_DAYS days up to the latest day with
-    any; days without rankings are there with 0."""
+    """Human rankings per day, oldest first, over the last RATE_DAYS days up to the latest day
+    with any; days without rankings are there with 0."""
     counts = {
         row["day"]: row["count"]
-        for row in Ranking.objects.filter(dataset=dataset, pk__lte=cursor)
+        for row in human_rankings(dataset, cursor)
         .annotate(day=TruncDate("created_at"))
         .values("day")
         .annotate(count=Count("pk"))

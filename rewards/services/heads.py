@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ValidationError
 from django.core.validators import slug_re
 
-from labeling.models import Asked, Dataset, Ranking, Rating, RatingCriterion
+from labeling.models import Asked, Dataset, Labelers, Ranking, Rating, RatingCriterion
 
 if TYPE_CHECKING:  # the ML stack is imported by what trains, not with this module
     import numpy as np
@@ -62,13 +62,14 @@ def check_heads(heads: list[str], datasets: list[Dataset]) -> list[str]:
 
 
 def _rated_rankings(
-    datasets: list[Dataset], include_gold: bool, heads: list[str]
+    datasets: list[Dataset], include_gold: bool, heads: list[str], labelers: str = Labelers.HUMAN
 ) -> Iterator[tuple[int, dict[str, dict[str, float]]]]:
     """(prompt id, {"<completion id>": {criterion key: rating}}) of the counted rankings, read
     by one query a chunk of rows at a time: the same labelers (not excluded) and prompts (gold
     only when asked) as the comparisons, their ratings on the `heads` criteria read from the
-    table as their place on their criterion's scale (0 its lowest, 1 its highest)."""
-    rankings = Ranking.objects.counted().filter(dataset__in=datasets)
+    table as their place on their criterion's scale (0 its lowest, 1 its highest); humans',
+    AI labelers' or both as the run's `labelers` says."""
+    rankings = Ranking.objects.counted(labelers).filter(dataset__in=datasets)
     if not include_gold:
         rankings = rankings.filter(prompt__is_gold=False)
     rows = (
@@ -101,6 +102,7 @@ def train_heads(
     fit_config: fitting.FitConfig,
     include_gold: bool,
     report: Report,
+    labelers: str = Labelers.HUMAN,
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Fit a head per criterion in `heads` on the pairs its ratings order, with the training
     data's features and held-out prompts (those of the comparisons after `train_count`, which
@@ -111,7 +113,8 @@ def train_heads(
 
     from rewards import heads as head_fitting
 
-    pairs = head_fitting.pairs_from_ratings(_rated_rankings(datasets, include_gold, heads), heads)
+    rated = _rated_rankings(datasets, include_gold, heads, labelers)
+    pairs = head_fitting.pairs_from_ratings(rated, heads)
     held_out_prompts = np.zeros(len(data.prompt_ids), dtype=bool)
     held_out_prompts[data.prompts[train_count:]] = True
     all_weights: list[np.ndarray] = []

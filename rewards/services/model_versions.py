@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from labeling.models import AuditEvent, Dataset
+from labeling.models import AuditEvent, Dataset, Labelers
 from labeling.services import audit
 from rewards.models import RewardModel, TrainingRun
 
@@ -46,24 +46,31 @@ def model_card(
     from rewards import artifacts, features
 
     config = run.config
+    labelers = config.get("labelers", Labelers.HUMAN)
+    adjudicated_pairs = int(np.count_nonzero(data.comparison_ids < 0))
+    left_out = [] if config.get("include_gold") else ["gold prompts"]
+    left_out.append("labelers excluded (deactivated)")
+    left_out += {Labelers.HUMAN: ["AI labelers"], Labelers.AI: ["human labelers"]}.get(labelers, [])
     return {
         "format_version": artifacts.FORMAT_VERSION,
         "run": run.pk,
         "created_at": timezone.now().isoformat(),
         "datasets": [d.slug for d in datasets],
+        # Whose comparisons it was trained on (config.labelers): human labelers' (runs from
+        # before AI labelers had no such option: humans'), AI labelers' or both.
+        "labelers": labelers,
         "data": {
             "comparisons": len(data.comparison_ids),
+            # Of them, the labelers' comparisons by kind (adjudicated pairs are neither).
+            "human_comparisons": len(data.comparison_ids) - adjudicated_pairs - data.ai_comparisons,
+            "ai_comparisons": data.ai_comparisons,
             "prompts": metrics["prompts"]["total"],
             "completions": len(data.completion_ids),
             "comparison_ids_sha256": data.ids_sha256,
             # With config.adjudicated "prefer": the pairs of reviewers' adjudicated orders, in
             # place of their prompts' labelers' comparisons; their ids are negative stand-ins.
-            "adjudicated_pairs": int(np.count_nonzero(data.comparison_ids < 0)),
-            "excluded": (
-                "labelers excluded (deactivated)"
-                if config.get("include_gold")
-                else "gold prompts; labelers excluded (deactivated)"
-            ),
+            "adjudicated_pairs": adjudicated_pairs,
+            "excluded": "; ".join(left_out),
         },
         "config": config,
         # With config.weighting or config.min_reliability: where the weights came from and

@@ -10,7 +10,9 @@ Options (`check_weighting_options`): `weighting` turns reliabilities into weight
 `min_reliability` drops the labelers below it (weight 0). A labeler with fewer than
 `labeling.report.MIN_EVIDENCE` compared plus gold pairs has no estimate worth the name: they get
 the median weight of the dataset's labelers who have one (1 when nobody has) and are never
-dropped. Adjudicated pairs (a reviewer's order) weigh 1.
+dropped. Adjudicated pairs (a reviewer's order) weigh 1. AI labelers (a run with `labelers` ai
+or all) have no reliability here, since the report's figures are the humans': their comparisons
+get that same default weight.
 """
 
 from __future__ import annotations

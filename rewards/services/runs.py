@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.models import AuditEvent, Dataset
+from labeling.models import AuditEvent, Dataset, Labelers
 from labeling.services import audit, jobs
 from rewards.models import TrainingRun
 from rewards.services.heads import check_heads, heads_option
@@ -47,6 +47,7 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
         "weighting",
         "min_reliability",
         "heads",
+        "labelers",
     }
     unknown = set(data) - known
     if unknown:
@@ -75,6 +76,11 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError(
             {"adjudicated": f"Use one of {', '.join(ADJUDICATED_MODES)} (or leave it out)."}
         )
+    labelers = data.get("labelers", Labelers.HUMAN)
+    if labelers not in Labelers.values:
+        raise ValidationError(
+            {"labelers": f"Use one of {', '.join(Labelers.values)} (or leave it out: human)."}
+        )
     heads = heads_option(data.get("heads"))
     return {
         "features": feature_config.to_dict(),
@@ -83,6 +89,8 @@ def run_config(data: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "include_gold": include_gold,
         "adjudicated": adjudicated,
+        # Whose comparisons it trains on: human labelers', AI labelers' or both.
+        "labelers": str(labelers),
         **check_weighting_options(data),
         # Left out when empty, so a run without heads has the config runs always had.
         **({"heads": heads} if heads else {}),

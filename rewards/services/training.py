@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from django.core.exceptions import ValidationError
 
+from labeling.models import Labelers
 from labeling.quality import comparison_agreement
 from rewards import features, fitting
 from rewards.models import RewardModel, TrainingRun
@@ -44,6 +45,7 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
         report=report,
         include_gold=config.get("include_gold", False),
         adjudicated=config.get("adjudicated", "ignore"),
+        labelers=config.get("labelers", Labelers.HUMAN),
     )
 
     # Training pairs first, held-out ones last: both are slices (views) of the data's arrays.
@@ -74,6 +76,7 @@ def train(run: TrainingRun, report: Report) -> tuple[dict[str, Any], RewardModel
             fit_config=fit_config,
             include_gold=config.get("include_gold", False),
             report=report,
+            labelers=config.get("labelers", Labelers.HUMAN),
         )
     report("evaluating")
     metrics = evaluate(

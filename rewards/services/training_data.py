@@ -14,7 +14,15 @@ from django.db.models import Exists, OuterRef, QuerySet
 from scipy import sparse
 
 from labeling import orders
-from labeling.models import Adjudication, Comparison, Completion, Dataset, Prompt
+from labeling.models import (
+    Adjudication,
+    AILabeler,
+    Comparison,
+    Completion,
+    Dataset,
+    Labelers,
+    Prompt,
+)
 from rewards import features
 
 CHUNK_SIZE = 20_000
@@ -38,7 +46,8 @@ class TrainingData:
     in `features` and `completion_ids` (int32; int64 from 2**31 completions on) and its margin
     (int16, the database's smallint). Both id lists are sorted, so the indexes order, group and
     split the comparisons as the ids would. `ids_sha256` is the SHA-256 of the sorted comparison
-    ids as little-endian int64, taken while they are in primary key order.
+    ids as little-endian int64, taken while they are in primary key order. `ai_comparisons`
+    counts those of AI labelers (`labelers` ai or all), for the model card.
     """
 
     PER_COMPARISON = ("comparison_ids", "prompts", "chosen_rows", "rejected_rows", "margins")
@@ -52,6 +61,7 @@ class TrainingData:
     completion_ids: np.ndarray
     prompt_ids: np.ndarray
     ids_sha256: str
+    ai_comparisons: int = 0
 
     def put_held_out_last(self, held_out: np.ndarray) -> int:
         """Reorder the comparisons, those where `held_out` is False first and the held out ones
@@ -71,15 +81,16 @@ def load_training_data(
     report: Report,
     include_gold: bool = False,
     adjudicated: str = "ignore",
+    labelers: str = Labelers.HUMAN,
 ) -> TrainingData:
-    """Stream the comparisons (excluded labelers left out, and gold prompts unless asked for) in
-    primary key chunks, then featurize each distinct completion once: pairs are rows indices
-    into that matrix.
+    """Stream the comparisons (excluded labelers left out, gold prompts unless asked for, and
+    AI labelers' or humans' as `labelers` says: human, ai or all) in primary key chunks, then
+    featurize each distinct completion once: pairs are rows indices into that matrix.
 
     Loading holds 34 bytes a comparison (four int64 columns and the int16 margins); they become
     the 22 of `TrainingData` one column at a time, before featurizing, so the featurizer's own
     memory comes on top of those 22 only."""
-    comparisons = Comparison.objects.counted().filter(dataset__in=datasets)
+    comparisons = Comparison.objects.counted(labelers).filter(dataset__in=datasets)
     if not include_gold:
         comparisons = comparisons.filter(prompt__is_gold=False)
     columns = _empty_columns()
@@ -91,9 +102,13 @@ def load_training_data(
         comparisons = comparisons.exclude(
             Exists(Adjudication.objects.filter(prompt=OuterRef("prompt")))
         )
-    _load_columns(columns, comparisons, report)
+    ai_comparisons = _load_columns(columns, comparisons, report)
     if not columns["pk"]:
-        raise ValidationError("There are no comparisons to train on in these datasets yet.")
+        whose = {Labelers.HUMAN: " by human labelers", Labelers.AI: " by AI labelers"}
+        raise ValidationError(
+            "There are no comparisons to train on in these datasets yet"
+            f"{whose.get(Labelers(labelers), '')}."
+        )
     # Each column becomes an array on its own buffer (np.frombuffer copies nothing); a column is
     # freed as soon as its int32 positions exist.
     comparison_ids = np.frombuffer(columns.pop("pk"), dtype=np.int64)
@@ -122,6 +137,7 @@ def load_training_data(
         completion_ids=completion_ids,
         prompt_ids=prompt_ids,
         ids_sha256=ids_sha256,
+        ai_comparisons=ai_comparisons,
     )
 
 
@@ -160,21 +176,27 @@ def _add_adjudicated_pairs(
 
 def _load_columns(
     columns: dict[str, array[int]], comparisons: QuerySet[Comparison], report: Report
-) -> dict[str, array[int]]:
+) -> int:
     """Append the comparisons' ids, prompts, chosen and rejected completions and margins to
-    `columns`, each a compact array, read in primary key chunks."""
+    `columns`, each a compact array, read in primary key chunks; return how many of them are AI
+    labelers' (their accounts are few: read once, not joined to every comparison)."""
+    machines = set(AILabeler.objects.order_by().values_list("user_id", flat=True))
     total = comparisons.count()
-    last = 0
+    last, ai_comparisons = 0, 0
     while chunk := list(
         comparisons.filter(pk__gt=last)
         .order_by("pk")
-        .values_list("pk", "prompt_id", "chosen_id", "rejected_id", "margin")[:CHUNK_SIZE]
+        .values_list("pk", "prompt_id", "chosen_id", "rejected_id", "margin", "labeler_id")[
+            :CHUNK_SIZE
+        ]
     ):
-        for column, values in zip(columns.values(), zip(*chunk, strict=True), strict=True):
-            column.extend(values)
+        *values, labeler_ids = zip(*chunk, strict=True)
+        ai_comparisons += sum(1 for labeler_id in labeler_ids if labeler_id in machines)
+        for column, column_values in zip(columns.values(), values, strict=True):
+            column.extend(column_values)
         last = chunk[-1][0]
         report("loading", len(columns["pk"]) / max(total, 1))
-    return columns
+    return ai_comparisons
 
 
 def _featurize(

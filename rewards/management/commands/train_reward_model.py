@@ -5,7 +5,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from labeling.models import Dataset
+from labeling.models import Dataset, Labelers
 from rewards.services import runs
 
 
@@ -26,6 +26,12 @@ class Command(BaseCommand):
             help="Also train a head on this rating criterion (helpful, honest, harmless); "
             "repeatable.",
         )
+        parser.add_argument(
+            "--labelers",
+            choices=Labelers.values,
+            default=Labelers.HUMAN,
+            help="Whose comparisons: human labelers' (the default), AI labelers' or all.",
+        )
         parser.add_argument("--queue", action="store_true", help="Leave the run to a worker.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -38,6 +44,7 @@ class Command(BaseCommand):
             "held_out_share": options["held_out_share"],
             "seed": options["seed"],
             "include_gold": options["include_gold"],
+            "labelers": options["labelers"],
         }
         if options["head"]:
             config["heads"] = options["head"]
