@@ -93,6 +93,7 @@ test: $(DEV_STAMP) browser-deps
 
 test-postgres: $(DEV_STAMP) browser-deps
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} PREFLAB_EXPECT_POSTGRES=1 \
+	  PREFLAB_LLM_SERVER=$${PREFLAB_LLM_SERVER:-off} \
 	  $(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)

@@ -258,7 +258,7 @@ def make_ai_ranking(
         request_id=uuid.uuid4(),
         created_at=now,
     )
-    rankings._store_comparisons(ranking, order, "")
+    rankings.store_comparisons(ranking, order, "")
     shown = shown if shown is not None else [sorted(cid for group in order for cid in group)]
     calls = [{"shown": ids, "raw": "", "order": order} for ids in shown]
     if first_slot_picks is None:
