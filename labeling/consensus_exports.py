@@ -77,49 +77,50 @@ def consensus_chunks(
                 labelers=labelers,
             )
         )
-        pairs: list[tuple[int, dict[str, Any]]] = []
-        for prompt_id, prompt_orders in by_prompt.items():
-            if prompt_id in settled:
-                continue
-            completion_ids = orders.members(prompt_orders[0])
-            for agreed in consensus.consensus_pairs(completion_ids, prompt_orders):
-                if (
-                    agreed["vote_share"] >= (min_agreement or 0)
-                    and agreed["voters"] >= min_labelers
-                ):
-                    pairs.append((prompt_id, {**agreed, "source": "consensus"}))
-        for prompt_id, (adjudication_id, order) in settled.items():
-            for better, worse, margin in orders.comparison_pairs(order):
-                settled_pair: dict[str, Any] = {"chosen": better, "rejected": worse}
-                settled_pair |= {"margin": margin, "source": "adjudicated", "id": adjudication_id}
-                pairs.append((prompt_id, settled_pair))
-        prompt_columns = (
-            ("id", "messages", "metadata") if "metadata" in include else ("id", "messages")
-        )
-        completion_columns: tuple[str, ...] = ("id", "external_id", "text")
-        if "models" in include:
-            completion_columns += ("model_name",)
-        yield ConsensusChunk(
-            predictions=(
-                predicted_rewards(
-                    cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"])
-                )
-                if "predictions" in include
-                else None
-            ),
-            pairs=pairs,
-            prompts={
-                pk: rest for pk, *rest in rows_by_id(Prompt, prompt_columns, {*by_prompt, *settled})
-            },
-            completions={
-                pk: rest
-                for pk, *rest in rows_by_id(
-                    Completion,
-                    completion_columns,
-                    (cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"])),
-                )
-            },
-        )
+        pairs = _agreed_pairs(by_prompt, settled, min_agreement, min_labelers)
+        yield _chunk_of(pairs, {*by_prompt, *settled}, include)
+
+
+def _agreed_pairs(
+    by_prompt: dict[int, list[Any]],
+    settled: dict[int, tuple[int, Any]],
+    min_agreement: float | None,
+    min_labelers: int,
+) -> list[tuple[int, dict[str, Any]]]:
+    """The consensus pairs of the prompts not adjudicated, then the adjudicated orders' pairs."""
+    pairs: list[tuple[int, dict[str, Any]]] = []
+    for prompt_id, prompt_orders in by_prompt.items():
+        if prompt_id in settled:
+            continue
+        completion_ids = orders.members(prompt_orders[0])
+        for agreed in consensus.consensus_pairs(completion_ids, prompt_orders):
+            if agreed["vote_share"] >= (min_agreement or 0) and agreed["voters"] >= min_labelers:
+                pairs.append((prompt_id, {**agreed, "source": "consensus"}))
+    for prompt_id, (adjudication_id, order) in settled.items():
+        for better, worse, margin in orders.comparison_pairs(order):
+            settled_pair: dict[str, Any] = {"chosen": better, "rejected": worse}
+            settled_pair |= {"margin": margin, "source": "adjudicated", "id": adjudication_id}
+            pairs.append((prompt_id, settled_pair))
+    return pairs
+
+
+def _chunk_of(
+    pairs: list[tuple[int, dict[str, Any]]], prompt_ids: set[int], include: tuple[str, ...]
+) -> ConsensusChunk:
+    """The chunk's pairs with the prompt and completion columns its rows are made of."""
+    prompt_columns = ("id", "messages", "metadata") if "metadata" in include else ("id", "messages")
+    completion_columns: tuple[str, ...] = ("id", "external_id", "text")
+    if "models" in include:
+        completion_columns += ("model_name",)
+    completion_ids = [cid for _, pair in pairs for cid in (pair["chosen"], pair["rejected"])]
+    return ConsensusChunk(
+        predictions=predicted_rewards(completion_ids) if "predictions" in include else None,
+        pairs=pairs,
+        prompts={pk: rest for pk, *rest in rows_by_id(Prompt, prompt_columns, prompt_ids)},
+        completions={
+            pk: rest for pk, *rest in rows_by_id(Completion, completion_columns, completion_ids)
+        },
+    )
 
 
 def consensus_fields(

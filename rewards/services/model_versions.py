@@ -36,21 +36,10 @@ def model_card(
     feature_config: features.FeatureConfig,
 ) -> dict[str, Any]:
     """What a model is, what it was trained on and how well it did, as in model_card.json."""
-    import numpy as np
-    import onnx
-    import scipy
-    import skl2onnx
-    import sklearn
-    import skops
-
     from rewards import artifacts, features
 
     config = run.config
     labelers = config.get("labelers", Labelers.HUMAN)
-    adjudicated_pairs = int(np.count_nonzero(data.comparison_ids < 0))
-    left_out = [] if config.get("include_gold") else ["gold prompts"]
-    left_out.append("labelers excluded (deactivated)")
-    left_out += {Labelers.HUMAN: ["AI labelers"], Labelers.AI: ["human labelers"]}.get(labelers, [])
     return {
         "format_version": artifacts.FORMAT_VERSION,
         "run": run.pk,
@@ -59,19 +48,7 @@ def model_card(
         # Whose comparisons it was trained on (config.labelers): human labelers' (runs from
         # before AI labelers had no such option: humans'), AI labelers' or both.
         "labelers": labelers,
-        "data": {
-            "comparisons": len(data.comparison_ids),
-            # Of them, the labelers' comparisons by kind (adjudicated pairs are neither).
-            "human_comparisons": len(data.comparison_ids) - adjudicated_pairs - data.ai_comparisons,
-            "ai_comparisons": data.ai_comparisons,
-            "prompts": metrics["prompts"]["total"],
-            "completions": len(data.completion_ids),
-            "comparison_ids_sha256": data.ids_sha256,
-            # With config.adjudicated "prefer": the pairs of reviewers' adjudicated orders, in
-            # place of their prompts' labelers' comparisons; their ids are negative stand-ins.
-            "adjudicated_pairs": adjudicated_pairs,
-            "excluded": "; ".join(left_out),
-        },
+        "data": _data_card(data, metrics, config),
         "config": config,
         # With config.weighting or config.min_reliability: where the weights came from and
         # how they fell (rewards.services.reliability).
@@ -83,15 +60,7 @@ def model_card(
         ),
         "featurizer": features.describe(feature_config),
         "metrics": {k: v for k, v in metrics.items() if k != "reward_samples"},
-        "libraries": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "scikit-learn": sklearn.__version__,
-            "skops": skops.__version__,
-            "onnx": onnx.__version__,
-            "skl2onnx": skl2onnx.__version__,
-        },
+        "libraries": _libraries(),
         "usage": (
             "reward = model.onnx(featurizer.featurize([(messages, completion)], "
             "featurizer.FeatureConfig.from_dict(card['config']['features']))"
@@ -107,6 +76,51 @@ def model_card(
             "(bench/scoring_memory.py); the ONNX file gives the same rewards to ~1e-6 (float32)"
         ),
         **(_heads_card(config["heads"]) if config.get("heads") else {}),
+    }
+
+
+def _data_card(
+    data: TrainingData, metrics: dict[str, Any], config: dict[str, Any]
+) -> dict[str, Any]:
+    """What the model was trained on: counts, whose comparisons, and what was left out."""
+    import numpy as np
+
+    labelers = config.get("labelers", Labelers.HUMAN)
+    adjudicated_pairs = int(np.count_nonzero(data.comparison_ids < 0))
+    left_out = [] if config.get("include_gold") else ["gold prompts"]
+    left_out.append("labelers excluded (deactivated)")
+    left_out += {Labelers.HUMAN: ["AI labelers"], Labelers.AI: ["human labelers"]}.get(labelers, [])
+    return {
+        "comparisons": len(data.comparison_ids),
+        # Of them, the labelers' comparisons by kind (adjudicated pairs are neither).
+        "human_comparisons": len(data.comparison_ids) - adjudicated_pairs - data.ai_comparisons,
+        "ai_comparisons": data.ai_comparisons,
+        "prompts": metrics["prompts"]["total"],
+        "completions": len(data.completion_ids),
+        "comparison_ids_sha256": data.ids_sha256,
+        # With config.adjudicated "prefer": the pairs of reviewers' adjudicated orders, in
+        # place of their prompts' labelers' comparisons; their ids are negative stand-ins.
+        "adjudicated_pairs": adjudicated_pairs,
+        "excluded": "; ".join(left_out),
+    }
+
+
+def _libraries() -> dict[str, str]:
+    import numpy as np
+    import onnx
+    import scipy
+    import skl2onnx
+    import sklearn
+    import skops
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "skops": skops.__version__,
+        "onnx": onnx.__version__,
+        "skl2onnx": skl2onnx.__version__,
     }
 
 
