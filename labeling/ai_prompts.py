@@ -85,7 +85,10 @@ BETTER = [
         r"(?P<letter>\b[AB]\b)",
     )
 ]
-LEADING_LETTER = re.compile(r"^\W{0,4}(?:response\s+)?(?P<letter>[AB])(?![A-Za-z])", re.I)
+# A lone letter opening the answer ("B", "A: ...", "**B**."), not the article of "A good answer".
+LEADING_LETTER = re.compile(
+    r"^\W{0,4}(?:response\s+)?(?P<letter>[AB])(?:\W*$|\**\s*[:.)\],;!])", re.I
+)
 
 
 def parse_answer(text: str, count: int) -> Parsed:
@@ -99,14 +102,16 @@ def parse_answer(text: str, count: int) -> Parsed:
             at = match.start("order") + first_at
             return Parsed(order=order, critiques=critiques, letter_at=at)
     if count == 2:
-        for pattern in [*BETTER, LEADING_LETTER]:
-            named = pattern.search(text)
-            if named:
-                best = named.group("letter").upper()
-                other = "B" if best == "A" else "A"
-                return Parsed(
-                    order=[[best], [other]], critiques=critiques, letter_at=named.start("letter")
-                )
+        # Every phrase that names the better one; an answer naming both decides nothing.
+        named = [m for pattern in BETTER for m in pattern.finditer(text)]
+        named = named or [m for m in [LEADING_LETTER.search(text)] if m]
+        if len({m.group("letter").upper() for m in named}) == 1:
+            first = min(named, key=lambda m: m.start("letter"))
+            best = first.group("letter").upper()
+            other = "B" if best == "A" else "A"
+            return Parsed(
+                order=[[best], [other]], critiques=critiques, letter_at=first.start("letter")
+            )
     raise Unparseable(
         f"no ranking of the {count} responses ({', '.join(letters)}) in the answer: "
         f"{_excerpt(text)}"

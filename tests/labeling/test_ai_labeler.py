@@ -79,6 +79,8 @@ def test_answers_parse_leniently(answer: str, count: int, order: list[list[str]]
         ("The best response is C", 3),  # only the best: not a ranking of three
         ("Ranking: A > B > A", 2),
         ("Ranking: A > D", 3),
+        ("A good answer would be to call the police.", 2),  # the article, not a vote
+        ("Response A is better than B? No, response B is better.", 2),  # names both
         ("", 2),
     ],
 )
