@@ -115,9 +115,26 @@ def judge(endpoint: Asks, question: Question, labeler: Judge, *, pace: Pace) -> 
         try:
             parsed = parse_answer(answer.text, len(shown))
         except Unparseable as error:
-            call["error"] = str(error)
-            outcome.error = str(error)
-            return outcome
+            # Critique first, choose after (Constitutional AI's two steps): ask once more, for
+            # the verdict alone, with the model's own critique.
+            follow_up = request_messages(
+                question.conversation,
+                [text for _, text in shown],
+                labeler.principles,
+                critique=answer.text,
+            )
+            try:
+                answer = _ask(endpoint, follow_up, retries=labeler.max_retries, pace=pace)
+                outcome.prompt_tokens += answer.prompt_tokens
+                outcome.completion_tokens += answer.completion_tokens
+                outcome.seconds += answer.seconds
+                call["verdict"] = answer.text
+                parsed = parse_answer(answer.text, len(shown))
+            except (EndpointError, Unparseable) as second:
+                call["error"] = f"{error}; asked again: {second}"
+                outcome.error = call["error"]
+                outcome.in_transit = isinstance(second, EndpointError)
+                return outcome
         letters = LETTERS[: len(shown)]
         by_letter = {letter: cid for letter, (cid, _) in zip(letters, shown, strict=True)}
         order = [[by_letter[letter] for letter in group] for group in parsed.order]

@@ -38,10 +38,15 @@ class Parsed:
 
 
 def request_messages(
-    conversation: list[dict[str, Any]], responses: list[str], principles: list[str]
+    conversation: list[dict[str, Any]],
+    responses: list[str],
+    principles: list[str],
+    *,
+    critique: str | None = None,
 ) -> list[dict[str, str]]:
     """The chat messages that ask for critiques and a ranking of `responses` (in the order
-    shown, lettered A, B, ...) as the assistant's next turn of `conversation`."""
+    shown, lettered A, B, ...) as the assistant's next turn of `conversation`; with the model's
+    own `critique` (an answer that gave no ranking), they ask for the verdict alone."""
     letters = LETTERS[: len(responses)]
     turns = "\n\n".join(
         f"{'Human' if m['role'] == 'user' else m['role'].title()}: {m['content']}"
@@ -53,16 +58,33 @@ def request_messages(
     )
     rules = "\n".join(f"{number}. {text}" for number, text in enumerate(principles, 1))
     example = " > ".join(reversed(letters)) if len(letters) > 2 else "B > A"
+    asked = (
+        f"Judge the responses against these principles:\n{rules}\n\nFor each principle write "
+        f"one line, 'Principle <number>: <short critique of the responses>'. Then write a last "
+        f"line that ranks every response best first, each letter once, with '>' between them "
+        f"and '=' for a tie, for example:\nRanking: {example}"
+    )
+    if critique is not None:
+        asked = (
+            f"A critique of them:\n{critique.strip()[:2000]}\n\n{verdict_question(len(letters))}"
+        )
     user = (
         f"Here is a conversation between a human and an AI assistant.\n\n[Conversation]\n{turns}\n"
         f"[End of conversation]\n\nHere are {len(letters)} candidate responses for the "
-        f"assistant's next turn.\n\n{shown}\n\nJudge the responses against these principles:\n"
-        f"{rules}\n\nFor each principle write one line, 'Principle <number>: <short critique "
-        f"of the responses>'. Then write a last line that ranks every response best first, "
-        f"each letter once, with '>' between them and '=' for a tie, for example:\n"
-        f"Ranking: {example}"
+        f"assistant's next turn.\n\n{shown}\n\n{asked}"
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def verdict_question(count: int) -> str:
+    """The follow-up to an answer without a ranking: the verdict alone."""
+    if count == 2:
+        return "Which response is better, A or B? Answer with the letter only."
+    letters = ", ".join(LETTERS[:count])
+    return (
+        f"Now rank the responses: one line 'Ranking: ' and then every letter ({letters}) "
+        "once, best first, separated by '>'."
+    )
 
 
 RANKING_LINE = re.compile(r"ranking\W{0,3}[:=\-]\s*(?P<order>[^\n]*)", re.IGNORECASE)
@@ -81,7 +103,7 @@ BETTER = [
         r"(?:better|best|preferred|preferable|superior|winning)\s+(?:response|option|answer|one)"
         r"\s+is\s*:?[\s*\"'(]*(?:response\s+)?(?P<letter>\b[AB]\b)",
         r"\bI\s+(?:would\s+)?(?:prefer|choose|pick|select)\s+(?:response\s+)?(?P<letter>\b[AB]\b)",
-        r"(?:answer|verdict|choice|preference|preferred)\s*:[\s*\"'(]*(?:response\s+)?"
+        r"(?:answer|verdict|choice|preference|preferred)\s*(?::|\bis\b)[\s*\"'(]*(?:response\s+)?"
         r"(?P<letter>\b[AB]\b)",
     )
 ]

@@ -61,6 +61,7 @@ def run_once(ai_labeler: Any, **kwargs: Any) -> AIRun:
         ("A: A is better than B because it answers.", 2, [["A"], ["B"]]),
         ("Response B is better.", 2, [["B"], ["A"]]),
         ("B", 2, [["B"], ["A"]]),
+        ("The answer is A.", 2, [["A"], ["B"]]),
         ("The better response is: **B**", 2, [["B"], ["A"]]),
         ("**Ranking:** C > A = B (a is short)", 3, [["C"], ["A", "B"]]),
         ("Ranking: C, A, B", 3, [["C"], ["A"], ["B"]]),
