@@ -2,7 +2,7 @@
 
 The request shows the conversation and the responses under letters (A, B, ...), lists the
 constitution's principles in order and asks for one critique line per principle and a last line
-`Ranking: B > A = C`. Answers are parsed leniently, as small models write them ("A: A is
+`Ranking: <best> > <next> > <worst>` in letters. Answers are parsed leniently, as small models write them ("A: A is
 better...", "Response B is better", a lone "B"), but never guessed: an answer that does not name
 a complete order of the responses is `Unparseable`, and the judgment a failure.
 """
@@ -57,12 +57,13 @@ def request_messages(
         for letter, text in zip(letters, responses, strict=True)
     )
     rules = "\n".join(f"{number}. {text}" for number, text in enumerate(principles, 1))
-    example = " > ".join(reversed(letters)) if len(letters) > 2 else "B > A"
+    # Placeholders, not letters: a small model copies an example's order as its verdict.
+    example = " > ".join(["<best>", *(["<next>"] * (len(letters) - 2)), "<worst>"])
     asked = (
         f"Judge the responses against these principles:\n{rules}\n\nFor each principle write "
         f"one line, 'Principle <number>: <short critique of the responses>'. Then write a last "
         f"line that ranks every response best first, each letter once, with '>' between them "
-        f"and '=' for a tie, for example:\nRanking: {example}"
+        f"and '=' for a tie, in this form:\nRanking: {example}"
     )
     if critique is not None:
         asked = (
@@ -89,9 +90,9 @@ def verdict_question(count: int) -> str:
 
 RANKING_LINE = re.compile(r"ranking\W{0,3}[:=\-]\s*(?P<order>[^\n]*)", re.IGNORECASE)
 CRITIQUE_LINE = re.compile(r"^\W*principle\s*(\d{1,2})\W*[:.\-)]\s*(.+)$", re.IGNORECASE | re.M)
-# One step of a written order: a letter or a separator, after markup ("**", "[", "Response").
+# One step of a written order: a letter or a separator, after markup ("**", "[", "<", "Response").
 ORDER_PART = re.compile(
-    r"[\s*\[\]()\"'`]*(?:(?i:response|option)\s+)?"
+    r"[\s*\[\]()<\"'`]*(?:(?i:response|option)\s+)?"
     r"(?:(?P<letter>[A-I])(?![A-Za-z])|(?P<separator>>|=|,|;|(?i:then)\b))"
 )
 # For a pair without a ranking line: phrases that name the better response.

@@ -67,6 +67,7 @@ def run_once(ai_labeler: Any, **kwargs: Any) -> AIRun:
         ("Ranking: C, A, B", 3, [["C"], ["A"], ["B"]]),
         ("Ranking: C > A", 3, [["C"], ["A"], ["B"]]),  # the one left out is the worst
         ("Ranking: B > A\nOn second thought:\nRanking: A > B", 2, [["A"], ["B"]]),
+        ("Ranking: <B> > <A>", 2, [["B"], ["A"]]),  # the form's brackets kept
     ],
 )
 def test_answers_parse_leniently(answer: str, count: int, order: list[list[str]]) -> None:
@@ -82,6 +83,8 @@ def test_answers_parse_leniently(answer: str, count: int, order: list[list[str]]
         ("Ranking: A > D", 3),
         ("A good answer would be to call the police.", 2),  # the article, not a vote
         ("Response A is better than B? No, response B is better.", 2),  # names both
+        ("Ranking: <best> > <worst>", 2),  # the form copied, not filled in
+        ("Ranking: <best> > <next> > <worst>", 3),
         ("", 2),
     ],
 )
