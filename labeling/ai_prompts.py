@@ -2,9 +2,10 @@
 
 The request shows the conversation and the responses under letters (A, B, ...), lists the
 constitution's principles in order and asks for one critique line per principle and a last line
-`Ranking: <best> > <next> > <worst>` in letters. Answers are parsed leniently, as small models write them ("A: A is
-better...", "Response B is better", a lone "B"), but never guessed: an answer that does not name
-a complete order of the responses is `Unparseable`, and the judgment a failure.
+`Ranking: <best> > <next> > <worst>` in letters. Answers are parsed leniently, as small models
+write them ("A: A is better...", "Response B is better", a lone "B"), but never guessed: an
+answer that does not name a complete order of the responses is `Unparseable`, and the judgment a
+failure.
 """
 
 from __future__ import annotations
