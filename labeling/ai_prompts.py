@@ -103,7 +103,7 @@ BETTER = [
         r"(?:response|option|answer)?\s*\(?(?P<letter>\b[AB]\b)\)?\s+is\s+(?:the\s+)?"
         r"(?:better|best|preferred|preferable|superior)",
         r"(?:better|best|preferred|preferable|superior|winning)\s+(?:response|option|answer|one)"
-        r"\s+is\s*:?[\s*\"'(]*(?:response\s+)?(?P<letter>\b[AB]\b)",
+        r"\s+is\s*:?[\s*\"'(\[]*(?:response\s+)?(?P<letter>\b[AB]\b)",
         r"\bI\s+(?:would\s+)?(?:prefer|choose|pick|select)\s+(?:response\s+)?(?P<letter>\b[AB]\b)",
         r"(?:answer|verdict|choice|preference|preferred)\s*(?::|\bis\b)[\s*\"'(]*(?:response\s+)?"
         r"(?P<letter>\b[AB]\b)",

@@ -66,12 +66,6 @@ def server_command(gguf: Path, port: int) -> list[str]:
         "4096",
         "--n_threads",
         "2",
-        # Decode one token at a time. A repeated prompt is served from the KV cache by replaying
-        # only its last token, and a one-token decode rounds differently from a batched one: with
-        # the default batches the same request at temperature 0 can answer differently the second
-        # time. Costs about twice the prompt time.
-        "--n_ubatch",
-        "1",
     ]
 
 

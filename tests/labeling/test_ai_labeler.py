@@ -63,6 +63,7 @@ def run_once(ai_labeler: Any, **kwargs: Any) -> AIRun:
         ("B", 2, [["B"], ["A"]]),
         ("The answer is A.", 2, [["A"], ["B"]]),
         ("The better response is: **B**", 2, [["B"], ["A"]]),
+        ("The best response is:\n[Response B]\nParis.", 2, [["B"], ["A"]]),  # as shown
         ("**Ranking:** C > A = B (a is short)", 3, [["C"], ["A", "B"]]),
         ("Ranking: C, A, B", 3, [["C"], ["A"], ["B"]]),
         ("Ranking: C > A", 3, [["C"], ["A"], ["B"]]),  # the one left out is the worst

@@ -3,7 +3,8 @@ serving SmolLM2-135M-Instruct (the `llm_server` fixture, tests/llm_server.py; sk
 reason where it cannot run). That model is at chance on real preferences and mostly answers
 "A", so these tests assert structure, not quality: valid rankings or recorded failures, the same
 answer twice at temperature 0, every principle in the request, and both orders turning a
-constant position bias into ties."""
+constant position bias into ties. Each call takes about a second on a 2-core runner, so the
+tests make few."""
 
 from __future__ import annotations
 
@@ -59,11 +60,11 @@ def add(dataset: Any, server: Any, **fields: Any) -> Any:
     )
 
 
-def test_it_labels_a_small_dataset_end_to_end_through_the_worker(
+def test_it_labels_a_small_dataset_in_both_orders_through_the_worker(
     llm_server: Any, eager_celery: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     dataset = small_dataset()
-    labeler = add(dataset, llm_server)
+    labeler = add(dataset, llm_server, both_orders=True)
 
     with django_capture_on_commit_callbacks(execute=True):
         run = ai_labeling.start_run(ai_labeler=labeler)  # the task runs where it is sent
@@ -75,10 +76,21 @@ def test_it_labels_a_small_dataset_end_to_end_through_the_worker(
         completion_ids = set(judgment.prompt.completions.values_list("pk", flat=True))
         assert judgment.calls[0]["raw"] is not None and judgment.seconds > 0
         if judgment.status == "ok":
+            first, second = judgment.calls  # the responses shown in one order, then the other
+            assert second["shown"] == first["shown"][::-1]
             assert set(members(judgment.ranking.order)) == completion_ids
             assert judgment.ranking.labeler_id == labeler.user_id
         else:  # an answer that names no complete order: a failure with its reason, no ranking
             assert judgment.ranking is None and "no ranking" in judgment.error
+    pairs = AIJudgment.objects.filter(status="ok", prompt__completions__position=1).exclude(
+        prompt__completions__position=2
+    )
+    assert pairs.exists()
+    for judgment in pairs.distinct():
+        # The same slot picked both times (both first, or both second) is no preference at all.
+        tied = len(judgment.ranking.order) == 1
+        assert tied == (judgment.first_slot_picks in (0, 2))
+        assert Comparison.objects.filter(ranking=judgment.ranking).exists() != tied
     rankings = Ranking.objects.filter(labeler=labeler.user)
     assert rankings.count() == run.judged
     assert not Ranking.objects.counted().exists()  # kept apart from the humans
@@ -87,7 +99,8 @@ def test_it_labels_a_small_dataset_end_to_end_through_the_worker(
 def test_the_same_question_gets_the_same_answer_at_temperature_zero(llm_server: Any) -> None:
     dataset = small_dataset()
     labeler = add(dataset, llm_server)
-    question = ai_labeling._questions(labeler, [dataset.prompts.order_by("pk")[0].pk])[0]
+    first_pair, second_pair = dataset.prompts.order_by("pk")[:2]
+    question, other = ai_labeling._questions(labeler, [first_pair.pk, second_pair.pk])
     sent: list[list[dict[str, str]]] = []
 
     class Recording(Endpoint):
@@ -98,6 +111,7 @@ def test_the_same_question_gets_the_same_answer_at_temperature_zero(llm_server: 
     endpoint = Recording(**{**ai_labeling.endpoint_of(labeler).__dict__})
     pace = ai_judge.Pace(600)
     first = ai_judge.judge(endpoint, question, labeler, pace=pace)
+    ai_judge.judge(endpoint, other, labeler, pace=pace)  # see test_llm_server: not back to back
     second = ai_judge.judge(endpoint, question, labeler, pace=pace)
 
     assert first.calls[0]["raw"] == second.calls[0]["raw"]
@@ -107,27 +121,6 @@ def test_the_same_question_gets_the_same_answer_at_temperature_zero(llm_server: 
         assert f"{number}. {principle}" in request
     for _, text in question.shown:
         assert text in request
-
-
-def test_both_orders_turn_a_constant_position_bias_into_ties(llm_server: Any) -> None:
-    dataset = small_dataset()
-    labeler = add(dataset, llm_server, both_orders=True)
-    run = ai_labeling.start_run(ai_labeler=labeler)
-    ai_labeling.run_ai_labeler(run_id=run.pk)
-
-    pairs = AIJudgment.objects.filter(status="ok", prompt__completions__position=1).exclude(
-        prompt__completions__position=2
-    )
-    assert pairs.exists()
-    for judgment in pairs.distinct():
-        first, second = judgment.calls
-        assert second["shown"] == first["shown"][::-1]
-        # The same slot picked both times (both first, or both second) is no preference at all.
-        same_slot = judgment.first_slot_picks in (0, 2)
-        tied = len(judgment.ranking.order) == 1
-        assert tied == same_slot
-        if tied:
-            assert not Comparison.objects.filter(ranking=judgment.ranking).exists()
 
 
 def test_a_cut_off_answer_is_a_failure_or_a_whole_ranking(llm_server: Any) -> None:
