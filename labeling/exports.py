@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from itertools import islice
 from typing import Any
@@ -231,8 +232,12 @@ def comparison_chunks(
     # transaction would hold the write lock against every submission for the whole export.)
     with transaction.atomic() if connection.vendor == "postgresql" else nullcontext():
         rows = comparisons.order_by("pk").values_list(*columns).iterator(chunk_size=CHUNK_SIZE)
+        chunks = read_ahead(
+            iter(lambda: list(islice(rows, CHUNK_SIZE)), []),
+            threaded=connection.vendor == "postgresql",
+        )
         try:
-            while chunk := list(islice(rows, CHUNK_SIZE)):
+            for chunk in chunks:
                 if split is not None:
                     chunk = [row for row in chunk if split.keeps(row[-1])]
                 shares = None
@@ -251,8 +256,27 @@ def comparison_chunks(
         finally:
             # A pull the client leaves early closes this generator: its cursor is closed here,
             # inside the transaction that holds it, not after the rollback (where PostgreSQL
-            # no longer knows it and the CLOSE fails).
+            # no longer knows it and the CLOSE fails), once no fetch is in flight.
+            chunks.close()
             rows.close()  # type: ignore[attr-defined]
+
+
+def read_ahead(chunks: Iterator[list[Any]], *, threaded: bool) -> Generator[list[Any], None, None]:
+    """`chunks` (of a query's rows, read by a cursor); `threaded`, each after the first is
+    fetched in a thread while the caller works on the one before, so that PostgreSQL makes the
+    next chunk on one core while Python encodes this one on the other. At most two chunks are
+    held. The first is read by the caller's thread, which starts the query on its own
+    connection; the thread only fetches from that cursor. Closing this generator waits for the
+    fetch in flight, so the cursor can be closed after it."""
+    if not threaded:
+        yield from chunks
+        return
+    chunk = next(chunks, None)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read-ahead") as reader:
+        while chunk is not None:
+            pending = reader.submit(next, chunks, None)
+            yield chunk
+            chunk = pending.result()
 
 
 def pair_columns(

@@ -414,3 +414,53 @@ def test_streamed_text_rendering_equals_the_row_definition():
         exports.encode("c"),
     )
     assert line == json.dumps(exports.trl_text_row(TRICKY, 'a"b', "c"), ensure_ascii=False)
+
+
+def counted_chunks(count, log):
+    """Chunks [0] .. [count - 1], logging each fetch's thread and how many were fetched."""
+    for number in range(count):
+        log.append((threading.current_thread().name, number))
+        yield [number]
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_read_ahead_gives_every_chunk_in_order_holding_at_most_two(threaded):
+    log = []
+    got = []
+    for chunk in exports.read_ahead(counted_chunks(6, log), threaded=threaded):
+        fetched = len(log)
+        assert fetched <= chunk[0] + 2  # this one and at most the next
+        got.append(chunk[0])
+    assert got == list(range(6))
+    threads = [name for name, _ in log]
+    assert threads[0] == threading.current_thread().name  # the query starts on its connection
+    readers = {name.startswith("export-read-ahead") for name in threads[1:]}
+    assert readers == {threaded}
+
+
+def test_read_ahead_closed_early_waits_for_the_fetch_in_flight():
+    fetching, fetched = threading.Event(), []
+
+    def slow():
+        yield [0]
+        fetching.set()
+        threading.Event().wait(0.2)  # a slow FETCH from the server
+        fetched.append(1)
+        yield [1]
+
+    chunks = exports.read_ahead(slow(), threaded=True)
+    assert next(chunks) == [0]
+    assert fetching.wait(5)
+    chunks.close()  # the caller closes its cursor next: no fetch may still be using it
+    assert fetched == [1]
+
+
+def test_read_ahead_raises_a_failed_fetch_to_the_caller():
+    def failing():
+        yield [0]
+        raise RuntimeError("server closed the connection")
+
+    chunks = exports.read_ahead(failing(), threaded=True)
+    assert next(chunks) == [0]
+    with pytest.raises(RuntimeError, match="server closed"):
+        next(chunks)
