@@ -25,9 +25,8 @@ new `AILabeler` judged through the worker's own path, `ai_labeling.start_run` an
    one shown first).
 
 Every run is cancelled after the batch in flight once --max-seconds have passed, and later ones
-are skipped. Log-probabilities are asked for only with --logprobs: with llama.cpp's answers,
-`ai_prompts.letter_probabilities` counts a bare " " alternative as the letter "" (the empty
-string is "in" "AB"), `ai_judge.judge` raises KeyError and the whole run fails.
+are skipped. Log-probabilities (`use_logprobs`: a pair's strength from the probability of its
+letter) are asked for only with --logprobs.
 """
 
 from __future__ import annotations
