@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from labeling.ai_client import Answer, EndpointError
@@ -16,6 +16,7 @@ from labeling.ai_prompts import (
     LETTERS,
     Unparseable,
     combined,
+    critiques_of,
     letter_probabilities,
     parse_answer,
     request_messages,
@@ -123,6 +124,7 @@ def judge(endpoint: Asks, question: Question, labeler: Judge, *, pace: Pace) -> 
                 labeler.principles,
                 critique=answer.text,
             )
+            critiques = critiques_of(answer.text)
             try:
                 answer = _ask(endpoint, follow_up, retries=labeler.max_retries, pace=pace)
                 outcome.prompt_tokens += answer.prompt_tokens
@@ -130,6 +132,7 @@ def judge(endpoint: Asks, question: Question, labeler: Judge, *, pace: Pace) -> 
                 outcome.seconds += answer.seconds
                 call["verdict"] = answer.text
                 parsed = parse_answer(answer.text, len(shown))
+                parsed = replace(parsed, critiques=parsed.critiques or critiques)
             except (EndpointError, Unparseable) as second:
                 call["error"] = f"{error}; asked again: {second}"
                 outcome.error = call["error"]

@@ -118,7 +118,7 @@ LEADING_LETTER = re.compile(
 def parse_answer(text: str, count: int) -> Parsed:
     """The order of letters an answer gives for `count` responses; raises Unparseable."""
     letters = LETTERS[:count]
-    critiques = {number: line.strip() for number, line in CRITIQUE_LINE.findall(text)}
+    critiques = critiques_of(text)
     for match in reversed(list(RANKING_LINE.finditer(text))):
         found = _order_of(match.group("order"), letters)
         if found:
@@ -140,6 +140,11 @@ def parse_answer(text: str, count: int) -> Parsed:
         f"no ranking of the {count} responses ({', '.join(letters)}) in the answer: "
         f"{_excerpt(text)}"
     )
+
+
+def critiques_of(text: str) -> dict[str, str]:
+    """An answer's critique lines: principle number ("1"...) -> its critique."""
+    return {number: line.strip() for number, line in CRITIQUE_LINE.findall(text)}
 
 
 def _order_of(written: str, letters: str) -> tuple[list[list[str]], int] | None:

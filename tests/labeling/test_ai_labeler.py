@@ -341,3 +341,42 @@ def test_principles_are_versioned_and_checked(openai_stub: Stub) -> None:
         ai_labeling.update_ai_labeler(ai_labeler=ai_labeler, principles=[" "])
     with pytest.raises(ValidationError, match="base_url"):
         make_labeler(openai_stub, base_url="not a url", name="other")
+
+
+def test_an_answer_without_a_ranking_is_asked_once_more_for_the_verdict(
+    openai_stub: Stub,
+) -> None:
+    ai_labeler = make_labeler(openai_stub, principles=["Be right.", "Be kind."])
+    make_prompt(ai_labeler.dataset, completions=2)
+    critique = "Principle 1: the second one errs.\nPrinciple 2: both are kind.\nHard to say."
+
+    def answer(body: dict[str, Any]) -> Any:
+        asked = body["messages"][-1]["content"]
+        return (200, chat_reply("B" if "A or B?" in asked else critique), 0.0)
+
+    openai_stub.default = answer
+    run_once(ai_labeler)
+
+    first, again = (body["messages"][-1]["content"] for body in openai_stub.requests)
+    assert "Principle <number>" in first and critique in again
+    assert again.endswith("Which response is better, A or B? Answer with the letter only.")
+    judgment = AIJudgment.objects.get()
+    (call,) = judgment.calls
+    assert (judgment.status, call["raw"], call["verdict"]) == ("ok", critique, "B")
+    assert call["critiques"] == {"1": "the second one errs.", "2": "both are kind."}
+    shown_second = call["shown"][1]
+    assert judgment.ranking.order[0] == [shown_second]
+    assert "the second one errs" in judgment.ranking.rationale
+
+
+def test_a_verdict_that_still_names_no_ranking_fails_the_judgment(openai_stub: Stub) -> None:
+    ai_labeler = make_labeler(openai_stub)
+    make_prompt(ai_labeler.dataset, completions=2)
+    openai_stub.default = lambda body: (200, chat_reply("They are both fine."), 0.0)
+
+    run = run_once(ai_labeler)
+
+    judgment = AIJudgment.objects.get()
+    assert (judgment.status, judgment.ranking) == ("failed", None)
+    assert "asked again: no ranking" in judgment.error
+    assert len(openai_stub.requests) == 2 and run.failed == 1
