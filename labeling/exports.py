@@ -29,7 +29,7 @@ from labeling.export_options import (
     included_fields,
     predicted_rewards,
 )
-from labeling.formats import render_hh_dialogue
+from labeling.formats import HH_NAMES, render_hh_dialogue
 from labeling.models import Comparison, Labelers, Ranking
 
 COMPARISON_FORMATS = ("trl", "trl-conversational", "hh", "openai")
@@ -84,13 +84,26 @@ def is_multi_turn(messages: Messages) -> bool:
 encode = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 # PostgreSQL writes JSON as `json.dumps(ensure_ascii=False)` does (the same separators and
-# escapes; a message's keys come out as "role", "content" in both), so on PostgreSQL the formats
-# that hold the last message or the messages as they are get that piece from the database, and
-# Python only joins strings.
+# escapes; a message's keys come out as "role", "content" in both), so on PostgreSQL every
+# format but `render=text` gets its prompt piece from the database, and Python only joins
+# strings. For `hh` the database also renders the dialogue (`render_hh_dialogue`, with
+# HH_NAMES' roles), and cuts the closing quote, as `prompt_json` does.
+HH_DIALOGUE_SQL = (
+    # A single human turn (most prompts) without a subquery, which costs the database more
+    # than the rest of the row.
+    "CASE WHEN jsonb_array_length(%(expressions)s) = 1 "
+    "AND %(expressions)s -> 0 ->> 'role' = 'user' "
+    "THEN E'\\n\\nHuman: ' || (%(expressions)s -> 0 ->> 'content') "
+    "ELSE (SELECT string_agg(E'\\n\\n' || CASE m ->> 'role' "
+    + " ".join(f"WHEN '{role}' THEN '{name}'" for role, name in HH_NAMES.items())
+    + " END || ': ' || (m ->> 'content'), '' ORDER BY n) "
+    "FROM jsonb_array_elements(%(expressions)s) WITH ORDINALITY AS t(m, n)) END"
+)
 PROMPT_JSON_SQL = {
     "trl": "(%(expressions)s -> -1 -> 'content')::text",
     "trl-conversational": "%(expressions)s::text",
     "openai": "%(expressions)s::text",
+    "hh": f"left(to_json(COALESCE({HH_DIALOGUE_SQL}, '') || E'\\n\\nAssistant: ')::text, -1)",
 }
 
 
