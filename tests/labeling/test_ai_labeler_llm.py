@@ -8,6 +8,7 @@ tests make few."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -135,3 +136,18 @@ def test_a_cut_off_answer_is_a_failure_or_a_whole_ranking(llm_server: Any) -> No
         assert (judgment.status == "ok") == (judgment.ranking_id is not None)
         if judgment.status == "failed":
             assert judgment.error
+
+
+def test_an_answer_slower_than_the_timeout_fails_in_transit(llm_server: Any, monkeypatch: Any):
+    monkeypatch.setattr(ai_judge, "BACKOFF_SECONDS", 0.01)
+    dataset = small_dataset()
+    labeler = add(dataset, llm_server)  # max_retries=1: two tries
+    question = ai_labeling._questions(labeler, [dataset.prompts.order_by("pk")[0].pk])[0]
+    # Below the 1 s that an AI labeler may set, so that the small model cannot answer in time.
+    endpoint = replace(ai_labeling.endpoint_of(labeler), timeout=0.001)
+
+    outcome = ai_judge.judge(endpoint, question, labeler, pace=ai_judge.Pace(600))
+
+    assert outcome.in_transit and outcome.order is None
+    assert "(timeout) (after 2 tries)" in outcome.error
+    assert outcome.calls == [{"shown": outcome.calls[0]["shown"], "error": outcome.error}]
