@@ -208,6 +208,8 @@ def run_labeler(
     failed = [j for j in judgments if j.status == AIJudgment.Status.FAILED]
     parse_failed = [j for j in failed if j.error.startswith("no ranking")]
     calls = [call for j in judgments for call in j.calls]
+    # The text each order came from: the follow-up's verdict where the first answer had none.
+    parsed = [call.get("verdict", call["raw"]) for call in calls if "order" in call]
     return {
         "status": run.status,
         "error": error or run.error,
@@ -224,9 +226,8 @@ def run_labeler(
             " ".join(str(c.get("raw", "-")).split())[:50] for c in calls
         ),
         # Parsed leniently, from a phrase or a leading letter: worth reading.
-        "without_ranking_line": [
-            c["raw"] for c in calls if "order" in c and not RANKING_LINE.search(c["raw"])
-        ],
+        "without_ranking_line": [text for text in parsed if not RANKING_LINE.search(text)],
+        "from_follow_up": sum(1 for call in calls if "order" in call and "verdict" in call),
         "first_slot_picks": sum(j.first_slot_picks for j in judgments),
         "prompt_tokens": sum(j.prompt_tokens for j in judgments),
         "completion_tokens": sum(j.completion_tokens for j in judgments),
@@ -308,6 +309,7 @@ def agreement(dataset: Any, target: Target, pairs: int, args: Any) -> None:
     print(header + "\n" + "-" * len(header))
     answers: collections.Counter[str] = collections.Counter()
     lenient: list[str] = []
+    follow_ups = 0
     for both_orders in (False, True):
         orders = "both" if both_orders else "one"
         if time.monotonic() > args.deadline:
@@ -316,6 +318,7 @@ def agreement(dataset: Any, target: Target, pairs: int, args: Any) -> None:
         r = run_labeler(dataset, target, pairs, args, max(args.concurrency), both_orders)
         answers.update(r["answers"])
         lenient += r["without_ranking_line"]
+        follow_ups += r["from_follow_up"]
         tally: collections.Counter[str] = collections.Counter()
         for judgment in r["judgments"]:
             if judgment.ranking is None:
@@ -345,6 +348,7 @@ def agreement(dataset: Any, target: Target, pairs: int, args: Any) -> None:
     print("   most frequent answers (first 50 characters):")
     for text, times in answers.most_common(4):
         print(f"     {times:>4} x {text!r}")
+    print(f"   orders from the follow-up question (the verdict alone): {follow_ups}")
     print(f"   answers parsed without a 'Ranking:' line: {len(lenient)}")
     for text in sorted(set(lenient), key=lenient.count, reverse=True)[:3]:
         print(f"     {lenient.count(text):>4} x {' '.join(text.split())[:70]!r}")
