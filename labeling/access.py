@@ -8,6 +8,7 @@ does not hold them); what they may see but their role may not do is a 403 that s
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -26,6 +27,7 @@ from labeling.models import (
     Workspace,
     role_can,
 )
+from labeling.prepared import Prepared
 
 
 def role_in(user: Any, workspace_id: int) -> str | None:
@@ -87,6 +89,29 @@ def dataset_for(
     if not role_can(dataset.caller_role, ability):  # type: ignore[attr-defined]
         raise PermissionDenied(refusal(dataset.caller_role, ability))  # type: ignore[attr-defined]
     return dataset
+
+
+# The dataset a labeler asks for their next task on, with its criteria, if it is offered to them:
+# `dataset_for`'s query for labeling, compiled once per process (every next-task runs it).
+OFFERED = Prepared(
+    lambda slug, labeler: (
+        Dataset.objects.with_criteria().filter(slug=slug).active().pooled(labeler)[:1]
+    ),
+    slug=str,
+    labeler=int,
+)
+
+
+def dataset_to_label(user: Any, slug: str) -> Dataset:
+    """`dataset_for(user, Ability.LABEL, Dataset.objects.with_criteria(), slug=slug)`, with the
+    common case (it is offered) in a prepared query."""
+    if user.is_authenticated and user.is_active:
+        found = next(iter(OFFERED.raw(slug=slug, labeler=user.pk)), None)
+        if found is not None:
+            if isinstance(found.criteria_json, str):  # type: ignore[attr-defined]
+                found.criteria_json = json.loads(found.criteria_json)  # type: ignore[attr-defined]
+            return found
+    return dataset_for(user, Ability.LABEL, Dataset.objects.with_criteria(), slug=slug)
 
 
 def prompt_for(user: Any, ability: str, slug: str, prompt_id: int) -> Prompt:

@@ -191,9 +191,7 @@ class PromptList(generics.ListAPIView):
 )
 @api_view(["POST"])
 def next_task(request: Request, slug: str) -> Response:
-    dataset = access.dataset_for(
-        caller(request), Ability.LABEL, Dataset.objects.with_criteria(), slug=slug
-    )
+    dataset = access.dataset_to_label(caller(request), slug)
     assignment = leasing.lease_next_assignment(dataset=dataset, labeler=caller(request))
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)

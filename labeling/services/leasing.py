@@ -48,6 +48,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from labeling.models import Assignment, Dataset, Prompt, columns
+from labeling.prepared import Prepared
 
 SKIP_REASON_MAX_CHARS = 200
 # The prompts closest to complete among which a labeler's next task is looked for first.
@@ -98,10 +99,21 @@ def _lease_if_offered(
     return assignment
 
 
+# Whether the dataset is still offered to an active labeler: compiled once per process, since
+# every new lease runs it.
+STILL_OFFERED = Prepared(
+    lambda dataset, labeler: (
+        Dataset.objects.filter(pk=dataset)
+        .pooled(labeler)
+        .filter(Exists(User.objects.filter(pk=labeler, is_active=True)))
+    ),
+    dataset=int,
+    labeler=int,
+)
+
+
 def _still_offered(dataset: Dataset, labeler: User) -> bool:
-    active = User.objects.filter(pk=labeler.pk, is_active=True)
-    offered = Dataset.objects.filter(pk=dataset.pk).pooled(labeler.pk).filter(Exists(active))
-    return offered.exists()
+    return STILL_OFFERED.exists(dataset=dataset.pk, labeler=labeler.pk)
 
 
 def wait_for_leases_in_flight(labeler_ids: Iterable[int]) -> None:

@@ -1,0 +1,171 @@
+"""Prepared queries: the SQL the ORM writes, compiled once, run with new values; and the two
+on the labeling path (`access.OFFERED`, `leasing.STILL_OFFERED`) answering as their QuerySets
+do in every case of pools, groups, roles, exclusions and account state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.db import connection
+from django.db.models import Exists
+from django.http import Http404
+
+from labeling import access
+from labeling.models import (
+    Ability,
+    Dataset,
+    LabelerGroup,
+    Membership,
+    Prompt,
+    RatingCriterion,
+    Role,
+)
+from labeling.prepared import Prepared
+from labeling.services import leasing
+from tests.factories import DatasetFactory, UserFactory, WorkspaceFactory
+
+
+def orm_offered(slug: str, labeler: int) -> Any:
+    return Dataset.objects.with_criteria().filter(slug=slug).active().pooled(labeler)[:1]
+
+
+def orm_still_offered(dataset: int, labeler: int) -> Any:
+    active = User.objects.filter(pk=labeler, is_active=True)
+    return Dataset.objects.filter(pk=dataset).pooled(labeler).filter(Exists(active))
+
+
+def test_the_sql_is_the_orms_with_the_values_in_place(db):
+    sql, params = access.OFFERED.sql(slug="some-data", labeler=42)
+    orm_sql, orm_params = orm_offered("some-data", 42).query.get_compiler("default").as_sql()
+    assert (sql, params) == (orm_sql, list(orm_params))
+    sql, params = leasing.STILL_OFFERED.sql(dataset=7, labeler=42, exists=True)
+    query = orm_still_offered(7, 42).query.exists()
+    orm_sql, orm_params = query.get_compiler("default").as_sql()
+    assert (sql, params) == (orm_sql, list(orm_params))
+
+
+def test_it_compiles_once_per_database_and_form(db, monkeypatch):
+    built: list[dict[str, Any]] = []
+    prepared = Prepared(
+        lambda slug: built.append({"slug": slug}) or Dataset.objects.filter(slug=slug),
+        slug=str,
+    )
+    for slug in ("a", "b", "c"):
+        assert list(prepared.raw(slug=slug)) == []
+        assert prepared.exists(slug=slug) is False
+    assert len(built) == 4  # stand-ins, then ordinary values: for the rows and for exists()
+
+
+@pytest.mark.parametrize(
+    "build, kinds, problem",
+    [
+        # On PostgreSQL Django folds a lookup out of the column's range into "false" (a
+        # SQL that depends on the value); SQLite's integers have no such range.
+        pytest.param(
+            lambda n: RatingCriterion.objects.filter(scale_min=n),
+            {"n": int},
+            "depends on",
+            marks=pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL"),
+        ),
+        (
+            lambda n: Prompt.objects.filter(pk=n) if n > 1000 else Prompt.objects.none(),
+            {"n": int},
+            "depends on",
+        ),
+        (lambda n: Prompt.objects.extra(where=[f"id = {n}"]), {"n": int}, "not one parameter"),
+        (lambda n: Prompt.objects.all(), {"n": int}, "not one parameter"),
+    ],
+)
+def test_a_query_whose_sql_depends_on_its_values_is_refused(db, build, kinds, problem):
+    with pytest.raises(ImproperlyConfigured, match=problem):
+        Prepared(build, **kinds).sql(**{name: 1 for name in kinds})
+
+
+def test_it_takes_exactly_its_named_values(db):
+    with pytest.raises(TypeError, match="takes"):
+        access.OFFERED.sql(slug="x")
+    with pytest.raises(ImproperlyConfigured):
+        Prepared(lambda when: Prompt.objects.filter(created_at=when), when=float)
+
+
+@pytest.fixture
+def cases(db) -> dict[str, Any]:
+    """A dataset, its paused sibling, and labelers in every relation to them."""
+    workspace = WorkspaceFactory(slug="cases")
+    dataset = DatasetFactory(workspace=workspace, slug="open-data")
+    RatingCriterion.objects.create(dataset=dataset, key="clear", label="Clear", position=9)
+    paused = DatasetFactory(workspace=workspace, slug="paused", status=Dataset.Status.ARCHIVED)
+    group = LabelerGroup.objects.create(workspace=workspace, name="vendor")
+    dataset.pool_groups.add(group)
+    people = {}
+    for name, role in (
+        ("by_name", Role.LABELER),
+        ("by_group", Role.LABELER),
+        ("reviewer", Role.REVIEWER),
+        ("service", Role.SERVICE),
+        ("stranger", None),
+        ("excluded_here", Role.LABELER),
+        ("excluded_everywhere", Role.LABELER),
+        ("inactive", Role.LABELER),
+        ("unpooled", Role.LABELER),
+    ):
+        user = UserFactory(username=name, role=False)
+        people[name] = user
+        if role is not None:
+            Membership.objects.create(workspace=workspace, user=user, role=role)
+        if name != "unpooled" and name != "by_group":
+            dataset.pool_labelers.add(user)
+            paused.pool_labelers.add(user)
+    group.members.add(people["by_group"])
+    dataset.exclusions.create(workspace=workspace, labeler=people["excluded_here"])
+    workspace.exclusions.create(labeler=people["excluded_everywhere"])
+    User.objects.filter(pk=people["inactive"].pk).update(is_active=False)
+    return {"dataset": dataset, "paused": paused, "people": people}
+
+
+def test_the_labeling_queries_answer_as_their_querysets_do(cases):
+    offered, still_offered = set(), set()
+    for name, user in cases["people"].items():
+        for dataset in (cases["dataset"], cases["paused"]):
+            expected = list(orm_offered(dataset.slug, user.pk))
+            found = list(access.OFFERED.raw(slug=dataset.slug, labeler=user.pk))
+            assert [d.pk for d in found] == [d.pk for d in expected], (name, dataset.slug)
+            still = orm_still_offered(dataset.pk, user.pk).exists()
+            assert leasing.STILL_OFFERED.exists(dataset=dataset.pk, labeler=user.pk) is still
+            offered |= {(name, d.slug) for d in found}
+            still_offered |= {(name, dataset.slug)} if still else set()
+    labelers = {(name, "open-data") for name in ("by_name", "by_group", "reviewer")}
+    # `dataset_to_label` refuses an inactive account before it asks (see below), and the check
+    # after a lease is made asks about the pool and the account, not the dataset's status.
+    assert offered == labelers | {("inactive", "open-data")}
+    assert {(name, slug) for name, slug in still_offered if slug == "open-data"} == labelers
+
+
+def test_dataset_to_label_reads_criteria_and_says_why_not(cases):
+    people = {name: User.objects.get(pk=user.pk) for name, user in cases["people"].items()}
+    dataset = access.dataset_to_label(people["by_group"], "open-data")
+    assert dataset == cases["dataset"] and dataset.status == Dataset.Status.ACTIVE
+    keys = [criterion.key for criterion in dataset.all_criteria]
+    assert keys == [c.key for c in RatingCriterion.objects.filter(dataset=dataset)]
+    assert keys[-1] == "clear"
+    for name in ("excluded_here", "excluded_everywhere", "service", "inactive"):
+        with pytest.raises((PermissionDenied, Http404)) as refused:
+            access.dataset_to_label(people[name], "open-data")
+        with pytest.raises(refused.type):  # the same answer as the QuerySet's
+            access.dataset_for(people[name], Ability.LABEL, slug="open-data")
+    for name in ("stranger", "unpooled"):  # may not see it at all
+        with pytest.raises(Http404):
+            access.dataset_to_label(people[name], "open-data")
+    with pytest.raises(Http404):
+        access.dataset_to_label(people["by_name"], "no-such-data")
+
+
+def test_the_access_check_runs_one_query(cases, django_assert_num_queries):
+    labeler = User.objects.get(pk=cases["people"]["by_name"].pk)
+    access.dataset_to_label(labeler, "open-data")  # compiled here
+    with django_assert_num_queries(1):
+        access.dataset_to_label(labeler, "open-data")
+    assert connection.vendor in ("sqlite", "postgresql")
