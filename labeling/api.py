@@ -47,6 +47,8 @@ from labeling.serializers import (
     RankingSerializer,
     SkipSerializer,
     TaskSerializer,
+    ranking_data,
+    task_data,
 )
 from labeling.services import datasets, imports, leaderboard, leasing, rankings
 from labeling.services.quality_report import current_report
@@ -196,14 +198,9 @@ def next_task(request: Request, slug: str) -> Response:
     if assignment is None:
         return Response(status=status.HTTP_204_NO_CONTENT)
     completions = assignment.display_completions()
-    task = {
-        "assignment": assignment,
-        "completions": completions,
-        "strength_levels": list(Strength.values)
-        if len(completions) == 2 and dataset.strength != Asked.OFF
-        else [],
-    }
-    return Response(TaskSerializer(task).data)
+    two = len(completions) == 2 and dataset.strength != Asked.OFF
+    strength_levels = list(Strength.values) if two else []
+    return Response(task_data(assignment, completions, strength_levels))
 
 
 def own_assignment(request: Request, assignment_id: int) -> Assignment:
@@ -230,7 +227,7 @@ def submit_ranking(request: Request, assignment_id: int) -> Response:
         )
     except Assignment.DoesNotExist:
         raise Http404("No such task of yours.") from None
-    return Response(RankingSerializer(ranking).data, status=status.HTTP_201_CREATED)
+    return Response(ranking_data(ranking), status=status.HTTP_201_CREATED)
 
 
 @extend_schema(request=SkipSerializer, responses=AssignmentSerializer, summary="Skip a task")

@@ -32,7 +32,6 @@ taken, so nothing is ever over-labeled.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from collections import Counter
@@ -85,17 +84,30 @@ def lease_next_assignment(
 def _lease_if_offered(
     dataset: Dataset, labeler: User, *, gold_due: bool, now: datetime
 ) -> Assignment | None:
-    """`_lease_open_prompt`, kept only if the dataset is still offered to the labeler once the
-    lease is written (see the module's docstring); PermissionDenied, nothing leased, if not.
-    The check is a statement of its own, so that it sees every change committed before the
-    lease statement took its LEASING lock."""
-    with transaction.atomic():
-        assignment = _lease_open_prompt(dataset, labeler, gold_due=gold_due, now=now)
-        if assignment is not None and not _still_offered(dataset, labeler):
-            raise PermissionDenied(
-                "This dataset is no longer offered to you: you were taken out of its pool or "
-                "excluded from it."
+    """Take one slot of the first open prompt (gold first when due) and lease it, kept only if
+    the dataset is still offered to the labeler once the lease is written (see the module's
+    docstring); PermissionDenied, nothing leased, if not. The check is a statement of its own,
+    so that it sees every change committed before the lease statement took its LEASING lock.
+    Leasing is one statement on PostgreSQL, two on SQLite (which has no UPDATE in a WITH), in
+    one transaction with the check."""
+    expires_at = now + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES)
+    try:
+        with transaction.atomic():
+            assignment = _take_slot_and_lease(
+                dataset, labeler, gold_due=gold_due, leased_at=now, expires_at=expires_at
             )
+            if assignment is not None and not _still_offered(dataset, labeler):
+                raise PermissionDenied(
+                    "This dataset is no longer offered to you: you were taken out of its pool "
+                    "or excluded from it."
+                )
+    except IntegrityError:
+        # A concurrent request of the same labeler leased this prompt first: that is their
+        # task (the pool check is the caller's, as for a lease they already hold).
+        current, _ = _labeler_state(dataset, labeler)
+        return current
+    if assignment is not None:
+        assignment.prompt.dataset = dataset
     return assignment
 
 
@@ -188,31 +200,6 @@ def _renew(assignment: Assignment, now: datetime) -> Assignment | None:
         return None
     assignment.leased_at, assignment.expires_at = now, expires_at
     return assignment
-
-
-def _lease_open_prompt(
-    dataset: Dataset, labeler: User, *, gold_due: bool, now: datetime
-) -> Assignment | None:
-    """Take one slot of the first open prompt (gold first when due) and lease it: one statement
-    on PostgreSQL, two on SQLite (which has no UPDATE in a WITH)."""
-    expires_at = now + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES)
-    try:
-        # A savepoint only inside a caller's transaction: alone, the statement is atomic.
-        with transaction.atomic() if _needs_transaction() else contextlib.nullcontext():
-            assignment = _take_slot_and_lease(
-                dataset, labeler, gold_due=gold_due, leased_at=now, expires_at=expires_at
-            )
-    except IntegrityError:
-        # A concurrent request of the same labeler leased this prompt first: that is their task.
-        current, _ = _labeler_state(dataset, labeler)
-        return current
-    if assignment is not None:
-        assignment.prompt.dataset = dataset
-    return assignment
-
-
-def _needs_transaction() -> bool:
-    return connection.vendor != "postgresql" or connection.in_atomic_block
 
 
 # The candidates of `_take_slot_and_lease`, each the first row of one pool that the labeler was

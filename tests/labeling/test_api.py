@@ -321,3 +321,52 @@ def test_a_vote_dataset_through_the_api_asks_for_nothing_but_the_order(api, data
     response = client.post(url, body, format="json")
     assert response.status_code == 201, response.json()
     assert Comparison.objects.get().chosen_id == ids[1]
+
+
+# --- The labeling loop's answers, built without serializers ----------------------------------
+
+
+@pytest.mark.parametrize("completions", [2, 3])
+@pytest.mark.parametrize("ratings", ["required", "off"])
+def test_task_and_ranking_answers_are_what_their_serializers_give(
+    dataset, labeler, settings, completions, ratings
+):
+    from labeling.models import Strength
+    from labeling.serializers import RankingSerializer, TaskSerializer, ranking_data, task_data
+    from labeling.services import rankings
+
+    settings.TIME_ZONE = "Europe/Paris"  # the API shows times in the configured zone
+    dataset.ratings = ratings
+    dataset.guidelines = "Prefer <b>honest</b> & kind."
+    dataset.save()
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": 'Say "hi" <script>'},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "\u2028 again \U0001f600"},
+    ]
+    make_prompt(dataset, completions=completions, messages=messages)
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
+    shown = assignment.display_completions()
+    levels = list(Strength.values) if completions == 2 else []
+    task = {"assignment": assignment, "completions": shown, "strength_levels": levels}
+    assert task_data(assignment, shown, levels) == TaskSerializer(task).data
+    assert json.dumps(task_data(assignment, shown, levels)) == json.dumps(
+        TaskSerializer(task).data
+    )  # the same keys in the same order
+    ids = [completion.pk for completion in shown]
+    ranking = rankings.submit_ranking(
+        assignment=assignment,
+        order=[[ids[0]], ids[1:]],
+        ratings={cid: {c.key: 3 for c in dataset.rated_criteria} for cid in ids}
+        if ratings == "required"
+        else {},
+        flags={ids[0]: ["hallucination"]},
+        request_id=uuid.uuid4(),
+        seconds_spent=12.5,
+        rationale="First is best.",
+        strength="better" if completions == 2 else "",
+    )
+    assert json.dumps(ranking_data(ranking)) == json.dumps(RankingSerializer(ranking).data)
+    # As a later reader sees it: ratings and comparisons read from their tables.
+    assert ranking_data(Ranking.objects.get(pk=ranking.pk)) == ranking_data(ranking)

@@ -124,7 +124,7 @@ def test_a_lease_that_cannot_be_inserted_takes_no_slot(monkeypatch):
     monkeypatch.setattr(
         leasing, "CANDIDATE", leasing.CANDIDATE.replace("AND NOT EXISTS", "AND EXISTS")
     )
-    again = leasing._lease_open_prompt(dataset, labeler, gold_due=False, now=timezone.now())
+    again = leasing._lease_if_offered(dataset, labeler, gold_due=False, now=timezone.now())
     assert again == first
     prompt.refresh_from_db()
     assert prompt.slots_taken == 1
