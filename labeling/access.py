@@ -8,7 +8,6 @@ does not hold them); what they may see but their role may not do is a 403 that s
 
 from __future__ import annotations
 
-import json
 from typing import Any, cast
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -16,6 +15,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404
 
 from labeling.accounts import role_required
+from labeling.compiled import CompiledQuery
 from labeling.models import (
     ROLES_ABLE_TO,
     Ability,
@@ -27,7 +27,6 @@ from labeling.models import (
     Workspace,
     role_can,
 )
-from labeling.prepared import Prepared
 
 
 def role_in(user: Any, workspace_id: int) -> str | None:
@@ -93,7 +92,7 @@ def dataset_for(
 
 # The dataset a labeler asks for their next task on, with its criteria, if it is offered to them:
 # `dataset_for`'s query for labeling, compiled once per process (every next-task runs it).
-OFFERED = Prepared(
+OFFERED = CompiledQuery(
     lambda slug, labeler: (
         Dataset.objects.with_criteria().filter(slug=slug).active().pooled(labeler)[:1]
     ),
@@ -104,12 +103,10 @@ OFFERED = Prepared(
 
 def dataset_to_label(user: Any, slug: str) -> Dataset:
     """`dataset_for(user, Ability.LABEL, Dataset.objects.with_criteria(), slug=slug)`, with the
-    common case (it is offered) in a prepared query."""
+    common case (it is offered) in a compiled query."""
     if user.is_authenticated and user.is_active:
-        found = next(iter(OFFERED.raw(slug=slug, labeler=user.pk)), None)
+        found = OFFERED.first(slug=slug, labeler=user.pk)
         if found is not None:
-            if isinstance(found.criteria_json, str):  # type: ignore[attr-defined]
-                found.criteria_json = json.loads(found.criteria_json)  # type: ignore[attr-defined]
             return found
     return dataset_for(user, Ability.LABEL, Dataset.objects.with_criteria(), slug=slug)
 

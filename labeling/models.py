@@ -19,7 +19,7 @@ from labeling.choices import (  # noqa: F401  (labeling.models names them too)
     Strength,
     all_criteria,
 )
-from labeling.prepared import Prepared
+from labeling.compiled import CompiledQuery
 from labeling.workspace_models import (  # noqa: F401  (labeling.models names them too)
     DEFAULT_WORKSPACE_SLUG,
     ROLES_ABLE_TO,
@@ -464,19 +464,19 @@ class Assignment(models.Model):
 
     def display_completions(self) -> list[Completion]:
         """The prompt's completions in the order this labeler sees them (`display_order`), read
-        by a prepared query (every next task shows them) unless they were prefetched."""
+        by a compiled query (every next task shows them) unless they were prefetched."""
         prompt = self.prompt
         prefetched = getattr(prompt, "_prefetched_objects_cache", {}).get("completions")
         if prefetched is not None:
             completions = list(prefetched)
         else:
-            completions = list(COMPLETIONS_OF.raw(prompt=self.prompt_id))
+            completions = COMPLETIONS_OF.rows(prompt=self.prompt_id)
             for completion in completions:
                 completion.prompt = prompt
         return display_order(completions, labeler_id=self.labeler_id, prompt_id=self.prompt_id)
 
 
-COMPLETIONS_OF = Prepared(lambda prompt: Completion.objects.filter(prompt=prompt), prompt=int)
+COMPLETIONS_OF = CompiledQuery(lambda prompt: Completion.objects.filter(prompt=prompt), prompt=int)
 
 
 # Rankings and their comparisons, rating criteria and ratings, background jobs, stored

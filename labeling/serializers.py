@@ -292,7 +292,7 @@ def task_data(
         "ratings": dataset.ratings,
         "strength": dataset.strength,
         "messages": [
-            {"role": _text(message.get("role")), "content": _text(message.get("content"))}
+            {"role": message["role"], "content": _text(message["content"])}
             for message in assignment.prompt.messages
         ],
         "completions": [{"id": c.pk, "text": c.text} for c in completions],

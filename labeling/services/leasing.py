@@ -37,6 +37,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -46,8 +47,8 @@ from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subqu
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from labeling.compiled import CompiledQuery, instances
 from labeling.models import Assignment, Dataset, Prompt, columns
-from labeling.prepared import Prepared
 
 SKIP_REASON_MAX_CHARS = 200
 # The prompts closest to complete among which a labeler's next task is looked for first.
@@ -101,7 +102,9 @@ def _lease_if_offered(
                     "This dataset is no longer offered to you: you were taken out of its pool "
                     "or excluded from it."
                 )
-    except IntegrityError:
+    except IntegrityError as error:
+        if not _leased_twice(error):
+            raise
         # A concurrent request of the same labeler leased this prompt first: that is their
         # task (the pool check is the caller's, as for a lease they already hold).
         current, _ = _labeler_state(dataset, labeler)
@@ -111,9 +114,18 @@ def _lease_if_offered(
     return assignment
 
 
+def _leased_twice(error: IntegrityError) -> bool:
+    """Whether the error is the unique (prompt, labeler) of assignments refusing a second lease,
+    not another constraint (a foreign key checked at commit, say)."""
+    diagnosis = getattr(error.__cause__, "diag", None)
+    if diagnosis is not None:  # PostgreSQL names the constraint
+        return diagnosis.constraint_name == "assignment_once_per_labeler"
+    return "labeling_assignment.prompt_id, labeling_assignment.labeler_id" in str(error)
+
+
 # Whether the dataset is still offered to an active labeler: compiled once per process, since
 # every new lease runs it.
-STILL_OFFERED = Prepared(
+STILL_OFFERED = CompiledQuery(
     lambda dataset, labeler: (
         Dataset.objects.filter(pk=dataset)
         .pooled(labeler)
@@ -145,22 +157,21 @@ def wait_for_leases_in_flight(labeler_ids: Iterable[int]) -> None:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s::integer)", params)
 
 
-# The labeler's live lease on a dataset, oldest first. Written out, as `_take_slot_and_lease`'s:
-# every next-task runs it.
-LIVE_LEASE = f"""
-SELECT {columns(Assignment, "a")}
-FROM labeling_assignment a JOIN labeling_prompt p ON p.id = a.prompt_id
-WHERE a.labeler_id = %(labeler)s AND a.status = 'leased' AND p.dataset_id = %(dataset)s
-ORDER BY a.leased_at, a.id LIMIT 1
-"""
+# The labeler's live lease on a dataset, oldest first (every next-task asks).
+LIVE_LEASE = CompiledQuery(
+    lambda labeler, dataset: Assignment.objects.filter(
+        labeler=labeler, status=Assignment.Status.LEASED, prompt__dataset=dataset
+    ).order_by("leased_at", "pk")[:1],
+    labeler=int,
+    dataset=int,
+)
 
 
 def _labeler_state(dataset: Dataset, labeler: User) -> tuple[Assignment | None, bool]:
     """The labeler's live lease on the dataset (oldest first) with its prompt, and whether gold
     is due: one query when the labeler holds no lease, two when they do."""
     if dataset.gold_rate <= 0:
-        params = {"labeler": labeler.pk, "dataset": dataset.pk}
-        current = next(iter(Assignment.objects.raw(LIVE_LEASE, params)), None)
+        current = LIVE_LEASE.first(labeler=labeler.pk, dataset=dataset.pk)
         gold_due = False
     else:
         mine = Assignment.objects.filter(labeler=labeler, prompt__dataset=dataset)
@@ -292,7 +303,7 @@ def _take_slot_and_lease(
         "UPDATE labeling_prompt SET slots_taken = slots_taken + 1 "
         f"WHERE id = COALESCE({candidates}) RETURNING {columns(Prompt)}"
     )
-    params = {
+    params: dict[str, Any] = {
         "dataset": dataset.pk,
         "labeler": labeler.pk,
         "cap": dataset.labels_per_prompt,
@@ -301,19 +312,23 @@ def _take_slot_and_lease(
         "expires_at": expires_at,
         "leasing": LEASING,
     }
+    sql = (
+        take
+        if not postgresql
+        else f"WITH taken AS ({take}), leased AS ({LEASE}) {TAKEN_AND_LEASED}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (prompt,) = instances(Prompt, [row], connection.alias)
     if not postgresql:
-        prompt = next(iter(Prompt.objects.raw(take, params)), None)
-        if prompt is None:
-            return None
         return Assignment.objects.create(
             prompt=prompt, labeler=labeler, leased_at=leased_at, expires_at=expires_at
         )
-    sql = f"WITH taken AS ({take}), leased AS ({LEASE}) {TAKEN_AND_LEASED}"
-    prompt = next(iter(Prompt.objects.raw(sql, params)), None)
-    if prompt is None:
-        return None
     values = {
-        "id": prompt.preflab_assignment_id,  # type: ignore[attr-defined]  # a column of the statement
+        "id": row[len(Prompt._meta.concrete_fields)],  # the statement's preflab_assignment_id
         "prompt_id": prompt.pk,
         "labeler_id": labeler.pk,
         "status": Assignment.Status.LEASED,

@@ -268,14 +268,14 @@ WITH ranking AS (
 ), ratings AS (
     INSERT INTO labeling_rating (ranking_id, completion_id, criterion_id, value)
     SELECT ranking.id, r.completion, r.criterion, r.value
-    FROM ranking, unnest(%(rated)s::integer[], %(criteria)s::integer[], %(values)s::integer[])
+    FROM ranking, unnest(%(rated)s::bigint[], %(criteria)s::bigint[], %(values)s::integer[])
         AS r (completion, criterion, value)
 ), comparisons AS (
     INSERT INTO labeling_comparison (dataset_id, prompt_id, chosen_id, rejected_id, margin,
         strength, labeler_id, ranking_id, created_at)
     SELECT %(dataset)s, %(prompt)s, c.chosen, c.rejected, c.margin, %(strength)s, %(labeler)s,
         ranking.id, %(now)s
-    FROM ranking, unnest(%(chosen)s::integer[], %(rejected)s::integer[], %(margins)s::integer[])
+    FROM ranking, unnest(%(chosen)s::bigint[], %(rejected)s::bigint[], %(margins)s::integer[])
         AS c (chosen, rejected, margin)
 ), submitted AS (
     UPDATE labeling_assignment SET status = '{Assignment.Status.SUBMITTED}', finished_at = %(now)s

@@ -331,6 +331,7 @@ def test_a_vote_dataset_through_the_api_asks_for_nothing_but_the_order(api, data
 def test_task_and_ranking_answers_are_what_their_serializers_give(
     dataset, labeler, settings, completions, ratings
 ):
+    from labeling import access
     from labeling.models import Strength
     from labeling.serializers import RankingSerializer, TaskSerializer, ranking_data, task_data
     from labeling.services import rankings
@@ -346,6 +347,17 @@ def test_task_and_ranking_answers_are_what_their_serializers_give(
         {"role": "user", "content": "\u2028 again \U0001f600"},
     ]
     make_prompt(dataset, completions=completions, messages=messages)
+    dataset.criteria.create(
+        key="clear",
+        label="Clear <i>",
+        description='Plain "words"',
+        scale_min=0,
+        scale_max=9,
+        min_label="muddled",
+        max_label="crisp",
+        position=7,
+    )
+    dataset = access.dataset_to_label(labeler, dataset.slug)  # as next-task reads it
     assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
     shown = assignment.display_completions()
     levels = list(Strength.values) if completions == 2 else []

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -129,6 +129,19 @@ def test_a_lease_that_cannot_be_inserted_takes_no_slot(monkeypatch):
     prompt.refresh_from_db()
     assert prompt.slots_taken == 1
     assert_counts_are_true()
+
+
+def test_another_integrity_error_while_leasing_is_not_taken_for_a_second_lease(monkeypatch):
+    dataset = DatasetFactory(labels_per_prompt=2)
+    make_prompt(dataset)
+    labeler = UserFactory()
+
+    def refuse(*args, **kwargs):
+        raise IntegrityError("insert or update violates foreign key constraint")
+
+    monkeypatch.setattr(leasing, "_take_slot_and_lease", refuse)
+    with pytest.raises(IntegrityError, match="foreign key"):
+        leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
 
 
 def test_every_way_a_slot_is_taken_or_given_back_keeps_the_count(staff, settings):

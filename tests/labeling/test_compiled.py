@@ -1,6 +1,7 @@
-"""Prepared queries: the SQL the ORM writes, compiled once, run with new values; and the two
-on the labeling path (`access.OFFERED`, `leasing.STILL_OFFERED`) answering as their QuerySets
-do in every case of pools, groups, roles, exclusions and account state."""
+"""Compiled queries: the SQL the ORM writes, compiled once, run with new values, rows made
+into instances as the ORM makes them; and the labeling path's access checks
+(`access.OFFERED`, `leasing.STILL_OFFERED`) answering as their QuerySets do in every case of
+pools, groups, roles, exclusions and account state."""
 
 from __future__ import annotations
 
@@ -12,20 +13,24 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import connection
 from django.db.models import Exists
 from django.http import Http404
+from rest_framework.authtoken.models import Token
 
 from labeling import access
+from labeling.accounts import TOKEN_USER
+from labeling.compiled import CompiledQuery, instances
 from labeling.models import (
-    Ability,
+    COMPLETIONS_OF,
+    Assignment,
     Dataset,
     LabelerGroup,
     Membership,
     Prompt,
     RatingCriterion,
     Role,
+    columns,
 )
-from labeling.prepared import Prepared
 from labeling.services import leasing
-from tests.factories import DatasetFactory, UserFactory, WorkspaceFactory
+from tests.factories import DatasetFactory, UserFactory, WorkspaceFactory, make_prompt
 
 
 def orm_offered(slug: str, labeler: int) -> Any:
@@ -49,14 +54,66 @@ def test_the_sql_is_the_orms_with_the_values_in_place(db):
 
 def test_it_compiles_once_per_database_and_form(db, monkeypatch):
     built: list[dict[str, Any]] = []
-    prepared = Prepared(
+    compiled = CompiledQuery(
         lambda slug: built.append({"slug": slug}) or Dataset.objects.filter(slug=slug),
         slug=str,
     )
     for slug in ("a", "b", "c"):
-        assert list(prepared.raw(slug=slug)) == []
-        assert prepared.exists(slug=slug) is False
+        assert compiled.rows(slug=slug) == []
+        assert compiled.exists(slug=slug) is False
     assert len(built) == 4  # stand-ins, then ordinary values: for the rows and for exists()
+
+
+def fields_of(instance: Any) -> dict[str, Any]:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_rows_are_the_instances_the_queryset_gives(db, labeler):
+    """Every kind of column the labeling loop reads (times, JSON, text, choices) comes back as
+    the ORM gives it, annotations included, on SQLite (which converts times and JSON in
+    Python) as on PostgreSQL."""
+    dataset = DatasetFactory(slug="rows")
+    RatingCriterion.objects.create(dataset=dataset, key="clear", label="Clear", position=9)
+    for _ in range(3):
+        make_prompt(dataset, completions=2, metadata={"source": "x", "n": [1, 2]})
+    assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
+    checks = [
+        (access.OFFERED, {"slug": "rows", "labeler": labeler.pk}, orm_offered),
+        (
+            leasing.LIVE_LEASE,
+            {"labeler": labeler.pk, "dataset": dataset.pk},
+            lambda labeler, dataset: Assignment.objects.filter(
+                labeler=labeler, status="leased", prompt__dataset=dataset
+            ).order_by("leased_at", "pk")[:1],
+        ),
+        (COMPLETIONS_OF, {"prompt": assignment.prompt_id}, None),
+        (TOKEN_USER, {"key": Token.objects.get_or_create(user=labeler)[0].key}, None),
+    ]
+    for compiled, values, build in checks:
+        expected = list((build or compiled.build)(**values))
+        found = compiled.rows(**values)
+        assert expected, compiled
+        assert [fields_of(i) for i in found] == [fields_of(i) for i in expected]
+        assert all(not i._state.adding and i._state.db == "default" for i in found)
+    found, expected = (
+        access.OFFERED.first(slug="rows", labeler=labeler.pk),
+        orm_offered("rows", labeler.pk).get(),
+    )
+    assert found.criteria_json == expected.criteria_json and isinstance(found.criteria_json, list)
+    prompts = list(Prompt.objects.filter(dataset=dataset).order_by("pk"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns(Prompt)}, 7 FROM labeling_prompt ORDER BY id")
+        made = instances(Prompt, cursor.fetchall(), "default")
+    assert [fields_of(p) for p in made] == [fields_of(p) for p in prompts]
+    assert made[0].metadata == {"source": "x", "n": [1, 2]}
+
+
+def test_select_related_is_refused(db):
+    compiled = CompiledQuery(
+        lambda pk: Assignment.objects.select_related("prompt").filter(pk=pk), pk=int
+    )
+    with pytest.raises(ImproperlyConfigured, match="select_related"):
+        compiled.rows(pk=1)
 
 
 @pytest.mark.parametrize(
@@ -81,14 +138,14 @@ def test_it_compiles_once_per_database_and_form(db, monkeypatch):
 )
 def test_a_query_whose_sql_depends_on_its_values_is_refused(db, build, kinds, problem):
     with pytest.raises(ImproperlyConfigured, match=problem):
-        Prepared(build, **kinds).sql(**{name: 1 for name in kinds})
+        CompiledQuery(build, **kinds).sql(**{name: 1 for name in kinds})
 
 
 def test_it_takes_exactly_its_named_values(db):
     with pytest.raises(TypeError, match="takes"):
         access.OFFERED.sql(slug="x")
     with pytest.raises(ImproperlyConfigured):
-        Prepared(lambda when: Prompt.objects.filter(created_at=when), when=float)
+        CompiledQuery(lambda when: Prompt.objects.filter(created_at=when), when=float)
 
 
 @pytest.fixture
@@ -131,7 +188,7 @@ def test_the_labeling_queries_answer_as_their_querysets_do(cases):
     for name, user in cases["people"].items():
         for dataset in (cases["dataset"], cases["paused"]):
             expected = list(orm_offered(dataset.slug, user.pk))
-            found = list(access.OFFERED.raw(slug=dataset.slug, labeler=user.pk))
+            found = access.OFFERED.rows(slug=dataset.slug, labeler=user.pk)
             assert [d.pk for d in found] == [d.pk for d in expected], (name, dataset.slug)
             still = orm_still_offered(dataset.pk, user.pk).exists()
             assert leasing.STILL_OFFERED.exists(dataset=dataset.pk, labeler=user.pk) is still
@@ -144,21 +201,35 @@ def test_the_labeling_queries_answer_as_their_querysets_do(cases):
     assert {(name, slug) for name, slug in still_offered if slug == "open-data"} == labelers
 
 
-def test_dataset_to_label_reads_criteria_and_says_why_not(cases):
+# What each person gets asking for work on "open-data": the dataset, or the refusal.
+ANSWERS = {
+    "by_name": None,
+    "by_group": None,
+    "reviewer": None,
+    "service": PermissionDenied,  # a member whose role may not label
+    "stranger": Http404,  # not a member: may not see it at all
+    "excluded_here": Http404,  # a labeler sees only what is offered to them
+    "excluded_everywhere": Http404,
+    "inactive": Http404,
+    "unpooled": Http404,
+}
+
+
+def test_dataset_to_label_gives_what_offered_to_gives_and_says_why_not(cases):
     people = {name: User.objects.get(pk=user.pk) for name, user in cases["people"].items()}
-    dataset = access.dataset_to_label(people["by_group"], "open-data")
-    assert dataset == cases["dataset"] and dataset.status == Dataset.Status.ACTIVE
-    keys = [criterion.key for criterion in dataset.all_criteria]
-    assert keys == [c.key for c in RatingCriterion.objects.filter(dataset=dataset)]
-    assert keys[-1] == "clear"
-    for name in ("excluded_here", "excluded_everywhere", "service", "inactive"):
-        with pytest.raises((PermissionDenied, Http404)) as refused:
-            access.dataset_to_label(people[name], "open-data")
-        with pytest.raises(refused.type):  # the same answer as the QuerySet's
-            access.dataset_for(people[name], Ability.LABEL, slug="open-data")
-    for name in ("stranger", "unpooled"):  # may not see it at all
-        with pytest.raises(Http404):
-            access.dataset_to_label(people[name], "open-data")
+    assert ANSWERS.keys() == people.keys()
+    for name, refusal in ANSWERS.items():
+        offered = Dataset.objects.with_criteria().filter(slug="open-data").offered_to(people[name])
+        assert offered.exists() is (refusal is None), name
+        if refusal is None:
+            dataset = access.dataset_to_label(people[name], "open-data")
+            assert fields_of(dataset) == fields_of(offered.get())
+            keys = [criterion.key for criterion in dataset.all_criteria]
+            assert keys == [c.key for c in RatingCriterion.objects.filter(dataset=dataset)]
+            assert keys[-1] == "clear"
+        else:
+            with pytest.raises(refusal):
+                access.dataset_to_label(people[name], "open-data")
     with pytest.raises(Http404):
         access.dataset_to_label(people["by_name"], "no-such-data")
 
@@ -168,4 +239,3 @@ def test_the_access_check_runs_one_query(cases, django_assert_num_queries):
     access.dataset_to_label(labeler, "open-data")  # compiled here
     with django_assert_num_queries(1):
         access.dataset_to_label(labeler, "open-data")
-    assert connection.vendor in ("sqlite", "postgresql")
