@@ -32,3 +32,16 @@ class RedisCache(redis.RedisCache):
     @cached_property
     def _cache(self) -> ReusingClient:
         return ReusingClient(self._servers, **self._options)  # type: ignore[attr-defined]
+
+    def count_hit(self, key: str, window: int) -> tuple[int, int]:
+        """Count one more hit on `key`: (hits in its window, seconds the window has left). The
+        first hit opens a window of `window` seconds; one round trip (SET NX EX, INCR, TTL: no
+        command newer than Redis 2.6)."""
+        key = self.make_and_validate_key(key)
+        client = self._cache.get_client(key, write=True)
+        with client.pipeline(transaction=False) as pipe:
+            pipe.set(key, 0, ex=window, nx=True)
+            pipe.incr(key)
+            pipe.ttl(key)
+            _, hits, left = pipe.execute()
+        return int(hits), int(left)

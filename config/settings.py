@@ -304,10 +304,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
-    # Per token (or signed-in user), and per address for anonymous calls; 429 with Retry-After.
+    # Per token (or signed-in user), and per address for anonymous calls; 429 with Retry-After;
+    # counted in fixed windows (config.api.CountingThrottle).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "config.api.AnonRateThrottle",
+        "config.api.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_str("PREFLAB_API_ANON_RATE", "60/minute"),

@@ -35,3 +35,22 @@ def test_the_urlconf_workers_and_commands_import_no_ml_stack(tmp_path):
         check=True,
     )
     assert result.stdout.strip() == "", f"imported at start: {result.stdout.strip()}"
+
+
+def test_the_wsgi_module_loads_the_views_before_gunicorn_forks_its_workers(tmp_path):
+    """Under --preload the workers fork from the process that imported config.wsgi: the views
+    are imported there once, not again by each worker's first request."""
+    probe = (
+        "import os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings'\n"
+        "import config.wsgi\n"
+        "print('labeling.api' in sys.modules, 'rewards.api' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PREFLAB_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == ["True", "True"]

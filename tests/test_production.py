@@ -96,6 +96,32 @@ def test_api_calls_past_the_rate_get_429_with_retry_after(db, monkeypatch):
     assert "throttled" in response.json()["detail"]
 
 
+def test_api_rate_is_counted_in_redis_windows_in_one_round_trip(db, monkeypatch):
+    """With Redis (production's cache) the throttle counts hits in a window that expires."""
+    from redis.exceptions import ConnectionError as RedisDown
+
+    from config.cache import RedisCache
+
+    cache = RedisCache("redis://127.0.0.1:6379/9", {})
+    try:
+        cache.clear()
+    except RedisDown:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    monkeypatch.setattr(SimpleRateThrottle, "cache", cache)
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "2/min", "user": "3/s"})
+    user = UserFactory()
+    first, second = token_client(user), token_client(UserFactory())
+    url = reverse("labeling-api:datasets")
+    assert [first.get(url).status_code for _ in range(4)] == [200, 200, 200, 429]
+    refused = first.get(url)
+    assert refused.status_code == 429 and refused["Retry-After"] == "1"
+    assert cache.get(f"throttle_user_{user.pk}:window") == 5  # a counter, not DRF's list
+    assert second.get(url).status_code == 200  # each token has its own count
+    time.sleep(1.1)  # the window ends
+    assert first.get(url).status_code == 200
+    cache.clear()
+
+
 def test_pages_forbid_inline_script_and_framing(client, db):
     response = client.get(reverse("login"))
     policy = response["Content-Security-Policy"]
