@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 
 from django.conf import settings
@@ -16,3 +17,8 @@ application = get_wsgi_application()
 get_resolver().url_patterns  # noqa: B018  (an import, not a value)
 if "redis" in settings.CACHES["default"]["BACKEND"].lower():
     import redis  # noqa: F401
+
+# What was made so far lives as long as the process. Frozen, it is never scanned again by the
+# garbage collector of a forked worker (a full collection of it took 64 ms of the request it fell
+# in), and its memory pages stay shared with the master instead of being copied.
+gc.freeze()
