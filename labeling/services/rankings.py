@@ -36,7 +36,7 @@ from labeling.models import (
     Rating,
     Strength,
 )
-from labeling.services.leasing import lock_prompts, take_slot
+from labeling.services.slots import lock_prompts, take_slot
 
 RATIONALE_MAX_CHARS = 10_000
 # The first key of PostgreSQL's two-key advisory locks taken on a dataset (the second is its id).
@@ -99,30 +99,19 @@ def submit_own_ranking(
                 ratings_asked=task.ratings,
                 strength_asked=task.strength,
             )
-            ranking = Ranking(
+            ranking = _store(
+                task,
                 assignment_id=assignment_id,
-                dataset_id=task.dataset_id,
-                prompt_id=task.prompt_id,
-                labeler_id=labeler_id,
-                order=orders.normalized(order),
-                flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
-                all_unacceptable=all_unacceptable,
-                rationale=rationale.strip(),
-                seconds_spent=seconds_spent,
-                guidelines_version=task.guidelines_version,
+                order=order,
+                ratings=ratings,
+                flags=flags,
                 request_id=request_id,
-                created_at=now,
+                seconds_spent=seconds_spent,
+                all_unacceptable=all_unacceptable,
+                rationale=rationale,
+                strength=strength,
+                now=now,
             )
-            rows = _rating_rows(ratings, task.criteria)
-            if connection.vendor == "postgresql":
-                _store_in_one_statement(ranking, rows, order, strength)
-            else:
-                ranking.save(force_insert=True)
-                ranking.rating_values = _store_ratings(ranking, rows)
-                ranking.comparison_count = store_comparisons(ranking, order, strength)
-                with connection.cursor() as cursor:
-                    finished_at = connection.ops.adapt_datetimefield_value(now)
-                    cursor.execute(SUBMITTED, {"assignment": assignment_id, "now": finished_at})
     except IntegrityError:
         # Nothing was stored. The one unique value a valid submission can collide on is its
         # request id: a retry racing its first try, or an id used for another task.
@@ -131,6 +120,49 @@ def submit_own_ranking(
             raise
         _check_same_task(earlier, assignment_id)
         return earlier
+    return ranking
+
+
+def _store(
+    task: LockedTask,
+    *,
+    assignment_id: int,
+    order: orders.Order,
+    ratings: dict[int, dict[str, int]],
+    flags: dict[int, list[str]],
+    request_id: UUID,
+    seconds_spent: float,
+    all_unacceptable: bool,
+    rationale: str,
+    strength: str,
+    now: datetime,
+) -> Ranking:
+    """Write a checked ranking of the locked task: its row, ratings and comparisons, and the
+    assignment's status (one statement on PostgreSQL, one query each on SQLite)."""
+    ranking = Ranking(
+        assignment_id=assignment_id,
+        dataset_id=task.dataset_id,
+        prompt_id=task.prompt_id,
+        labeler_id=task.labeler_id,
+        order=orders.normalized(order),
+        flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
+        all_unacceptable=all_unacceptable,
+        rationale=rationale.strip(),
+        seconds_spent=seconds_spent,
+        guidelines_version=task.guidelines_version,
+        request_id=request_id,
+        created_at=now,
+    )
+    rows = _rating_rows(ratings, task.criteria)
+    if connection.vendor == "postgresql":
+        _store_in_one_statement(ranking, rows, order, strength)
+        return ranking
+    ranking.save(force_insert=True)
+    ranking.rating_values = _store_ratings(ranking, rows)
+    ranking.comparison_count = store_comparisons(ranking, order, strength)
+    with connection.cursor() as cursor:
+        finished_at = connection.ops.adapt_datetimefield_value(now)
+        cursor.execute(SUBMITTED, {"assignment": assignment_id, "now": finished_at})
     return ranking
 
 
