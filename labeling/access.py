@@ -25,6 +25,7 @@ from labeling.models import (
     Prompt,
     Role,
     Workspace,
+    may_be_offered_work,
     role_can,
 )
 
@@ -104,7 +105,7 @@ OFFERED = CompiledQuery(
 def dataset_to_label(user: Any, slug: str) -> Dataset:
     """`dataset_for(user, Ability.LABEL, Dataset.objects.with_criteria(), slug=slug)`, with the
     common case (it is offered) in a compiled query."""
-    if user.is_authenticated and user.is_active:
+    if may_be_offered_work(user):
         found = OFFERED.first(slug=slug, labeler=user.pk)
         if found is not None:
             return found

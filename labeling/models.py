@@ -74,6 +74,12 @@ def display_order(
     return shuffled
 
 
+def may_be_offered_work(user: Any) -> bool:
+    """Whether an account may be offered any dataset at all: signed in and active (the pool
+    decides the rest, `DatasetQuerySet.pooled`)."""
+    return bool(user.is_authenticated and user.is_active)
+
+
 class DatasetQuerySet(models.QuerySet["Dataset"]):
     def active(self) -> DatasetQuerySet:
         return self.filter(status=Dataset.Status.ACTIVE)
@@ -85,7 +91,7 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
 
     def offered_to(self, user: Any) -> DatasetQuerySet:
         """The active datasets `user` may label (`pooled`)."""
-        if not (user.is_authenticated and user.is_active):
+        if not may_be_offered_work(user):
             return self.none()
         return self.active().pooled(user.pk)
 
