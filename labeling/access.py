@@ -91,11 +91,16 @@ def dataset_for(
     return dataset
 
 
-# The dataset a labeler asks for their next task on, with its criteria, if it is offered to them:
-# `dataset_for`'s query for labeling, compiled once per process (every next-task runs it).
+# The dataset a labeler asks for their next task on, with its criteria and whether they hold a
+# lease there, if it is offered to them: `dataset_for`'s query for labeling, compiled once per
+# process (every next-task runs it).
 OFFERED = CompiledQuery(
     lambda slug, labeler: (
-        Dataset.objects.with_criteria().filter(slug=slug).active().pooled(labeler)[:1]
+        Dataset.objects.with_criteria()
+        .with_leases_of(labeler)
+        .filter(slug=slug)
+        .active()
+        .pooled(labeler)[:1]
     ),
     slug=str,
     labeler=int,
@@ -104,10 +109,12 @@ OFFERED = CompiledQuery(
 
 def dataset_to_label(user: Any, slug: str) -> Dataset:
     """`dataset_for(user, Ability.LABEL, Dataset.objects.with_criteria(), slug=slug)`, with the
-    common case (it is offered) in a compiled query."""
+    common case (it is offered) in a compiled query that also reads whether they hold a lease
+    there (`DatasetQuerySet.with_leases_of`)."""
     if may_be_offered_work(user):
         found = OFFERED.first(slug=slug, labeler=user.pk)
         if found is not None:
+            found.leases_of = user.pk  # whose leases `holds_lease` tells of
             return found
     return dataset_for(user, Ability.LABEL, Dataset.objects.with_criteria(), slug=slug)
 

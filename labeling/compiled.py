@@ -23,6 +23,7 @@ save the database from planning a statement again; this saves Django from writin
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class CompiledQuery(Generic[M]):
                 raise ImproperlyConfigured(
                     "CompiledQuery: its SQL depends on the values, not only its parameters"
                 )
+            sql, places, params = inline_constants(connections[using], sql, places, params)
             self._compiled[key] = self._with_rows(compiler, sql, places, params)
         return self._compiled[key]
 
@@ -193,6 +195,42 @@ class CompiledQuery(Generic[M]):
         with connections[using].cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone() is not None
+
+
+def inline_constants(
+    connection: Any, sql: str, places: list[str | None], constants: list[Any]
+) -> tuple[str, list[str | None], list[Any]]:
+    """On PostgreSQL, the query's constants (a status, the roles that may label) written into
+    its text as literals, so that only the caller's values remain parameters.
+
+    With prepared statements, PostgreSQL plans a statement once for any parameters (a generic
+    plan) only when that plan looks no worse than the ones it makes for the parameters at hand.
+    Given `status = $3`, it cannot tell that the status is the rare "leased" and expects
+    hundreds of rows, so it planned the live lease query anew on every call: 0.2 ms, twenty
+    times what running it took. Elsewhere the text is left as compiled."""
+    if connection.vendor != "postgresql":
+        return sql, places, constants
+    from psycopg import sql as psycopg_sql
+
+    with connection.cursor() as cursor:  # a literal is quoted for its connection's encoding
+        raw = cursor.connection
+    pieces = iter(zip(places, constants, strict=True))
+    kept: list[tuple[str | None, Any]] = []
+
+    def place(match: re.Match[str]) -> str:
+        if match.group() == "%%":
+            return "%%"
+        name, constant = next(pieces)
+        if name is None and isinstance(constant, bool | int | str):
+            plain = constant[:] if isinstance(constant, str) else constant  # str, not an enum
+            return psycopg_sql.Literal(plain).as_string(raw).replace("%", "%%")
+        kept.append((name, constant))
+        return "%s"
+
+    sql = re.sub(r"%%|%s", place, sql)
+    if next(pieces, None) is not None:
+        raise ImproperlyConfigured("CompiledQuery: more parameters than places in the SQL")
+    return sql, [name for name, _ in kept], [constant for _, constant in kept]
 
 
 def convert(rows: Sequence[Sequence[Any]], converters: Converters, connection: Any) -> list[Any]:

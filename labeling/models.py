@@ -127,6 +127,13 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
             | Q(pk__in=self.model.objects.offered_to(user).values("pk"))
         )
 
+    def with_leases_of(self, labeler_id: int) -> DatasetQuerySet:
+        """Annotate `holds_lease`: whether the labeler holds a live lease on each dataset.
+        Finding their next task need not ask again when they hold none, if it is told whose
+        leases those were (`labeling.services.leasing.lease_next_assignment`)."""
+        leases = Assignment.objects.leased_to(labeler_id).filter(prompt__dataset=OuterRef("pk"))
+        return self.annotate(holds_lease=Exists(leases))
+
     def with_criteria(self) -> DatasetQuerySet:
         """Read each dataset's criteria in its own query (`Dataset.rated_criteria` uses them):
         the labeling API's next task stays within its few queries."""

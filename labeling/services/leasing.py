@@ -78,7 +78,7 @@ def lease_next_assignment(
     now = now or timezone.now()
     if dataset.status != Dataset.Status.ACTIVE:
         raise ValidationError(f"dataset {dataset.slug!r} is not open for labeling")
-    current, gold_due = _labeler_state(dataset, labeler)
+    current, gold_due = _labeler_state(dataset, labeler, may_hold=_may_hold_lease(dataset, labeler))
     if current is not None and (renewed := _renew(current, now)) is not None:
         return renewed
     assignment = _lease_if_offered(dataset, labeler, gold_due=gold_due, now=now)
@@ -172,11 +172,23 @@ LIVE_LEASE = CompiledQuery(
 )
 
 
-def _labeler_state(dataset: Dataset, labeler: User) -> tuple[Assignment | None, bool]:
+def _may_hold_lease(dataset: Dataset, labeler: User) -> bool:
+    """False when the dataset was read with the labeler's leases (`with_leases_of`, with
+    `leases_of` set to their id, as `labeling.access.dataset_to_label` reads it) and they held
+    none then. A lease of theirs taken
+    since is a concurrent request's, as it could be after any read: the unique (prompt,
+    labeler) and `_lease_if_offered` see to it."""
+    return getattr(dataset, "leases_of", None) != labeler.pk or bool(dataset.holds_lease)
+
+
+def _labeler_state(
+    dataset: Dataset, labeler: User, *, may_hold: bool = True
+) -> tuple[Assignment | None, bool]:
     """The labeler's live lease on the dataset (oldest first) with its prompt, and whether gold
-    is due: one query when the labeler holds no lease, two when they do."""
+    is due: one query when the labeler holds no lease (none when `may_hold` is False and no
+    gold is due), two when they do."""
     if dataset.gold_rate <= 0:
-        current = LIVE_LEASE.first(labeler=labeler.pk, dataset=dataset.pk)
+        current = LIVE_LEASE.first(labeler=labeler.pk, dataset=dataset.pk) if may_hold else None
         gold_due = False
     else:
         mine = Assignment.objects.filter(labeler=labeler, prompt__dataset=dataset)

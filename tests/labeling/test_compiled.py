@@ -34,7 +34,8 @@ from tests.factories import DatasetFactory, UserFactory, WorkspaceFactory, make_
 
 
 def orm_offered(slug: str, labeler: int) -> Any:
-    return Dataset.objects.with_criteria().filter(slug=slug).active().pooled(labeler)[:1]
+    datasets = Dataset.objects.with_criteria().with_leases_of(labeler)
+    return datasets.filter(slug=slug).active().pooled(labeler)[:1]
 
 
 def orm_still_offered(dataset: int, labeler: int) -> Any:
@@ -42,14 +43,36 @@ def orm_still_offered(dataset: int, labeler: int) -> Any:
     return Dataset.objects.filter(pk=dataset).pooled(labeler).filter(Exists(active))
 
 
+def written_out(sql: str, params: list[Any]) -> Any:
+    """The statement as PostgreSQL receives it, every parameter in place; elsewhere the pair."""
+    if connection.vendor == "postgresql":
+        return connection.ops.compose_sql(sql, params)
+    return sql, list(params)
+
+
 def test_the_sql_is_the_orms_with_the_values_in_place(db):
     sql, params = access.OFFERED.sql(slug="some-data", labeler=42)
-    orm_sql, orm_params = orm_offered("some-data", 42).query.get_compiler("default").as_sql()
-    assert (sql, params) == (orm_sql, list(orm_params))
+    orm = orm_offered("some-data", 42).query.get_compiler("default").as_sql()
+    assert written_out(sql, params) == written_out(*orm)
     sql, params = leasing.STILL_OFFERED.sql(dataset=7, labeler=42, exists=True)
-    query = orm_still_offered(7, 42).query.exists()
-    orm_sql, orm_params = query.get_compiler("default").as_sql()
-    assert (sql, params) == (orm_sql, list(orm_params))
+    orm = orm_still_offered(7, 42).query.exists().get_compiler("default").as_sql()
+    assert written_out(sql, params) == written_out(*orm)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL plans prepared SQL")
+def test_only_the_callers_values_stay_parameters_on_postgresql(db):
+    """The query's constants (the leased status, the roles that may label) are literals, so
+    that PostgreSQL can plan the statement once for every call."""
+    sql, params = leasing.LIVE_LEASE.sql(labeler=42, dataset=7)
+    assert params == [42, 7]
+    assert "'leased'" in sql
+    sql, params = access.OFFERED.sql(slug="some-data", labeler=42)
+    assert params == [42, "some-data", 42, 42, 42, 42]
+    assert "'labeler'" in sql and "'active'" in sql
+    percent = CompiledQuery(lambda slug: Dataset.objects.filter(slug=slug, name="5%"), slug=str)
+    sql, params = percent.sql(slug="x")
+    assert params == ["x"] and "'5%%'" in sql
+    assert percent.rows(slug="x") == []
 
 
 def test_it_compiles_once_per_database_and_form(db, monkeypatch):

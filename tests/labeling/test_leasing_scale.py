@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from labeling import access
 from labeling.models import Assignment, Prompt, Ranking
 from labeling.services import exclusion, leasing
 from tests.factories import DatasetFactory, UserFactory, make_prompt, token_client
@@ -79,6 +80,42 @@ def test_next_task_and_submit_take_a_few_queries_whatever_the_size(prompts, gold
             assert next_task(client, dataset).json()["assignment"] == task["assignment"]
         with at_most_six_queries():
             assert submit(client, task).status_code == 201
+
+
+def test_the_access_check_tells_the_lease_whether_the_labeler_holds_one():
+    """Without gold, a labeler who holds no lease gets a new task in five queries (token,
+    dataset, lease, pool check, completions): the dataset's query said they hold none. One
+    who holds a lease gets it back; and what was read for one labeler says nothing of another."""
+    dataset = DatasetFactory(labels_per_prompt=2)
+    for _ in range(3):
+        make_prompt(dataset, completions=3)
+    ann, bob = UserFactory.create_batch(2)
+    dataset.pool_labelers.add(ann, bob)
+    client = token_client(ann)
+    with CaptureQueriesContext(connection) as captured:
+        task = next_task(client, dataset).json()
+    queries = [q["sql"] for q in captured if not q["sql"].startswith(TRANSACTION_CONTROL)]
+    leasing_queries = 5 if connection.vendor == "postgresql" else 6
+    assert len(queries) == leasing_queries, "\n".join(queries)
+    assert not any('"labeling_assignment"."leased_at"' in sql for sql in queries)
+    assert next_task(client, dataset).json()["assignment"] == task["assignment"]
+    read_for_ann = access.dataset_to_label(ann, dataset.slug)
+    assert read_for_ann.holds_lease and read_for_ann.leases_of == ann.pk
+    held = leasing.lease_next_assignment(dataset=read_for_ann, labeler=ann)
+    assert held.pk == task["assignment"]
+    bobs = leasing.lease_next_assignment(
+        dataset=access.dataset_to_label(bob, dataset.slug), labeler=bob
+    )
+    assert bobs.pk != held.pk
+    # Read for ann (who holds a lease), used for bob (who holds one too): bob's is looked up.
+    assert leasing.lease_next_assignment(dataset=read_for_ann, labeler=bob).pk == bobs.pk
+    read_for_bob = access.dataset_to_label(bob, dataset.slug)
+    Assignment.objects.filter(pk=held.pk).update(status=Assignment.Status.SKIPPED)
+    read_for_ann = access.dataset_to_label(ann, dataset.slug)
+    assert not read_for_ann.holds_lease
+    # Read for ann (who holds none now), used for bob: bob's lease is still found.
+    assert read_for_bob.holds_lease
+    assert leasing.lease_next_assignment(dataset=read_for_ann, labeler=bob).pk == bobs.pk
 
 
 def test_an_abandoned_lease_frees_its_slot_once_expired_by_the_job_or_a_full_dataset(settings):
