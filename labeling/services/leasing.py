@@ -162,7 +162,8 @@ def wait_for_leases_in_flight(labeler_ids: Iterable[int]) -> None:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s::integer)", params)
 
 
-# The labeler's live lease on a dataset, oldest first (every next-task asks).
+# The labeler's live lease on a dataset, oldest first (next-task asks when the access check
+# found they hold one, or did not look).
 LIVE_LEASE = CompiledQuery(
     lambda labeler, dataset: Assignment.objects.filter(
         labeler=labeler, status=Assignment.Status.LEASED, prompt__dataset=dataset
