@@ -17,7 +17,9 @@ Use it only for queries whose SQL does not depend on the values (no `__in` lists
 a value in Python) and that select one model's rows (no `select_related`, no `values()`).
 
 PostgreSQL's own prepared statements (`DATABASE_PREPARED_STATEMENTS`) are another matter: they
-save the database from planning a statement again; this saves Django from writing it again.
+save the database from planning a statement again; this saves Django from writing it again. The
+two meet in `inline_constants`: on PostgreSQL the query's plain constants are written into its
+text, so that the server can keep one plan for it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ Converters = dict[int, tuple[list[Callable[..., Any]], Any]]
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    places: list[str | None]  # per parameter: the value's name, or None for a constant
+    # Per parameter: the value's name, or None for a constant (`inline_constants` may have
+    # written those into the SQL instead).
+    places: list[str | None]
     constants: list[Any]
     # How rows become instances (see ModelIterable): the model's columns, their attribute
     # names, the annotations' columns, and the converters of every column.
@@ -200,8 +204,9 @@ class CompiledQuery(Generic[M]):
 def inline_constants(
     connection: Any, sql: str, places: list[str | None], constants: list[Any]
 ) -> tuple[str, list[str | None], list[Any]]:
-    """On PostgreSQL, the query's constants (a status, the roles that may label) written into
-    its text as literals, so that only the caller's values remain parameters.
+    """On PostgreSQL, the query's plain constants (bool, int, str: a status, the roles that may
+    label) written into its text as literals; the caller's values and any other constant (a
+    time, a list) remain parameters.
 
     With prepared statements, PostgreSQL plans a statement once for any parameters (a generic
     plan) only when that plan looks no worse than the ones it makes for the parameters at hand.
@@ -220,9 +225,13 @@ def inline_constants(
     def place(match: re.Match[str]) -> str:
         if match.group() == "%%":
             return "%%"
-        name, constant = next(pieces)
+        piece = next(pieces, None)
+        if piece is None:
+            raise ImproperlyConfigured("CompiledQuery: more places in the SQL than parameters")
+        name, constant = piece
         if name is None and isinstance(constant, bool | int | str):
-            plain = constant[:] if isinstance(constant, str) else constant  # str, not an enum
+            # A choice (`Role.LABELER`) as the plain str it stands for.
+            plain = str.__str__(constant) if isinstance(constant, str) else constant
             return psycopg_sql.Literal(plain).as_string(raw).replace("%", "%%")
         kept.append((name, constant))
         return "%s"

@@ -162,8 +162,9 @@ def wait_for_leases_in_flight(labeler_ids: Iterable[int]) -> None:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s::integer)", params)
 
 
-# The labeler's live lease on a dataset, oldest first (next-task asks when the access check
-# found they hold one, or did not look).
+# The labeler's live lease on a dataset, oldest first. Next-task asks on a dataset without gold
+# unless the access check found they hold none (`_may_hold_lease`); a gold dataset reads it
+# with the labeler's counts instead.
 LIVE_LEASE = CompiledQuery(
     lambda labeler, dataset: Assignment.objects.filter(
         labeler=labeler, status=Assignment.Status.LEASED, prompt__dataset=dataset
@@ -176,18 +177,21 @@ LIVE_LEASE = CompiledQuery(
 def _may_hold_lease(dataset: Dataset, labeler: User) -> bool:
     """False when the dataset was read with the labeler's leases (`with_leases_of`, with
     `leases_of` set to their id, as `labeling.access.dataset_to_label` reads it) and they held
-    none then. A lease of theirs taken
-    since is a concurrent request's, as it could be after any read: the unique (prompt,
-    labeler) and `_lease_if_offered` see to it."""
-    return getattr(dataset, "leases_of", None) != labeler.pk or bool(dataset.holds_lease)
+    none then. The hint is used once: it is true only of the moment it was read.
+
+    A lease of theirs taken since is a concurrent request's (a second tab), as it could be
+    after any read: if it took the same prompt, the unique (prompt, labeler) makes this request
+    return it; if another, the labeler holds two leases until one is submitted or expires."""
+    read_for = dataset.__dict__.pop("leases_of", None)
+    return read_for != labeler.pk or bool(dataset.holds_lease)
 
 
 def _labeler_state(
     dataset: Dataset, labeler: User, *, may_hold: bool = True
 ) -> tuple[Assignment | None, bool]:
     """The labeler's live lease on the dataset (oldest first) with its prompt, and whether gold
-    is due: one query when the labeler holds no lease (none when `may_hold` is False and no
-    gold is due), two when they do."""
+    is due. Without gold (`gold_rate` 0): one query when the labeler holds no lease, none when
+    `may_hold` says they hold none, two when they hold one; with gold, one more."""
     if dataset.gold_rate <= 0:
         current = LIVE_LEASE.first(labeler=labeler.pk, dataset=dataset.pk) if may_hold else None
         gold_due = False

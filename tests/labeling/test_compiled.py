@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import connection
-from django.db.models import Exists
+from django.db.models import Exists, F, Q
 from django.http import Http404
 from rest_framework.authtoken.models import Token
 
@@ -73,6 +73,40 @@ def test_only_the_callers_values_stay_parameters_on_postgresql(db):
     sql, params = percent.sql(slug="x")
     assert params == ["x"] and "'5%%'" in sql
     assert percent.rows(slug="x") == []
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL plans prepared SQL")
+def test_constants_written_in_keep_their_meaning(db):
+    """Quotes, backslashes, "%s" and non-ASCII in a str, a negative int, a bool, and SQL that
+    already holds "%%" (a LIKE against a column): the written-out query finds what the ORM's
+    finds, and only the caller's value is a parameter."""
+    dataset = DatasetFactory()
+    tricky = "it's \\ %s ü 5%"
+    clauses = (
+        Q(external_id=tricky)
+        | Q(is_gold=True)
+        | Q(slots_taken__gt=-1, external_id="only-with-slots")
+        | Q(external_id__startswith=F("content_hash"))
+    )
+    query = CompiledQuery(
+        lambda dataset: Prompt.objects.filter(clauses, dataset=dataset).order_by("pk"),
+        dataset=int,
+    )
+    wanted = [
+        make_prompt(dataset, external_id=tricky),
+        make_prompt(dataset, is_gold=True, gold_order=[["c0"], ["c1"]]),
+        make_prompt(dataset, external_id="only-with-slots"),
+    ]
+    same_start = make_prompt(dataset, external_id="x")
+    Prompt.objects.filter(pk=same_start.pk).update(external_id=F("content_hash"))
+    make_prompt(dataset, external_id="none of these")
+    sql, params = query.sql(dataset=dataset.pk)
+    assert params == [dataset.pk]
+    assert "%%s" in sql and "ü" in sql
+    expected = [p.pk for p in wanted] + [same_start.pk]
+    assert sorted(p.pk for p in query.rows(dataset=dataset.pk)) == sorted(expected)
+    orm = Prompt.objects.filter(clauses, dataset=dataset.pk)
+    assert sorted(orm.values_list("pk", flat=True)) == sorted(expected)
 
 
 def test_it_compiles_once_per_database_and_form(db, monkeypatch):

@@ -118,6 +118,21 @@ def test_the_access_check_tells_the_lease_whether_the_labeler_holds_one():
     assert leasing.lease_next_assignment(dataset=read_for_ann, labeler=bob).pk == bobs.pk
 
 
+def test_the_hint_that_a_labeler_holds_no_lease_is_used_once():
+    """A dataset read when the labeler held no lease, used again after it leased them one,
+    gives that lease back rather than a second one."""
+    dataset = DatasetFactory(labels_per_prompt=2)
+    for _ in range(3):
+        make_prompt(dataset, completions=2)
+    ann = UserFactory()
+    dataset.pool_labelers.add(ann)
+    read = access.dataset_to_label(ann, dataset.slug)
+    assert not read.holds_lease
+    first = leasing.lease_next_assignment(dataset=read, labeler=ann)
+    assert leasing.lease_next_assignment(dataset=read, labeler=ann).pk == first.pk
+    assert Assignment.objects.filter(labeler=ann).count() == 1
+
+
 def test_an_abandoned_lease_frees_its_slot_once_expired_by_the_job_or_a_full_dataset(settings):
     dataset = DatasetFactory(labels_per_prompt=1)
     prompt, other = make_prompt(dataset), make_prompt(dataset)
