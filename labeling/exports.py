@@ -99,10 +99,6 @@ HH_DIALOGUE_SQL = (
     + " END || ': ' || (m ->> 'content'), '' ORDER BY n) "
     "FROM jsonb_array_elements(%(expressions)s) WITH ORDINALITY AS t(m, n)) END"
 )
-# A reply as the JSON string `encode` makes of it: PostgreSQL escapes on the core the export
-# is not using (the replies are most of a line's bytes; encoding them was a third of the
-# export's Python time).
-TEXT_JSON_SQL = "to_json(%(expressions)s)::text"
 PROMPT_JSON_SQL = {
     "trl": "(%(expressions)s -> -1 -> 'content')::text",
     "trl-conversational": "%(expressions)s::text",
@@ -297,22 +293,13 @@ def read_ahead(chunks: Iterator[list[Any]], *, threaded: bool) -> Generator[list
 
 
 def pair_columns(
-    prompt_column: Any,
-    *,
-    include_ids: bool,
-    include: tuple[str, ...],
-    split: Split | None,
-    encoded_texts: bool = False,
+    prompt_column: Any, *, include_ids: bool, include: tuple[str, ...], split: Split | None
 ) -> tuple[list[Any], dict[str, int]]:
     """The columns a comparison export reads, and where each named one is: the pair's own
     seven, then the trace of `include_ids`, those `include` needs, the prompt's external id
-    for `split` (always last). `encoded_texts`: the replies come as JSON strings, written by
-    PostgreSQL (`TEXT_JSON_SQL`)."""
+    for `split` (always last)."""
     columns = ["pk", "prompt_id", "chosen_id", "rejected_id", prompt_column]
-    columns += [
-        Func(text, template=TEXT_JSON_SQL, output_field=TextField()) if encoded_texts else text
-        for text in ("chosen__text", "rejected__text")
-    ]
+    columns += ["chosen__text", "rejected__text"]
     if include_ids:
         columns += TRACE_COLUMNS
     for name in include:
@@ -360,13 +347,7 @@ def comparison_lines(
         if in_database
         else "prompt__messages"
     )
-    columns, at = pair_columns(
-        prompt_column,
-        include_ids=include_ids,
-        include=include,
-        split=split,
-        encoded_texts=in_database,
-    )
+    columns, at = pair_columns(prompt_column, include_ids=include_ids, include=include, split=split)
     extra = include_ids or bool(include)
     last_prompt, pair_format, prompt = 0, format, ""
     for chunk, vote_shares_of_chunk in comparison_chunks(
@@ -389,9 +370,7 @@ def comparison_lines(
                 else:
                     pair_format = line_format(format, prompt_value, render_text)
                     prompt = prompt_json(pair_format, prompt_value)
-            if not in_database:
-                chosen, rejected = encode(chosen), encode(rejected)
-            line = comparison_line(pair_format, prompt, chosen, rejected)
+            line = comparison_line(pair_format, prompt, encode(chosen), encode(rejected))
             if extra:
                 fields = included_fields(
                     include,
