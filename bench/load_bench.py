@@ -1109,27 +1109,29 @@ def report_run(run: Run) -> None:
 
 
 def explain_candidate_query(slug: str, username: str) -> None:
-    """Capture the SQL of one `lease_next_assignment` in a rolled-back transaction, and print
-    EXPLAIN (ANALYZE, BUFFERS) of the queries that pick candidate prompts."""
+    """Capture the SQL of one next-task's access check and lease (`access.dataset_to_label`,
+    `lease_next_assignment`) in a rolled-back transaction, and print EXPLAIN (ANALYZE, BUFFERS)
+    of the queries that pick candidate prompts."""
     from django.contrib.auth.models import User
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from labeling.models import Dataset
+    from labeling import access
     from labeling.services import leasing
 
-    dataset = Dataset.objects.get(slug=slug)
     labeler = User.objects.get(username=username)
     with transaction.atomic():  # a fresh connection's first queries read the catalogs
+        dataset = access.dataset_to_label(labeler, slug)
         leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
         transaction.set_rollback(True)
     with transaction.atomic(), CaptureQueriesContext(connection) as captured:
         start = time.perf_counter()
+        dataset = access.dataset_to_label(labeler, slug)
         assignment = leasing.lease_next_assignment(dataset=dataset, labeler=labeler)
         elapsed = 1000 * (time.perf_counter() - start)
         transaction.set_rollback(True)
     print(
-        f"\n=== next-task's queries on {slug} (lease_next_assignment in-process, rolled back: "
+        f"\n=== next-task's queries on {slug} (access check and lease in-process, rolled back: "
         f"{elapsed:.1f} ms, {len(captured)} queries, leased: {assignment is not None}) ==="
     )
     for query in captured:
