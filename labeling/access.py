@@ -114,7 +114,7 @@ def dataset_to_label(user: Any, slug: str) -> Dataset:
     if may_be_offered_work(user):
         found = OFFERED.first(slug=slug, labeler=user.pk)
         if found is not None:
-            found.leases_of = user.pk  # whose leases `holds_lease` tells of
+            found.leases_of = user.pk  # type: ignore[attr-defined]  # whose `holds_lease` it is
             return found
     return dataset_for(user, Ability.LABEL, Dataset.objects.with_criteria(), slug=slug)
 

@@ -183,7 +183,7 @@ def _may_hold_lease(dataset: Dataset, labeler: User) -> bool:
     after any read: if it took the same prompt, the unique (prompt, labeler) makes this request
     return it; if another, the labeler holds two leases until one is submitted or expires."""
     read_for = dataset.__dict__.pop("leases_of", None)
-    return read_for != labeler.pk or bool(dataset.holds_lease)
+    return read_for != labeler.pk or bool(dataset.holds_lease)  # type: ignore[attr-defined]
 
 
 def _labeler_state(
