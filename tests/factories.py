@@ -245,7 +245,7 @@ def make_ai_ranking(
     first shown completion is in the best tie group."""
     import uuid
 
-    from labeling.services import rankings
+    from labeling.services import ranking_store
 
     now = timezone.now()
     ranking = Ranking.objects.create(
@@ -258,7 +258,7 @@ def make_ai_ranking(
         request_id=uuid.uuid4(),
         created_at=now,
     )
-    rankings.store_comparisons(ranking, order, "")
+    ranking_store.store_comparisons(ranking, order, "")
     shown = shown if shown is not None else [sorted(cid for group in order for cid in group)]
     calls = [{"shown": ids, "raw": "", "order": order} for ids in shown]
     if first_slot_picks is None:

@@ -32,7 +32,8 @@ from labeling.ai_models import PRINCIPLE_MAX_CHARS, PRINCIPLES_MAX, AIJudgment, 
 from labeling.models import Asked, AuditEvent, Completion, Dataset, Prompt, Ranking
 from labeling.services import audit
 from labeling.services.jobs import claim_job, failing_loudly
-from labeling.services.rankings import SUBMITTING, store_comparisons
+from labeling.services.ranking_store import store_comparisons
+from labeling.services.rankings import SUBMITTING
 
 logger = logging.getLogger(__name__)
 

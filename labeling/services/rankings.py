@@ -24,7 +24,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from labeling import orders
-from labeling.criteria import Scale, ratings_json
+from labeling.criteria import Scale
 from labeling.models import (
     Asked,
     Assignment,
@@ -33,9 +33,9 @@ from labeling.models import (
     Flag,
     Prompt,
     Ranking,
-    Rating,
     Strength,
 )
+from labeling.services.ranking_store import rating_rows, store
 from labeling.services.slots import lock_prompts, take_slot
 
 RATIONALE_MAX_CHARS = 10_000
@@ -66,8 +66,8 @@ def submit_own_ranking(
 ) -> Ranking:
     """Store a ranking of the labeler's assignment, its ratings and comparisons together: the
     assignment first (locked, with its prompt's completion ids and its dataset's criteria),
-    then on PostgreSQL one statement (`STORE`) for the ranking, its ratings, its comparisons
-    and the assignment's status; on SQLite one query for each (ratings only when given).
+    then the ranking, its ratings, its comparisons and the assignment's status
+    (`ranking_store.store`: one statement on PostgreSQL, one query each on SQLite).
 
     Raises Assignment.DoesNotExist when the assignment is not the labeler's, Http404 when its
     lease expired and the dataset no longer offers it to them (a labeler taken out of the pool
@@ -99,19 +99,21 @@ def submit_own_ranking(
                 ratings_asked=task.ratings,
                 strength_asked=task.strength,
             )
-            ranking = _store(
-                task,
+            ranking = Ranking(
                 assignment_id=assignment_id,
-                order=order,
-                ratings=ratings,
-                flags=flags,
-                request_id=request_id,
-                seconds_spent=seconds_spent,
+                dataset_id=task.dataset_id,
+                prompt_id=task.prompt_id,
+                labeler_id=task.labeler_id,
+                order=orders.normalized(order),
+                flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
                 all_unacceptable=all_unacceptable,
-                rationale=rationale,
-                strength=strength,
-                now=now,
+                rationale=rationale.strip(),
+                seconds_spent=seconds_spent,
+                guidelines_version=task.guidelines_version,
+                request_id=request_id,
+                created_at=now,
             )
+            store(ranking, rating_rows(ratings, task.criteria), order, strength)
     except IntegrityError:
         # Nothing was stored. The one unique value a valid submission can collide on is its
         # request id: a retry racing its first try, or an id used for another task.
@@ -120,49 +122,6 @@ def submit_own_ranking(
             raise
         _check_same_task(earlier, assignment_id)
         return earlier
-    return ranking
-
-
-def _store(
-    task: LockedTask,
-    *,
-    assignment_id: int,
-    order: orders.Order,
-    ratings: dict[int, dict[str, int]],
-    flags: dict[int, list[str]],
-    request_id: UUID,
-    seconds_spent: float,
-    all_unacceptable: bool,
-    rationale: str,
-    strength: str,
-    now: datetime,
-) -> Ranking:
-    """Write a checked ranking of the locked task: its row, ratings and comparisons, and the
-    assignment's status (one statement on PostgreSQL, one query each on SQLite)."""
-    ranking = Ranking(
-        assignment_id=assignment_id,
-        dataset_id=task.dataset_id,
-        prompt_id=task.prompt_id,
-        labeler_id=task.labeler_id,
-        order=orders.normalized(order),
-        flags={str(cid): sorted(set(names)) for cid, names in flags.items() if names},
-        all_unacceptable=all_unacceptable,
-        rationale=rationale.strip(),
-        seconds_spent=seconds_spent,
-        guidelines_version=task.guidelines_version,
-        request_id=request_id,
-        created_at=now,
-    )
-    rows = _rating_rows(ratings, task.criteria)
-    if connection.vendor == "postgresql":
-        _store_in_one_statement(ranking, rows, order, strength)
-        return ranking
-    ranking.save(force_insert=True)
-    ranking.rating_values = _store_ratings(ranking, rows)
-    ranking.comparison_count = store_comparisons(ranking, order, strength)
-    with connection.cursor() as cursor:
-        finished_at = connection.ops.adapt_datetimefield_value(now)
-        cursor.execute(SUBMITTED, {"assignment": assignment_id, "now": finished_at})
     return ranking
 
 
@@ -212,10 +171,6 @@ CRITERION_SCALES = {
         FROM (SELECT * FROM labeling_ratingcriterion r WHERE r.dataset_id = d.id
         ORDER BY r.position, r.id) r)""",
 }
-SUBMITTED = f"""
-UPDATE labeling_assignment SET status = '{Assignment.Status.SUBMITTED}', finished_at = %(now)s
-WHERE id = %(assignment)s
-"""
 
 
 def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
@@ -257,118 +212,6 @@ def _lock_task(assignment_id: int, labeler_id: int) -> LockedTask:
 def _check_same_task(earlier: Ranking, assignment_id: int) -> None:
     if earlier.assignment_id != assignment_id:
         raise ValidationError({"request_id": "This request id was used for another task."})
-
-
-def _rating_rows(
-    ratings: dict[int, dict[str, int]], criteria: list[Scale]
-) -> list[tuple[int, Scale, int]]:
-    """(completion id, criterion, value) of each rating (checked by `check_ranking`), in
-    completion then criterion order."""
-    by_key = {criterion.key: criterion for criterion in criteria}
-    order = {criterion.key: index for index, criterion in enumerate(criteria)}
-    return [
-        (completion_id, by_key[key], value)
-        for completion_id in sorted(ratings)
-        for key, value in sorted(ratings[completion_id].items(), key=lambda item: order[item[0]])
-    ]
-
-
-def _store_ratings(
-    ranking: Ranking, rows: list[tuple[int, Scale, int]]
-) -> dict[str, dict[str, int]]:
-    """The ratings as rows, and as `Ranking.rating_values`."""
-    if rows:
-        Rating.objects.bulk_create(
-            Rating(ranking=ranking, completion_id=cid, criterion_id=criterion.pk, value=value)
-            for cid, criterion, value in rows
-        )
-    return ratings_json((cid, criterion.key, value) for cid, criterion, value in rows)
-
-
-# A submission's rows on PostgreSQL, in one statement: the ranking, its ratings and comparisons
-# (from arrays), and the assignment's status. Building and sending the four with the ORM cost a
-# submit more CPU than everything else it does.
-STORE = f"""
-WITH ranking AS (
-    INSERT INTO labeling_ranking (assignment_id, dataset_id, prompt_id, labeler_id, "order",
-        flags, all_unacceptable, rationale, seconds_spent, guidelines_version, request_id,
-        created_at)
-    VALUES (%(assignment)s, %(dataset)s, %(prompt)s, %(labeler)s, %(order)s::jsonb,
-        %(flags)s::jsonb, %(all_unacceptable)s, %(rationale)s, %(seconds_spent)s,
-        %(guidelines_version)s, %(request_id)s, %(now)s)
-    RETURNING id
-), ratings AS (
-    INSERT INTO labeling_rating (ranking_id, completion_id, criterion_id, value)
-    SELECT ranking.id, r.completion, r.criterion, r.value
-    FROM ranking, unnest(%(rated)s::bigint[], %(criteria)s::bigint[], %(values)s::integer[])
-        AS r (completion, criterion, value)
-), comparisons AS (
-    INSERT INTO labeling_comparison (dataset_id, prompt_id, chosen_id, rejected_id, margin,
-        strength, labeler_id, ranking_id, created_at)
-    SELECT %(dataset)s, %(prompt)s, c.chosen, c.rejected, c.margin, %(strength)s, %(labeler)s,
-        ranking.id, %(now)s
-    FROM ranking, unnest(%(chosen)s::bigint[], %(rejected)s::bigint[], %(margins)s::integer[])
-        AS c (chosen, rejected, margin)
-), submitted AS (
-    UPDATE labeling_assignment SET status = '{Assignment.Status.SUBMITTED}', finished_at = %(now)s
-    WHERE id = %(assignment)s
-)
-SELECT id FROM ranking
-"""
-
-
-def _store_in_one_statement(
-    ranking: Ranking, rows: list[tuple[int, Scale, int]], order: orders.Order, strength: str
-) -> None:
-    """Insert `ranking` (unsaved), its ratings and comparisons, and mark its assignment
-    submitted (PostgreSQL; the caller's transaction holds the assignment's lock)."""
-    pairs = list(orders.comparison_pairs(order))
-    params = {
-        "assignment": ranking.assignment_id,
-        "dataset": ranking.dataset_id,
-        "prompt": ranking.prompt_id,
-        "labeler": ranking.labeler_id,
-        "order": json.dumps(ranking.order),
-        "flags": json.dumps(ranking.flags),
-        "all_unacceptable": ranking.all_unacceptable,
-        "rationale": ranking.rationale,
-        "seconds_spent": ranking.seconds_spent,
-        "guidelines_version": ranking.guidelines_version,
-        "request_id": ranking.request_id,
-        "now": ranking.created_at,
-        "rated": [cid for cid, _, _ in rows],
-        "criteria": [criterion.pk for _, criterion, _ in rows],
-        "values": [value for _, _, value in rows],
-        "strength": strength,
-        "chosen": [chosen for chosen, _, _ in pairs],
-        "rejected": [rejected for _, rejected, _ in pairs],
-        "margins": [margin for _, _, margin in pairs],
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(STORE, params)
-        (ranking.pk,) = cursor.fetchone()
-    ranking._state.adding = False
-    ranking._state.db = connection.alias
-    ranking.rating_values = ratings_json((cid, c.key, value) for cid, c, value in rows)
-    ranking.comparison_count = len(pairs)
-
-
-def store_comparisons(ranking: Ranking, order: orders.Order, strength: str) -> int:
-    stored = Comparison.objects.bulk_create(
-        Comparison(
-            dataset_id=ranking.dataset_id,
-            prompt_id=ranking.prompt_id,
-            chosen_id=chosen,
-            rejected_id=rejected,
-            margin=margin,
-            strength=strength,
-            labeler_id=ranking.labeler_id,
-            ranking=ranking,
-            created_at=ranking.created_at,
-        )
-        for chosen, rejected, margin in orders.comparison_pairs(order)
-    )
-    return len(stored)
 
 
 def check_task_is_live(task: LockedTask) -> None:

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from labeling import criteria
 from labeling.models import Asked, Comparison, Ranking, Rating, RatingCriterion
-from labeling.services import datasets, leasing, rankings
+from labeling.services import datasets, leasing, ranking_store, rankings
 from tests.factories import (
     DatasetFactory,
     everyone_in_default_workspace,
@@ -177,15 +177,15 @@ def test_ratings_are_written_in_the_rankings_transaction(concise, labeler, monke
     assignment, ids = lease(concise, labeler)
     if connection.vendor == "postgresql":
         # One statement stores everything: a comparison the database refuses undoes it all.
-        refused = rankings.STORE.replace("c.margin, %(strength)s", "0, %(strength)s")
-        assert refused != rankings.STORE
-        monkeypatch.setattr(rankings, "STORE", refused)
+        refused = ranking_store.STORE.replace("c.margin, %(strength)s", "0, %(strength)s")
+        assert refused != ranking_store.STORE
+        monkeypatch.setattr(ranking_store, "STORE", refused)
     else:
 
         def fail(*args, **kwargs):
             raise IntegrityError("comparisons refused")
 
-        monkeypatch.setattr(rankings, "store_comparisons", fail)
+        monkeypatch.setattr(ranking_store, "store_comparisons", fail)
     with pytest.raises(IntegrityError):
         submit(assignment, ids, {ids[0]: {"concise": 4}, ids[1]: {"concise": 3}})
     assert not Ranking.objects.exists() and not Rating.objects.exists()
