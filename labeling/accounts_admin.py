@@ -16,7 +16,7 @@ from django.http import HttpRequest
 
 from labeling.admin import KeepsRankings, apply_to_each
 from labeling.errors import errors_text
-from labeling.services import exclusion, leasing, password_reset
+from labeling.services import exclusion, password_reset, slots
 
 admin.site.unregister(User)
 
@@ -34,7 +34,7 @@ class LabelerAdmin(KeepsRankings, UserAdmin):
         prompt_ids = list(obj.assignments.values_list("prompt_id", flat=True))
         with transaction.atomic():
             super().delete_model(request, obj)
-            leasing.recount_slots(prompt_ids)
+            slots.recount_slots(prompt_ids)
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         """Unticking *Active* excludes the labeler, ticking it reinstates them: the same rules

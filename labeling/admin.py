@@ -27,7 +27,7 @@ from labeling.models import (
     RatingCriterion,
     Workspace,
 )
-from labeling.services import datasets, gold, imports, leasing
+from labeling.services import datasets, gold, imports, slots
 from labeling.services.quality_report import invalidate_reports
 
 
@@ -388,7 +388,7 @@ class AssignmentAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Return leased tasks to the pool", permissions=["release"])
     def release(self, request: HttpRequest, queryset: QuerySet[Assignment]) -> None:
-        released = leasing.release_assignments(assignments=queryset)
+        released = slots.release_assignments(assignments=queryset)
         messages.success(request, f"{released} leased tasks went back to the pool.")
 
 

@@ -18,9 +18,9 @@ from labeling.services import (
     imports,
     invites,
     leaderboard,
-    leasing,
     password_reset,
     quality_report,
+    slots,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def send_password_reset(user_id: int, domain: str, use_https: bool) -> None:
 
 @shared_task(name="labeling.expire_stale_leases")
 def expire_stale_leases() -> int:
-    return leasing.expire_stale_leases()
+    return slots.expire_stale_leases()
 
 
 @shared_task(name="labeling.reclaim_stale_imports")

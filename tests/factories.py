@@ -23,7 +23,7 @@ from labeling.models import (
     Workspace,
     default_workspace_id,
 )
-from labeling.services import leasing
+from labeling.services import leasing, slots
 
 PASSWORD = "pass-word-123"
 EVERYONE = "All labelers"
@@ -136,7 +136,7 @@ def rank_as_the_file_prefers(dataset: Dataset, labeler: Any) -> int:
     import marked as preferred (`hh_preferred`), else the first; returns how many it ranked."""
     import uuid
 
-    from labeling.services import leasing, rankings
+    from labeling.services import rankings
 
     done = 0
     while (
@@ -185,7 +185,7 @@ def make_lease(
         leased_at=leased_at,
         expires_at=expires_at or leased_at + timedelta(minutes=30),
     )
-    leasing.recount_slots([prompt.pk])
+    slots.recount_slots([prompt.pk])
     return assignment
 
 

@@ -39,12 +39,9 @@ from labeling.models import (
     Workspace,
 )
 from labeling.services import audit
-from labeling.services.leasing import (
-    recount_slots,
-    release_assignments,
-    wait_for_leases_in_flight,
-)
+from labeling.services.leasing import wait_for_leases_in_flight
 from labeling.services.quality_report import invalidate_reports
+from labeling.services.slots import recount_slots, release_assignments
 
 REASON_MAX_CHARS = 500
 

@@ -47,15 +47,7 @@ from django.utils import timezone
 
 from labeling.compiled import CompiledQuery, instances
 from labeling.models import Assignment, Dataset, Prompt, columns
-from labeling.services.slots import (  # noqa: F401  (callers also take the rest from here)
-    EXPIRY_BATCH,
-    expire_stale_leases,
-    give_back_slots,
-    lock_prompts,
-    recount_slots,
-    release_assignments,
-    take_slot,
-)
+from labeling.services.slots import expire_stale_leases, give_back_slots, lock_prompts
 
 SKIP_REASON_MAX_CHARS = 200
 # The prompts closest to complete among which a labeler's next task is looked for first.

@@ -24,7 +24,8 @@ from labeling.models import (
     Workspace,
 )
 from labeling.services import audit
-from labeling.services.leasing import release_assignments, wait_for_leases_in_flight
+from labeling.services.leasing import wait_for_leases_in_flight
+from labeling.services.slots import release_assignments
 
 # Roles that manage a workspace through the Django admin, which lets only staff in.
 ADMIN_SITE_ROLES = (Role.ADMIN, Role.MANAGER)

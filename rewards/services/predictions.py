@@ -30,8 +30,8 @@ from django.utils import timezone
 
 from labeling.models import Completion, Dataset, Prompt
 from labeling.services import jobs
-from labeling.services.leasing import lock_prompts
 from labeling.services.prompt_stats import Scorer, active_reward_model
+from labeling.services.slots import lock_prompts
 from rewards.models import Prediction, PredictionJob, RewardModel
 
 logger = logging.getLogger(__name__)

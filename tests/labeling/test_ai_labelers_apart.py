@@ -9,7 +9,6 @@ import pytest
 from django.urls import reverse
 
 from labeling.models import Comparison, Dataset, Prompt, Ranking
-from labeling.services import leasing
 from tests.factories import (
     AILabelerFactory,
     DatasetFactory,
@@ -140,7 +139,7 @@ def test_ai_rankings_leave_human_statistics_progress_and_slots_alone(small):
     for name in ("p1", "p2", "p3", "p4", "p5", "gold"):
         ids = sorted(ids_of(small[name]).values(), reverse=True)  # against ann on every pair
         make_ai_ranking(judge, small[name], [[cid] for cid in ids], seconds=0.5)
-    leasing.recount_slots(list(slots))
+    slots.recount_slots(list(slots))
     after = report_of(dataset)
     for key in before.keys() - {"cursor", "ai_labelers"}:
         assert after[key] == before[key], key

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from labeling import access
 from labeling.models import Assignment, Prompt, Ranking
-from labeling.services import exclusion, leasing
+from labeling.services import exclusion, leasing, slots
 from tests.factories import DatasetFactory, UserFactory, make_prompt, token_client
 from tests.labeling.test_leasing import rank_in_given_order
 
@@ -144,7 +144,7 @@ def test_an_abandoned_lease_frees_its_slot_once_expired_by_the_job_or_a_full_dat
     assert leasing.lease_next_assignment(dataset=dataset, labeler=bob, now=later).prompt == other
     abandoned.refresh_from_db()
     assert abandoned.status == Assignment.Status.LEASED
-    assert leasing.expire_stale_leases(now=later) == 1
+    assert slots.expire_stale_leases(now=later) == 1
     assert leasing.lease_next_assignment(dataset=dataset, labeler=cat, now=later).prompt == prompt
     prompt.refresh_from_db()
     assert prompt.slots_taken == 1
@@ -209,12 +209,12 @@ def test_every_way_a_slot_is_taken_or_given_back_keeps_the_count(staff, settings
     leasing.skip_assignment(assignment=skipped, reason="unclear")
     late = leasing.lease_next_assignment(dataset=dataset, labeler=bob, now=now)
     assert_counts_are_true()
-    leasing.expire_stale_leases(now=later)
+    slots.expire_stale_leases(now=later)
     assert_counts_are_true()
     rank_in_given_order(late)  # an expired lease whose slot is still free is kept
     assert_counts_are_true()
     leasing.lease_next_assignment(dataset=dataset, labeler=cat, now=later)
-    leasing.release_assignments(assignments=Assignment.objects.filter(labeler=cat))
+    slots.release_assignments(assignments=Assignment.objects.filter(labeler=cat))
     assert_counts_are_true()
     exclusion.exclude_labeler(labeler=ann, by=staff)
     assert_counts_are_true()

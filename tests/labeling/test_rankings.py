@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from labeling.models import Assignment, Comparison, Ranking
-from labeling.services import leasing, rankings
+from labeling.services import leasing, rankings, slots
 from tests.factories import UserFactory, make_prompt
 
 
@@ -200,7 +200,7 @@ def test_skipped_task_cannot_be_submitted(assignment, ids):
 
 def test_late_submit_is_kept_when_the_slot_is_still_free(assignment, ids, settings):
     later = timezone.now() + timedelta(minutes=settings.PREFLAB_LEASE_MINUTES + 5)
-    leasing.expire_stale_leases(now=later)
+    slots.expire_stale_leases(now=later)
     ranking = submit(assignment, [[cid] for cid in ids], ids, now=later)
     assert ranking.pk
     assignment.refresh_from_db()

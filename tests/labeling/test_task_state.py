@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from labeling.models import Assignment, Dataset, Ranking
-from labeling.services import leasing, rankings
+from labeling.services import leasing, rankings, slots
 from tests.factories import make_prompt
 
 SHOWN = "j M Y, H:i T"
@@ -99,7 +99,7 @@ def test_a_skipped_task_says_so(client, labeler, assignment, dataset):
 
 
 def test_an_expired_lease_says_when_it_ended(client, labeler, assignment, dataset):
-    leasing.expire_stale_leases(now=assignment.expires_at + timedelta(minutes=1))
+    slots.expire_stale_leases(now=assignment.expires_at + timedelta(minutes=1))
     client.force_login(labeler)
     page = assert_gone_page(
         client.get(rank_url(assignment)), dataset, "Your lease on this task ended"
@@ -108,7 +108,7 @@ def test_an_expired_lease_says_when_it_ended(client, labeler, assignment, datase
 
 
 def test_a_lease_taken_back_by_an_admin_says_when(client, labeler, assignment, dataset):
-    leasing.release_assignments(assignments=Assignment.objects.filter(pk=assignment.pk))
+    slots.release_assignments(assignments=Assignment.objects.filter(pk=assignment.pk))
     assignment.refresh_from_db()
     client.force_login(labeler)
     page = assert_gone_page(
@@ -149,7 +149,7 @@ def test_another_labelers_task_is_still_not_found(client, assignment, other_labe
     elif state == "skipped":
         leasing.skip_assignment(assignment=assignment, reason="unsure")
     elif state == "expired":
-        leasing.release_assignments(assignments=Assignment.objects.filter(pk=assignment.pk))
+        slots.release_assignments(assignments=Assignment.objects.filter(pk=assignment.pk))
     client.force_login(other_labeler)
     assert client.get(rank_url(assignment)).status_code == 404
     assert client.post(submit_url(assignment), form_data(assignment)).status_code == 404
@@ -252,7 +252,7 @@ def test_a_second_skip_moves_on_like_the_first(client, labeler, assignment, data
 
 
 def test_a_submit_after_expiry_is_kept_while_the_slot_is_free(client, labeler, assignment, dataset):
-    leasing.expire_stale_leases(now=assignment.expires_at + timedelta(minutes=1))
+    slots.expire_stale_leases(now=assignment.expires_at + timedelta(minutes=1))
     client.force_login(labeler)
     response = client.post(submit_url(assignment), form_data(assignment))
     assert response.url == reverse("labeling:done", args=[dataset.slug])
@@ -266,7 +266,7 @@ def test_a_submit_after_the_slot_went_to_another_labeler_says_when_the_lease_end
 ):
     Dataset.objects.filter(pk=dataset.pk).update(labels_per_prompt=1)
     dataset.refresh_from_db()
-    leasing.expire_stale_leases(now=assignment.expires_at + timedelta(minutes=1))
+    slots.expire_stale_leases(now=assignment.expires_at + timedelta(minutes=1))
     assert leasing.lease_next_assignment(dataset=dataset, labeler=other_labeler) is not None
     client.force_login(labeler)
     response = client.post(submit_url(assignment), form_data(assignment))
