@@ -9,6 +9,7 @@ import pytest
 from django.urls import reverse
 
 from labeling.models import Comparison, Dataset, Prompt, Ranking
+from labeling.services import slots
 from tests.factories import (
     AILabelerFactory,
     DatasetFactory,
@@ -134,18 +135,18 @@ def test_ai_rankings_leave_human_statistics_progress_and_slots_alone(small):
     dataset = small["dataset"]
     before = report_of(dataset)
     progress = Dataset.objects.with_progress().get(pk=dataset.pk)
-    slots = dict(Prompt.objects.filter(dataset=dataset).values_list("pk", "slots_taken"))
+    taken = dict(Prompt.objects.filter(dataset=dataset).values_list("pk", "slots_taken"))
     judge = AILabelerFactory(dataset=dataset)
     for name in ("p1", "p2", "p3", "p4", "p5", "gold"):
         ids = sorted(ids_of(small[name]).values(), reverse=True)  # against ann on every pair
         make_ai_ranking(judge, small[name], [[cid] for cid in ids], seconds=0.5)
-    slots.recount_slots(list(slots))
+    slots.recount_slots(list(taken))
     after = report_of(dataset)
     for key in before.keys() - {"cursor", "ai_labelers"}:
         assert after[key] == before[key], key
     assert [row["name"] for row in after["ai_labelers"]] == [judge.name]
     assert judge.user_id not in {row["id"] for row in after["labelers"]}
-    assert dict(Prompt.objects.filter(dataset=dataset).values_list("pk", "slots_taken")) == slots
+    assert dict(Prompt.objects.filter(dataset=dataset).values_list("pk", "slots_taken")) == taken
     again = Dataset.objects.with_progress().get(pk=dataset.pk)
     assert (again.prompt_count, again.label_count) == (progress.prompt_count, progress.label_count)
 
