@@ -209,14 +209,14 @@ def pair_rows(
     comparisons = Comparison.objects.filter(dataset=dataset).exported(
         cursor=cursor,
         since=params["since"],
-        exclude_gold=params["exclude_gold"],
+        exclude_gold=False,  # left out as the rows are read (`exports.comparison_chunks`)
         labeler=params.get("labeler"),
         min_margin=params.get("min_margin"),
         exclude_unacceptable=params["exclude_unacceptable"],
         labelers=params["labelers"],
     )
     make_rows = exports.comparison_records if parquet_output else exports.comparison_lines
-    return make_rows(comparisons, **options)
+    return make_rows(comparisons, exclude_gold=params["exclude_gold"], **options)
 
 
 def parquet_response(data: Any, cursor: int, filename: str) -> StreamingHttpResponse:
