@@ -263,7 +263,7 @@ def comparison_chunks(
     # one, rows are made as they are fetched. (On SQLite, which reads as it goes anyway, a
     # transaction would hold the write lock against every submission for the whole export.)
     with (
-        transaction.atomic() if postgresql else nullcontext(),
+        one_snapshot() if postgresql else nullcontext(),
         shared_with_thread() if postgresql else nullcontext(),
         connection.cursor() if postgresql else nullcontext() as side_cursor,
     ):
@@ -304,6 +304,20 @@ def comparison_chunks(
             chunks.close()
             own_chunks.close()
             rows.close()  # type: ignore[attr-defined]
+
+
+@contextmanager
+def one_snapshot() -> Iterator[None]:
+    """A transaction whose statements all see the database as its first one did (REPEATABLE
+    READ): an export's prompts and completions, read a chunk at a time, are as they were when
+    its cursor opened, as a joined query would give them (an admin may mark a prompt gold or
+    edit its metadata meanwhile). Inside a transaction already (a test's), that one's."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
 
 
 @contextmanager

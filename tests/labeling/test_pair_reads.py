@@ -4,6 +4,7 @@ make, equal to the joined query's on any order of ids (SQLite reads that joined 
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from django.db import connection
@@ -13,7 +14,7 @@ from rest_framework.test import APIClient
 
 # Imported before any test shrinks exports.CHUNK_SIZE: they take their own chunk sizes from it.
 from labeling import consensus_exports, exports, pair_reads, ranking_exports  # noqa: F401
-from labeling.models import Comparison
+from labeling.models import Comparison, Prompt
 from labeling.pair_reads import GAP, MAX_RUNS, id_filter
 from tests.factories import DatasetFactory, UserFactory, make_prompt
 from tests.labeling.test_exports import rank
@@ -123,3 +124,37 @@ def test_gold_prompts_pairs_come_with_exclude_gold_off(staff_client):
 
 def test_a_lone_surrogate_is_encoded_as_the_standard_library_does():
     assert exports.encode("a\ud800b") == json.dumps("a\ud800b", ensure_ascii=False)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_export_reads_prompts_as_they_were_when_it_began(staff_client, monkeypatch):
+    """Prompts are read a chunk at a time, after the comparisons' cursor opened: a prompt
+    marked gold and another's metadata edited meanwhile (by an admin, say) do not show."""
+    monkeypatch.setattr(exports, "CHUNK_SIZE", 1)
+    dataset = DatasetFactory(labels_per_prompt=1)
+    prompts = [make_prompt(dataset, completions=2, metadata={"n": n}) for n in range(3)]
+    labeler = UserFactory()
+    for prompt in prompts:
+        rank(dataset, labeler, prompt=prompt)
+    response = staff_client.get(
+        reverse("labeling-api:comparisons", args=[dataset.slug]), {"include": "metadata"}
+    )
+    body = iter(response.streaming_content)
+    first = next(body)
+
+    def edit() -> None:
+        try:
+            marked = {"is_gold": True, "gold_order": [["c0"], ["c1"]]}
+            Prompt.objects.filter(pk=prompts[1].pk).update(**marked)
+            Prompt.objects.filter(pk=prompts[2].pk).update(metadata={"n": "edited"})
+        finally:
+            connection.close()
+
+    editor = threading.Thread(target=edit)
+    editor.start()
+    editor.join()
+    lines = [json.loads(line) for line in (first + b"".join(body)).splitlines()]
+    response.close()
+    assert [line["prompt_metadata"] for line in lines] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert Prompt.objects.get(pk=prompts[2].pk).metadata == {"n": "edited"}
