@@ -154,7 +154,7 @@ def fill(
     make_rows: Callable[..., Any] | None = None,
     completions: int = 4,
 ) -> dict[str, Any]:
-    """Migrate, then COPY the synthetic rows with their ids, move the sequences on, ANALYZE."""
+    """Migrate, then COPY the synthetic rows with their ids, move the sequences on, VACUUM."""
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -178,7 +178,8 @@ def copy_tables(
     rows: dict[str, list[tuple[Any, ...]]], tables: dict[str, str] | None = None
 ) -> None:
     """COPY each table's rows (`tables`: table -> its columns, COLUMNS by default, in an order
-    that keeps foreign keys) into DATABASE_URL, set the id sequences past them, ANALYZE."""
+    that keeps foreign keys) into DATABASE_URL, set the id sequences past them, VACUUM
+    (ANALYZE)."""
     import psycopg
 
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn, conn.cursor() as cur:
@@ -189,7 +190,12 @@ def copy_tables(
             sequence = f"pg_get_serial_sequence('{table}', 'id')"
             cur.execute(f"SELECT setval({sequence}, MAX(id)) FROM {table}")  # type: ignore[arg-type]
         conn.commit()
-        conn.execute("ANALYZE")
+        # As autovacuum leaves a table some time after a bulk load: hint bits set, the
+        # visibility map written, statistics gathered. Without it the first exports set the
+        # hint bits and race autovacuum's own pass over the new rows, which the COPY floor,
+        # run first, partly escapes.
+        conn.autocommit = True
+        conn.execute("VACUUM (ANALYZE)")
 
 
 # --- Child: one export, or the COPY floor ----------------------------------------------------
