@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Generator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from itertools import islice
 from typing import Any
 
 import orjson
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Func, JSONField, Model, QuerySet, TextField
 
 from labeling import consensus, orders
@@ -32,7 +31,7 @@ from labeling.export_options import (
 )
 from labeling.formats import HH_NAMES, render_hh_dialogue
 from labeling.models import Comparison, Labelers, Ranking
-from labeling.pair_reads import PairRead
+from labeling.pair_reads import PairRead, one_snapshot, read_ahead, shared_with_thread
 
 COMPARISON_FORMATS = ("trl", "trl-conversational", "hh", "openai")
 FORMATS = (*COMPARISON_FORMATS, "rankings")
@@ -304,49 +303,6 @@ def comparison_chunks(
             chunks.close()
             own_chunks.close()
             rows.close()  # type: ignore[attr-defined]
-
-
-@contextmanager
-def one_snapshot() -> Iterator[None]:
-    """A transaction whose statements all see the database as its first one did (REPEATABLE
-    READ): an export's prompts and completions, read a chunk at a time, are as they were when
-    its cursor opened, as a joined query would give them (an admin may mark a prompt gold or
-    edit its metadata meanwhile). Inside a transaction already (a test's), that one's."""
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost:
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        yield
-
-
-@contextmanager
-def shared_with_thread() -> Iterator[None]:
-    """The connection may be used by `read_ahead`'s thread: Django checks which thread uses a
-    connection when it makes a cursor, as it does to log a query's SQL (with DEBUG on)."""
-    connection.inc_thread_sharing()
-    try:
-        yield
-    finally:
-        connection.dec_thread_sharing()
-
-
-def read_ahead(chunks: Iterator[list[Any]], *, threaded: bool) -> Generator[list[Any], None, None]:
-    """`chunks` (of a query's rows, read by a cursor); `threaded`, each after the first is
-    fetched in a thread while the caller works on the one before, so that PostgreSQL makes the
-    next chunk on one core while Python encodes this one on the other. At most two chunks are
-    held. The first is read by the caller's thread, which starts the query on its own
-    connection; the thread only fetches from that cursor. Closing this generator waits for the
-    fetch in flight, so the cursor can be closed after it."""
-    if not threaded:
-        yield from chunks
-        return
-    chunk = next(chunks, None)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read-ahead") as reader:
-        while chunk is not None:
-            pending = reader.submit(next, chunks, None)
-            yield chunk
-            chunk = pending.result()
 
 
 def pair_columns(

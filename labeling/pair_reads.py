@@ -18,11 +18,14 @@ deletion removes anyway.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import F, Func, JSONField, Model
 
 from labeling.models import Completion, Prompt
@@ -189,7 +192,7 @@ class PairRead:
         self, cursor: Any, chunks: Iterator[list[tuple[Any, ...]]]
     ) -> Iterator[list[tuple[Any, ...]]]:
         """`rows` of each of `chunks`, skipping any left empty (all on gold prompts). The
-        chunks may be made in another thread (`exports.read_ahead`): `cursor` (on the
+        chunks may be made in another thread (`read_ahead`): `cursor` (on the
         connection that holds the comparisons' cursor, created in the caller's thread) is used
         only there."""
         for chunk in chunks:
@@ -230,3 +233,46 @@ def side_read(model: type[Model], reads: list[Expression], where: str = "true") 
         is_json=tuple(is_json for _, _, is_json in reads),
         where=where,
     )
+
+
+@contextmanager
+def one_snapshot() -> Iterator[None]:
+    """A transaction whose statements all see the database as its first one did (REPEATABLE
+    READ): an export's prompts and completions, read a chunk at a time, are as they were when
+    its cursor opened, as a joined query would give them (an admin may mark a prompt gold or
+    edit its metadata meanwhile). Inside a transaction already (a test's), that one's."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
+@contextmanager
+def shared_with_thread() -> Iterator[None]:
+    """The connection may be used by `read_ahead`'s thread: Django checks which thread uses a
+    connection when it makes a cursor, as it does to log a query's SQL (with DEBUG on)."""
+    connection.inc_thread_sharing()
+    try:
+        yield
+    finally:
+        connection.dec_thread_sharing()
+
+
+def read_ahead(chunks: Iterator[list[Any]], *, threaded: bool) -> Generator[list[Any], None, None]:
+    """`chunks` (of a query's rows, read by a cursor); `threaded`, each after the first is
+    fetched in a thread while the caller works on the one before, so that PostgreSQL makes the
+    next chunk on one core while Python encodes this one on the other. At most two chunks are
+    held. The first is read by the caller's thread, which starts the query on its own
+    connection; the thread only fetches from that cursor. Closing this generator waits for the
+    fetch in flight, so the cursor can be closed after it."""
+    if not threaded:
+        yield from chunks
+        return
+    chunk = next(chunks, None)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-read-ahead") as reader:
+        while chunk is not None:
+            pending = reader.submit(next, chunks, None)
+            yield chunk
+            chunk = pending.result()

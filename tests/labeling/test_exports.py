@@ -15,7 +15,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling import exports
+from labeling import exports, pair_reads
 from labeling.accounts import pseudonym
 from labeling.models import Comparison, Dataset, Ranking
 from labeling.services import leasing, rankings
@@ -428,7 +428,7 @@ def counted_chunks(count, log):
 def test_read_ahead_gives_every_chunk_in_order_holding_at_most_two(threaded):
     log = []
     got = []
-    for chunk in exports.read_ahead(counted_chunks(6, log), threaded=threaded):
+    for chunk in pair_reads.read_ahead(counted_chunks(6, log), threaded=threaded):
         fetched = len(log)
         assert fetched <= chunk[0] + 2  # this one and at most the next
         got.append(chunk[0])
@@ -449,7 +449,7 @@ def test_read_ahead_closed_early_waits_for_the_fetch_in_flight():
         fetched.append(1)
         yield [1]
 
-    chunks = exports.read_ahead(slow(), threaded=True)
+    chunks = pair_reads.read_ahead(slow(), threaded=True)
     assert next(chunks) == [0]
     assert fetching.wait(5)
     chunks.close()  # the caller closes its cursor next: no fetch may still be using it
@@ -461,7 +461,7 @@ def test_read_ahead_raises_a_failed_fetch_to_the_caller():
         yield [0]
         raise RuntimeError("server closed the connection")
 
-    chunks = exports.read_ahead(failing(), threaded=True)
+    chunks = pair_reads.read_ahead(failing(), threaded=True)
     assert next(chunks) == [0]
     with pytest.raises(RuntimeError, match="server closed"):
         next(chunks)
