@@ -31,7 +31,13 @@ from labeling.export_options import (
 )
 from labeling.formats import HH_NAMES, render_hh_dialogue
 from labeling.models import Comparison, Labelers, Ranking
-from labeling.pair_reads import PairRead, one_snapshot, read_ahead, shared_with_thread
+from labeling.pair_reads import (
+    PairRead,
+    one_snapshot,
+    read_ahead,
+    shared_with_thread,
+    side_cursor,
+)
 
 COMPARISON_FORMATS = ("trl", "trl-conversational", "hh", "openai")
 FORMATS = (*COMPARISON_FORMATS, "rankings")
@@ -262,9 +268,9 @@ def comparison_chunks(
     # one, rows are made as they are fetched. (On SQLite, which reads as it goes anyway, a
     # transaction would hold the write lock against every submission for the whole export.)
     with (
-        one_snapshot() if postgresql else nullcontext(),
+        one_snapshot() if postgresql else nullcontext() as snapshot,
         shared_with_thread() if postgresql else nullcontext(),
-        connection.cursor() if postgresql else nullcontext() as side_cursor,
+        side_cursor(snapshot) if postgresql else nullcontext() as side,
     ):
         own = read.own if read is not None else columns
         rows = comparisons.order_by("pk").values_list(*own).iterator(chunk_size=CHUNK_SIZE)
@@ -275,9 +281,7 @@ def comparison_chunks(
             iter(lambda: list(islice(rows, CHUNK_SIZE)), []), threaded=postgresql
         )
         chunks = (
-            own_chunks
-            if read is None
-            else read_ahead(read.joined(side_cursor, own_chunks), threaded=True)
+            own_chunks if read is None else read_ahead(read.joined(side, own_chunks), threaded=True)
         )
         try:
             for chunk in chunks:

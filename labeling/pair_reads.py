@@ -9,8 +9,11 @@ consecutive ids; reading those runs costs the server about half as much. A chunk
 scattered (a dataset labeled in no particular order, imports interleaved) is read with one
 `= ANY(ids)` probe per id instead, as the join did.
 
-The rows keep the shape of the joined query's (`columns`, in order), so the export's writers do
-not know which way they were read. Prompts and completions are not changed once imported; one
+One thread fetches the comparisons ahead; another reads each chunk's prompts and completions,
+on a second connection that shares the export's snapshot (`one_snapshot`, `side_cursor`), so
+the server works on both while Python writes the chunk before. The rows keep the shape of the
+joined query's (`columns`, in order), so the export's writers do not know which way they were
+read. Prompts and completions are not changed once imported; one
 deleted since the cursor opened (its dataset deleted mid-export) drops its comparisons, which the
 deletion removes anyway.
 """
@@ -192,9 +195,8 @@ class PairRead:
         self, cursor: Any, chunks: Iterator[list[tuple[Any, ...]]]
     ) -> Iterator[list[tuple[Any, ...]]]:
         """`rows` of each of `chunks`, skipping any left empty (all on gold prompts). The
-        chunks may be made in another thread (`read_ahead`): `cursor` (on the
-        connection that holds the comparisons' cursor, created in the caller's thread) is used
-        only there."""
+        chunks may be made in another thread (`read_ahead`), which alone uses `cursor`
+        (`side_cursor`, made in the caller's thread)."""
         for chunk in chunks:
             if joined := self.rows(cursor, chunk):
                 yield joined
@@ -236,17 +238,46 @@ def side_read(model: type[Model], reads: list[Expression], where: str = "true") 
 
 
 @contextmanager
-def one_snapshot() -> Iterator[None]:
+def one_snapshot() -> Iterator[str | None]:
     """A transaction whose statements all see the database as its first one did (REPEATABLE
     READ): an export's prompts and completions, read a chunk at a time, are as they were when
     its cursor opened, as a joined query would give them (an admin may mark a prompt gold or
-    edit its metadata meanwhile). Inside a transaction already (a test's), that one's."""
+    edit its metadata meanwhile). Gives the snapshot's name, which another connection can
+    read too. Inside a transaction already (a test's), that one, and None."""
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if outermost:
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        yield
+        if not outermost:
+            yield None
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("SELECT pg_export_snapshot()")
+            (snapshot,) = cursor.fetchone()
+        yield snapshot
+
+
+@contextmanager
+def side_cursor(snapshot: str | None) -> Iterator[Any]:
+    """A cursor for the prompt and completion reads. With a `snapshot` (`one_snapshot`), on a
+    second connection that reads it: the server then reads a chunk's prompts on one
+    connection while it fetches the next comparisons on the other, where one connection takes
+    one statement at a time. Without (inside a test's transaction, whose rows another
+    connection cannot see), on the export's own connection."""
+    if snapshot is None:
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    import psycopg
+    from psycopg import sql
+
+    params = connection.get_connection_params()
+    with psycopg.connect(**params) as side:
+        side.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        side.read_only = True
+        with side.cursor() as cursor:
+            cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(snapshot))
+            yield cursor
+        side.rollback()
 
 
 @contextmanager

@@ -129,9 +129,17 @@ def test_a_lone_surrogate_is_encoded_as_the_standard_library_does():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_an_export_reads_prompts_as_they_were_when_it_began(staff_client, monkeypatch):
-    """Prompts are read a chunk at a time, after the comparisons' cursor opened: a prompt
-    marked gold and another's metadata edited meanwhile (by an admin, say) do not show."""
+    """Prompts are read a chunk at a time, on a second connection, after the comparisons'
+    cursor opened: a prompt marked gold and another's metadata edited meanwhile (by an admin,
+    say) do not show."""
     monkeypatch.setattr(exports, "CHUNK_SIZE", 1)
+    snapshots = []
+
+    def spied(snapshot):
+        snapshots.append(snapshot)
+        return pair_reads.side_cursor(snapshot)
+
+    monkeypatch.setattr(exports, "side_cursor", spied)
     dataset = DatasetFactory(labels_per_prompt=1)
     prompts = [make_prompt(dataset, completions=2, metadata={"n": n}) for n in range(3)]
     labeler = UserFactory()
@@ -158,3 +166,5 @@ def test_an_export_reads_prompts_as_they_were_when_it_began(staff_client, monkey
     response.close()
     assert [line["prompt_metadata"] for line in lines] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert Prompt.objects.get(pk=prompts[2].pk).metadata == {"n": "edited"}
+    # Read on a second connection, which took the export's snapshot.
+    assert len(snapshots) == 1 and snapshots[0]
