@@ -21,6 +21,7 @@ deletion removes anyway.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ from django.db import connection, transaction
 from django.db.models import F, Func, JSONField, Model
 
 from labeling.models import Completion, Prompt
+
+logger = logging.getLogger(__name__)
 
 # Ids closer than this are read as one run, the ones between them read and dropped: a new
 # index descent costs about what reading a few rows does.
@@ -262,16 +265,22 @@ def side_cursor(snapshot: str | None) -> Iterator[Any]:
     second connection that reads it: the server then reads a chunk's prompts on one
     connection while it fetches the next comparisons on the other, where one connection takes
     one statement at a time. Without (inside a test's transaction, whose rows another
-    connection cannot see), on the export's own connection."""
-    if snapshot is None:
-        with connection.cursor() as cursor:
-            yield cursor
-        return
+    connection cannot see), or when the server refuses a second connection, on the export's
+    own connection."""
     import psycopg
     from psycopg import sql
 
-    params = connection.get_connection_params()
-    with psycopg.connect(**params) as side:
+    side = None
+    if snapshot is not None:
+        try:
+            side = psycopg.connect(**connection.get_connection_params())
+        except psycopg.OperationalError as error:  # the server's connection limit, say
+            logger.warning("export reads on its own connection, no second one: %s", error)
+    if side is None:
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    with side:
         side.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         side.read_only = True
         with side.cursor() as cursor:

@@ -168,3 +168,19 @@ def test_an_export_reads_prompts_as_they_were_when_it_began(staff_client, monkey
     assert Prompt.objects.get(pk=prompts[2].pk).metadata == {"n": "edited"}
     # Read on a second connection, which took the export's snapshot.
     assert len(snapshots) == 1 and snapshots[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_export_refused_a_second_connection_reads_on_its_own(staff_client, monkeypatch):
+    import psycopg
+
+    def refused(*args, **kwargs):
+        raise psycopg.OperationalError("too many clients already")
+
+    monkeypatch.setattr(psycopg, "connect", refused)
+    dataset = DatasetFactory(labels_per_prompt=1)
+    for _ in range(3):
+        rank(dataset, UserFactory(), prompt=make_prompt(dataset, completions=3))
+    response = staff_client.get(reverse("labeling-api:comparisons", args=[dataset.slug]))
+    assert b"".join(response.streaming_content).count(b"\n") == 9
