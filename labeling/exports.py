@@ -37,6 +37,7 @@ from labeling.pair_reads import (
     read_ahead,
     shared_with_thread,
     side_cursor,
+    side_read,
 )
 
 COMPARISON_FORMATS = ("trl", "trl-conversational", "hh", "openai")
@@ -173,32 +174,22 @@ def with_fields(line: str, fields: dict[str, Any]) -> str:
 
 
 def rows_by_id(model: type[Model], columns: tuple[str, ...], ids: Iterable[int]) -> list[Any]:
-    """`columns` of the rows with these ids, as `values_list` gives them. On PostgreSQL the ids
-    go as one array parameter (`= ANY(%s)`): an IN list of 10,000 placeholders costs more to
-    build, send and plan than the rows cost to read."""
+    """`columns` (fields) of the rows with these ids, as `values_list` gives them. On
+    PostgreSQL they are read as a pair export reads prompts (`pair_reads.SideRead`): by runs of
+    ids, else by one array parameter, never an IN list of 10,000 placeholders."""
     wanted = list(set(ids))
     if connection.vendor != "postgresql":
         return list(model._default_manager.filter(pk__in=wanted).order_by().values_list(*columns))
+    if not wanted:
+        return []
     fields = [model._meta.get_field(column) for column in columns]
-    is_json = [isinstance(field, JSONField) for field in fields]
-    names = ", ".join(
-        f"{column}::text" if json_column else str(column)
-        for column, json_column in zip(
-            (getattr(field, "column", field.name) for field in fields), is_json, strict=True
-        )
-    )
+    reads = []
+    for field in fields:
+        is_json = isinstance(field, JSONField)
+        sql = f'"{field.column}"'  # type: ignore[union-attr]
+        reads.append((field.name, sql + "::text" if is_json else sql, is_json))
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {names} FROM {model._meta.db_table} WHERE id = ANY(%s)",
-            [wanted],
-        )
-        return [
-            tuple(
-                json.loads(value) if json_column else value
-                for value, json_column in zip(row, is_json, strict=True)
-            )
-            for row in cursor.fetchall()
-        ]
+        return list(side_read(model, reads).rows(cursor, wanted, tuples=True).values())
 
 
 def counted_orders(
